@@ -1,0 +1,84 @@
+"""Train/validation partition of the atlas for the split training run.
+
+The paper (section 2.2) split CSXA by random sampling into 4,219 training and 744 validation
+images (85/15 of 4,963); the full-data run uses every image. The partition is a manifest
+CSV so that the training stage, the audit and a reader of the results all see the same rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import h5py
+import numpy as np
+import pandas as pd
+
+MANIFEST_COLUMNS = ("index", "source_name", "subset")
+
+
+@dataclass(frozen=True)
+class SplitSizes:
+    train: int
+    val: int
+
+
+def split_sizes(n_images: int, val_fraction: float) -> SplitSizes:
+    """Validation size rounds to the nearest image: 0.15 x 4,963 = 744.45 -> 744, as in the paper."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"split.val_fraction must lie strictly between 0 and 1, got {val_fraction}")
+    n_val = int(round(n_images * val_fraction))
+    sizes = SplitSizes(train=n_images - n_val, val=n_val)
+    if sizes.train == 0 or sizes.val == 0:
+        raise ValueError(
+            f"split of {n_images} images with split.val_fraction={val_fraction} leaves an empty "
+            f"subset (train {sizes.train}, val {sizes.val})"
+        )
+    return sizes
+
+
+def split_manifest(source_names: Sequence[str], *, val_fraction: float, seed: int) -> pd.DataFrame:
+    """Seeded random partition; rows keep the atlas order so `index` is the HDF5 row."""
+    sizes = split_sizes(len(source_names), val_fraction)
+    order = np.random.default_rng(seed).permutation(len(source_names))
+    subset = np.full(len(source_names), "train", dtype=object)
+    subset[order[: sizes.val]] = "val"
+    return pd.DataFrame(
+        {"index": np.arange(len(source_names)), "source_name": list(source_names), "subset": subset}
+    )
+
+
+def write_manifest(manifest: pd.DataFrame, out_csv: Path, *, provenance: dict[str, str]) -> None:
+    """CSV with provenance as leading '#' comment lines (pandas reads it with comment='#')."""
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_csv.with_name(out_csv.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for key, value in provenance.items():
+            handle.write(f"# {key}: {value}\n")
+        manifest.to_csv(handle, index=False)
+    tmp.replace(out_csv)
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    """Read a manifest, failing with the file name when columns or subsets are wrong."""
+    manifest = pd.read_csv(path, comment="#")
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise ValueError(f"{path}: split manifest lacks column(s) {', '.join(missing)}")
+    bad = manifest.loc[~manifest["subset"].isin(["train", "val"])]
+    if not bad.empty:
+        row = int(bad.index[0]) + 1
+        raise ValueError(f"{path}: data row {row} has subset {bad['subset'].iloc[0]!r}, expected train or val")
+    return manifest
+
+
+def write_split_for_atlas(
+    atlas_h5: Path, out_csv: Path, *, val_fraction: float, seed: int, provenance: dict[str, str]
+) -> pd.DataFrame:
+    """The split stage: partition the preprocessed atlas's images and write the manifest."""
+    with h5py.File(atlas_h5, "r") as atlas:
+        names = list(atlas["meta/source_name"].asstr()[()])
+    manifest = split_manifest(names, val_fraction=val_fraction, seed=seed)
+    write_manifest(manifest, out_csv, provenance=provenance)
+    return manifest
