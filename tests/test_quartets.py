@@ -1,0 +1,200 @@
+"""Quartet builder: draw counts, one image per group, blinding, determinism, eligibility, errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from radsynth.quartets import build_quartets, read_layout
+
+CHECKPOINTS = ("ckpt034", "ckpt040", "ckpt080")
+PROVENANCE = {"config_hash": "abc123", "code_revision": "deadbeef"}
+
+
+def constant_image(value: int) -> np.ndarray:
+    """Every pixel equals `value`, so an exported PNG identifies its source."""
+    return np.full((8, 6), value, dtype=np.uint8)
+
+
+def make_pools(n_real: int = 7, n_synthetic: int = 6) -> tuple[dict, dict, dict[str, int]]:
+    """Pools whose images all carry distinct pixel values; also returns id -> value."""
+    values: dict[str, int] = {}
+    real = {}
+    for i in range(n_real):
+        values[f"00{i:02d}045"] = len(values)
+        real[f"00{i:02d}045"] = constant_image(values[f"00{i:02d}045"])
+    synthetic = {}
+    for label in CHECKPOINTS:
+        synthetic[label] = {}
+        for i in range(n_synthetic):
+            values[f"{label}_s{i:03d}"] = len(values)
+            synthetic[label][f"{label}_s{i:03d}"] = constant_image(values[f"{label}_s{i:03d}"])
+    return real, synthetic, values
+
+
+def build(tmp_path: Path, name: str = "turing", **overrides) -> tuple[pd.DataFrame, Path]:
+    real, synthetic, _ = make_pools()
+    arguments = {"n_quartets": 5, "seed": 11, "provenance": PROVENANCE, "progress": False, **overrides}
+    out_dir = tmp_path / name
+    return build_quartets(real, synthetic, out_dir, **arguments), out_dir
+
+
+def test_every_quartet_holds_one_image_per_group_at_positions_one_to_four(tmp_path):
+    plan, out_dir = build(tmp_path)
+    key = pd.read_csv(out_dir / "key" / "key.csv")
+    assert list(key.columns) == ["quartet", "position", "group", "image"]
+    assert len(key) == 20
+    for quartet, rows in key.groupby("quartet"):
+        assert sorted(rows["group"]) == ["ckpt034", "ckpt040", "ckpt080", "real"], quartet
+        assert sorted(rows["position"]) == [1, 2, 3, 4], quartet
+    assert sorted(key["quartet"].unique()) == [1, 2, 3, 4, 5]
+    assert plan["source_id"].is_unique
+    assert plan.groupby("group").size().to_dict() == {"ckpt034": 5, "ckpt040": 5, "ckpt080": 5, "real": 5}
+    pd.testing.assert_frame_equal(plan.drop(columns="source_id"), key)
+
+
+def test_positions_are_shuffled_not_fixed_per_group(tmp_path):
+    plan, _ = build(tmp_path, n_quartets=6)
+    positions_of_real = set(plan.loc[plan["group"] == "real", "position"])
+    assert len(positions_of_real) > 1
+
+
+def test_exported_pixels_match_the_source_named_in_sources_csv(tmp_path):
+    _, out_dir = build(tmp_path)
+    _, _, values = make_pools()
+    sources = pd.read_csv(out_dir / "key" / "sources.csv", dtype=str)
+    assert list(sources.columns) == ["image", "group", "source_id"]
+    assert len(sources) == 20
+    for row in sources.itertuples():
+        pixels = np.asarray(Image.open(out_dir / "images" / row.image))
+        assert pixels.shape == (8, 6) and pixels.dtype == np.uint8
+        assert np.all(pixels == values[row.source_id]), row.image
+        expected_group = "real" if row.source_id.endswith("045") else row.source_id.split("_")[0]
+        assert row.group == expected_group
+
+
+def test_image_names_and_images_folder_are_group_blind(tmp_path):
+    plan, out_dir = build(tmp_path)
+    images_dir = out_dir / "images"
+    names = sorted(p.name for p in images_dir.iterdir())
+    assert names == sorted([*plan["image"], "layout.csv"])
+    for name in plan["image"]:
+        assert re.fullmatch(r"q\d{2}_[0-9a-f]{8}\.png", name), name
+    layout_text = (images_dir / "layout.csv").read_text()
+    assert layout_text.splitlines()[0] == "quartet,position,image"
+    for secret in [*CHECKPOINTS, "real", "ckpt", *plan["source_id"]]:
+        assert secret not in layout_text
+        assert not any(secret in name for name in names if name.endswith(".png"))
+    for png in images_dir.glob("*.png"):
+        assert Image.open(png).info == {}, png.name
+
+
+def test_key_sources_and_provenance_live_apart_from_images(tmp_path):
+    _, out_dir = build(tmp_path)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["images", "key"]
+    assert sorted(p.name for p in (out_dir / "key").iterdir()) == ["key.csv", "provenance.json", "sources.csv"]
+    sidecar = json.loads((out_dir / "key" / "provenance.json").read_text())
+    assert sidecar == {**PROVENANCE, "n_quartets": 5, "seed": 11, "groups": ["real", *CHECKPOINTS]}
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_layout_matches_key_without_groups(tmp_path):
+    _, out_dir = build(tmp_path)
+    key = pd.read_csv(out_dir / "key" / "key.csv")
+    pd.testing.assert_frame_equal(read_layout(out_dir / "images"), key.drop(columns="group"))
+
+
+def test_same_seed_gives_identical_files_whatever_the_key_order(tmp_path):
+    _, first = build(tmp_path, "first")
+    real, synthetic, _ = make_pools()
+    reversed_real = dict(reversed(list(real.items())))
+    reversed_synthetic = {label: dict(reversed(list(synthetic[label].items()))) for label in reversed(CHECKPOINTS)}
+    second = tmp_path / "second"
+    build_quartets(
+        reversed_real, reversed_synthetic, second, n_quartets=5, seed=11, provenance=PROVENANCE, progress=False
+    )
+    for relative in ["key/key.csv", "key/sources.csv", "images/layout.csv"]:
+        assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
+    for png in (first / "images").glob("*.png"):
+        assert png.read_bytes() == (second / "images" / png.name).read_bytes()
+
+
+def test_another_seed_gives_another_design(tmp_path):
+    first, _ = build(tmp_path, "first", seed=11)
+    second, _ = build(tmp_path, "second", seed=12)
+    assert not first.equals(second)
+
+
+def test_eligible_restricts_the_draw(tmp_path):
+    kept = ["ckpt040_s001", "ckpt040_s003", "ckpt040_s004"]
+    plan, _ = build(tmp_path, n_quartets=3, eligible={"ckpt040": kept})
+    assert sorted(plan.loc[plan["group"] == "ckpt040", "source_id"]) == kept
+    assert plan.groupby("group").size().to_dict() == {"ckpt034": 3, "ckpt040": 3, "ckpt080": 3, "real": 3}
+
+
+def test_eligible_id_outside_the_pool_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"\['ckpt040_s999'\] of group 'ckpt040' are not in its image pool"):
+        build(tmp_path, eligible={"ckpt040": ["ckpt040_s001", "ckpt040_s999"]})
+    assert not (tmp_path / "turing").exists()
+
+
+def test_eligible_for_an_unknown_group_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown group\(s\) \['ckpt099'\]"):
+        build(tmp_path, eligible={"ckpt099": []})
+
+
+def test_pool_too_small_names_the_group(tmp_path):
+    with pytest.raises(ValueError, match=r"group 'ckpt080' has 2 eligible image\(s\); 3 quartets need 3"):
+        build(tmp_path, n_quartets=3, eligible={"ckpt080": ["ckpt080_s000", "ckpt080_s001"]})
+    with pytest.raises(ValueError, match=r"group 'real' has 7 eligible image\(s\); 8 quartets need 8"):
+        build(tmp_path, n_quartets=8)
+
+
+def test_bad_image_is_named_and_leaves_nothing_behind(tmp_path):
+    real, synthetic, _ = make_pools()
+    synthetic["ckpt034"] = {key: image.astype(np.float32) for key, image in synthetic["ckpt034"].items()}
+    with pytest.raises(ValueError, match=r"image 'ckpt034_s\d{3}' of group 'ckpt034' is float32 \(8, 6\)"):
+        build_quartets(real, synthetic, tmp_path / "turing", n_quartets=2, seed=1, provenance={}, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mismatched_shapes_are_refused(tmp_path):
+    real, synthetic, _ = make_pools()
+    synthetic["ckpt080"] = {key: np.zeros((8, 7), np.uint8) for key in synthetic["ckpt080"]}
+    with pytest.raises(ValueError, match=r"of group 'ckpt080' has shape \(8, 7\), the real images \(8, 6\)"):
+        build_quartets(real, synthetic, tmp_path / "turing", n_quartets=2, seed=1, provenance={}, progress=False)
+
+
+def test_existing_study_is_never_overwritten(tmp_path):
+    _, out_dir = build(tmp_path)
+    before = (out_dir / "key" / "key.csv").read_bytes()
+    with pytest.raises(FileExistsError, match="turing already holds files"):
+        build(tmp_path, seed=99)
+    assert (out_dir / "key" / "key.csv").read_bytes() == before
+
+
+def test_real_is_a_reserved_checkpoint_label(tmp_path):
+    real, synthetic, _ = make_pools()
+    with pytest.raises(ValueError, match="'real' is reserved"):
+        build_quartets(real, {"real": synthetic["ckpt034"]}, tmp_path / "t", n_quartets=1, seed=1, provenance={})
+
+
+def test_a_study_needs_a_synthetic_group(tmp_path):
+    real, _, _ = make_pools()
+    with pytest.raises(ValueError, match="synthetic holds no checkpoint"):
+        build_quartets(real, {}, tmp_path / "t", n_quartets=1, seed=1, provenance={})
+
+
+def test_layout_with_a_missing_position_is_refused(tmp_path):
+    _, out_dir = build(tmp_path)
+    layout_csv = out_dir / "images" / "layout.csv"
+    layout = pd.read_csv(layout_csv)
+    layout.drop(index=2).to_csv(layout_csv, index=False)
+    with pytest.raises(ValueError, match=r"layout.csv: quartet 1 has positions \[1, 2, 4\], expected 1..4"):
+        read_layout(out_dir / "images")
