@@ -1,0 +1,496 @@
+"""Tests of radsynth.preprocess: reading every image flavour, negative detection, LabelMe quirks,
+geometry, and the atlas HDF5 with its rejects CSV. Fixtures are tiny images made here."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+from radsynth.csxa import KEYPOINT_LABELS
+from radsynth.preprocess import (
+    Affine,
+    AnnotationError,
+    NegativeDetection,
+    RejectRow,
+    TooManyRejected,
+    UnreadableImage,
+    annotation_for,
+    is_negative,
+    load_atlas,
+    map_keypoints,
+    negative_score,
+    preprocess_atlas,
+    read_labelme,
+    read_radiograph,
+    resize_image,
+    to_uint8,
+)
+
+DETECTION = NegativeDetection(
+    analysis_size=128,
+    uniform_tolerance=0.02,
+    max_trim_fraction=0.2,
+    side_fraction=0.15,
+    centre_fraction=0.34,
+    row_margin_fraction=0.1,
+    threshold=0.0,
+)
+PROVENANCE = {"config_hash": "abc123", "code_revision": "deadbeef", "radsynth_version": "0.1.0"}
+
+
+def spine_like(rng: np.random.Generator, height: int, width: int, collimation: int = 0) -> np.ndarray:
+    """A crude positive lateral c-spine: dark air, grey neck, bright vertebrae, skull and shoulder."""
+    ys, xs = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+    image = np.full((height, width), rng.uniform(0.02, 0.12))
+    front, back = rng.uniform(0.2, 0.35), rng.uniform(0.75, 0.95)
+    image[(xs > front + 0.05 * np.sin(6 * ys)) & (xs < back)] = rng.uniform(0.3, 0.45)
+    spine_left = rng.uniform(0.42, 0.5)
+    for top in np.arange(rng.uniform(0.05, 0.12), 0.9, 0.13):
+        image[(ys > top) & (ys < top + 0.1) & (xs > spine_left) & (xs < spine_left + 0.14)] = rng.uniform(
+            0.65, 0.85
+        )
+    image[((xs - rng.uniform(0.6, 0.8)) / 0.35) ** 2 + ((ys + 0.05) / 0.15) ** 2 < 1] = rng.uniform(0.6, 0.8)
+    image[((xs - 0.7) / 0.35) ** 2 + ((ys - 1.05) / 0.12) ** 2 < 1] = rng.uniform(0.55, 0.75)
+    image += rng.normal(0, 0.02, image.shape)
+    if collimation:
+        level = rng.uniform(0.85, 1.0)
+        image[:collimation], image[-collimation:] = level, level
+        image[:, :collimation], image[:, -collimation:] = level, level
+    return np.clip(image, 0, 1).astype(np.float32)
+
+
+def write_png(path: Path, image: np.ndarray, mode: str = "L") -> Path:
+    """Save a [0, 1] float image as a PNG of the given PIL mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grey = Image.fromarray(to_uint8(image))
+    if mode == "I;16":
+        Image.fromarray(np.rint(image * 4095).astype(np.uint16)).save(path)  # 12-bit codes in 16 bits
+    else:
+        grey.convert(mode).save(path)
+    return path
+
+
+def write_dicom(path: Path, stored: np.ndarray, photometric: str, slope: float, intercept: float) -> Path:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID, dataset.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    dataset.Rows, dataset.Columns = stored.shape
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, photometric
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 16, 12, 11, 0
+    dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
+    dataset.PixelData = stored.astype(np.uint16).tobytes()
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def labelme(points: dict[str, tuple[float, float]], height: int, width: int, **extra_shapes) -> dict:
+    shapes = [{"label": label, "points": [list(xy)], "shape_type": "point"} for label, xy in points.items()]
+    return {"version": "5.2.1", "shapes": shapes, "imageHeight": height, "imageWidth": width, **extra_shapes}
+
+
+def write_json(path: Path, document: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document))
+    return path
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@pytest.fixture
+def ramp() -> np.ndarray:
+    """40 x 60 image with distinct values, min 0 and max 1."""
+    return (np.arange(40 * 60).reshape(40, 60) / (40 * 60 - 1)).astype(np.float32)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "P"])
+def test_eight_bit_modes_read_as_luminance_over_255(tmp_path, ramp, mode):
+    path = write_png(tmp_path / f"x_{mode}.png", ramp, mode)
+    pixels, info = read_radiograph(path)
+    expected = to_uint8(ramp) / 255.0
+    assert pixels.dtype == np.float32 and pixels.shape == (40, 60)
+    np.testing.assert_allclose(pixels, expected, atol=1.5 / 255 if mode == "P" else 1e-6)
+    assert (info.source, info.height, info.width, info.bit_depth, info.mode) == (path.name, 40, 60, 8, mode)
+
+
+def test_rgb_luminance_weights_and_alpha_ignored(tmp_path):
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 0  # pure red, fully transparent
+    rgba[0, 0, :3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "red.png")
+    pixels, _ = read_radiograph(tmp_path / "red.png")
+    assert pixels[1, 1] == pytest.approx(round(200 * 299 / 1000) / 255)  # ITU-R 601-2 luma
+    assert pixels[0, 0] == pytest.approx(1.0)
+
+
+def test_sixteen_bit_png_is_min_max_scaled(tmp_path, ramp):
+    path = write_png(tmp_path / "x16.png", 0.25 + 0.5 * ramp, "I;16")
+    pixels, info = read_radiograph(path)
+    codes = np.rint((0.25 + 0.5 * ramp) * 4095)
+    np.testing.assert_allclose(pixels, (codes - codes.min()) / (codes.max() - codes.min()), atol=1e-6)
+    assert (info.bit_depth, info.mode) == (16, "I;16")
+
+
+def test_dicom_monochrome2_applies_rescale(tmp_path):
+    stored = np.arange(30 * 40).reshape(30, 40) % 4096
+    # A negative slope is the only linear rescale min-max scaling cannot hide: it flips the image.
+    pixels, info = read_radiograph(write_dicom(tmp_path / "a.dcm", stored, "MONOCHROME2", -1.5, 5000.0))
+    real = stored * -1.5 + 5000.0
+    np.testing.assert_allclose(pixels, (real - real.min()) / (real.max() - real.min()), atol=1e-6)
+    assert (info.bit_depth, info.mode, info.height, info.width) == (12, "DICOM MONOCHROME2", 30, 40)
+
+
+def test_dicom_monochrome1_is_inverted_so_bone_is_bright(tmp_path):
+    stored = np.full((20, 20), 3000, np.uint16)  # MONOCHROME1: air has the high values
+    stored[5:15, 5:15] = 1000  # soft tissue
+    stored[8:12, 8:12] = 300  # bone, the lowest
+    pixels, info = read_radiograph(write_dicom(tmp_path / "m1.dicom", stored, "MONOCHROME1", 2.0, -100.0))
+    assert pixels[10, 10] == pytest.approx(1.0) and pixels[0, 0] == pytest.approx(0.0)
+    assert pixels[6, 6] == pytest.approx(1.0 - (1900.0 - 500.0) / (5900.0 - 500.0))
+    assert info.mode == "DICOM MONOCHROME1"
+
+
+def test_dicom_named_png_is_detected_by_its_preamble(tmp_path):
+    stored = np.arange(100).reshape(10, 10)
+    pixels, info = read_radiograph(
+        write_dicom(tmp_path / "actually_dicom.png", stored, "MONOCHROME2", 1.0, 0.0)
+    )
+    assert info.mode == "DICOM MONOCHROME2" and pixels[9, 9] == pytest.approx(1.0)
+
+
+def test_bad_files_raise_unreadable_with_reason(tmp_path, ramp):
+    good = write_png(tmp_path / "good.png", ramp).read_bytes()
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "truncated.png").write_bytes(good[: len(good) // 2])
+    (tmp_path / "junk.dcm").write_bytes(b"not a dicom at all" * 20)
+    write_png(tmp_path / "flat.png", np.full((10, 10), 0.5))
+    expected = {
+        "empty.png": "empty file",
+        "truncated.png": "truncated",
+        "junk.dcm": "MONOCHROME",
+        "flat.png": "constant",
+    }
+    for name, reason in expected.items():
+        with pytest.raises(UnreadableImage, match=reason) as caught:
+            read_radiograph(tmp_path / name)
+        assert caught.value.path == tmp_path / name and name in str(caught.value)
+
+
+# ----------------------------------------------------------------------------- negative detection
+
+
+def test_negative_detection_on_fixtures_and_their_inverses():
+    rng = np.random.default_rng(7)
+    for number in range(40):
+        height, width = int(rng.integers(60, 121)), int(rng.integers(50, 111))
+        collimation = int(rng.choice([0, 1, 2]) * 0.04 * min(height, width))
+        image = spine_like(rng, height, width, collimation)
+        assert not is_negative(
+            image, DETECTION
+        ), f"fixture {number} (collimation {collimation}) called negative"
+        assert is_negative(1.0 - image, DETECTION), f"inverse of fixture {number} called positive"
+
+
+def test_bright_collimation_border_does_not_flip_a_positive():
+    image = spine_like(np.random.default_rng(3), 100, 80, collimation=9)  # 11% of the width, all sides
+    untrimmed = NegativeDetection(**{**DETECTION.__dict__, "max_trim_fraction": 0.0})
+    assert negative_score(image, untrimmed) > 0  # without trimming the band would win
+    assert negative_score(image, DETECTION) < -0.05
+    assert negative_score(1 - image, DETECTION) == pytest.approx(-negative_score(image, DETECTION), abs=1e-6)
+
+
+def test_detection_settings_are_validated():
+    with pytest.raises(ValueError, match=r"negative_detection.side_fraction 0.6 is not in \[0.001, 0.4\]"):
+        NegativeDetection(**{**DETECTION.__dict__, "side_fraction": 0.6})
+
+
+# ----------------------------------------------------------------------------- LabelMe
+
+
+def test_labelme_points_polygons_duplicates_unknown_and_missing(tmp_path):
+    document = labelme({"C2 centroid": (10.0, 20.0), "C3 top left": (1.5, 2.5)}, 50, 40)
+    document["shapes"] += [
+        {"label": "C3 top right", "points": [[4.0, 5.0]], "shape_type": "polygon"},
+        {"label": "C4 top left", "points": [[0.0, 0.0], [2.0, 0.0], [2.0, 4.0]], "shape_type": "polygon"},
+        {"label": "C2 centroid", "points": [[99.0, 99.0]], "shape_type": "point"},
+        {"label": "C9 nowhere", "points": [[1.0, 1.0]], "shape_type": "point"},
+        {"label": "C5 top left", "points": [[1.0, 1.0], [3.0, 3.0]], "shape_type": "rectangle"},
+    ]
+    path = write_json(tmp_path / "0001035.json", document)
+    points, notes = read_labelme(path, KEYPOINT_LABELS)
+    index = {label: i for i, label in enumerate(KEYPOINT_LABELS)}
+    assert points.shape == (23, 2)
+    np.testing.assert_array_equal(points[index["C2 centroid"]], [10.0, 20.0])  # first of the repeated
+    np.testing.assert_array_equal(points[index["C3 top right"]], [4.0, 5.0])
+    np.testing.assert_allclose(points[index["C4 top left"]], [4 / 3, 4 / 3])
+    assert np.isnan(points[index["C5 top left"]]).all() and np.isnan(points[index["C7 bottom right"]]).all()
+    assert "0001035.json shape 4 label 'C2 centroid': label repeated; kept the first" in notes
+    assert "0001035.json shape 5 label 'C9 nowhere': unknown label; ignored" in notes
+    assert "0001035.json shape 3 label 'C4 top left': polygon with 3 vertices; used their mean" in notes
+    assert "0001035.json shape 6 label 'C5 top left': shape_type 'rectangle' is not a point; ignored" in notes
+    assert notes[-1].startswith(
+        "0001035.json: missing labels: C2 bottom left, C2 bottom right, C3 bottom left"
+    )
+
+
+def test_labelme_broken_json_and_wrong_size_name_the_file(tmp_path):
+    broken = tmp_path / "0002040.json"
+    broken.write_text('{"shapes": [')
+    with pytest.raises(AnnotationError, match="0002040.json: not a readable JSON"):
+        read_labelme(broken, KEYPOINT_LABELS)
+    sized = write_json(tmp_path / "0003050.json", labelme({"C2 centroid": (1, 1)}, 50, 40))
+    with pytest.raises(
+        AnnotationError, match=r"0003050.json: annotated for a 40x50 image but the image is 40x60"
+    ):
+        read_labelme(sized, KEYPOINT_LABELS, image_size=(60, 40))
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def test_resize_mode_maps_pixel_centres_exactly():
+    image = np.zeros((80, 120), np.float32)
+    image[30, 70] = 1.0
+    resized, affine = resize_image(image, 40, "resize")
+    assert resized.shape == (40, 40) and resized.dtype == np.float32
+    assert affine == Affine(40 / 120, 0.5, 0.5 * 40 / 120 - 0.5, -0.25)
+    mapped = map_keypoints(np.array([[70.0, 30.0], [np.nan, np.nan]]), affine)
+    np.testing.assert_allclose(mapped[0], [(70.5) * 40 / 120 - 0.5, 30.5 * 0.5 - 0.5])
+    assert np.isnan(mapped[1]).all()
+    rows, cols = np.indices(resized.shape)
+    centroid = [(resized * cols).sum() / resized.sum(), (resized * rows).sum() / resized.sum()]
+    np.testing.assert_allclose(centroid, mapped[0], atol=1e-4)
+
+
+def test_letterbox_keeps_aspect_pads_background_and_dot_stays_under_keypoint():
+    image = np.full((50, 100), 0.2, np.float32)
+    image[10:13, 80:83] = 1.0  # a bright 3x3 dot centred on (x=81, y=11)
+    resized, affine = resize_image(image, 100, "letterbox")
+    assert resized.shape == (100, 100)
+    assert (resized[:25] == 0).all() and (resized[75:] == 0).all()  # padding rows
+    np.testing.assert_allclose(resized[25:75], 0.2, atol=0.9)
+    assert affine == Affine(1.0, 1.0, 0.0, 25.0)
+    x, y = map_keypoints(np.array([81.0, 11.0]), affine)
+    assert resized[int(y), int(x)] == pytest.approx(1.0)
+    small, small_affine = resize_image(image, 40, "letterbox")
+    x, y = map_keypoints(np.array([81.0, 11.0]), small_affine)
+    assert small.shape == (40, 40) and np.unravel_index(np.argmax(small), small.shape) == (round(y), round(x))
+
+
+def test_unknown_resize_mode_is_rejected():
+    with pytest.raises(ValueError, match="resize mode 'crop'"):
+        resize_image(np.zeros((4, 4), np.float32), 2, "crop")
+
+
+# ----------------------------------------------------------------------------- the atlas
+
+
+def make_atlas(root: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Six images of different flavours (one negative), their LabelMe files and two bad apples."""
+    images, annotations = root / "png", root / "json"
+    flavours = {"0003020.png": "L", "0001035.png": "RGB", "sub/0002045.png": "I;16", "0004050.png": "LA"}
+    originals = {}
+    for number, (name, mode) in enumerate(flavours.items()):
+        image = spine_like(rng, 60 + 8 * number, 50 + 4 * number)
+        originals[name] = image
+        write_png(images / name, 1.0 - image if name == "0004050.png" else image, mode)
+        height, width = image.shape
+        write_json(
+            annotations / f"{Path(name).stem}.json",
+            labelme({"C2 centroid": (width / 2, height / 3)}, height, width),
+        )
+    originals["0005060.dcm"] = spine_like(rng, 70, 56)
+    stored = np.rint((1.0 - originals["0005060.dcm"]) * 4000)  # MONOCHROME1 stores bone dark
+    write_dicom(images / "0005060.dcm", stored, "MONOCHROME1", 1.0, 0.0)
+    (images / "0006070.PNG").write_bytes(b"")  # empty: rejected; upper-case suffix still found
+    write_png(images / "0007080.png", spine_like(rng, 64, 64))  # no annotation
+    (annotations / "0005060.json").write_text("{broken")
+    (images / ".hidden.png").write_bytes(b"")  # hidden: not an image of the atlas
+    return originals
+
+
+def run(root: Path, **overrides):
+    arguments = dict(
+        size=32,
+        resize_mode="resize",
+        max_rejected_fraction=0.5,
+        detection=DETECTION,
+        provenance=PROVENANCE,
+        progress=False,
+    )
+    arguments.update(overrides)
+    return preprocess_atlas(
+        root / "png", root / "json", root / "out" / "atlas.h5", root / "out" / "rejects.csv", **arguments
+    )
+
+
+def read_rejects(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_atlas_layout_content_and_rejects(tmp_path):
+    originals = make_atlas(tmp_path, np.random.default_rng(11))
+    summary = run(tmp_path)
+    assert (summary.n_found, summary.n_images, summary.n_rejected, summary.n_inverted) == (7, 6, 1, 1)
+    assert (summary.n_annotation_missing, summary.n_annotation_rejected) == (1, 1)
+    with h5py.File(tmp_path / "out" / "atlas.h5") as h5:
+        assert h5["images"].dtype == np.uint8 and h5["images"].shape == (6, 32, 32)
+        assert h5["images"].chunks == (1, 32, 32) and h5["images"].compression == "gzip"
+        assert h5["keypoints"].dtype == np.float32 and h5["keypoints"].shape == (6, 23, 2)
+        assert tuple(h5["keypoints"].attrs["labels"]) == KEYPOINT_LABELS
+        assert h5["meta/source_name"].dtype == h5py.string_dtype("utf-8")
+        assert h5["meta/inverted"].dtype == bool and h5["meta/negative_score"].dtype == np.float64
+        assert (h5.attrs["size"], h5.attrs["resize_mode"], h5.attrs["n_images"], h5.attrs["n_rejected"]) == (
+            32,
+            "resize",
+            6,
+            1,
+        )
+        assert h5.attrs["provenance_config_hash"] == "abc123"
+        assert json.loads(h5.attrs["provenance"]) == PROVENANCE
+    atlas = load_atlas(tmp_path / "out" / "atlas.h5")
+    assert atlas.source_names == [
+        "0001035.png",
+        "0003020.png",
+        "0004050.png",
+        "0005060.dcm",
+        "0007080.png",
+        "sub/0002045.png",
+    ]
+    assert atlas.inverted.tolist() == [False, False, True, False, False, False]
+    assert atlas.modes == ["RGB", "L", "LA", "DICOM MONOCHROME1", "L", "I;16"]
+    assert atlas.bit_depth.tolist() == [8, 8, 8, 12, 8, 16]
+    assert (atlas.original_height[2], atlas.original_width[2]) == originals["0004050.png"].shape
+    # The inverted negative equals its positive original, resized.
+    expected, _ = resize_image(to_uint8(originals["0004050.png"]) / 255.0, 32, "resize")
+    np.testing.assert_allclose(atlas.images[2], to_uint8(expected), atol=2)
+    height, width = originals["0001035.png"].shape
+    np.testing.assert_allclose(
+        atlas.keypoints[0, 0],
+        [(width / 2 + 0.5) * 32 / width - 0.5, (height / 3 + 0.5) * 32 / height - 0.5],
+        rtol=1e-6,
+    )
+    assert np.isnan(atlas.keypoints[3]).all() and np.isnan(atlas.keypoints[4]).all()
+    rows = read_rejects(tmp_path / "out" / "rejects.csv")
+    kinds = {(row["source"], row["kind"]) for row in rows}
+    assert {
+        ("0006070.PNG", "image_rejected"),
+        ("0007080.png", "annotation_missing"),
+        ("0005060.dcm", "annotation_rejected"),
+    } <= kinds
+    assert {row["kind"] for row in rows} == {
+        "image_rejected",
+        "annotation_missing",
+        "annotation_rejected",
+        "annotation_note",
+    }
+    assert next(row for row in rows if row["kind"] == "image_rejected")["reason"] == "empty file (0 bytes)"
+
+
+def test_rerun_gives_identical_content(tmp_path):
+    make_atlas(tmp_path, np.random.default_rng(5))
+    run(tmp_path)
+    first, first_rejects = (
+        load_atlas(tmp_path / "out" / "atlas.h5"),
+        (tmp_path / "out" / "rejects.csv").read_bytes(),
+    )
+    run(tmp_path)
+    second = load_atlas(tmp_path / "out" / "atlas.h5")
+    assert first.source_names == second.source_names
+    np.testing.assert_array_equal(first.images, second.images)
+    np.testing.assert_array_equal(first.keypoints, second.keypoints)
+    np.testing.assert_array_equal(first.negative_scores, second.negative_scores)
+    assert (tmp_path / "out" / "rejects.csv").read_bytes() == first_rejects
+
+
+def test_too_many_rejected_fails_but_writes_rejects_and_no_atlas(tmp_path):
+    make_atlas(tmp_path, np.random.default_rng(2))
+    (tmp_path / "png" / "0008090.png").write_bytes(b"garbage")
+    with pytest.raises(TooManyRejected) as caught:
+        run(tmp_path, max_rejected_fraction=0.2)
+    message = str(caught.value)
+    assert "2 of 8 images rejected (fraction 0.2500) exceeds max_rejected_fraction 0.2000" in message
+    assert str(tmp_path / "out" / "rejects.csv") in message
+    assert not (tmp_path / "out" / "atlas.h5").exists()
+    assert list((tmp_path / "out").iterdir()) == [tmp_path / "out" / "rejects.csv"]  # no temp file left
+    rejected = [
+        row["source"]
+        for row in read_rejects(tmp_path / "out" / "rejects.csv")
+        if row["kind"] == "image_rejected"
+    ]
+    assert rejected == ["0006070.PNG", "0008090.png"]
+
+
+def test_empty_image_dir_names_it_and_writes_header_only_rejects(tmp_path):
+    (tmp_path / "png").mkdir()
+    (tmp_path / "json").mkdir()
+    with pytest.raises(FileNotFoundError, match=f"image directory {tmp_path / 'png'} holds no"):
+        run(tmp_path)
+    assert (tmp_path / "out" / "rejects.csv").read_text() == "source,kind,reason\n"
+    assert not (tmp_path / "out" / "atlas.h5").exists()
+
+
+def test_lazy_atlas_reads_on_demand(tmp_path):
+    make_atlas(tmp_path, np.random.default_rng(4))
+    run(tmp_path, resize_mode="letterbox", size=24)
+    with load_atlas(tmp_path / "out" / "atlas.h5", lazy=True) as atlas:
+        assert isinstance(atlas.images, h5py.Dataset) and atlas.images[1].shape == (24, 24)
+        assert atlas.attrs["resize_mode"] == "letterbox" and atlas.provenance == PROVENANCE
+
+
+def test_odd_shapes_and_ambiguous_annotations_are_recorded_not_fatal(tmp_path):
+    document = labelme({"C2 centroid": (3.0, 4.0)}, 10, 10)
+    document["shapes"] += [
+        {"label": ["C3 top left"], "points": [[1, 1]]},
+        "not a shape",
+        {"label": "C3 top left"},
+    ]
+    path = write_json(tmp_path / "a" / "0001035.json", document)
+    points, notes = read_labelme(path, KEYPOINT_LABELS)
+    np.testing.assert_array_equal(points[0], [3.0, 4.0])
+    assert "0001035.json shape 1 label ['C3 top left']: unknown label; ignored" in notes
+    assert "0001035.json shape 2 label None: unknown label; ignored" in notes
+    assert "0001035.json shape 3 label 'C3 top left': points are not a list of [x, y] pairs; ignored" in notes
+    twin = write_json(tmp_path / "b" / "0001035.json", document)
+    keypoints, rows = annotation_for("0001035.png", [path, twin], (10, 10), KEYPOINT_LABELS)
+    assert np.isnan(keypoints).all()
+    assert rows == [
+        RejectRow("0001035.png", "annotation_rejected", f"several annotation files: {path}, {twin}")
+    ]
+
+
+def test_missing_directories_and_foreign_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"image directory {tmp_path / 'nowhere'} does not exist"):
+        preprocess_atlas(
+            tmp_path / "nowhere",
+            tmp_path,
+            tmp_path / "a.h5",
+            tmp_path / "r.csv",
+            size=8,
+            resize_mode="resize",
+            max_rejected_fraction=0.1,
+            detection=DETECTION,
+            provenance={},
+            progress=False,
+        )
+    assert (tmp_path / "r.csv").read_text() == "source,kind,reason\n"
+    h5py.File(tmp_path / "other.h5", "w").close()
+    with pytest.raises(KeyError, match="other.h5: not a radsynth atlas, missing images, keypoints"):
+        load_atlas(tmp_path / "other.h5")
