@@ -1,0 +1,37 @@
+# Two commands set everything up on a fresh Debian machine: `make demo` and `make test`.
+# Both create or update .venv first; a second call finds the stamp and does nothing.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.radsynth-installed
+CORES ?= 2
+
+.PHONY: setup system-deps demo test bench lint clean-demo
+
+setup: system-deps $(STAMP)
+
+system-deps:
+	@tools/ensure-system-deps.sh
+
+# torch first, from the pinned release (a CPU-capable CUDA build; the same wheel runs on the cluster).
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "radsynth needs Python >= 3.11, found " + sys.version'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+demo: setup
+	$(BIN)/snakemake --cores $(CORES)
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python bench/run.py
+
+lint: setup
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile workflow

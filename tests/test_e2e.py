@@ -1,0 +1,168 @@
+"""The real Snakemake DAG on tiny configs: demo mode from the generated atlas, and paper mode
+downloading CSXA-format archives from a local HTTP server."""
+
+import functools
+import hashlib
+import json
+import threading
+import zipfile
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import load_demo_config, run_snakemake, write_workdir_config
+from radsynth.phantom import generate_atlas
+
+pytestmark = pytest.mark.e2e
+
+
+def tiny(config: dict, workdir: Path) -> dict:
+    config["data"]["demo"].update(n_images=40, min_side=96, max_side=160)
+    config["preprocess"]["size"] = 32
+    write_workdir_config(workdir, config)
+    return config
+
+
+def read_atlas(path: Path) -> dict:
+    with h5py.File(path, "r") as atlas:
+        return {
+            "images": atlas["images"][()],
+            "keypoints": atlas["keypoints"][()],
+            "source_name": list(atlas["meta/source_name"].asstr()[()]),
+            "inverted": atlas["meta/inverted"][()],
+            "attrs": dict(atlas.attrs),
+        }
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo")
+    config = tiny(load_demo_config(), workdir)
+    result = run_snakemake(workdir)
+    return workdir, config, result
+
+
+def test_demo_atlas_preprocessed_with_inversions_matching_truth(demo_run):
+    workdir, config, _ = demo_run
+    atlas = read_atlas(workdir / "results/preprocess/atlas.h5")
+    truth = pd.read_csv(workdir / "resources/demo_atlas/truth.csv", dtype={"stem": str})
+    assert atlas["images"].shape == (40, 32, 32) and atlas["images"].dtype == np.uint8
+    assert atlas["keypoints"].shape == (40, 23, 2)
+    stems = [Path(name).stem for name in atlas["source_name"]]
+    expected = truth.set_index("stem").loc[stems, "negative"].to_numpy().astype(bool)
+    assert (atlas["inverted"] == expected).mean() >= 0.99
+    assert atlas["inverted"].sum() == 4
+    assert atlas["attrs"]["size"] == 32
+    assert atlas["attrs"]["provenance_config_hash"]
+
+
+def test_demo_rejects_and_annotation_notes_recorded(demo_run):
+    workdir, _, _ = demo_run
+    rejects = pd.read_csv(workdir / "results/preprocess/rejects.csv")
+    assert list(rejects.columns) == ["source", "kind", "reason"]
+    assert not (rejects["kind"] == "image_rejected").any()
+    duplicate = rejects[rejects["kind"] == "annotation_note"]
+    assert duplicate["reason"].str.contains("repeat|duplicate", case=False).any()
+
+
+def test_demo_qc_figure_and_split(demo_run):
+    workdir, _, _ = demo_run
+    qc = Image.open(workdir / "results/preprocess/qc.png")
+    assert qc.width > 400 and qc.height > 300
+    assert "config_hash" in " ".join(f"{k}={v}" for k, v in qc.info.items())
+    manifest = pd.read_csv(workdir / "results/split/manifest.csv", comment="#")
+    assert (manifest["subset"] == "val").sum() == 6 and (manifest["subset"] == "train").sum() == 34
+    atlas = read_atlas(workdir / "results/preprocess/atlas.h5")
+    assert list(manifest["source_name"]) == atlas["source_name"]
+
+
+def test_demo_second_run_has_nothing_to_do(demo_run):
+    workdir, _, _ = demo_run
+    result = run_snakemake(workdir, "-n")
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def archive_server(tmp_path):
+    """Serve CSXA-format zips of a small phantom atlas from 127.0.0.1."""
+    served = tmp_path / "served"
+    atlas = tmp_path / "atlas"
+    generate_atlas(atlas, tmp_path / "truth.csv", n_images=12, seed=5, negative_fraction=0.2,
+                   sixteen_bit_fraction=0.1, rgb_fraction=0.1, min_side=96, max_side=128, progress=False)
+    served.mkdir()
+    for name, folder in (("datasets-PNG.zip", "images"), ("datasets-JSON.zip", "annotations")):
+        with zipfile.ZipFile(served / name, "w") as archive:
+            for path in sorted((atlas / folder).iterdir()):
+                archive.write(path, f"datasets/{path.name}")
+    handler = functools.partial(QuietHandler, directory=str(served))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def csxa_config(demo: dict, served: Path, base_url: str, *, corrupt: bool = False) -> dict:
+    archives = {}
+    for key, name in (("png", "datasets-PNG.zip"), ("json", "datasets-JSON.zip")):
+        data = (served / name).read_bytes()
+        digest = hashlib.md5(data + (b"x" if corrupt and key == "png" else b"")).hexdigest()
+        archives[key] = {"url": f"{base_url}/{name}", "filename": name, "size": len(data), "checksum": f"md5:{digest}"}
+    config = json.loads(json.dumps(demo))
+    config["data"] = {
+        "source": "csxa",
+        "csxa": {
+            "landing_page": "https://doi.org/10.57760/sciencedb.15391",
+            "archives": archives,
+            "download": {"timeout_s": 10, "max_attempts": 2, "chunk_bytes": 4096, "retry_wait_s": 0},
+        },
+    }
+    config["preprocess"]["size"] = 32
+    return config
+
+
+def test_paper_mode_downloads_verifies_unpacks_and_preprocesses(tmp_path, archive_server, demo_config):
+    served, base_url = archive_server
+    workdir = tmp_path / "run"
+    write_workdir_config(workdir, csxa_config(demo_config, served, base_url))
+    run_snakemake(workdir, "results/preprocess/atlas.h5")
+    for name in ("datasets-PNG.zip", "datasets-JSON.zip"):
+        assert (workdir / "resources/csxa/archives" / name).read_bytes() == (served / name).read_bytes()
+    atlas = read_atlas(workdir / "results/preprocess/atlas.h5")
+    assert atlas["images"].shape == (12, 32, 32)
+    assert np.isfinite(atlas["keypoints"]).all()
+
+
+def test_paper_mode_checksum_mismatch_never_becomes_the_archive(tmp_path, archive_server, demo_config):
+    served, base_url = archive_server
+    workdir = tmp_path / "run"
+    write_workdir_config(workdir, csxa_config(demo_config, served, base_url, corrupt=True))
+    result = run_snakemake(workdir, "results/preprocess/atlas.h5", check=False)
+    assert result.returncode != 0
+    archives = workdir / "resources/csxa/archives"
+    assert not (archives / "datasets-PNG.zip").exists()
+    assert (archives / "datasets-PNG.zip.corrupt").read_bytes() == (served / "datasets-PNG.zip").read_bytes()
+    log = (workdir / "logs/download_archive/datasets-PNG.zip.log").read_text()
+    assert "checksum: expected md5:" in log
+
+
+def test_paper_mode_uses_hand_placed_archives_without_network(tmp_path, archive_server, demo_config):
+    served, _ = archive_server
+    workdir = tmp_path / "run"
+    write_workdir_config(workdir, csxa_config(demo_config, served, "http://127.0.0.1:9"))
+    archives = workdir / "resources/csxa/archives"
+    archives.mkdir(parents=True)
+    for name in ("datasets-PNG.zip", "datasets-JSON.zip"):
+        (archives / name).write_bytes((served / name).read_bytes())
+    run_snakemake(workdir, "results/preprocess/atlas.h5")
+    assert read_atlas(workdir / "results/preprocess/atlas.h5")["images"].shape[0] == 12
