@@ -1,13 +1,131 @@
-"""The `radsynth` command: each stage callable without Snakemake."""
+"""The `radsynth` command: each stage callable without Snakemake, through the same library
+functions the workflow's scripts call. Defaults shown by `--help` are the presets' values
+(the paper's where it has one; the demo's for the demo atlas)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from radsynth.download import fetch_configured_archive
+from radsynth.phantom import generate_atlas
+from radsynth.preprocess import PAPER_NEGATIVE_DETECTION, preprocess_atlas
+from radsynth.provenance import provenance
+from radsynth.split import write_split_for_atlas
+
+
+def command_provenance() -> dict[str, str]:
+    """Provenance of a CLI run: its "config" is the command line itself."""
+    return provenance({"argv": sys.argv})
+
+
+def add_demo_atlas(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("demo-atlas", help="generate the procedural demo atlas in CSXA format")
+    parser.add_argument("--out", type=Path, required=True, help="folder to create (images/, annotations/)")
+    parser.add_argument("--truth", type=Path, required=True, help="ground-truth CSV (tests and benchmarks only)")
+    parser.add_argument("--n", type=int, default=200, help="number of images (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=20241122, help="generator seed (default: %(default)s)")
+    parser.add_argument("--negative-fraction", type=float, default=0.1)
+    parser.add_argument("--sixteen-bit-fraction", type=float, default=0.03)
+    parser.add_argument("--rgb-fraction", type=float, default=0.03)
+    parser.add_argument("--min-side", type=int, default=256)
+    parser.add_argument("--max-side", type=int, default=512)
+    parser.set_defaults(func=run_demo_atlas)
+
+
+def run_demo_atlas(args: argparse.Namespace) -> int:
+    truth = generate_atlas(
+        args.out, args.truth, n_images=args.n, seed=args.seed, negative_fraction=args.negative_fraction,
+        sixteen_bit_fraction=args.sixteen_bit_fraction, rgb_fraction=args.rgb_fraction,
+        min_side=args.min_side, max_side=args.max_side,
+    )
+    print(f"wrote {len(truth)} images to {args.out}")
+    return 0
+
+
+def add_download(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("download", help="fetch (or verify a hand-placed) archive listed in a config")
+    parser.add_argument("--config", type=Path, required=True, help="a radsynth config with data.csxa")
+    parser.add_argument("--archive", choices=["png", "json"], required=True)
+    parser.add_argument("--dest-dir", type=Path, default=Path("resources/csxa/archives"))
+    parser.set_defaults(func=run_download)
+
+
+def run_download(args: argparse.Namespace) -> int:
+    csxa = yaml.safe_load(args.config.read_text())["data"]["csxa"]
+    spec = csxa["archives"][args.archive]
+    path = fetch_configured_archive(
+        args.dest_dir / spec["filename"], spec, landing_page=csxa["landing_page"], settings=csxa["download"]
+    )
+    print(f"verified {path}")
+    return 0
+
+
+def add_preprocess(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("preprocess", help="images + LabelMe JSONs -> one HDF5 atlas")
+    parser.add_argument("--input", type=Path, required=True, help="folder searched recursively for PNG/DICOM")
+    parser.add_argument("--annotations", type=Path, help="folder of LabelMe JSONs (default: --input)")
+    parser.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
+    parser.add_argument("--rejects", type=Path, help="rejects CSV (default: next to --out)")
+    parser.add_argument("--size", type=int, default=256, help="square side in pixels (default: %(default)s, the paper)")
+    parser.add_argument("--resize-mode", choices=["resize", "letterbox"], default="resize")
+    parser.add_argument("--max-rejected-fraction", type=float, default=0.01)
+    parser.set_defaults(func=run_preprocess, detection=PAPER_NEGATIVE_DETECTION)
+
+
+def run_preprocess(args: argparse.Namespace) -> int:
+    rejects = args.rejects or args.out.with_name(args.out.stem + ".rejects.csv")
+    summary = preprocess_atlas(
+        args.input, args.annotations or args.input, args.out, rejects,
+        size=args.size, resize_mode=args.resize_mode, max_rejected_fraction=args.max_rejected_fraction,
+        detection=args.detection, provenance=command_provenance(),
+    )
+    print(summary)
+    return 0
+
+
+def add_split(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("split", help="seeded train/val manifest of an HDF5 atlas")
+    parser.add_argument("--atlas", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--val-fraction", type=float, default=0.15, help="(default: %(default)s, the paper)")
+    parser.add_argument("--seed", type=int, default=20240501)
+    parser.set_defaults(func=run_split)
+
+
+def run_split(args: argparse.Namespace) -> int:
+    manifest = write_split_for_atlas(
+        args.atlas, args.out, val_fraction=args.val_fraction, seed=args.seed, provenance=command_provenance()
+    )
+    print(manifest["subset"].value_counts().to_string())
+    return 0
+
+
+def add_stats(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("stats", help="Turing-test statistics in R from a ratings folder and answer key")
+    parser.add_argument("--ratings", type=Path, required=True, help="folder of tidy rater CSVs")
+    parser.add_argument("--key", type=Path, required=True, help="answer key CSV")
+    parser.add_argument("--out", type=Path, required=True, help="folder for statistics.json, tests.csv, results.md")
+    parser.add_argument("--simulated", action="store_true", help="the ratings are simulated (labelled so in outputs)")
+    parser.set_defaults(func=run_stats_command)
+
+
+def run_stats_command(args: argparse.Namespace) -> int:
+    from radsynth.stats import run_stats  # imported here: it starts an embedded R
+
+    run_stats(args.ratings, args.key, args.out, simulated=args.simulated, provenance=command_provenance())
+    print((args.out / "results.md").read_text())
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="radsynth", description=__doc__)
-    parser.add_subparsers(dest="command", required=True)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for add in (add_demo_atlas, add_download, add_preprocess, add_split, add_stats):
+        add(subparsers)
     return parser
 
 
