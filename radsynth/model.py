@@ -1,0 +1,124 @@
+"""The denoising U-Net: a diffusers `UNet2DModel` configured as close to lucidrains' `Unet` as
+diffusers allows, because the paper's I-SynMed code trained lucidrains'
+`Unet(dim=64, dim_mults=(1, 2, 4, 8), channels=1)` (35,705,089 parameters).
+
+Kept the same as lucidrains:
+- one input and one output channel; base width 64 and multipliers (1, 2, 4, 8) (widths 64..512);
+  two ResNet blocks per encoder level; four resolutions (three 2x downsamplings);
+- sinusoidal time features of width `base`, sin half first, frequencies exp(-ln(1e4) i / (half-1))
+  (diffusers `flip_sin_to_cos=False, freq_shift=1`), an MLP to 4 x base, and a per-block
+  SiLU -> Linear projection to a FiLM scale and shift applied after the block's second norm as
+  h * (1 + scale) + shift (diffusers `resnet_time_scale_shift="scale_shift"`);
+- full self-attention with 32-channel heads at the innermost level and in the middle block,
+  the middle one with a pre-norm (diffusers would drop it under scale_shift unless
+  `attn_norm_num_groups` is set);
+- upsampling by nearest x2 then a 3x3 conv; SiLU activations; dropout 0.
+
+Differences from lucidrains that diffusers' UNet2DModel imposes (each changes the parameter count;
+the paper preset has 63,327,297 parameters, 1.77 x lucidrains' 35,705,089):
+- Widths: a diffusers level runs at base x mult in both paths; lucidrains' encoder level i runs at
+  the previous level's width (64, 64, 128, 256) and widens in its down/transition conv.
+- Decoder: diffusers has layers_per_block + 1 = 3 ResNet blocks per decoder level (one more skip,
+  from each downsampler); lucidrains has 2, and ends with a ResNet block on concat(features,
+  init-conv output) and a 1x1 conv, where diffusers ends with GroupNorm -> SiLU -> 3x3 conv.
+- Attention: lucidrains adds linear attention (4 heads x 32, 4 memory key/values, RMSNorm before
+  and after) once per non-innermost level; diffusers has no linear attention, and full attention
+  over 256x256 or 128x128 tokens is infeasible, so the outer levels have none. Where attention is
+  enabled diffusers puts one after every ResNet block (2 per encoder, 3 per decoder level, not 1),
+  with channels/32 heads (inner width = channels, lucidrains 4 x 32 = 128), q/k/v biases, a
+  GroupNorm pre-norm and no memory key/values.
+- Norm: GroupNorm(norm_num_groups) everywhere; lucidrains uses RMSNorm (L2 over channels x gain).
+- ResNet block: diffusers is pre-activation (GN -> SiLU -> conv3x3 -> GN -> FiLM -> SiLU ->
+  dropout -> conv3x3); lucidrains is conv3x3 -> RMSNorm -> FiLM -> SiLU -> dropout,
+  conv3x3 -> RMSNorm -> SiLU. Both add a 1x1-conv shortcut when widths differ.
+- Time MLP activation: SiLU (diffusers fixes it) instead of GELU.
+- Input conv 3x3 (lucidrains 7x7). Downsampling by a stride-2 3x3 conv (lucidrains: 2x2
+  space-to-depth then 1x1 conv); lucidrains' innermost level widens with a 3x3 conv instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import UNet2DModel
+
+
+@dataclass(frozen=True)
+class UNetSettings:
+    """Config section `model`: the U-Net's shape. Paper values are in the config file."""
+
+    sample_size: int  # image side in pixels; must equal the atlas' `size` (paper 256)
+    base_channels: int  # lucidrains `dim` (paper 64)
+    channel_multipliers: tuple[int, ...]  # lucidrains `dim_mults` (paper 1, 2, 4, 8)
+    layers_per_block: int  # ResNet blocks per encoder level (paper 2)
+    attention_levels: tuple[bool, ...]  # full self-attention per level (paper: innermost only)
+    attention_head_dim: int  # lucidrains attn_dim_head (paper 32)
+    norm_num_groups: int  # GroupNorm groups (diffusers default 32)
+    dropout: float  # lucidrains default 0.0
+
+
+def _check_settings(settings: UNetSettings) -> None:
+    """Reject shapes diffusers would fail on later with a less helpful message."""
+    levels = len(settings.channel_multipliers)
+    if len(settings.attention_levels) != levels:
+        raise ValueError(
+            f"model.attention_levels has {len(settings.attention_levels)} entries, "
+            f"model.channel_multipliers has {levels}: give one per level"
+        )
+    if settings.sample_size % 2 ** (levels - 1):
+        raise ValueError(f"model.sample_size {settings.sample_size} is not divisible by 2^{levels - 1}")
+    for width, attends in zip(block_widths(settings), settings.attention_levels):
+        if width % settings.norm_num_groups:
+            raise ValueError(
+                f"model.norm_num_groups {settings.norm_num_groups} does not divide width {width}"
+            )
+        if attends and width % settings.attention_head_dim:
+            raise ValueError(
+                f"model.attention_head_dim {settings.attention_head_dim} does not divide width {width}"
+            )
+
+
+def block_widths(settings: UNetSettings) -> tuple[int, ...]:
+    """Channel width of each resolution level."""
+    return tuple(settings.base_channels * m for m in settings.channel_multipliers)
+
+
+def build_unet(settings: UNetSettings) -> UNet2DModel:
+    """A 1-channel diffusers U-Net configured to mirror lucidrains' Unet (see module docstring)."""
+    _check_settings(settings)
+    down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in settings.attention_levels)
+    up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(settings.attention_levels))
+    return UNet2DModel(
+        sample_size=settings.sample_size,
+        in_channels=1,
+        out_channels=1,
+        time_embedding_type="positional",
+        flip_sin_to_cos=False,  # lucidrains SinusoidalPosEmb: sin half first
+        freq_shift=1,  # lucidrains: ln(theta) / (half_dim - 1)
+        down_block_types=down,
+        up_block_types=up,
+        block_out_channels=block_widths(settings),
+        layers_per_block=settings.layers_per_block,
+        mid_block_type="UNetMidBlock2D",
+        add_attention=True,  # lucidrains' full attention in the middle
+        downsample_type="conv",
+        upsample_type="conv",
+        act_fn="silu",
+        attention_head_dim=settings.attention_head_dim,
+        norm_num_groups=settings.norm_num_groups,
+        attn_norm_num_groups=settings.norm_num_groups,  # keeps the mid attention's pre-norm
+        resnet_time_scale_shift="scale_shift",  # lucidrains' FiLM conditioning
+        dropout=settings.dropout,
+    )
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of trainable parameters (lucidrains' 35.7M counts the same way)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def parameter_count(settings: UNetSettings) -> int:
+    """Parameter count of a configuration without allocating its weights (meta device)."""
+    with torch.device("meta"):
+        return count_parameters(build_unet(settings))
