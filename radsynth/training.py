@@ -57,6 +57,7 @@ from typing import Any, Iterator, Literal, Mapping, TextIO
 
 import h5py
 import numpy as np
+import pandas as pd
 import torch
 from accelerate import Accelerator, PartialState
 from diffusers import UNet2DModel
@@ -75,6 +76,7 @@ from radsynth.diffusion import (
 )
 from radsynth.model import UNetSettings, build_unet
 from radsynth.provenance import config_hash
+from radsynth.split import read_manifest
 
 # ----------------------------------------------------------------------------------------------
 # Settings
@@ -230,30 +232,21 @@ def read_atlas_images(atlas_h5: Path, sample_size: int) -> np.ndarray:
 
 def read_split_manifest(manifest_csv: Path, n_images: int) -> Subsets:
     """Train/val atlas indices from the split manifest; any bad row or empty subset is an error."""
-    subsets: dict[str, list[int]] = {"train": [], "val": []}
-    with open(manifest_csv, newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"index", "source_name", "subset"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{manifest_csv}: missing column(s) {sorted(missing)}")
-        for line, row in enumerate(reader, start=2):
-            index, subset = row["index"] or "", row["subset"] or ""
-            if not index.isdigit() or int(index) >= n_images:
-                raise ValueError(
-                    f"{manifest_csv} line {line}: index {index!r} is not a row of the atlas (0..{n_images - 1})"
-                )
-            if subset not in subsets:
-                raise ValueError(
-                    f"{manifest_csv} line {line}: subset {subset!r} is neither 'train' nor 'val'"
-                )
-            subsets[subset].append(int(index))
-    everything = subsets["train"] + subsets["val"]
-    if len(set(everything)) != len(everything):
-        raise ValueError(f"{manifest_csv}: an atlas index appears more than once")
+    manifest = read_manifest(manifest_csv)
+    index = pd.to_numeric(manifest["index"], errors="coerce")
+    bad = manifest.index[~index.between(0, n_images - 1) | (index % 1 != 0)]
+    if len(bad):
+        raise ValueError(
+            f"{manifest_csv}: data row {bad[0] + 1}: index {manifest['index'].iloc[bad[0]]} is not a row "
+            f"of the atlas (0..{n_images - 1})"
+        )
+    if index.duplicated().any():
+        raise ValueError(f"{manifest_csv}: atlas index {int(index[index.duplicated()].iloc[0])} appears more than once")
+    subsets = {name: np.sort(index[manifest["subset"] == name].to_numpy(dtype=np.int64)) for name in ("train", "val")}
     for name, rows in subsets.items():
-        if not rows:
+        if not len(rows):
             raise ValueError(f"{manifest_csv}: the {name!r} subset is empty")
-    return Subsets(np.array(sorted(subsets["train"])), np.array(sorted(subsets["val"])))
+    return Subsets(subsets["train"], subsets["val"])
 
 
 def all_images(n_images: int, atlas_h5: Path) -> Subsets:
@@ -945,3 +938,46 @@ def train(
         step = _train_loop(run, start, stop, max_wall_time_s, progress) if start < stop else start
         logger.info("stopped at step %d of %d", step, settings.training.num_steps)
     return TrainResult(step=step, finished=step == settings.training.num_steps)
+
+
+# ----------------------------------------------------------------------------------------------
+# One scheduler job
+
+#: Exit status of a job that stopped at its time budget (BSD EX_TEMPFAIL): rerun it to continue.
+EXIT_RESUME_LATER = 75
+
+
+def train_job(
+    atlas_h5: Path,
+    manifest_csv: Path | None,
+    run_dir: Path,
+    config: Mapping[str, Any],
+    done_json: Path,
+    *,
+    max_wall_time_s: float,
+    provenance: Mapping[str, str],
+) -> int:
+    """One cluster job of a training run: train until finished or out of time.
+
+    Returns 0 and writes `done_json` (what downstream rules depend on) when the run reached
+    training.num_steps; returns EXIT_RESUME_LATER otherwise, so the scheduler's retry (or the
+    user's next `snakemake` call) starts a job that resumes from the saved state.
+    """
+    settings = run_settings_from_dict({key: config[key] for key in ("model", "diffusion", "training")})
+    result = train(atlas_h5, manifest_csv, run_dir, settings, provenance=provenance, max_wall_time_s=max_wall_time_s)
+    if not result.finished:
+        print(
+            f"{run_dir}: stopped at step {result.step} of {settings.training.num_steps} after "
+            f"{max_wall_time_s / 3600:.2f} h; rerun to resume from the saved state",
+            file=sys.stderr,
+        )
+        return EXIT_RESUME_LATER
+    record = {
+        "run_dir": str(run_dir),
+        "step": result.step,
+        "checkpoint_index": str(Path(run_dir) / "checkpoints" / "index.csv"),
+        "loss_log": str(Path(run_dir) / "loss_log.csv"),
+        "provenance": dict(provenance),
+    }
+    _write_text_atomic(Path(done_json), json.dumps(record, indent=2) + "\n")
+    return 0

@@ -389,8 +389,8 @@ def test_image_size_mismatch_names_key_and_file(data: tuple[Path, Path], tmp_pat
     [
         (["0,a,train", "1,b,train"], "the 'val' subset is empty"),
         (["0,a,val"], "the 'train' subset is empty"),
-        (["0,a,train", "1,b,test"], "line 3: subset 'test'"),
-        (["0,a,train", "99,b,val"], "line 3: index '99'"),
+        (["0,a,train", "1,b,test"], "data row 2 has subset 'test'"),
+        (["0,a,train", "99,b,val"], "data row 2: index 99 is not a row"),
         (["0,a,train", "0,b,val"], "appears more than once"),
     ],
 )

@@ -5,6 +5,9 @@ REJECTS_CSV = "results/preprocess/rejects.csv"
 QC_FIGURE = "results/preprocess/qc.png"
 SPLIT_MANIFEST = "results/split/manifest.csv"
 ARCHIVE_DIR = "resources/csxa/archives"
+TRAIN_DONE = "results/train/{run}/done.json"
+#: Minutes a training job may run past its time budget to save the final state and exit.
+TRAIN_SHUTDOWN_MINUTES = 45
 
 
 def csxa_archives():
@@ -14,6 +17,7 @@ def csxa_archives():
 
 wildcard_constraints:
     archive="png|json",
+    run="split|full",
     filename="|".join(re.escape(spec["filename"]) for spec in csxa_archives().values())
     or "no-archive-configured",
 
@@ -51,5 +55,25 @@ def archive_path(wildcards):
     return f"{ARCHIVE_DIR}/{archive_spec(wildcards)['filename']}"
 
 
+def train_dir(run):
+    """A training run's folder: checkpoints, state and logs survive reruns, so none is an output."""
+    return f"results/train/{run}"
+
+
+def train_manifest(wildcards):
+    """The split run trains on the manifest's train rows; the full run on every image."""
+    return SPLIT_MANIFEST if wildcards.run == "split" else []
+
+
+def train_runtime_minutes(wildcards):
+    return int(config["train_jobs"]["max_wall_time_h"] * 60) + TRAIN_SHUTDOWN_MINUTES
+
+
 def final_outputs():
-    return [ATLAS_H5, REJECTS_CSV, QC_FIGURE, SPLIT_MANIFEST]
+    return [
+        ATLAS_H5,
+        REJECTS_CSV,
+        QC_FIGURE,
+        SPLIT_MANIFEST,
+        *expand(TRAIN_DONE, run=["split", "full"]),
+    ]

@@ -1,0 +1,48 @@
+"""Dry runs of the paper preset with the cluster profile: what each job would ask SLURM for."""
+
+import re
+import shutil
+
+import pytest
+
+from conftest import REPO, run_snakemake
+
+
+def planned_resources(dry_run_output: str) -> dict[str, list[dict[str, str]]]:
+    """rule name -> the resources line of each planned job, parsed into key=value pairs."""
+    plan: dict[str, list[dict[str, str]]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", dry_run_output):
+        name = re.match(r"(?:local)?rule (\w+):", block)
+        resources = re.search(r"resources: (.*)", block)
+        if name and resources:
+            pairs = dict(item.split("=", 1) for item in resources.group(1).split(", "))
+            plan.setdefault(name.group(1), []).append(pairs)
+    return plan
+
+
+@pytest.fixture(scope="module")
+def slurm_plan(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("slurm")
+    (workdir / "config").mkdir()
+    shutil.copy(REPO / "config/config.yaml", workdir / "config/config.yaml")
+    result = run_snakemake(
+        workdir, "-n", "--configfile", str(REPO / "config/csxa.yaml"),
+        "--workflow-profile", str(REPO / "profiles/slurm"),
+    )
+    return planned_resources(result.stdout + result.stderr)
+
+
+def test_training_jobs_request_an_a100_below_24_hours(slurm_plan):
+    jobs = slurm_plan["train"]
+    assert len(jobs) == 2
+    for job in jobs:
+        assert job["gpu"] == "1" and job["gpu_model"] == "a100" and "gres" not in job
+        assert job["cpus_per_gpu"] == "8"
+        assert job["slurm_partition"] == "<GPU_PARTITION>"
+        assert int(job["mem_mb"]) == 64000
+        assert int(job["runtime"]) == 23 * 60 + 45 < 24 * 60
+
+
+def test_cpu_jobs_use_the_default_partition(slurm_plan):
+    for job in slurm_plan["preprocess"]:
+        assert job["slurm_partition"] == "<CPU_PARTITION>" and "gpu" not in job
