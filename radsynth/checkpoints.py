@@ -514,3 +514,27 @@ def write_selection(
     with atomic_output(out_json) as temp:
         temp.write_text(json.dumps(selection, indent=2, sort_keys=False) + "\n")
     return selection
+
+
+def select_checkpoints(
+    split_index_csv: Path,
+    full_index_csv: Path,
+    fid_csv: Path | None,
+    out_json: Path,
+    *,
+    configured: Sequence[int],
+    convergence: Mapping[str, Any],
+    provenance: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The selection stage: suggest from both runs' indexes (and FID once it exists), write the file."""
+    full_index = read_checkpoint_index(full_index_csv)
+    suggestion = suggest_checkpoints(
+        read_checkpoint_index(split_index_csv),
+        full_index,
+        None if fid_csv is None else read_fid_table(fid_csv),
+        smoothing=convergence["smoothing"],
+        tolerance=convergence["tolerance"],
+        val_column=convergence["val_column"],
+        n_window=convergence["n_window"],
+    )
+    return write_selection(configured, suggestion, full_index, out_json, provenance=provenance)

@@ -24,6 +24,8 @@ pytestmark = pytest.mark.e2e
 def tiny(config: dict, workdir: Path) -> dict:
     config["data"]["demo"].update(n_images=40, min_side=96, max_side=160)
     config["preprocess"]["size"] = 32
+    config["training"].update(num_steps=40, checkpoint_every=10, state_every=10)
+    config["checkpoints"]["selected"] = [1, 2, 4]
     write_workdir_config(workdir, config)
     return config
 
@@ -79,6 +81,25 @@ def test_demo_qc_figure_and_split(demo_run):
     assert (manifest["subset"] == "val").sum() == 6 and (manifest["subset"] == "train").sum() == 34
     atlas = read_atlas(workdir / "results/preprocess/atlas.h5")
     assert list(manifest["source_name"]) == atlas["source_name"]
+
+
+def test_demo_training_runs_checkpoints_and_selection(demo_run):
+    workdir, _, _ = demo_run
+    for run, has_val in (("split", True), ("full", False)):
+        done = json.loads((workdir / f"results/train/{run}/done.json").read_text())
+        assert done["step"] == 40 and done["provenance"]["config_hash"]
+        index = pd.read_csv(workdir / f"results/train/{run}/checkpoints/index.csv")
+        assert list(index["step"]) == [10, 20, 30, 40] and list(index["checkpoint"]) == [1, 2, 3, 4]
+        log = pd.read_csv(workdir / f"results/train/{run}/loss_log.csv")
+        assert list(log["step"]) == list(range(1, 41)) and log["train_loss"].gt(0).all()
+        assert log["val_loss"].notna().sum() == (4 if has_val else 0)
+        figure = Image.open(workdir / f"results/train/{run}/loss_curves.png")
+        assert "config_hash" in " ".join(f"{k}={v}" for k, v in figure.info.items())
+    selection = json.loads((workdir / "results/train/selection.json").read_text())
+    assert [entry["label"] for entry in selection["configured"]] == ["ckpt001", "ckpt002", "ckpt004"]
+    for entry in selection["configured"]:
+        assert (workdir / entry["path"]).stat().st_size > 0
+    assert selection["comparison"]["suggested"]["final"] == 4
 
 
 def test_demo_second_run_has_nothing_to_do(demo_run):

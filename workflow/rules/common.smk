@@ -6,6 +6,8 @@ QC_FIGURE = "results/preprocess/qc.png"
 SPLIT_MANIFEST = "results/split/manifest.csv"
 ARCHIVE_DIR = "resources/csxa/archives"
 TRAIN_DONE = "results/train/{run}/done.json"
+LOSS_CURVES = "results/train/{run}/loss_curves.png"
+CHECKPOINT_SELECTION = "results/train/selection.json"
 #: Minutes a training job may run past its time budget to save the final state and exit.
 TRAIN_SHUTDOWN_MINUTES = 45
 
@@ -75,5 +77,6 @@ def final_outputs():
         REJECTS_CSV,
         QC_FIGURE,
         SPLIT_MANIFEST,
-        *expand(TRAIN_DONE, run=["split", "full"]),
+        *expand(LOSS_CURVES, run=["split", "full"]),
+        CHECKPOINT_SELECTION,
     ]
