@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from radsynth.ratings import atomic_output
+from radsynth.atomic import atomic_output
 from radsynth.training import INDEX_COLUMNS, LOSS_LOG_COLUMNS
 
 #: Index columns that may hold validation losses (blank in a full-data run).

@@ -22,6 +22,8 @@ from typing import Any, Mapping
 
 import requests
 from tqdm import tqdm
+
+from radsynth.atomic import write_text_atomic
 from urllib3.exceptions import NewConnectionError
 
 # Hex digest length per supported algorithm: a pinned checksum of the wrong length is a typo.
@@ -242,19 +244,13 @@ def _record_unpinned(target: _Target, verification: Verification) -> None:
     if target.checksum is not None:
         return
     sidecar = _sibling(target.dest, f".{RECORDED_ALGORITHM}")
-    _write_text_atomic(sidecar, f"{verification.actual}\n")
+    write_text_atomic(sidecar, f"{verification.actual}\n")
     print(
         f"WARNING: no checksum configured for {target.dest.name}; its integrity was NOT "
         f"verified. Computed {verification.actual} (recorded in {sidecar}); "
         "pin it in the config to verify future downloads.",
         file=sys.stderr,
     )
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = _sibling(path, f".tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _download_with_retries(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 from tqdm import tqdm
 
+from radsynth.atomic import atomic_output
 from radsynth.csxa import KEYPOINT_LABELS
 
 IMAGE_SUFFIXES = (".png", ".dcm", ".dicom")
@@ -560,22 +560,10 @@ def annotation_for(
 
 def write_rejects(path: Path, rows: Iterable[RejectRow]) -> None:
     """The rejects CSV (header only when there is nothing to report), written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_sibling(path)
-    try:
-        with open(temporary, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(REJECT_COLUMNS)
-            writer.writerows((row.source, row.kind, row.reason) for row in rows)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def temporary_sibling(path: Path) -> Path:
-    """A sibling of `path` (same file system, so os.replace is atomic) unique to this process."""
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with atomic_output(Path(path)) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(REJECT_COLUMNS)
+        writer.writerows((row.source, row.kind, row.reason) for row in rows)
 
 
 def check_rejected_fraction(n_rejected: int, n_found: int, max_fraction: float, rejects_csv: Path) -> None:
@@ -637,16 +625,10 @@ def preprocess_atlas(
     try:
         sources = find_images(image_dir)
         annotations = index_annotations(annotation_dir)
-        out_h5.parent.mkdir(parents=True, exist_ok=True)
-        temporary = temporary_sibling(out_h5)
-        try:
-            with h5py.File(temporary, "w") as h5:
-                _fill_images(h5, image_dir, sources, annotations, settings, collected, progress)
-                _check_outcome(collected, len(sources), max_rejected_fraction, image_dir, Path(rejects_csv))
-                _write_tables(h5, collected, settings, provenance)
-            os.replace(temporary, out_h5)
-        finally:
-            temporary.unlink(missing_ok=True)
+        with atomic_output(out_h5) as temporary, h5py.File(temporary, "w") as h5:
+            _fill_images(h5, image_dir, sources, annotations, settings, collected, progress)
+            _check_outcome(collected, len(sources), max_rejected_fraction, image_dir, Path(rejects_csv))
+            _write_tables(h5, collected, settings, provenance)
     finally:
         write_rejects(rejects_csv, collected.rows)
     return _summarise(collected, len(sources))

@@ -7,9 +7,7 @@ so a reviewer can confirm each inversion at a glance.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +15,8 @@ import numpy as np
 from matplotlib.figure import Figure, SubFigure
 from PIL import Image
 
-from radsynth.preprocess import load_atlas, temporary_sibling
+from radsynth.figures import save_figure
+from radsynth.preprocess import load_atlas
 
 #: Legibility cap on the inverted-image panel (the stage's brief: show every one up to 600).
 MAX_INVERTED_SHOWN = 600
@@ -78,24 +77,7 @@ def plot_preprocess_qc(h5_path: Path, out_png: Path, *, n_examples: int, seed: i
     """Write the QC figure of a preprocessed atlas, provenance in the PNG metadata, atomically."""
     content = read_qc_content(Path(h5_path), n_examples, seed)
     figure = build_qc_figure(content, seed)
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_sibling(out_png)
-    try:
-        figure.savefig(temporary, format="png", dpi=DPI, metadata=png_metadata(content.provenance))
-        os.replace(temporary, out_png)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def png_metadata(provenance: dict[str, str]) -> dict[str, str]:
-    """PNG text chunks: the whole record as JSON plus one chunk per key, for exiftool-style greps."""
-    fields = {f"provenance_{key}": str(value) for key, value in provenance.items()}
-    return {
-        "Title": "radsynth preprocessing QC",
-        "provenance": json.dumps(provenance, sort_keys=True),
-        **fields,
-    }
+    save_figure(figure, out_png, title="radsynth preprocessing QC", provenance=content.provenance, dpi=DPI)
 
 
 def caption(content: QcContent) -> str:

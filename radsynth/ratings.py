@@ -36,16 +36,15 @@ refuses to treat them as real ratings.
 from __future__ import annotations
 
 import csv
-import os
 import re
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
+
+from radsynth.atomic import atomic_output
 
 KEY_COLUMNS: tuple[str, ...] = ("quartet", "position", "group", "image")
 RATING_COLUMNS: tuple[str, ...] = ("rater", "quartet", "position", "chosen_real", "rating")
@@ -101,20 +100,6 @@ class Cell:
 
     def __str__(self) -> str:
         return f"{self.source}: data row {self.data_row}"
-
-
-@contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """A temp path beside `path`, moved onto it only if the block succeeds: no half-written outputs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(handle)
-    try:
-        yield Path(temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
 
 
 def parse_int(text: str, allowed: tuple[int, ...] | None = None) -> int | None:

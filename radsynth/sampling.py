@@ -25,14 +25,17 @@ import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
 import zarr
+from accelerate import PartialState
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from tqdm import tqdm
+
+from radsynth.training import load_checkpoint_weights, run_settings_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -547,3 +550,59 @@ def _check_coverage(stores: Sequence[Path], parts: Sequence[np.ndarray], sorted_
     if missing.size:
         raise ValueError(f"global indices {int(missing[0])}..{int(missing[-1])} ({missing.size} in all) are in none "
                          f"of the stores {', '.join(map(str, stores))}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The sampling stage, driven by the config
+
+
+#: radsynth trains the v-objective only (lucidrains' pred_v, the I-SynMed setting).
+TRAINED_PREDICTION_TYPE = "v_prediction"
+
+
+def shard_plan(n_images: int, images_per_shard: int) -> list[tuple[int, int]]:
+    """(first global index, image count) of each shard of one checkpoint's sample set."""
+    if n_images < 1 or images_per_shard < 1:
+        raise ValueError(f"a sample set needs n_images >= 1 and images_per_shard >= 1, got {n_images}, {images_per_shard}")
+    return [(first, min(images_per_shard, n_images - first)) for first in range(0, n_images, images_per_shard)]
+
+
+def seed_label(sample_set: str, checkpoint_label: str) -> str:
+    """The label image seeds derive from: sets of one checkpoint never share a seed."""
+    return f"{sample_set}/{checkpoint_label}"
+
+
+def sample_set_shard(
+    checkpoint_path: Path,
+    out_store: Path,
+    *,
+    work_dir: Path,
+    config: Mapping[str, Any],
+    sample_set: str,
+    checkpoint_label: str,
+    shard_index: int,
+    provenance: dict,
+    progress: bool = True,
+) -> Path:
+    """One shard job: load the checkpoint's configured weights and sample its share of the set.
+
+    The device comes from accelerate (CUDA when present, else CPU), so one source runs both.
+    """
+    settings = run_settings_from_dict({key: config[key] for key in ("model", "diffusion", "training")})
+    sampling = config["sampling"]
+    plan = sampling["sets"][sample_set]
+    shards = shard_plan(plan["n_images"], plan["images_per_shard"])
+    if not 0 <= shard_index < len(shards):
+        raise ValueError(f"sampling.sets.{sample_set} has {len(shards)} shards; shard {shard_index} does not exist")
+    first, count = shards[shard_index]
+    device = PartialState().device
+    unet = load_checkpoint_weights(checkpoint_path, sampling["weights"], settings.model).to(device)
+    return sample_shard(
+        unet, settings.diffusion.betas(), out_store, work_dir=work_dir,
+        checkpoint_label=seed_label(sample_set, checkpoint_label), shard_index=shard_index,
+        first_global_index=first, n_images=count, batch_size=sampling["batch_size"],
+        base_seed=sampling["base_seed"], sampler=sampling["sampler"], steps=sampling["steps"],
+        clip_sample=sampling["clip_sample"], quantization=sampling["quantization"], weights=sampling["weights"],
+        prediction_type=TRAINED_PREDICTION_TYPE, device=device,
+        provenance={**provenance, "checkpoint_file": str(checkpoint_path)}, progress=progress,
+    )

@@ -15,6 +15,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from radsynth.tables import read_table, write_table
+
 MANIFEST_COLUMNS = ("index", "source_name", "subset")
 
 
@@ -49,20 +51,9 @@ def split_manifest(source_names: Sequence[str], *, val_fraction: float, seed: in
     )
 
 
-def write_manifest(manifest: pd.DataFrame, out_csv: Path, *, provenance: dict[str, str]) -> None:
-    """CSV with provenance as leading '#' comment lines (pandas reads it with comment='#')."""
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_csv.with_name(out_csv.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for key, value in provenance.items():
-            handle.write(f"# {key}: {value}\n")
-        manifest.to_csv(handle, index=False)
-    tmp.replace(out_csv)
-
-
 def read_manifest(path: Path) -> pd.DataFrame:
     """Read a manifest, failing with the file name when columns or subsets are wrong."""
-    manifest = pd.read_csv(path, comment="#")
+    manifest = read_table(path)
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
         raise ValueError(f"{path}: split manifest lacks column(s) {', '.join(missing)}")
@@ -80,5 +71,5 @@ def write_split_for_atlas(
     with h5py.File(atlas_h5, "r") as atlas:
         names = list(atlas["meta/source_name"].asstr()[()])
     manifest = split_manifest(names, val_fraction=val_fraction, seed=seed)
-    write_manifest(manifest, out_csv, provenance=provenance)
+    write_table(manifest, out_csv, provenance=provenance)
     return manifest

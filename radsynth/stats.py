@@ -21,10 +21,10 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from radsynth.atomic import atomic_output
 from radsynth.ratings import (
     POSITIONS,
     REAL_GROUP,
-    atomic_output,
     load_key,
     load_ratings,
     require_simulated_flag,

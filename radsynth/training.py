@@ -75,6 +75,7 @@ from radsynth.diffusion import (
     weighted_v_loss_per_image,
 )
 from radsynth.model import UNetSettings, build_unet
+from radsynth.atomic import atomic_output, publish_permissions, write_text_atomic
 from radsynth.provenance import config_hash
 from radsynth.split import read_manifest
 
@@ -406,37 +407,6 @@ def checkpoint_filename(step: int) -> str:
     return f"step{step:06d}.safetensors"
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-def _publish(path: Path, mode: int) -> None:
-    """Give a temp file/dir (created private by tempfile) the permissions a plain create would."""
-    os.chmod(path, mode & ~_umask())
-
-
-@contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path next to `path`, moved onto it only when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        yield Path(tmp)
-        _publish(Path(tmp), 0o666)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    with _atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
 def _csv_text(columns: tuple[str, ...], rows: list[Mapping[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
@@ -464,7 +434,7 @@ def model_config_json(model: UNet2DModel) -> str:
 
 def _save_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> int:
     """Atomically write a safetensors file; returns its size in bytes."""
-    with _atomic_path(path) as tmp:
+    with atomic_output(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), dict(metadata))
     return path.stat().st_size
 
@@ -537,10 +507,10 @@ def _write_state_files(folder: Path, parts: Mapping[str, Any], info: Mapping[str
     hashes = {name: _sha256(folder / name) for name in parts}
     (folder / "state.json").write_text(json.dumps({**info, "files": hashes}, indent=1, sort_keys=True))
     for name in [*parts, "state.json"]:
-        _publish(folder / name, 0o666)
+        publish_permissions(folder / name, 0o666)
         with open(folder / name, "rb") as handle:
             os.fsync(handle.fileno())
-    _publish(folder, 0o777)
+    publish_permissions(folder, 0o777)
 
 
 def save_state(run_dir: Path, step: int, parts: Mapping[str, Any], info: Mapping[str, Any]) -> Path:
@@ -592,7 +562,7 @@ def truncate_loss_log(path: Path, step: int) -> None:
             raise ValueError(f"{path} line {number + 1}: expected the complete row of step {number}")
     if len(kept) != step:
         raise ValueError(f"{path}: has {len(kept)} step rows but the restored state is at step {step}")
-    _write_text_atomic(path, header + "".join(kept))
+    write_text_atomic(path, header + "".join(kept))
 
 
 def read_index(path: Path) -> list[dict[str, str]]:
@@ -606,7 +576,7 @@ def _truncate_history(run_dir: Path, step: int) -> None:
     """Drop checkpoints (files and index rows) made after `step`: the resumed run remakes them."""
     folder = run_dir / CHECKPOINT_DIR
     kept = [row for row in read_index(folder / INDEX_CSV) if int(row["step"]) <= step]
-    _write_text_atomic(folder / INDEX_CSV, _csv_text(INDEX_COLUMNS, kept))
+    write_text_atomic(folder / INDEX_CSV, _csv_text(INDEX_COLUMNS, kept))
     for path in folder.glob("step*.safetensors"):
         if int(path.stem[len("step") :]) > step:
             path.unlink()
@@ -754,7 +724,7 @@ def _restore(run: _Run) -> int:
     main = run.accelerator.is_main_process
     if folder is None:
         if main:
-            _write_text_atomic(run.run_dir / LOSS_LOG, ",".join(LOSS_LOG_COLUMNS) + "\n")
+            write_text_atomic(run.run_dir / LOSS_LOG, ",".join(LOSS_LOG_COLUMNS) + "\n")
             shutil.rmtree(run.run_dir / CHECKPOINT_DIR, ignore_errors=True)
         run.logger.info("starting a new run in %s", run.run_dir)
         return 0
@@ -849,7 +819,7 @@ def _write_checkpoint(run: _Run, step: int, train_loss: float) -> tuple[float | 
             "val_loss_ema": _cell(val_ema),
         }
     )
-    _write_text_atomic(index_path, _csv_text(INDEX_COLUMNS, rows))
+    write_text_atomic(index_path, _csv_text(INDEX_COLUMNS, rows))
     run.logger.info(
         "step %d: checkpoint %d (%d bytes) val_loss=%s val_loss_ema=%s", step, number, nbytes, val, val_ema
     )
@@ -979,5 +949,5 @@ def train_job(
         "loss_log": str(Path(run_dir) / "loss_log.csv"),
         "provenance": dict(provenance),
     }
-    _write_text_atomic(Path(done_json), json.dumps(record, indent=2) + "\n")
+    write_text_atomic(Path(done_json), json.dumps(record, indent=2) + "\n")
     return 0

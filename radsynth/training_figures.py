@@ -12,7 +12,6 @@ checkpoints (34, 40, 80) while the run logs steps.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -28,7 +27,7 @@ from radsynth.checkpoints import (
     read_checkpoint_index,
     read_loss_log,
 )
-from radsynth.ratings import atomic_output
+from radsynth.figures import save_figure
 
 TRAIN_COLOUR = "#1f77b4"
 VAL_COLOURS = {"val_loss": "#d62728", "val_loss_ema": "#ff7f0e"}
@@ -189,13 +188,7 @@ def plot_loss_curves(
     _label_axes(axes, index, int(log["step"].iloc[-1]))
     figure.suptitle(title, fontsize=11)
     description = _description(smoothing_window, drawn, len(index), selected)
-    metadata = {
-        "Title": title,
-        "Description": description,
-        "Software": "radsynth",
-        "Source": f"{loss_log_csv} {index_csv}",
-        "radsynth_provenance": json.dumps(dict(provenance), sort_keys=True),
-    }
-    with atomic_output(out_png) as temp:
-        figure.savefig(temp, format="png", metadata=metadata)
-    return out_png
+    return save_figure(
+        figure, out_png, title=title, description=description, provenance=provenance,
+        Source=f"{loss_log_csv} {index_csv}",
+    )

@@ -8,7 +8,6 @@ images. The group mean (the paper's reported number) is marked on each violin.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,7 +17,8 @@ from matplotlib import cbook
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from radsynth.ratings import LIKERT_LEVELS, REAL_GROUP, atomic_output, require_simulated_flag, with_groups
+from radsynth.figures import save_figure
+from radsynth.ratings import LIKERT_LEVELS, REAL_GROUP, require_simulated_flag, with_groups
 
 #: Smallest KDE bandwidth, in rating units: keeps a group whose images all share one mean
 #: drawable (Scott's bandwidth would be 0) without smoothing real spreads (steps of 1/raters).
@@ -116,14 +116,7 @@ def plot_rating_violins(
     _draw_violins(axes, values)
     _label(figure, axes, labels, caption, simulated)
     figure.subplots_adjust(left=0.2, bottom=0.18)
-    metadata = {
-        "Title": "Clinical Turing test realism ratings" + (" (SIMULATED)" if simulated else ""),
-        "Description": caption,
-        "Software": "radsynth",
-        "simulated": str(simulated).lower(),
-        "radsynth_provenance": json.dumps(dict(provenance), sort_keys=True),
-    }
-    out_png = Path(out_png)
-    with atomic_output(out_png) as temp:
-        figure.savefig(temp, format="png", metadata=metadata)
-    return out_png
+    return save_figure(
+        figure, out_png, title="Clinical Turing test realism ratings" + (" (SIMULATED)" if simulated else ""),
+        description=caption, provenance=provenance, simulated=str(simulated).lower(),
+    )

@@ -32,7 +32,8 @@ from radsynth.facing import (
 )
 from radsynth.phantom import generate_atlas
 from radsynth.preprocess import PAPER_NEGATIVE_DETECTION, preprocess_atlas
-from radsynth.split import split_manifest, write_manifest
+from radsynth.split import split_manifest
+from radsynth.tables import write_table
 
 N_IMAGES, N_FIT, SIZE = 200, 150, 64
 RULE = LabelRule(band_start=0.25, band_stop=1.5, min_contrast=0.03, min_levels=3)
@@ -199,7 +200,7 @@ def test_train_from_atlas_uses_the_train_subset_and_counts_exclusions(atlas: dic
         keypoints = h5["keypoints"][()]
         keypoints[blanked] = np.nan
         h5["keypoints"][...] = keypoints
-    write_manifest(manifest, tmp_path / "split.csv", provenance={"config_hash": "x"})
+    write_table(manifest, tmp_path / "split.csv", provenance={"config_hash": "x"})
     settings = settings_from_config(CONFIG)
     report = train_from_atlas(atlas_h5, tmp_path / "split.csv", tmp_path / "facing.safetensors",
                               tmp_path / "facing.json", settings=settings, provenance={"config_hash": "x"},
@@ -220,7 +221,7 @@ def test_train_from_atlas_uses_the_train_subset_and_counts_exclusions(atlas: dic
 def test_bad_inputs_name_their_source(atlas: dict, tmp_path: Path) -> None:
     manifest = split_manifest(atlas["names"], val_fraction=0.15, seed=1)
     manifest.loc[3, "source_name"] = "9999999.png"
-    write_manifest(manifest, tmp_path / "split.csv", provenance={})
+    write_table(manifest, tmp_path / "split.csv", provenance={})
     with pytest.raises(ValueError, match="split.csv: source_name differs"):
         train_from_atlas(atlas["root"] / "atlas.h5", tmp_path / "split.csv", tmp_path / "m.safetensors",
                          tmp_path / "r.json", settings=settings_from_config(CONFIG), provenance={}, progress=False)

@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from radsynth.split import read_manifest, split_manifest, split_sizes, write_manifest, write_split_for_atlas
+from radsynth.split import read_manifest, split_manifest, split_sizes, write_split_for_atlas
+from radsynth.tables import read_table_provenance, write_table
 
 
 def test_paper_split_sizes():
@@ -38,9 +39,9 @@ def test_manifest_round_trip_with_provenance(tmp_path):
     names = ["a.png", "b.png", "c.png", "d.png"]
     manifest = split_manifest(names, val_fraction=0.25, seed=1)
     out = tmp_path / "split" / "manifest.csv"
-    write_manifest(manifest, out, provenance={"config_hash": "abc", "radsynth_version": "0.1.0"})
-    text = out.read_text()
-    assert text.startswith("# config_hash: abc\n# radsynth_version: 0.1.0\n")
+    write_table(manifest, out, provenance={"config_hash": "abc", "radsynth_version": "0.1.0"})
+    assert out.read_text().startswith("# config_hash: abc\n# radsynth_version: 0.1.0\n")
+    assert read_table_provenance(out) == {"config_hash": "abc", "radsynth_version": "0.1.0"}
     pd.testing.assert_frame_equal(read_manifest(out), manifest, check_dtype=False)
 
 

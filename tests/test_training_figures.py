@@ -57,7 +57,7 @@ def test_split_run_figure_carries_provenance_and_shows_selection(tmp_path: Path)
     assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["marked.png", "plain.png"]
     image = Image.open(marked)
     assert image.size == (1125, 780)  # 7.5 x 5.2 inches at 150 dpi
-    assert json.loads(image.text["radsynth_provenance"]) == PROVENANCE
+    assert json.loads(image.text["provenance"]) == PROVENANCE
     assert image.text["Title"] == "Split run"
     assert "validation loss (online weights) and validation loss (EMA weights)" in image.text["Description"]
     assert "80 checkpoints" in image.text["Description"]

@@ -63,7 +63,7 @@ def test_simulated_figure_is_watermarked_and_carries_provenance(tmp_path: Path) 
     text = Image.open(out).text
     assert text["Title"] == "Clinical Turing test realism ratings (SIMULATED)"
     assert text["simulated"] == "true"
-    assert json.loads(text["radsynth_provenance"]) == PROVENANCE
+    assert json.loads(text["provenance"]) == PROVENANCE
     assert "per-image mean realism rating over 8 raters (20 images per group)" in text["Description"]
     assert text["Description"].startswith("SIMULATED ratings - not expert data.")
 

@@ -1,7 +1,6 @@
 """The workflow's static checks: the lint and format gates the Snakemake catalog runs, and
 config validation against the schema."""
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
