@@ -8,6 +8,7 @@ the recorded flips, so the images downstream stages see are standardized without
 from __future__ import annotations
 
 from collections.abc import Mapping as MappingABC
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -101,10 +102,10 @@ def plot_sample_grid(
 ) -> None:
     """A grid of standardized samples; mirrored ones get an orange frame, so a reviewer can check
     that the facing detector's flips look right."""
-    columns = int(np.ceil(np.sqrt(len(images))))
+    columns = max(4, int(np.ceil(np.sqrt(len(images)))))
     rows = int(np.ceil(len(images) / columns))
-    figure = Figure(figsize=(1.4 * columns, 1.4 * rows + 0.6))
-    figure.suptitle(title, fontsize=9)
+    figure = Figure(figsize=(1.4 * columns, 1.4 * rows + 0.8), layout="constrained")
+    figure.suptitle(textwrap.fill(title, width=int(14 * columns)), fontsize=9)
     for position, (image, was_flipped) in enumerate(zip(images, flipped)):
         axes = figure.add_subplot(rows, columns, position + 1)
         axes.imshow(image, cmap="gray", vmin=0, vmax=255)

@@ -26,6 +26,10 @@ def tiny(config: dict, workdir: Path) -> dict:
     config["preprocess"]["size"] = 32
     config["training"].update(num_steps=40, checkpoint_every=10, state_every=10)
     config["checkpoints"]["selected"] = [1, 2, 4]
+    config["sampling"].update(steps=4, batch_size=4)
+    config["sampling"]["sets"] = {"initial": {"n_images": 6, "images_per_shard": 6},
+                                  "large": {"n_images": 6, "images_per_shard": 4}}
+    config["facing"]["training"]["steps"] = 30
     write_workdir_config(workdir, config)
     return config
 
@@ -100,6 +104,24 @@ def test_demo_training_runs_checkpoints_and_selection(demo_run):
     for entry in selection["configured"]:
         assert (workdir / entry["path"]).stat().st_size > 0
     assert selection["comparison"]["suggested"]["final"] == 4
+
+
+def test_demo_samples_sharded_gathered_and_left_facing(demo_run):
+    workdir, _, _ = demo_run
+    for sample_set, n_shards in (("initial", 1), ("large", 2)):
+        for label in ("ckpt001", "ckpt002", "ckpt004"):
+            folder = workdir / "results/samples" / sample_set / label
+            assert sorted(p.name for p in folder.glob("shard*.zarr")) == [f"shard{k}.zarr" for k in range(n_shards)]
+            manifest = pd.read_csv(folder / "manifest.csv", comment="#")
+            assert list(manifest["global_index"]) == list(range(6))
+            assert manifest["seed"].is_unique
+            assert (manifest["flipped"] == (manifest["facing"] == "right")).all()
+            assert Image.open(folder / "grid.png").text["provenance_config_hash"]
+    initial = pd.read_csv(workdir / "results/samples/initial/ckpt001/manifest.csv", comment="#")
+    large = pd.read_csv(workdir / "results/samples/large/ckpt001/manifest.csv", comment="#")
+    assert not set(initial["seed"]) & set(large["seed"])
+    report = json.loads((workdir / "results/facing/report.json").read_text())
+    assert report["n_labelled"] > 0
 
 
 def test_demo_second_run_has_nothing_to_do(demo_run):

@@ -4,6 +4,7 @@ import re
 import shutil
 
 import pytest
+import yaml
 
 from conftest import REPO, run_snakemake
 
@@ -46,3 +47,17 @@ def test_training_jobs_request_an_a100_below_24_hours(slurm_plan):
 def test_cpu_jobs_use_the_default_partition(slurm_plan):
     for job in slurm_plan["preprocess"]:
         assert job["slurm_partition"] == "<CPU_PARTITION>" and "gpu" not in job
+
+
+def test_sampling_shards_request_a_v100_each_under_the_limit(slurm_plan):
+    jobs = slurm_plan["sample_shard"]
+    assert len(jobs) == 3 * (1 + 4)  # 3 checkpoints x (initial 1,000 in 1 shard + large 8,000 in 4)
+    for job in jobs:
+        assert job["gpu"] == "1" and job["gpu_model"] == "v100"
+        assert int(job["runtime"]) < 24 * 60
+
+
+def test_shards_are_submitted_as_job_arrays():
+    profile = yaml.safe_load((REPO / "profiles/slurm/profile.yaml").read_text())
+    assert profile["slurm-array-jobs"] == "sample_shard"
+    assert profile["jobs"] <= 50

@@ -1,5 +1,8 @@
 import re
 
+from radsynth.checkpoints import checkpoint_label
+from radsynth.sampling import shard_plan
+
 ATLAS_H5 = "results/preprocess/atlas.h5"
 REJECTS_CSV = "results/preprocess/rejects.csv"
 QC_FIGURE = "results/preprocess/qc.png"
@@ -8,6 +11,13 @@ ARCHIVE_DIR = "resources/csxa/archives"
 TRAIN_DONE = "results/train/{run}/done.json"
 LOSS_CURVES = "results/train/{run}/loss_curves.png"
 CHECKPOINT_SELECTION = "results/train/selection.json"
+FACING_CLASSIFIER = "results/facing/classifier.safetensors"
+SHARD_STORE = "results/samples/{sample_set}/{ckpt}/shard{shard}.zarr"
+SAMPLE_MANIFEST = "results/samples/{sample_set}/{ckpt}/manifest.csv"
+SAMPLE_GRID = "results/samples/{sample_set}/{ckpt}/grid.png"
+SELECTED_LABELS = [
+    checkpoint_label(number) for number in config["checkpoints"]["selected"]
+]
 #: Minutes a training job may run past its time budget to save the final state and exit.
 TRAIN_SHUTDOWN_MINUTES = 45
 
@@ -20,6 +30,9 @@ def csxa_archives():
 wildcard_constraints:
     archive="png|json",
     run="split|full",
+    sample_set="|".join(config["sampling"]["sets"]),
+    ckpt="|".join(SELECTED_LABELS),
+    shard=r"\d+",
     filename="|".join(re.escape(spec["filename"]) for spec in csxa_archives().values())
     or "no-archive-configured",
 
@@ -71,6 +84,24 @@ def train_runtime_minutes(wildcards):
     return int(config["train_jobs"]["max_wall_time_h"] * 60) + TRAIN_SHUTDOWN_MINUTES
 
 
+def checkpoint_file(wildcards):
+    """The full run's history checkpoint behind a selected checkpoint label."""
+    number = config["checkpoints"]["selected"][SELECTED_LABELS.index(wildcards.ckpt)]
+    step = number * config["training"]["checkpoint_every"]
+    return f"{train_dir('full')}/checkpoints/step{step:06d}.safetensors"
+
+
+def shard_stores(wildcards):
+    plan = config["sampling"]["sets"][wildcards.sample_set]
+    shards = shard_plan(plan["n_images"], plan["images_per_shard"])
+    return expand(
+        SHARD_STORE,
+        sample_set=wildcards.sample_set,
+        ckpt=wildcards.ckpt,
+        shard=range(len(shards)),
+    )
+
+
 def final_outputs():
     return [
         ATLAS_H5,
@@ -79,4 +110,7 @@ def final_outputs():
         SPLIT_MANIFEST,
         *expand(LOSS_CURVES, run=["split", "full"]),
         CHECKPOINT_SELECTION,
+        *expand(
+            SAMPLE_GRID, sample_set=config["sampling"]["sets"], ckpt=SELECTED_LABELS
+        ),
     ]

@@ -1,0 +1,86 @@
+"""The gather stage on real shard stores from a tiny, untrained U-Net and an untrained (seeded)
+facing classifier: what is checked is the bookkeeping (facing, flips, manifest, reader), not
+image quality."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from radsynth.facing import Architecture, new_classifier, predict_facing, save_classifier
+from radsynth.gather import gather_checkpoint, image_id, open_left_facing
+from radsynth.sampling import open_samples, sample_shard, seed_label, shard_plan
+from radsynth.tables import read_table, read_table_provenance
+from test_sampling import BETAS, PROVENANCE, shard_kwargs, tiny_unet
+
+
+@pytest.fixture(scope="module")
+def gathered(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gather")
+    unet = tiny_unet()
+    stores = []
+    for shard, (first, count) in enumerate(shard_plan(10, 4)):
+        out = root / f"shard{shard}.zarr"
+        sample_shard(unet, BETAS, out, **shard_kwargs(root, shard_index=shard, first_global_index=first,
+                                                       n_images=count, batch_size=2, steps=3))
+        stores.append(out)
+    classifier = new_classifier(Architecture(channels=(4, 8), analysis_size=16), image_size=16, seed=3)
+    save_classifier(classifier, root / "facing.safetensors")
+    manifest = gather_checkpoint(
+        stores, root / "facing.safetensors", root / "manifest.csv", root / "grid.png",
+        checkpoint_label="ckpt002", batch_size=4, grid_images=8, provenance=PROVENANCE, progress=False,
+    )
+    return root, stores, classifier, manifest
+
+
+def test_shard_plan_covers_every_image_once():
+    assert shard_plan(10, 4) == [(0, 4), (4, 4), (8, 2)]
+    assert shard_plan(8000, 2000)[-1] == (6000, 2000)
+    with pytest.raises(ValueError, match="images_per_shard"):
+        shard_plan(10, 0)
+
+
+def test_sets_of_one_checkpoint_get_distinct_seed_labels():
+    assert seed_label("initial", "ckpt034") != seed_label("large", "ckpt034")
+
+
+def test_manifest_rows_match_the_stores(gathered):
+    root, stores, classifier, manifest = gathered
+    samples = open_samples(stores)
+    on_disk = read_table(root / "manifest.csv")
+    assert list(on_disk["image_id"]) == [image_id("ckpt002", g) for g in range(10)]
+    assert list(on_disk["shard"]) == ["shard0.zarr"] * 4 + ["shard1.zarr"] * 4 + ["shard2.zarr"] * 2
+    assert list(on_disk["index"]) == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    assert list(on_disk["seed"]) == list(samples.seeds)
+    facing, _ = predict_facing(classifier, samples.images(range(10)), batch_size=10)
+    assert list(on_disk["facing"]) == list(facing)
+    assert list(on_disk["flipped"]) == list(facing == "right")
+    assert read_table_provenance(root / "manifest.csv")["checkpoint"] == "ckpt002"
+
+
+def test_reader_applies_the_recorded_flips(gathered):
+    root, stores, _, manifest = gathered
+    raw = open_samples(stores)
+    standardized = open_left_facing(root / "manifest.csv")
+    assert len(standardized) == 10
+    for row in manifest.itertuples():
+        image = raw.images([row.global_index])[0]
+        expected = image[:, ::-1] if row.flipped else image
+        np.testing.assert_array_equal(standardized[row.image_id], expected)
+
+
+def test_grid_figure_carries_provenance(gathered):
+    root, *_ = gathered
+    grid = Image.open(root / "grid.png")
+    assert grid.text["provenance_config_hash"] == "abc"
+    assert "ckpt002: 8 of 10 samples" in grid.text["Title"]
+
+
+def test_classifier_for_another_size_is_refused(gathered, tmp_path):
+    root, stores, *_ = gathered
+    other = new_classifier(Architecture(channels=(4,), analysis_size=16), image_size=32, seed=0)
+    save_classifier(other, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="other.safetensors"):
+        gather_checkpoint(stores, tmp_path / "other.safetensors", tmp_path / "m.csv", tmp_path / "g.png",
+                          checkpoint_label="x", batch_size=4, grid_images=4, provenance={}, progress=False)
