@@ -4,7 +4,7 @@ diffusers allows, because the paper's I-SynMed code trained lucidrains'
 
 Kept the same as lucidrains:
 - one input and one output channel; base width 64 and multipliers (1, 2, 4, 8) (widths 64..512);
-  two ResNet blocks per encoder level; four resolutions (three 2x downsamplings);
+  four resolutions (three 2x downsamplings);
 - sinusoidal time features of width `base`, sin half first, frequencies exp(-ln(1e4) i / (half-1))
   (diffusers `flip_sin_to_cos=False, freq_shift=1`), an MLP to 4 x base, and a per-block
   SiLU -> Linear projection to a FiLM scale and shift applied after the block's second norm as
@@ -14,17 +14,21 @@ Kept the same as lucidrains:
   `attn_norm_num_groups` is set);
 - upsampling by nearest x2 then a 3x3 conv; SiLU activations; dropout 0.
 
-Differences from lucidrains that diffusers' UNet2DModel imposes (each changes the parameter count;
-the paper preset has 63,327,297 parameters, 1.77 x lucidrains' 35,705,089):
+Differences from lucidrains that diffusers' UNet2DModel imposes (each changes the parameter count).
+diffusers' decoder always has layers_per_block + 1 ResNet blocks per level, so no setting matches
+lucidrains' 2 encoder + 2 decoder blocks per level. The paper preset uses layers_per_block = 1:
+1 encoder and 2 decoder blocks per level, 43,859,201 parameters (1.23 x 35,705,089), and a
+weights-only history checkpoint (online + EMA, float32) of about 351 MB. layers_per_block = 2 would
+match the encoder's block count but give 63,327,297 parameters (1.77 x) and 507 MB checkpoints.
 - Widths: a diffusers level runs at base x mult in both paths; lucidrains' encoder level i runs at
   the previous level's width (64, 64, 128, 256) and widens in its down/transition conv.
-- Decoder: diffusers has layers_per_block + 1 = 3 ResNet blocks per decoder level (one more skip,
-  from each downsampler); lucidrains has 2, and ends with a ResNet block on concat(features,
+- Blocks: the preset has 1 ResNet block per encoder level (lucidrains 2) and 2 per decoder level
+  (as lucidrains; diffusers' extra skip comes from each downsampler); lucidrains ends with a ResNet block on concat(features,
   init-conv output) and a 1x1 conv, where diffusers ends with GroupNorm -> SiLU -> 3x3 conv.
 - Attention: lucidrains adds linear attention (4 heads x 32, 4 memory key/values, RMSNorm before
   and after) once per non-innermost level; diffusers has no linear attention, and full attention
   over 256x256 or 128x128 tokens is infeasible, so the outer levels have none. Where attention is
-  enabled diffusers puts one after every ResNet block (2 per encoder, 3 per decoder level, not 1),
+  enabled diffusers puts one after every ResNet block (1 per encoder, 2 per decoder level in the preset, not 1 per level),
   with channels/32 heads (inner width = channels, lucidrains 4 x 32 = 128), q/k/v biases, a
   GroupNorm pre-norm and no memory key/values.
 - Norm: GroupNorm(norm_num_groups) everywhere; lucidrains uses RMSNorm (L2 over channels x gain).
@@ -51,7 +55,7 @@ class UNetSettings:
     sample_size: int  # image side in pixels; must equal the atlas' `size` (paper 256)
     base_channels: int  # lucidrains `dim` (paper 64)
     channel_multipliers: tuple[int, ...]  # lucidrains `dim_mults` (paper 1, 2, 4, 8)
-    layers_per_block: int  # ResNet blocks per encoder level (paper 2)
+    layers_per_block: int  # ResNet blocks per encoder level; decoder levels get one more (paper preset 1)
     attention_levels: tuple[bool, ...]  # full self-attention per level (paper: innermost only)
     attention_head_dim: int  # lucidrains attn_dim_head (paper 32)
     norm_num_groups: int  # GroupNorm groups (diffusers default 32)

@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -38,7 +39,8 @@ from radsynth.training import (
 
 torch.set_num_threads(1)
 
-PAPER_MODEL = {
+# Shape fields the smaller test models inherit (the paper preset itself is read from config/csxa.yaml).
+BASE_MODEL = {
     "sample_size": 256,
     "base_channels": 64,
     "channel_multipliers": [1, 2, 4, 8],
@@ -49,7 +51,7 @@ PAPER_MODEL = {
     "dropout": 0.0,
 }
 DEMO_MODEL = {
-    **PAPER_MODEL,
+    **BASE_MODEL,
     "sample_size": 32,
     "base_channels": 16,
     "channel_multipliers": [1, 2, 4],
@@ -58,7 +60,7 @@ DEMO_MODEL = {
     "norm_num_groups": 8,
 }
 TINY_MODEL = {
-    **PAPER_MODEL,
+    **BASE_MODEL,
     "sample_size": 16,
     "base_channels": 8,
     "channel_multipliers": [1, 2],
@@ -132,19 +134,30 @@ def loss_columns(run_dir: Path) -> list[tuple[str, ...]]:
 # ---------------------------------------------------------------- settings and model size
 
 
-def test_paper_and_demo_parameter_counts() -> None:
-    paper = run_settings_from_dict(tiny_config() | {"model": PAPER_MODEL}).model
-    assert parameter_count(paper) == 63_327_297  # lucidrains' Unet(64, (1, 2, 4, 8), channels=1): 35,705,089
-    assert (
-        parameter_count(
-            UNetSettings(
-                **{**DEMO_MODEL, "channel_multipliers": (1, 2, 4), "attention_levels": (False, False, True)}
-            )
-        )
-        == 1_033_937
-    )
-    # History checkpoints in float16 (online + EMA) stay under half of I-SynMed's ~0.7 GB.
-    assert 2 * 2 * parameter_count(paper) < 0.35e9
+def preset(name: str) -> dict:
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / name).read_text())
+    return {key: config[key] for key in ("model", "diffusion", "training")}
+
+
+def test_preset_parameter_counts_and_checkpoint_budget() -> None:
+    paper = run_settings_from_dict(preset("csxa.yaml"))
+    # lucidrains' Unet(64, (1, 2, 4, 8), channels=1), which I-SynMed trained, has 35,705,089.
+    assert parameter_count(paper.model) == 43_859_201
+    assert parameter_count(run_settings_from_dict(preset("config.yaml")).model) == 1_033_937
+    # A history checkpoint holds online + EMA weights: at most half of I-SynMed's checkpoint,
+    # which holds model, Adam's two moments, the EMA model and its online copy (5 x 35,705,089 x 4 B).
+    bytes_per_value = {"float32": 4, "float16": 2}[paper.training.checkpoint_dtype]
+    assert 2 * bytes_per_value * parameter_count(paper.model) <= 0.5 * 5 * 35_705_089 * 4
+
+
+def test_paper_preset_is_i_synmed() -> None:
+    paper = run_settings_from_dict(preset("csxa.yaml"))
+    assert (paper.training.batch_size, paper.training.gradient_accumulation_steps) == (8, 2)
+    assert paper.training.learning_rate == 5e-5 and paper.training.adam_betas == (0.9, 0.99)
+    assert (paper.training.num_steps, paper.training.checkpoint_every) == (160_000, 2_000)
+    assert paper.training.ema == EmaSettings(**PAPER_EMA)
+    assert paper.training.mixed_precision == "fp16" and paper.training.horizontal_flip
+    assert (paper.diffusion.timesteps, paper.diffusion.sigmoid_start, paper.diffusion.sigmoid_end) == (1000, -3, 3)
 
 
 def test_unknown_missing_and_mistyped_keys_are_named() -> None:

@@ -1,0 +1,38 @@
+"""`make bench`: every benchmark measured in this one run, printed as figures and ratios.
+
+Benchmarks are kept out of the test suite: they measure, they do not assert."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import preprocess_bench  # noqa: E402
+import sampling_bench  # noqa: E402
+import training_bench  # noqa: E402
+
+BENCHMARKS = {
+    "preprocess": preprocess_bench.run,
+    "training": training_bench.run,
+    "sampling": sampling_bench.run,
+}
+
+
+def main(selected: list[str]) -> int:
+    print(f"# radsynth bench on {platform.node()}: {torch.get_num_threads()} torch threads, {time.ctime()}")
+    for name, run in BENCHMARKS.items():
+        if selected and name not in selected:
+            continue
+        for line in run():
+            print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

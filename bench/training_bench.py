@@ -1,0 +1,370 @@
+"""Training throughput and checkpoint size.
+
+Three questions, each answered by a figure measured in this one process:
+1. What does `radsynth.training.train` cost over the bare floor of the same optimisation (UNet
+   forward, weighted v-loss, backward, grad clip, Adam) on the demo model? Its extra work is the
+   seeded per-micro-batch draws, accelerate's accumulation, EMA updates, the loss log and the
+   history checkpoints and resume states; steps holding a save are reported apart from the rest.
+2. How does that compare with lucidrains' GaussianDiffusion training step (what I-SynMed ran)?
+   lucidrains' package is not a radsynth dependency: it is imported from a separate target
+   directory only when someone installed it there for this benchmark.
+3. How many bytes does one history checkpoint of the paper preset take, against I-SynMed's
+   checkpoint? That decides the disk a 160,000-step run with 80 checkpoints needs.
+
+The machine's 2 cores are shared with other work, which slows steps by up to 10x in bursts, so
+baselines are interleaved with train() step by step (see `StepInterleaver`) and ratios are medians
+over steps paired in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import importlib
+import importlib.metadata
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from unittest import mock
+
+import h5py
+import numpy as np
+import torch
+import yaml
+
+import radsynth.training as training_module
+from radsynth.diffusion import make_tables, q_sample, v_target, weighted_v_loss_per_image
+from radsynth.model import build_unet, count_parameters
+from radsynth.training import (
+    RunSettings,
+    model_config_json,
+    run_settings_from_dict,
+    save_history_checkpoint,
+    save_state,
+    train,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO / "config" / "config.yaml"
+PAPER_CONFIG = REPO / "config" / "csxa.yaml"
+
+#: 41 steps with the demo's checkpoint/state cadence of 20 put two checkpoint + state saves (steps 20
+#: and 40) inside the timed intervals (they land in steps 21 and 41), one per 20 steps as configured.
+TRAIN_STEPS = 41
+REPEATS = 2
+THROUGHPUT_BUDGET_S = 60.0  # no further train() run starts after this: the bench stays short under load
+#: One intra-op thread: with 2 on the 2 shared cores, steps took 3-20x longer, erratically, whenever
+#: other work held a core (a forward: 60-2,200 ms against 80-140 ms with one thread).
+TORCH_THREADS = 1
+ATLAS_IMAGES = 64  # a multiple of the micro-batch of 8: no short batch, so the same shapes as the floor
+
+LUCIDRAINS_DIR = Path("/tmp/ddp_bench")
+LUCIDRAINS_PACKAGES = "denoising-diffusion-pytorch==2.3.4 ema-pytorch==0.8.3 einops==0.8.2"
+LUCIDRAINS_INSTALL = f"{sys.executable} -m pip install --no-deps --target {LUCIDRAINS_DIR} {LUCIDRAINS_PACKAGES}"
+
+#: I-SynMed's checkpoint: lucidrains' Trainer saves the model, Adam (m and v per parameter), the EMA
+#: wrapper (its EMA model and its own online copy), all float32, for Unet(dim=64, (1, 2, 4, 8)).
+ISYNMED_PARAMETERS = 35_705_089
+ISYNMED_CHECKPOINT_BYTES = 5 * ISYNMED_PARAMETERS * 4
+
+
+def load_settings(config: Path, **training: Any) -> RunSettings:
+    """The model/diffusion/training sections of a config, with training keys overridden."""
+    sections = yaml.safe_load(config.read_text())
+    values = {key: sections[key] for key in ("model", "diffusion", "training")}
+    values["training"] = {**values["training"], **training}
+    return run_settings_from_dict(values)
+
+
+def write_atlas(path: Path, n_images: int, size: int) -> None:
+    """The smallest atlas `train` accepts: /images uint8 (N, size, size) and the root attr `size`."""
+    images = np.random.default_rng(0).integers(0, 256, (n_images, size, size), dtype=np.uint8)
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("images", data=images)
+        handle.attrs["size"] = size
+
+
+# ----------------------------------------------------------------------------------------------
+# Subjects and baselines
+
+
+def bare_step_function(settings: RunSettings) -> Callable[[], None]:
+    """The floor: one optimizer step of the same model and optimisation on a fixed batch.
+
+    Each call is `gradient_accumulation_steps` micro-batches of `batch_size` (forward, weighted
+    v-loss divided by the accumulation, backward), then grad-norm clipping and Adam; nothing else.
+    """
+    training = settings.training
+    size = settings.model.sample_size
+    model = build_unet(settings.model).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=training.learning_rate, betas=training.adam_betas)
+    tables = make_tables(settings.diffusion.betas())
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.rand((training.batch_size, 1, size, size), generator=generator) * 2 - 1
+    noise = torch.randn(x0.shape, generator=generator)
+    t = torch.randint(0, tables.num_timesteps, (training.batch_size,), generator=generator)
+
+    def step() -> None:
+        for _ in range(training.gradient_accumulation_steps):
+            prediction = model(q_sample(tables, x0, noise, t), t).sample
+            loss = weighted_v_loss_per_image(tables, prediction, v_target(tables, x0, noise, t), t).mean()
+            (loss / training.gradient_accumulation_steps).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), training.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return step
+
+
+def import_lucidrains() -> Any | None:
+    """lucidrains' package from its benchmark-only directory, or None when it is not there."""
+    if not LUCIDRAINS_DIR.is_dir():
+        return None
+    if str(LUCIDRAINS_DIR) not in sys.path:
+        sys.path.append(str(LUCIDRAINS_DIR))  # appended: never shadows the project's own packages
+    try:
+        return importlib.import_module("denoising_diffusion_pytorch")
+    except ImportError:
+        return None
+
+
+def lucidrains_diffusion(ddp: Any) -> torch.nn.Module:
+    """The configuration compared: Unet(dim=16, (1, 2, 4)) at 32 px, pred_v, lucidrains' sigmoid schedule."""
+    torch.manual_seed(0)
+    unet = ddp.Unet(dim=16, dim_mults=(1, 2, 4), channels=1)
+    return ddp.GaussianDiffusion(unet, image_size=32, timesteps=1000, objective="pred_v", beta_schedule="sigmoid")
+
+
+def lucidrains_step_function(ddp: Any, batch: int = 16) -> Callable[[], None]:
+    """lucidrains' Trainer step without its data loader: loss, backward, clip 1.0, Adam (0.9, 0.99)."""
+    diffusion = lucidrains_diffusion(ddp).train()
+    optimizer = torch.optim.Adam(diffusion.parameters(), lr=5e-5, betas=(0.9, 0.99))
+    images = torch.rand((batch, 1, 32, 32), generator=torch.Generator().manual_seed(0))
+
+    def step() -> None:
+        diffusion(images).backward()
+        torch.nn.utils.clip_grad_norm_(diffusion.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return step
+
+
+class StepInterleaver:
+    """Stands in for `radsynth.training.update_ema`, which `train` calls once after every optimizer
+    step, and runs one step of each baseline right after it.
+
+    Other work on this shared 2-core machine slows steps by up to 10x in bursts of seconds, longer
+    than a step but shorter than a run; pairing every train() step with baseline steps taken
+    immediately after it puts both under the same load. train() step k is timed from the end of
+    the baselines after step k - 1 to the end of step k's EMA update, so it holds everything
+    train() does between steps (loss log, checkpoint and state of step k - 1) and nothing else.
+    """
+
+    def __init__(self, update_ema: Callable[..., None], baselines: dict[str, Callable[[], None]]) -> None:
+        self.update_ema = update_ema
+        self.baselines = baselines
+        self.train_s: list[float] = []  # steps 2..n
+        self.baseline_s: dict[str, list[float]] = {name: [] for name in baselines}  # after steps 1..n
+        self.first_call: float | None = None
+        self.resumed: float | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        self.update_ema(*args, **kwargs)
+        now = time.perf_counter()
+        if self.resumed is None:
+            self.first_call = now
+        else:
+            self.train_s.append(now - self.resumed)
+        for name, step in self.baselines.items():
+            start = time.perf_counter()
+            step()
+            self.baseline_s[name].append(time.perf_counter() - start)
+        self.resumed = time.perf_counter()
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedRun:
+    """One train() call with its paired baseline steps (seconds; index i is train() step i + 2)."""
+
+    train: np.ndarray
+    baselines: dict[str, np.ndarray]
+    setup_s: float  # train() call start to the end of step 1: atlas, accelerate, model init, step 1
+    final_save_s: float  # after the last step: loss-log row and the final state
+
+
+def paired_train_run(settings: RunSettings, atlas: Path, run_dir: Path, ddp: Any | None) -> PairedRun:
+    """A fresh full-data run (manifest None) of `settings.training.num_steps` interleaved steps."""
+    baselines = {"bare": bare_step_function(settings)}
+    if ddp is not None:
+        baselines["lucidrains"] = lucidrains_step_function(ddp)
+    interleaver = StepInterleaver(training_module.update_ema, baselines)
+    start = time.perf_counter()
+    with mock.patch.object(training_module, "update_ema", interleaver):
+        train(atlas, None, run_dir, settings, provenance={"bench": "training"}, progress=False)
+    end = time.perf_counter()
+    return PairedRun(
+        np.array(interleaver.train_s),
+        {name: np.array(times[1:]) for name, times in interleaver.baseline_s.items()},  # step 1 unpaired
+        interleaver.first_call - start,
+        end - interleaver.resumed,
+    )
+
+
+def save_intervals(settings: RunSettings, n_steps: int) -> np.ndarray:
+    """Mask over train() steps 2..n: True where the interval holds step k - 1's checkpoint or state."""
+    training = settings.training
+    previous = np.arange(1, n_steps)
+    return (previous % training.checkpoint_every == 0) | (previous % training.state_every == 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Throughput
+
+
+def interleaved_runs(settings: RunSettings, ddp: Any | None) -> list[PairedRun]:
+    """Up to REPEATS train() calls with paired baselines, fewer if the time budget runs out."""
+    runs = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="radsynth-bench-train-") as tmp:
+        atlas = Path(tmp) / "atlas.h5"
+        write_atlas(atlas, ATLAS_IMAGES, settings.model.sample_size)
+        bare_step_function(settings)()  # warm-up: first-call allocations and kernel selection
+        while len(runs) < REPEATS and (not runs or time.perf_counter() - started < THROUGHPUT_BUDGET_S):
+            runs.append(paired_train_run(settings, atlas, Path(tmp) / f"run{len(runs)}", ddp))
+    return runs
+
+
+def paired_ratio(baseline: np.ndarray, subject: np.ndarray) -> str:
+    """Median and interquartile range of baseline/subject time over paired steps (= subject/baseline speed)."""
+    ratios = baseline / subject
+    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+    return f"{median:.3f} (IQR {q1:.3f}-{q3:.3f}, {len(ratios)} paired steps)"
+
+
+def throughput_lines(settings: RunSettings, runs: list[PairedRun], ddp: Any | None) -> list[str]:
+    """Steps/s from median step times; ratios over steps paired in time."""
+    training = settings.training
+    saves = save_intervals(settings, TRAIN_STEPS)
+    train_s = np.concatenate([run.train for run in runs])
+    bare_s = np.concatenate([run.baselines["bare"] for run in runs])
+    quiet = np.tile(~saves, len(runs))
+    whole = [run.baselines["bare"].sum() / run.train.sum() for run in runs]
+    extra = train_s[~quiet] - bare_s[~quiet] * np.median(train_s[quiet] / bare_s[quiet])
+    lines = [
+        f"training, demo model ({count_parameters(build_unet(settings.model)):,} params, "
+        f"{settings.model.sample_size} px, {training.batch_size} x {training.gradient_accumulation_steps} "
+        f"images/step, CPU fp32): {len(runs)} x train() of {TRAIN_STEPS} steps, "
+        f"each step paired with a bare step run right after it",
+        f"  bare loop (fwd + v-loss + bwd, clip, Adam; one fixed batch) {1 / np.median(bare_s):6.2f} steps/s",
+        f"  train() steps without saves {1 / np.median(train_s[quiet]):6.2f} steps/s, "
+        f"ratio to bare {paired_ratio(bare_s[quiet], train_s[quiet])}",
+        f"  train() loop incl. a checkpoint + state every {training.checkpoint_every} steps: ratio to bare "
+        f"{statistics.median(whole):.3f} (sum of paired step times, median over runs)",
+        f"  where the rest goes: each checkpoint + state save {np.median(extra) * 1e3:.0f} ms "
+        f"(= {np.median(extra) / np.median(bare_s):.1f} bare steps); once per job: setup + step 1 "
+        f"{statistics.median(run.setup_s for run in runs):.1f} s, final state "
+        f"{statistics.median(run.final_save_s for run in runs):.2f} s",
+    ]
+    return lines + lucidrains_lines(settings, runs, ddp, bare_s, train_s, quiet)
+
+
+def lucidrains_lines(
+    settings: RunSettings, runs: list[PairedRun], ddp: Any | None,
+    bare_s: np.ndarray, train_s: np.ndarray, quiet: np.ndarray,
+) -> list[str]:
+    """lucidrains' step loop against radsynth's, both 16 images per optimizer step."""
+    if ddp is None:
+        return [f"  lucidrains comparison skipped: install with  {LUCIDRAINS_INSTALL}"]
+    lucid_s = np.concatenate([run.baselines["lucidrains"] for run in runs])
+    lucid_params = count_parameters(lucidrains_diffusion(ddp).model)
+    radsynth_params = count_parameters(build_unet(settings.model))
+    version = importlib.metadata.version("denoising-diffusion-pytorch")
+    return [
+        f"  lucidrains {version} GaussianDiffusion(Unet(16, (1,2,4)), pred_v, sigmoid), batch 16, "
+        f"loss + bwd + clip + Adam {1 / np.median(lucid_s):6.2f} steps/s (16 images/step as radsynth's)",
+        f"    speed ratio lucidrains/radsynth bare {paired_ratio(bare_s, lucid_s)}",
+        f"    speed ratio lucidrains/radsynth train() {paired_ratio(train_s[quiet], lucid_s[quiet])}",
+        f"    models differ: lucidrains Unet {lucid_params:,} params vs radsynth demo UNet2DModel "
+        f"{radsynth_params:,} ({radsynth_params / lucid_params:.2f}x)",
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoint bytes
+
+
+def filled_adam(model: torch.nn.Module) -> torch.optim.Adam:
+    """An Adam whose state exists (m and v per parameter), made with zero gradients, no forward pass."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-5, betas=(0.9, 0.99))
+    for parameter in model.parameters():
+        parameter.grad = torch.zeros_like(parameter)
+    optimizer.step()
+    optimizer.zero_grad()
+    return optimizer
+
+
+def checkpoint_bytes_lines() -> list[str]:
+    """Bytes of the paper preset's history checkpoint (the file kept every 2,000 steps) and resume state.
+
+    Written through the same functions `train` uses: `save_history_checkpoint` for the history
+    file and `save_state` with the parts `_save_run_state` passes for the resume state.
+    """
+    settings = load_settings(PAPER_CONFIG)
+    torch.manual_seed(0)
+    online = build_unet(settings.model)
+    ema = copy.deepcopy(online).requires_grad_(False)
+    params = count_parameters(online)
+    metadata = {"step": "2000", "checkpoint": "1", "model_config": model_config_json(online)}
+    derivation = f"5 x {ISYNMED_PARAMETERS:,} params x 4 B = {ISYNMED_CHECKPOINT_BYTES:,} B"
+    lines = [
+        f"checkpoint bytes, paper preset ({params:,} params; I-SynMed checkpoint = model + Adam m, v + "
+        f"EMA model + EMA's online copy = {derivation}):"
+    ]
+    with tempfile.TemporaryDirectory(prefix="radsynth-bench-ckpt-") as tmp:
+        for dtype in (settings.training.checkpoint_dtype, "float16"):
+            nbytes = save_history_checkpoint(Path(tmp) / f"{dtype}.safetensors", online, ema, dtype, metadata)
+            label = "as configured" if dtype == settings.training.checkpoint_dtype else "option"
+            lines.append(
+                f"  history checkpoint (online + EMA, {dtype}, {label}): {nbytes:,} B, "
+                f"ratio to I-SynMed {nbytes / ISYNMED_CHECKPOINT_BYTES:.3f}"
+            )
+        parts = {
+            "online.safetensors": online.state_dict(),
+            "ema.safetensors": ema.state_dict(),
+            "optimizer.pt": filled_adam(online).state_dict(),
+        }
+        folder = save_state(Path(tmp) / "run", 2000, parts, {"settings_hash": "bench"})
+        state_bytes = sum(path.stat().st_size for path in folder.iterdir())
+    lines.append(
+        f"  resume state (online + EMA + Adam, float32; only the latest is kept): {state_bytes:,} B, "
+        f"ratio {state_bytes / ISYNMED_CHECKPOINT_BYTES:.3f}"
+    )
+    return lines
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with `n` intra-op threads, then restore the process' setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run() -> list[str]:
+    settings = load_settings(DEMO_CONFIG, num_steps=TRAIN_STEPS)
+    ddp = import_lucidrains()
+    with torch_threads(TORCH_THREADS):
+        runs = interleaved_runs(settings, ddp)
+    return [
+        f"training bench with {TORCH_THREADS} torch thread (see TORCH_THREADS in bench/training_bench.py)",
+        *throughput_lines(settings, runs, ddp),
+        *checkpoint_bytes_lines(),
+    ]
