@@ -14,6 +14,7 @@ from radsynth.download import fetch_configured_archive
 from radsynth.phantom import generate_atlas
 from radsynth.preprocess import PAPER_NEGATIVE_DETECTION, preprocess_atlas
 from radsynth.provenance import provenance
+from radsynth.ratings import from_qualtrics, load_key, write_ratings_csv
 from radsynth.split import write_split_for_atlas
 
 
@@ -121,10 +122,26 @@ def run_stats_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_qualtrics(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("qualtrics", help="convert a Qualtrics choice-text export into tidy ratings")
+    parser.add_argument("--export", type=Path, required=True, help="the Qualtrics CSV (three header rows)")
+    parser.add_argument("--key", type=Path, required=True, help="answer key CSV of the study")
+    parser.add_argument("--rater-column", required=True, help="column holding the rater id (e.g. an embedded field)")
+    parser.add_argument("--out", type=Path, required=True, help="tidy CSV to write into the ratings folder")
+    parser.set_defaults(func=run_qualtrics)
+
+
+def run_qualtrics(args: argparse.Namespace) -> int:
+    ratings = from_qualtrics(args.export, load_key(args.key), rater_column=args.rater_column)
+    write_ratings_csv(ratings, args.out)
+    print(f"{ratings['rater'].nunique()} raters, {len(ratings)} rows -> {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="radsynth", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for add in (add_demo_atlas, add_download, add_preprocess, add_split, add_stats):
+    for add in (add_demo_atlas, add_download, add_preprocess, add_split, add_stats, add_qualtrics):
         add(subparsers)
     return parser
 

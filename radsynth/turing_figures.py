@@ -1,4 +1,5 @@
-"""Figure 4 of the paper: violin plots of realism ratings, real vs each checkpoint.
+"""Figures 3 and 4 of the paper: an example quartet with its answer revealed, and violin plots
+of realism ratings, real vs each checkpoint.
 
 A violin is drawn over per-image mean ratings (each image's 1-4 ratings averaged over
 raters) rather than over raw ratings: raw Likert scores take only four values, whose
@@ -13,6 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 from matplotlib import cbook
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -120,3 +122,23 @@ def plot_rating_violins(
         figure, out_png, title="Clinical Turing test realism ratings" + (" (SIMULATED)" if simulated else ""),
         description=caption, provenance=provenance, simulated=str(simulated).lower(),
     )
+
+
+def plot_example_quartet(study_dir: Path, out_png: Path, *, quartet: int, provenance: Mapping[str, Any]) -> Path:
+    """The images of one quartet in the raters' order, each captioned with its group (the answer)."""
+    study_dir = Path(study_dir)
+    key = pd.read_csv(study_dir / "key" / "key.csv")
+    rows = key[key["quartet"] == quartet].sort_values("position")
+    if rows.empty:
+        raise ValueError(f"{study_dir / 'key' / 'key.csv'}: no quartet {quartet}")
+    figure = Figure(figsize=(2.4 * len(rows), 2.9), layout="constrained")
+    for slot, row in enumerate(rows.itertuples(), start=1):
+        axes = figure.add_subplot(1, len(rows), slot)
+        axes.imshow(np.asarray(Image.open(study_dir / "images" / row.image)), cmap="gray", vmin=0, vmax=255)
+        axes.set_axis_off()
+        answer = "REAL" if row.group == REAL_GROUP else f"synthetic, {row.group}"
+        axes.set_title(f"{chr(64 + row.position)}: {answer}", fontsize=9,
+                       color="tab:green" if row.group == REAL_GROUP else "0.2")
+    title = f"Example quartet {quartet} with the answer key revealed"
+    figure.suptitle(title, fontsize=10)
+    return save_figure(figure, out_png, title=title, provenance=provenance)

@@ -1,5 +1,6 @@
 """The `radsynth` console script runs each stage without Snakemake."""
 
+import json
 import subprocess
 import sys
 from dataclasses import asdict
@@ -47,3 +48,38 @@ def test_preprocess_reports_missing_input(tmp_path):
 def test_presets_use_the_cli_detector_settings(preset):
     config = yaml.safe_load((REPO / "config" / preset).read_text())
     assert config["preprocess"]["negative_detection"] == asdict(PAPER_NEGATIVE_DETECTION)
+
+
+def test_qualtrics_then_stats_through_the_cli(tmp_path):
+    from test_ratings import MEANS, key_frame, write_qualtrics
+
+    from radsynth.ratings import load_key, simulate_ratings
+
+    key_frame(6).to_csv(tmp_path / "key.csv", index=False)
+    ratings = simulate_ratings(load_key(tmp_path / "key.csv"), n_raters=5, seed=2, p_identify=0.3, mean_ratings=MEANS)
+    write_qualtrics(tmp_path / "export.csv", ratings)
+    (tmp_path / "ratings").mkdir()
+    radsynth("qualtrics", "--export", tmp_path / "export.csv", "--key", tmp_path / "key.csv",
+             "--rater-column", "rater_id", "--out", tmp_path / "ratings/qualtrics.csv")
+    assert len(pd.read_csv(tmp_path / "ratings/qualtrics.csv")) == 5 * 6 * 4
+    out = radsynth("stats", "--ratings", tmp_path / "ratings", "--key", tmp_path / "key.csv",
+                   "--out", tmp_path / "stats", "--simulated").stdout
+    assert "Identification accuracy" in out and "SIMULATED" in out
+    statistics = json.loads((tmp_path / "stats/statistics.json").read_text())
+    chosen = ratings[ratings["chosen_real"] == 1].merge(key_frame(6), on=["quartet", "position"])
+    assert statistics["identification"]["n_correct"] == int((chosen["group"] == "real").sum())
+    assert statistics["identification"]["n_trials"] == 5 * 6
+
+
+def test_stats_refuses_simulated_raters_reported_as_experts(tmp_path):
+    from test_ratings import MEANS, key_frame
+
+    from radsynth.ratings import load_key, simulate_ratings, write_ratings_csv
+
+    key_frame(4).to_csv(tmp_path / "key.csv", index=False)
+    ratings = simulate_ratings(load_key(tmp_path / "key.csv"), n_raters=3, seed=2, p_identify=0.3, mean_ratings=MEANS)
+    write_ratings_csv(ratings, tmp_path / "ratings/all.csv")
+    result = subprocess.run([str(RADSYNTH), "stats", "--ratings", str(tmp_path / "ratings"), "--key",
+                             str(tmp_path / "key.csv"), "--out", str(tmp_path / "stats")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "simulated" in result.stderr

@@ -4,6 +4,7 @@ downloading CSXA-format archives from a local HTTP server."""
 import functools
 import hashlib
 import json
+import re
 import threading
 import zipfile
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +31,7 @@ def tiny(config: dict, workdir: Path) -> dict:
     config["sampling"]["sets"] = {"initial": {"n_images": 6, "images_per_shard": 6},
                                   "large": {"n_images": 6, "images_per_shard": 4}}
     config["facing"]["training"]["steps"] = 30
+    config["turing"]["n_quartets"] = 4
     write_workdir_config(workdir, config)
     return config
 
@@ -124,6 +126,25 @@ def test_demo_samples_sharded_gathered_and_left_facing(demo_run):
     assert report["n_labelled"] > 0
 
 
+def test_demo_turing_study_form_statistics_and_figures(demo_run):
+    workdir, _, _ = demo_run
+    study = workdir / "results/turing/study"
+    key = pd.read_csv(study / "key/key.csv")
+    assert len(key) == 16 and sorted(key["group"].unique()) == ["ckpt001", "ckpt002", "ckpt004", "real"]
+    assert sorted(p.name for p in (study / "images").glob("*.png")) == sorted(key["image"])
+    form = (workdir / "results/turing/rating_form.html").read_text()
+    assert "ckpt00" not in form and "http://" not in form and "https://" not in form
+    raters = sorted(p.name for p in (workdir / "results/turing/simulated_ratings").glob("*.csv"))
+    assert len(raters) == 8
+    statistics = json.loads((workdir / "results/turing/statistics/statistics.json").read_text())
+    assert statistics["simulated"] is True and statistics["n_raters"] == 8 and statistics["n_quartets"] == 4
+    assert statistics["identification"]["n_trials"] == 32
+    assert "SIMULATED" in (workdir / "results/turing/statistics/results.md").read_text()
+    violins = Image.open(workdir / "results/turing/figures/rating_violins.png")
+    assert violins.text["simulated"] == "true"
+    assert Image.open(workdir / "results/turing/figures/example_quartet.png").text["provenance_config_hash"]
+
+
 def test_demo_second_run_has_nothing_to_do(demo_run):
     workdir, _, _ = demo_run
     result = run_snakemake(workdir, "-n")
@@ -209,3 +230,43 @@ def test_paper_mode_uses_hand_placed_archives_without_network(tmp_path, archive_
         (archives / name).write_bytes((served / name).read_bytes())
     run_snakemake(workdir, "results/preprocess/atlas.h5")
     assert read_atlas(workdir / "results/preprocess/atlas.h5")["images"].shape[0] == 12
+
+
+def planned_jobs(workdir: Path) -> dict[str, int]:
+    """rule -> job count of a dry run (the job-stats table of --quiet rules)."""
+    output = run_snakemake(workdir, "-n", "--quiet", "rules").stdout
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", output, re.MULTILINE)
+            if m.group(1) != "total"}
+
+
+def test_new_rater_file_reruns_only_statistics_and_figures(demo_run):
+    """Expert ratings arrive as files in a folder; one more (or an edited one) reruns only the
+    statistics and figures, never sampling or the study."""
+    workdir, config, _ = demo_run
+    folder = workdir / "resources/ratings"
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted((workdir / "results/turing/simulated_ratings").glob("*.csv")):
+        frame = pd.read_csv(path)
+        frame["rater"] = frame["rater"].str.replace("simulated-", "expert-")
+        frame.to_csv(folder / path.name.replace("simulated-", "expert-"), index=False)
+    config["turing"].update(ratings="folder", ratings_folder="resources/ratings")
+    write_workdir_config(workdir, config)
+    run_snakemake(workdir)
+    statistics = json.loads((workdir / "results/turing/statistics/statistics.json").read_text())
+    assert statistics["simulated"] is False and statistics["n_raters"] == 8
+    assert planned_jobs(workdir) == {}
+    only_statistics = {"turing_stats": 1, "turing_figures": 1, "all": 1}
+    rater = sorted(folder.glob("*.csv"))[3]
+    rater.write_text(rater.read_text())
+    assert planned_jobs(workdir) == {}, "same bytes: Snakemake's checksum says nothing changed"
+    edited = pd.read_csv(rater)
+    edited.loc[0, "rating"] = 1 if edited.loc[0, "rating"] != 1 else 2
+    edited.to_csv(rater, index=False)
+    assert planned_jobs(workdir) == only_statistics
+    run_snakemake(workdir)
+    added = pd.read_csv(rater).assign(rater="expert-09")
+    added.to_csv(folder / "ratings_expert-09.csv", index=False)
+    assert planned_jobs(workdir) == only_statistics
+    run_snakemake(workdir)
+    statistics = json.loads((workdir / "results/turing/statistics/statistics.json").read_text())
+    assert statistics["n_raters"] == 9

@@ -1,4 +1,7 @@
 import re
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
 
 from radsynth.checkpoints import checkpoint_label
 from radsynth.sampling import shard_plan
@@ -15,11 +18,25 @@ FACING_CLASSIFIER = "results/facing/classifier.safetensors"
 SHARD_STORE = "results/samples/{sample_set}/{ckpt}/shard{shard}.zarr"
 SAMPLE_MANIFEST = "results/samples/{sample_set}/{ckpt}/manifest.csv"
 SAMPLE_GRID = "results/samples/{sample_set}/{ckpt}/grid.png"
+TURING_STUDY = "results/turing/study"
+TURING_FORM = "results/turing/rating_form.html"
+SIMULATED_RATINGS = "results/turing/simulated_ratings"
+TURING_STATS = {
+    name: f"results/turing/statistics/{name}"
+    for name in ("statistics.json", "per_rater_means.csv", "tests.csv", "results.md")
+}
+TURING_VIOLINS = "results/turing/figures/rating_violins.png"
+TURING_EXAMPLE = "results/turing/figures/example_quartet.png"
 SELECTED_LABELS = [
     checkpoint_label(number) for number in config["checkpoints"]["selected"]
 ]
 #: Minutes a training job may run past its time budget to save the final state and exit.
 TRAIN_SHUTDOWN_MINUTES = 45
+
+
+def config_sections(*names):
+    """The config sections a job reads, passed as params so that changing them reruns it."""
+    return {name: config[name] for name in names}
 
 
 def csxa_archives():
@@ -102,6 +119,26 @@ def shard_stores(wildcards):
     )
 
 
+def turing_sample_manifests(wildcards):
+    return expand(
+        SAMPLE_MANIFEST, sample_set=config["turing"]["sample_set"], ckpt=SELECTED_LABELS
+    )
+
+
+def rating_files(wildcards):
+    """Every rater's CSV: editing or adding one reruns only the statistics and figures."""
+    if config["turing"]["ratings"] == "simulated":
+        return SIMULATED_RATINGS
+    folder = Path(config["turing"]["ratings_folder"])
+    files = sorted(str(path) for path in folder.glob("*.csv"))
+    if not files:
+        raise WorkflowError(
+            f"turing.ratings is 'folder' but {folder} holds no *.csv rater files; place the "
+            "experts' tidy CSVs there (radsynth qualtrics converts a Qualtrics export)"
+        )
+    return files
+
+
 def final_outputs():
     return [
         ATLAS_H5,
@@ -113,4 +150,8 @@ def final_outputs():
         *expand(
             SAMPLE_GRID, sample_set=config["sampling"]["sets"], ckpt=SELECTED_LABELS
         ),
+        TURING_FORM,
+        *TURING_STATS.values(),
+        TURING_VIOLINS,
+        TURING_EXAMPLE,
     ]

@@ -32,6 +32,7 @@ rule sample_shard:
     threads: 2
     params:
         checkpoint=checkpoint_file,
+        settings=config_sections("model", "diffusion", "training", "sampling"),
         work_dir="results/samples/.work/{sample_set}/{ckpt}",
     script:
         "../scripts/sample_shard.py"

@@ -15,6 +15,7 @@ rule train:
         runtime=train_runtime_minutes,
     params:
         run_dir=lambda wildcards: train_dir(wildcards.run),
+        settings=config_sections("model", "diffusion", "training"),
         max_wall_time_h=config["train_jobs"]["max_wall_time_h"],
     script:
         "../scripts/train.py"

@@ -9,7 +9,7 @@ sample_set_shard(
     Path(snakemake.params.checkpoint),
     Path(snakemake.output[0]),
     work_dir=Path(snakemake.params.work_dir),
-    config=snakemake.config,
+    config=snakemake.params.settings,
     sample_set=snakemake.wildcards.sample_set,
     checkpoint_label=snakemake.wildcards.ckpt,
     shard_index=int(snakemake.wildcards.shard),

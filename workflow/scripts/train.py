@@ -9,7 +9,7 @@ status = train_job(
     Path(snakemake.input.atlas),
     Path(snakemake.input.manifest) if snakemake.input.manifest else None,
     Path(snakemake.params.run_dir),
-    snakemake.config,
+    snakemake.params.settings,
     Path(snakemake.output.done),
     max_wall_time_s=snakemake.params.max_wall_time_h * 3600,
     provenance=provenance(snakemake.config),
