@@ -17,18 +17,18 @@ work that slows compute by up to 10x in bursts, so subject and baseline alternat
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import yaml
 import zarr
+from bench_common import torch_threads
 
 from radsynth.model import build_unet, count_parameters
 from radsynth.phantom import render_phantom, sample_params
@@ -289,17 +289,6 @@ def zarr_lines() -> list[str]:
             f"{shard_ms - statistics.median(times.chunk) * 1e3:.0f} ms/batch",
         ]
     return lines
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with `n` intra-op threads, then restore the process' setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def run() -> list[str]:

@@ -18,7 +18,6 @@ over steps paired in time.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import importlib
@@ -28,13 +27,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 from unittest import mock
 
 import h5py
 import numpy as np
 import torch
 import yaml
+from bench_common import torch_threads
 
 import radsynth.training as training_module
 from radsynth.diffusion import make_tables, q_sample, v_target, weighted_v_loss_per_image
@@ -345,17 +345,6 @@ def checkpoint_bytes_lines() -> list[str]:
         f"ratio {state_bytes / ISYNMED_CHECKPOINT_BYTES:.3f}"
     )
     return lines
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with `n` intra-op threads, then restore the process' setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def run() -> list[str]:

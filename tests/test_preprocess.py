@@ -27,6 +27,7 @@ from radsynth.preprocess import (
     load_atlas,
     map_keypoints,
     negative_score,
+    PAPER_NEGATIVE_DETECTION,
     preprocess_atlas,
     read_labelme,
     read_radiograph,
@@ -34,15 +35,7 @@ from radsynth.preprocess import (
     to_uint8,
 )
 
-DETECTION = NegativeDetection(
-    analysis_size=128,
-    uniform_tolerance=0.02,
-    max_trim_fraction=0.2,
-    side_fraction=0.15,
-    centre_fraction=0.34,
-    row_margin_fraction=0.1,
-    threshold=0.0,
-)
+DETECTION = PAPER_NEGATIVE_DETECTION
 PROVENANCE = {"config_hash": "abc123", "code_revision": "deadbeef", "radsynth_version": "0.1.0"}
 
 
