@@ -2,7 +2,6 @@
 facing classifier: what is checked is the bookkeeping (facing, flips, manifest, reader), not
 image quality."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
