@@ -9,13 +9,16 @@ import sys
 from pathlib import Path
 
 import yaml
+from accelerate import PartialState
 
 from radsynth.download import fetch_configured_archive
 from radsynth.phantom import generate_atlas
 from radsynth.preprocess import PAPER_NEGATIVE_DETECTION, preprocess_atlas
 from radsynth.provenance import provenance
 from radsynth.ratings import from_qualtrics, load_key, write_ratings_csv
+from radsynth.sampling import QUANTIZATIONS, SAMPLERS, TRAINED_PREDICTION_TYPE, WEIGHTS, sample_shard
 from radsynth.split import write_split_for_atlas
+from radsynth.training import load_checkpoint_weights, read_checkpoint_settings
 
 
 def command_provenance() -> dict[str, str]:
@@ -105,6 +108,38 @@ def run_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_sample(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("sample", help="sample images from a history checkpoint into a Zarr store")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="results/train/<run>/checkpoints/step*.safetensors")
+    parser.add_argument("--n", type=int, required=True, help="number of images")
+    parser.add_argument("--out", type=Path, required=True, help="Zarr store to create")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="(default: %(default)s, the paper)")
+    parser.add_argument("--steps", type=int, default=1000, help="(default: %(default)s, the paper)")
+    parser.add_argument("--weights", choices=WEIGHTS, default="online", help="(default: %(default)s, as I-SynMed)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=20240607, help="base seed of the per-image seeds")
+    parser.add_argument("--label", help="label the seeds derive from (default: the checkpoint file stem)")
+    parser.add_argument("--quantization", choices=QUANTIZATIONS, default="round")
+    parser.add_argument("--no-clip", dest="clip_sample", action="store_false", help="do not clamp x0 to [-1, 1]")
+    parser.set_defaults(func=run_sample)
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    settings = read_checkpoint_settings(args.checkpoint)
+    device = PartialState().device
+    unet = load_checkpoint_weights(args.checkpoint, args.weights, settings.model).to(device)
+    store = sample_shard(
+        unet, settings.diffusion.betas(), args.out, work_dir=args.out.parent,
+        checkpoint_label=args.label or args.checkpoint.stem, shard_index=0, first_global_index=0,
+        n_images=args.n, batch_size=args.batch_size, base_seed=args.seed, sampler=args.sampler,
+        steps=args.steps, clip_sample=args.clip_sample, quantization=args.quantization, weights=args.weights,
+        prediction_type=TRAINED_PREDICTION_TYPE, device=device,
+        provenance={**command_provenance(), "checkpoint_file": str(args.checkpoint)},
+    )
+    print(f"wrote {args.n} images to {store}")
+    return 0
+
+
 def add_stats(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("stats", help="Turing-test statistics in R from a ratings folder and answer key")
     parser.add_argument("--ratings", type=Path, required=True, help="folder of tidy rater CSVs")
@@ -141,7 +176,7 @@ def run_qualtrics(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="radsynth", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for add in (add_demo_atlas, add_download, add_preprocess, add_split, add_stats, add_qualtrics):
+    for add in (add_demo_atlas, add_download, add_preprocess, add_split, add_sample, add_stats, add_qualtrics):
         add(subparsers)
     return parser
 

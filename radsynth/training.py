@@ -459,6 +459,19 @@ def save_history_checkpoint(
     return _save_safetensors(path, tensors, {**metadata, "dtype": dtype})
 
 
+def read_checkpoint_settings(path: Path) -> RunSettings:
+    """The run settings a history checkpoint was trained under (stored in its metadata)."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable checkpoint ({exc})") from exc
+    if "settings" not in metadata:
+        raise ValueError(f"{path}: no settings in the checkpoint metadata (not a radsynth history checkpoint)")
+    return run_settings_from_dict(json.loads(metadata["settings"]))
+
+
 def load_checkpoint_weights(
     path: Path, which: Literal["ema", "online"], settings: UNetSettings
 ) -> UNet2DModel:

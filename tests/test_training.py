@@ -10,6 +10,8 @@ import os
 import random
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from radsynth.training import (
     ema_decay,
     latest_state_dir,
     load_checkpoint_weights,
+    read_checkpoint_settings,
     micro_batch_draws,
     micro_batch_positions,
     run_settings_from_dict,
@@ -460,3 +463,26 @@ def test_fp16_without_cuda_is_refused(data: tuple[Path, Path], tmp_path: Path) -
             provenance=PROVENANCE,
             progress=False,
         )
+
+
+def test_checkpoint_carries_its_run_settings(tiny_run: Path, tmp_path: Path) -> None:
+    checkpoint = tiny_run / "checkpoints" / "step000004.safetensors"
+    assert read_checkpoint_settings(checkpoint) == run_settings_from_dict(tiny_config())
+    (tmp_path / "other.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="other.safetensors: not a readable checkpoint"):
+        read_checkpoint_settings(tmp_path / "other.safetensors")
+
+
+def test_sample_command_samples_a_checkpoint(tiny_run: Path, tmp_path: Path) -> None:
+    """`radsynth sample` needs only the checkpoint: its model and schedule come from the file."""
+    from radsynth.sampling import open_samples
+
+    checkpoint = tiny_run / "checkpoints" / "step000008.safetensors"
+    command = [str(Path(sys.executable).parent / "radsynth"), "sample", "--checkpoint", str(checkpoint), "--n", "3",
+               "--out", str(tmp_path / "s.zarr"), "--sampler", "ddim", "--steps", "3", "--batch-size", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    samples = open_samples([tmp_path / "s.zarr"])
+    assert len(samples) == 3 and samples.images([0, 1, 2]).shape == (3, 16, 16)
+    assert samples.attrs["sampler"] == "ddim" and samples.attrs["weights"] == "online"
+    assert samples.attrs["provenance"]["checkpoint_file"] == str(checkpoint)
