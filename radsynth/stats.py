@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -111,10 +112,28 @@ class TuringResults:
 
 
 @functools.cache
-def _r_functions() -> Any:
-    """The R environment with turing_stats.R sourced, once per process."""
+def _robjects() -> Any:
+    """rpy2's robjects with the embedded R started, once per process.
+
+    Starting R writes R's library paths into os.environ["LD_LIBRARY_PATH"] (its ldpaths include
+    /usr/lib/x86_64-linux-gnu). The running process is unaffected (the loader reads it at start),
+    but every later child would inherit it, and a child Python would then load the system's
+    libpython instead of its own and fail (e.g. on `import ssl`). So the variable is restored.
+    """
+    saved = os.environ.get("LD_LIBRARY_PATH")
     import rpy2.robjects as ro
 
+    if saved is None:
+        os.environ.pop("LD_LIBRARY_PATH", None)
+    else:
+        os.environ["LD_LIBRARY_PATH"] = saved
+    return ro
+
+
+@functools.cache
+def _r_functions() -> Any:
+    """The R environment with turing_stats.R sourced, once per process."""
+    ro = _robjects()
     environment = ro.r["new.env"]()
     ro.r["source"](str(R_SCRIPT), local=environment)
     return environment
@@ -136,8 +155,7 @@ def _frame(r_frame: Any) -> pd.DataFrame:
 
 def fleiss_kappa(counts: pd.DataFrame, *, label: str) -> Kappa:
     """Fleiss' kappa in R of a subjects x categories table of rater counts."""
-    import rpy2.robjects as ro
-
+    ro = _robjects()
     matrix = ro.r["matrix"](ro.IntVector(counts.to_numpy().T.ravel().tolist()), nrow=counts.shape[0])
     return Kappa(label=label, **_record(_r_functions()["fleiss_kappa"](matrix)))
 
@@ -154,8 +172,7 @@ def _input_problems(grouped: pd.DataFrame, reference_group: str, chance: float) 
 
 
 def _call_r(grouped: pd.DataFrame, settings: Mapping[str, Any]) -> Any:
-    import rpy2.robjects as ro
-
+    ro = _robjects()
     return _r_functions()["turing_statistics"](
         rater=ro.StrVector(grouped["rater"].astype(str).tolist()),
         quartet=ro.IntVector(grouped["quartet"].tolist()),

@@ -44,6 +44,10 @@ def test_training_jobs_request_an_a100_below_24_hours(slurm_plan):
         assert int(job["runtime"]) == 23 * 60 + 45 < 24 * 60
 
 
+def test_paper_run_without_ratings_plans_up_to_the_rating_form(slurm_plan):
+    assert "rating_form" in slurm_plan and "turing_stats" not in slurm_plan
+
+
 def test_cpu_jobs_use_the_default_partition(slurm_plan):
     for job in slurm_plan["preprocess"]:
         assert job["slurm_partition"] == "<CPU_PARTITION>" and "gpu" not in job

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -297,3 +300,12 @@ def test_bad_settings_are_rejected() -> None:
         "reference_group 'truth' is not a group of the answer key; chance 1.0 must lie strictly "
         "between 0 and 1; Fleiss' kappa and paired tests need at least 2 raters"
     )
+
+
+def test_starting_r_leaves_child_pythons_their_own_libpython() -> None:
+    """R's start-up exports its LD_LIBRARY_PATH (with the system's libpython); a child Python of
+    this process (snakemake, the radsynth CLI) must still start and import ssl."""
+    before = os.environ.get("LD_LIBRARY_PATH")
+    fleiss_kappa(pd.DataFrame([[2, 0], [1, 1]]), label="warm-up")
+    assert os.environ.get("LD_LIBRARY_PATH") == before
+    subprocess.run([sys.executable, "-c", "import ssl"], check=True, timeout=60)

@@ -475,6 +475,8 @@ def test_checkpoint_carries_its_run_settings(tiny_run: Path, tmp_path: Path) -> 
 
 def test_sample_command_samples_a_checkpoint(tiny_run: Path, tmp_path: Path) -> None:
     """`radsynth sample` needs only the checkpoint: its model and schedule come from the file."""
+    import zarr
+
     from radsynth.sampling import open_samples
 
     checkpoint = tiny_run / "checkpoints" / "step000008.safetensors"
@@ -485,4 +487,5 @@ def test_sample_command_samples_a_checkpoint(tiny_run: Path, tmp_path: Path) -> 
     samples = open_samples([tmp_path / "s.zarr"])
     assert len(samples) == 3 and samples.images([0, 1, 2]).shape == (3, 16, 16)
     assert samples.attrs["sampler"] == "ddim" and samples.attrs["weights"] == "online"
-    assert samples.attrs["provenance"]["checkpoint_file"] == str(checkpoint)
+    stored = zarr.open_group(tmp_path / "s.zarr", mode="r", zarr_format=3).attrs
+    assert stored["provenance"]["checkpoint_file"] == str(checkpoint)

@@ -2,6 +2,7 @@ import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 from radsynth.checkpoints import checkpoint_label
 from radsynth.sampling import shard_plan
@@ -125,18 +126,40 @@ def turing_sample_manifests(wildcards):
     )
 
 
+def expert_rating_files():
+    """The experts' rater CSVs in turing.ratings_folder (sorted; none yet is normal)."""
+    return sorted(
+        str(path) for path in Path(config["turing"]["ratings_folder"]).glob("*.csv")
+    )
+
+
+def ratings_available():
+    return config["turing"]["ratings"] == "simulated" or bool(expert_rating_files())
+
+
 def rating_files(wildcards):
     """Every rater's CSV: editing or adding one reruns only the statistics and figures."""
     if config["turing"]["ratings"] == "simulated":
         return SIMULATED_RATINGS
-    folder = Path(config["turing"]["ratings_folder"])
-    files = sorted(str(path) for path in folder.glob("*.csv"))
+    files = expert_rating_files()
     if not files:
         raise WorkflowError(
-            f"turing.ratings is 'folder' but {folder} holds no *.csv rater files; place the "
-            "experts' tidy CSVs there (radsynth qualtrics converts a Qualtrics export)"
+            f"turing.ratings is 'folder' but {config['turing']['ratings_folder']} holds no *.csv "
+            "rater files; place the experts' tidy CSVs there (radsynth qualtrics converts a "
+            "Qualtrics export)"
         )
     return files
+
+
+def turing_outputs():
+    """The study and form always; statistics and figures once there are ratings to analyse."""
+    if not ratings_available():
+        logger.info(
+            f"Turing test: no rater files in {config['turing']['ratings_folder']} yet; building "
+            "the study and the rating form only. Statistics and figures follow when ratings arrive."
+        )
+        return [TURING_FORM]
+    return [TURING_FORM, *TURING_STATS.values(), TURING_VIOLINS, TURING_EXAMPLE]
 
 
 def final_outputs():
@@ -150,8 +173,5 @@ def final_outputs():
         *expand(
             SAMPLE_GRID, sample_set=config["sampling"]["sets"], ckpt=SELECTED_LABELS
         ),
-        TURING_FORM,
-        *TURING_STATS.values(),
-        TURING_VIOLINS,
-        TURING_EXAMPLE,
+        *turing_outputs(),
     ]
