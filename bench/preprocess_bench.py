@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from radsynth.phantom import generate_atlas
-from radsynth.preprocess import PAPER_NEGATIVE_DETECTION, find_images, preprocess_atlas
+from radsynth.demo.phantom import generate_atlas
+from radsynth.data.preprocess import PAPER_NEGATIVE_DETECTION, find_images, preprocess_atlas
 
 
 def bare_read_resize(image_dir: Path, size: int) -> int:

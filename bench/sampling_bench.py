@@ -1,7 +1,7 @@
 """Sampling throughput, network evaluations per sampler, and Zarr write throughput.
 
 Questions answered in this one process:
-1. What does `radsynth.sampling.sample_batch` cost over the bare UNet forwards it makes? Its extra
+1. What does `radsynth.sample.sampler.sample_batch` cost over the bare UNet forwards it makes? Its extra
    work is the per-image generators (initial noise and every stochastic step's noise drawn image
    by image), the scheduler's step and the uint8 conversion.
 2. How many network evaluations and how much time does each sampler take per image? The paper ran
@@ -30,9 +30,9 @@ import yaml
 import zarr
 from bench_common import torch_threads
 
-from radsynth.model import build_unet, count_parameters
-from radsynth.phantom import render_phantom, sample_params
-from radsynth.sampling import (
+from radsynth.train.model import build_unet, count_parameters
+from radsynth.demo.phantom import render_phantom, sample_params
+from radsynth.sample.sampler import (
     ShardRequest,
     _create_work_store,
     _write_batch,
@@ -40,7 +40,7 @@ from radsynth.sampling import (
     make_sampler_scheduler,
     sample_batch,
 )
-from radsynth.training import RunSettings, run_settings_from_dict
+from radsynth.train.settings import RunSettings, run_settings_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "config" / "config.yaml"
@@ -243,7 +243,7 @@ def write_batches(images: np.ndarray, root: Path) -> tuple[WriteTimes, int]:
     """Each batch written four ways in turn: np.save; sample_shard's batch write; and, to see where
     its time goes, the images chunk alone with the default codec (zstd) and uncompressed.
 
-    The shard write is `radsynth.sampling._write_batch` on a store made by `_create_work_store`: the
+    The shard write is `radsynth.sample.sampler._write_batch` on a store made by `_create_work_store`: the
     very writes `sample_shard` makes per batch (images, seeds, global indices, checksum, done flag),
     without sampling time in the figure. Also returns the shard store's bytes on disk.
     """

@@ -1,7 +1,7 @@
 """Training throughput and checkpoint size.
 
 Three questions, each answered by a figure measured in this one process:
-1. What does `radsynth.training.train` cost over the bare floor of the same optimisation (UNet
+1. What does `radsynth.train.loop.train` cost over the bare floor of the same optimisation (UNet
    forward, weighted v-loss, backward, grad clip, Adam) on the demo model? Its extra work is the
    seeded per-micro-batch draws, accelerate's accumulation, EMA updates, the loss log and the
    history checkpoints and resume states; steps holding a save are reported apart from the rest.
@@ -30,23 +30,18 @@ from pathlib import Path
 from typing import Any, Callable
 from unittest import mock
 
-import h5py
 import numpy as np
 import torch
 import yaml
 from bench_common import torch_threads
 
-import radsynth.training as training_module
-from radsynth.diffusion import make_tables, q_sample, v_target, weighted_v_loss_per_image
-from radsynth.model import build_unet, count_parameters
-from radsynth.training import (
-    RunSettings,
-    model_config_json,
-    run_settings_from_dict,
-    save_history_checkpoint,
-    save_state,
-    train,
-)
+import radsynth.train.loop as training_module
+from radsynth.data.atlas import atlas_from_images, write_atlas
+from radsynth.train.diffusion import make_tables, q_sample, v_target, weighted_v_loss_per_image
+from radsynth.train.model import build_unet, count_parameters
+from radsynth.train.checkpoint_io import model_config_json, save_history_checkpoint, save_state
+from radsynth.train.loop import train
+from radsynth.train.settings import RunSettings, run_settings_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "config" / "config.yaml"
@@ -80,12 +75,10 @@ def load_settings(config: Path, **training: Any) -> RunSettings:
     return run_settings_from_dict(values)
 
 
-def write_atlas(path: Path, n_images: int, size: int) -> None:
-    """The smallest atlas `train` accepts: /images uint8 (N, size, size) and the root attr `size`."""
+def write_random_atlas(path: Path, n_images: int, size: int) -> None:
+    """An atlas of uniform-noise images: training cost does not depend on the pixels."""
     images = np.random.default_rng(0).integers(0, 256, (n_images, size, size), dtype=np.uint8)
-    with h5py.File(path, "w") as handle:
-        handle.create_dataset("images", data=images)
-        handle.attrs["size"] = size
+    write_atlas(path, atlas_from_images(images, [f"{i:07d}" for i in range(n_images)]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,7 +148,7 @@ def lucidrains_step_function(ddp: Any, batch: int = 16) -> Callable[[], None]:
 
 
 class StepInterleaver:
-    """Stands in for `radsynth.training.update_ema`, which `train` calls once after every optimizer
+    """Stands in for `radsynth.train.loop.update_ema`, which `train` calls once after every optimizer
     step, and runs one step of each baseline right after it.
 
     Other work on this shared 2-core machine slows steps by up to 10x in bursts of seconds, longer
@@ -232,7 +225,7 @@ def interleaved_runs(settings: RunSettings, ddp: Any | None) -> list[PairedRun]:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="radsynth-bench-train-") as tmp:
         atlas = Path(tmp) / "atlas.h5"
-        write_atlas(atlas, ATLAS_IMAGES, settings.model.sample_size)
+        write_random_atlas(atlas, ATLAS_IMAGES, settings.model.sample_size)
         bare_step_function(settings)()  # warm-up: first-call allocations and kernel selection
         while len(runs) < REPEATS and (not runs or time.perf_counter() - started < THROUGHPUT_BUDGET_S):
             runs.append(paired_train_run(settings, atlas, Path(tmp) / f"run{len(runs)}", ddp))

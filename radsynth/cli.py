@@ -11,14 +11,14 @@ from pathlib import Path
 import yaml
 from accelerate import PartialState
 
-from radsynth.download import fetch_configured_archive
-from radsynth.phantom import generate_atlas
-from radsynth.preprocess import PAPER_NEGATIVE_DETECTION, preprocess_atlas
-from radsynth.provenance import provenance
-from radsynth.ratings import from_qualtrics, load_key, write_ratings_csv
-from radsynth.sampling import QUANTIZATIONS, SAMPLERS, TRAINED_PREDICTION_TYPE, WEIGHTS, sample_shard
-from radsynth.split import write_split_for_atlas
-from radsynth.training import load_checkpoint_weights, read_checkpoint_settings
+from radsynth.data.download import fetch_configured_archive
+from radsynth.demo.phantom import generate_atlas
+from radsynth.data.preprocess import PAPER_NEGATIVE_DETECTION, preprocess_atlas
+from radsynth.core.provenance import provenance
+from radsynth.turing.ratings import from_qualtrics, load_key, write_ratings_csv
+from radsynth.sample.sampler import QUANTIZATIONS, SAMPLERS, TRAINED_PREDICTION_TYPE, WEIGHTS, sample_shard
+from radsynth.data.split import write_split_for_atlas
+from radsynth.train.checkpoint_io import load_checkpoint_weights, read_checkpoint_settings
 
 
 def command_provenance() -> dict[str, str]:
@@ -150,7 +150,7 @@ def add_stats(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_stats_command(args: argparse.Namespace) -> int:
-    from radsynth.stats import run_stats  # imported here: it starts an embedded R
+    from radsynth.turing.stats import run_stats  # imported here: it starts an embedded R
 
     run_stats(args.ratings, args.key, args.out, simulated=args.simulated, provenance=command_provenance())
     print((args.out / "results.md").read_text())

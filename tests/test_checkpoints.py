@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from radsynth.checkpoints import (
-    checkpoint_label,
+from radsynth.train.labels import checkpoint_label
+from radsynth.train.selection import (
     convergence_window,
     missing_validation_reason,
     read_checkpoint_index,
@@ -20,7 +20,7 @@ from radsynth.checkpoints import (
     suggest_checkpoints,
     write_selection,
 )
-from radsynth.training import (
+from radsynth.train.checkpoint_io import (
     CHECKPOINT_DIR,
     INDEX_COLUMNS,
     INDEX_CSV,

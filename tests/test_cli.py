@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from radsynth.preprocess import PAPER_NEGATIVE_DETECTION
+from radsynth.data.preprocess import PAPER_NEGATIVE_DETECTION
 
 REPO = Path(__file__).resolve().parents[1]
 RADSYNTH = Path(sys.executable).parent / "radsynth"
@@ -53,7 +53,7 @@ def test_presets_use_the_cli_detector_settings(preset):
 def test_qualtrics_then_stats_through_the_cli(tmp_path):
     from test_ratings import MEANS, key_frame, write_qualtrics
 
-    from radsynth.ratings import load_key, simulate_ratings
+    from radsynth.turing.ratings import load_key, simulate_ratings
 
     key_frame(6).to_csv(tmp_path / "key.csv", index=False)
     ratings = simulate_ratings(load_key(tmp_path / "key.csv"), n_raters=5, seed=2, p_identify=0.3, mean_ratings=MEANS)
@@ -74,7 +74,7 @@ def test_qualtrics_then_stats_through_the_cli(tmp_path):
 def test_stats_refuses_simulated_raters_reported_as_experts(tmp_path):
     from test_ratings import MEANS, key_frame
 
-    from radsynth.ratings import load_key, simulate_ratings, write_ratings_csv
+    from radsynth.turing.ratings import load_key, simulate_ratings, write_ratings_csv
 
     key_frame(4).to_csv(tmp_path / "key.csv", index=False)
     ratings = simulate_ratings(load_key(tmp_path / "key.csv"), n_raters=3, seed=2, p_identify=0.3, mean_ratings=MEANS)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from radsynth.diffusion import (
+from radsynth.train.diffusion import (
     alphas_cumprod,
     make_ddpm_scheduler,
     make_tables,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from radsynth.download import (
+from radsynth.data.download import (
     ArchiveExtractionError,
     ArchiveVerificationError,
     Checksum,

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import load_demo_config, run_snakemake, write_workdir_config
-from radsynth.phantom import generate_atlas
+from radsynth.demo.phantom import generate_atlas
 
 pytestmark = pytest.mark.e2e
 

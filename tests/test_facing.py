@@ -1,4 +1,4 @@
-"""Tests of radsynth.facing on a small phantom atlas: the anatomical labelling rule against the
+"""Tests of radsynth.sample.facing on a small phantom atlas: the anatomical labelling rule against the
 phantom truth, the classifier's accuracy on held-out phantoms, determinism, the flip to
 left-facing, the classifier file and the whole stage with a split manifest."""
 
@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from radsynth.csxa import KEYPOINT_LABELS
-from radsynth.facing import (
+from radsynth.data.csxa import KEYPOINT_LABELS
+from radsynth.sample.facing import (
     Architecture,
     FacingClassifier,
     LabelRule,
@@ -30,10 +30,10 @@ from radsynth.facing import (
     train_facing_classifier,
     train_from_atlas,
 )
-from radsynth.phantom import generate_atlas
-from radsynth.preprocess import PAPER_NEGATIVE_DETECTION, preprocess_atlas
-from radsynth.split import split_manifest
-from radsynth.tables import write_table
+from radsynth.demo.phantom import generate_atlas
+from radsynth.data.preprocess import PAPER_NEGATIVE_DETECTION, preprocess_atlas
+from radsynth.data.split import split_manifest
+from radsynth.core.tables import write_table
 
 N_IMAGES, N_FIT, SIZE = 200, 150, 64
 RULE = LabelRule(band_start=0.25, band_stop=1.5, min_contrast=0.03, min_levels=3)
@@ -222,7 +222,7 @@ def test_bad_inputs_name_their_source(atlas: dict, tmp_path: Path) -> None:
     manifest = split_manifest(atlas["names"], val_fraction=0.15, seed=1)
     manifest.loc[3, "source_name"] = "9999999.png"
     write_table(manifest, tmp_path / "split.csv", provenance={})
-    with pytest.raises(ValueError, match="split.csv: source_name differs"):
+    with pytest.raises(ValueError, match=r"split.csv: data row 4: source_name .9999999.png. differs"):
         train_from_atlas(atlas["root"] / "atlas.h5", tmp_path / "split.csv", tmp_path / "m.safetensors",
                          tmp_path / "r.json", settings=settings_from_config(CONFIG), provenance={}, progress=False)
     assert not (tmp_path / "m.safetensors").exists()

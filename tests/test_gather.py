@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from radsynth.facing import Architecture, new_classifier, predict_facing, save_classifier
-from radsynth.gather import gather_checkpoint, image_id, open_left_facing
-from radsynth.sampling import open_samples, sample_shard, seed_label, shard_plan
-from radsynth.tables import read_table, read_table_provenance
+from radsynth.sample.facing import Architecture, new_classifier, predict_facing, save_classifier
+from radsynth.sample.gather import gather_checkpoint
+from radsynth.sample.store import image_id, open_left_facing
+from radsynth.sample.plan import seed_label, shard_plan
+from radsynth.sample.sampler import sample_shard
+from radsynth.sample.store import open_samples
+from radsynth.core.tables import read_table, read_table_provenance
 from test_sampling import BETAS, PROVENANCE, shard_kwargs, tiny_unet
 
 

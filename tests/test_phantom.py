@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from radsynth import phantom
-from radsynth.csxa import KEYPOINT_LABELS, STEM_PATTERN
-from radsynth.phantom import (
+from radsynth.demo import phantom
+from radsynth.data.csxa import KEYPOINT_LABELS, STEM_PATTERN
+from radsynth.demo.phantom import (
     Storage,
     build_scene,
     encode_image,

@@ -1,4 +1,4 @@
-"""Tests of radsynth.preprocess: reading every image flavour, negative detection, LabelMe quirks,
+"""Tests of radsynth.data.preprocess: reading every image flavour, negative detection, LabelMe quirks,
 geometry, and the atlas HDF5 with its rejects CSV. Fixtures are tiny images made here."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from radsynth.csxa import KEYPOINT_LABELS
-from radsynth.preprocess import (
+from radsynth.data.atlas import load_atlas
+from radsynth.data.csxa import KEYPOINT_LABELS
+from radsynth.data.preprocess import (
     Affine,
     AnnotationError,
     NegativeDetection,
@@ -24,7 +25,6 @@ from radsynth.preprocess import (
     UnreadableImage,
     annotation_for,
     is_negative,
-    load_atlas,
     map_keypoints,
     negative_score,
     PAPER_NEGATIVE_DETECTION,

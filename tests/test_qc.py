@@ -1,4 +1,4 @@
-"""Tests of radsynth.qc: the preprocessing QC figure, its caption, metadata and legibility caps."""
+"""Tests of radsynth.data.qc: the preprocessing QC figure, its caption, metadata and legibility caps."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from radsynth.csxa import KEYPOINT_LABELS
-from radsynth.preprocess import preprocess_atlas
-from radsynth.qc import (
+from radsynth.data.csxa import KEYPOINT_LABELS
+from radsynth.data.preprocess import preprocess_atlas
+from radsynth.data.qc import (
     MAX_INVERTED_SHOWN,
     THUMBNAIL_PX,
     caption,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from radsynth.quartets import build_quartets, read_layout
+from radsynth.turing.quartets import build_quartets, read_layout
 
 CHECKPOINTS = ("ckpt034", "ckpt040", "ckpt080")
 PROVENANCE = {"config_hash": "abc123", "code_revision": "deadbeef"}

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from radsynth.quartets import build_quartets, read_layout
-from radsynth.rating_form import read_png, render_form, script_json, write_rating_form
+from radsynth.turing.quartets import build_quartets, read_layout
+from radsynth.turing.form import read_png, render_form, script_json, write_rating_form
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

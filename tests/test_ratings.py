@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from radsynth.ratings import (
+from radsynth.turing.ratings import (
     QUALTRICS_HEADER_ROWS,
     RatingsError,
     from_qualtrics,

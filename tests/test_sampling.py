@@ -1,4 +1,4 @@
-"""Tests of radsynth.sampling on a tiny, randomly initialised (untrained) UNet on CPU.
+"""Tests of radsynth.sample.sampler on a tiny, randomly initialised (untrained) UNet on CPU.
 
 Images from an untrained model are noise-like; the tests check the sampling machinery (seeds,
 shards, resume, integrity), not image quality.
@@ -22,9 +22,10 @@ import zarr
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from zarr.storage import LocalStore
 
-from radsynth.sampling import (
-    image_seed, make_sampler_scheduler, open_samples, sample_batch, sample_shard, to_uint8, work_store_path,
+from radsynth.sample.sampler import (
+    image_seed, make_sampler_scheduler, sample_batch, sample_shard, to_uint8, work_store_path,
 )
+from radsynth.sample.store import open_samples
 
 torch.set_num_threads(1)
 
@@ -219,7 +220,7 @@ def test_full_disk_fails_with_reason_and_keeps_finished_batches(unet, tmp_path, 
         "finished batch(es) stay marked done and are reused when the job is rerun")
     assert read_store(work)["batch_done"].tolist() == [True, True, False, False]
     assert not out.exists()
-    with caplog.at_level(logging.INFO, logger="radsynth.sampling"):
+    with caplog.at_level(logging.INFO, logger="radsynth.sample.sampler"):
         sample_shard(unet, BETAS, out, **kwargs)
     assert f"{work}: 2 of 4 batches done and verified" in caplog.messages
     result = read_store(out)
@@ -236,7 +237,7 @@ def test_damaged_done_batches_are_recomputed(unet, tmp_path, monkeypatch, caplog
     chunk1.write_bytes(original)  # decodes, but holds batch 0's images: fails the checksum
     leftover = work / "images/c/2/0/0.0123456789abcdef0123456789abcdef.partial"  # a write cut short by a kill
     leftover.write_bytes(b"half a chunk")
-    with caplog.at_level(logging.INFO, logger="radsynth.sampling"):
+    with caplog.at_level(logging.INFO, logger="radsynth.sample.sampler"):
         out = sample_shard(unet, BETAS, tmp_path / "out" / "shard0.zarr", **shard_kwargs(
             tmp_path, n_images=8, batch_size=2))
     assert any(f"{work}: batch 0 is unreadable" in m for m in caplog.messages)
@@ -270,7 +271,7 @@ def test_finished_output_is_reused_or_refused(unet, tmp_path, caplog):
     # Killed after marking the work store complete but before the rename: the rerun only renames.
     work = work_store_path(out, tmp_path / "work")
     os.replace(out, work)
-    with caplog.at_level(logging.INFO, logger="radsynth.sampling"):
+    with caplog.at_level(logging.INFO, logger="radsynth.sample.sampler"):
         assert sample_shard(unet, BETAS, out, **shard_kwargs(tmp_path)) == out
     assert f"{work}: 2 of 2 batches done and verified" in caplog.messages and not work.exists()
     zarr.open_group(out, mode="r+", zarr_format=3).update_attributes({"complete": False})
@@ -331,7 +332,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result(unet, tmp_path, mon
     batch_seconds = (time.monotonic() - started) / n_batches
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     context = multiprocessing.get_context("forkserver")  # a fresh process that imports torch once for all trials
-    context.set_forkserver_preload(["radsynth.sampling"])
+    context.set_forkserver_preload(["radsynth.sample.sampler"])
     rng = random.Random(20240501)
     for trial in range(3):
         kwargs = shard_kwargs(tmp_path / str(trial), n_images=2 * n_batches, batch_size=2, steps=steps)
@@ -348,7 +349,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result(unet, tmp_path, mon
         assert child.exitcode == -signal.SIGKILL and not out.exists()
         survived = _done_batches(work)
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="radsynth.sampling"):
+        with caplog.at_level(logging.INFO, logger="radsynth.sample.sampler"):
             sample_shard(unet, BETAS, out, **kwargs)
         assert f"{work}: {survived} of {n_batches} batches done and verified" in caplog.messages
         result = read_store(out)

@@ -17,9 +17,9 @@ from scipy.stats import binomtest, wilcoxon
 from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa as sm_fleiss_kappa
 from statsmodels.stats.multitest import multipletests
 
-from radsynth import stats
-from radsynth.ratings import RatingsError, simulate_ratings, write_ratings_csv
-from radsynth.stats import fleiss_kappa, run_stats, turing_statistics, write_results
+from radsynth.turing import stats
+from radsynth.turing.ratings import RatingsError, simulate_ratings, write_ratings_csv
+from radsynth.turing.stats import fleiss_kappa, run_stats, turing_statistics, write_results
 
 MEANS = {"real": 3.323, "ckpt034": 3.228, "ckpt040": 3.258, "ckpt080": 3.320}  # paper, Results
 PROVENANCE = {"code_revision": "test", "config_hash": "none"}

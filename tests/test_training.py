@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -23,22 +22,18 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from radsynth.model import UNetSettings, build_unet, parameter_count
-from radsynth.training import (
-    EmaSettings,
-    RunSettings,
-    ema_action,
-    ema_decay,
+from radsynth.data.atlas import atlas_from_images, write_atlas
+from radsynth.train.model import UNetSettings, build_unet, parameter_count
+from radsynth.train.checkpoint_io import (
     latest_state_dir,
     load_checkpoint_weights,
     read_checkpoint_settings,
-    micro_batch_draws,
-    micro_batch_positions,
-    run_settings_from_dict,
     save_history_checkpoint,
-    train,
-    update_ema,
 )
+from radsynth.train.ema import ema_action, ema_decay, update_ema
+from radsynth.train.loop import train
+from radsynth.train.seeds import micro_batch_draws, micro_batch_positions
+from radsynth.train.settings import EmaSettings, RunSettings, run_settings_from_dict
 
 torch.set_num_threads(1)
 
@@ -111,11 +106,8 @@ def tiny_config(**training: object) -> dict:
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A 16x16 atlas of 24 images and a manifest with the last 4 as validation."""
     folder = tmp_path_factory.mktemp("data")
-    with h5py.File(folder / "atlas.h5", "w") as handle:
-        handle["images"] = np.random.default_rng(0).integers(
-            0, 256, (N_TRAIN + N_VAL, 16, 16), dtype=np.uint8
-        )
-        handle.attrs["size"] = 16
+    images = np.random.default_rng(0).integers(0, 256, (N_TRAIN + N_VAL, 16, 16), dtype=np.uint8)
+    write_atlas(folder / "atlas.h5", atlas_from_images(images, [f"img{i:03d}" for i in range(N_TRAIN + N_VAL)]))
     rows = [f"{i},img{i:03d},{'val' if i >= N_TRAIN else 'train'}\n" for i in range(N_TRAIN + N_VAL)]
     (folder / "manifest.csv").write_text("index,source_name,subset\n" + "".join(rows))
     return folder / "atlas.h5", folder / "manifest.csv"
@@ -396,25 +388,42 @@ def test_until_step_and_wall_time_budget_split_a_run(
 def test_image_size_mismatch_names_key_and_file(data: tuple[Path, Path], tmp_path: Path) -> None:
     config = tiny_config()
     config["model"]["sample_size"] = 32
-    with pytest.raises(ValueError, match=rf"model.sample_size is 32 but .*{data[0].name} has size 16"):
+    with pytest.raises(ValueError, match=rf"{data[0].name}: /images is uint8 \(24, 16, 16\), but model.sample_size 32"):
         train(*data, tmp_path, run_settings_from_dict(config), provenance=PROVENANCE, progress=False)
+
+
+def good_rows() -> list[list[str]]:
+    """The fixture's manifest rows (index, source_name, subset), one list per image."""
+    return [[str(i), f"img{i:03d}", "val" if i >= N_TRAIN else "train"] for i in range(N_TRAIN + N_VAL)]
+
+
+def all_subsets(subset: str) -> list[list[str]]:
+    return [[index, name, subset] for index, name, _ in good_rows()]
+
+
+def with_cell(row: int, column: int, value: str) -> list[list[str]]:
+    rows = good_rows()
+    rows[row][column] = value
+    return rows
 
 
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        (["0,a,train", "1,b,train"], "the 'val' subset is empty"),
-        (["0,a,val"], "the 'train' subset is empty"),
-        (["0,a,train", "1,b,test"], "data row 2 has subset 'test'"),
-        (["0,a,train", "99,b,val"], "data row 2: index 99 is not a row"),
-        (["0,a,train", "0,b,val"], "appears more than once"),
+        (all_subsets("train"), "the 'val' subset is empty"),
+        (all_subsets("val"), "the 'train' subset is empty"),
+        (with_cell(1, 2, "test"), "data row 2 has subset 'test'"),
+        (with_cell(1, 0, "99"), "data row 2: index 99 is not a row"),
+        (with_cell(1, 0, "0"), "atlas index 0 appears more than once"),
+        (good_rows()[:-1], "lists 23 images but the atlas holds 24"),
+        (with_cell(2, 1, "other"), "data row 3: source_name 'other' differs from the atlas's 'img002'"),
     ],
 )
 def test_bad_manifest_names_the_file(
-    data: tuple[Path, Path], tmp_path: Path, rows: list[str], message: str
+    data: tuple[Path, Path], tmp_path: Path, rows: list[list[str]], message: str
 ) -> None:
     manifest = tmp_path / "bad_manifest.csv"
-    manifest.write_text("index,source_name,subset\n" + "\n".join(rows) + "\n")
+    manifest.write_text("index,source_name,subset\n" + "".join(",".join(row) + "\n" for row in rows))
     with pytest.raises(ValueError, match=f"bad_manifest.csv.*{message}"):
         train(
             data[0],
@@ -477,7 +486,7 @@ def test_sample_command_samples_a_checkpoint(tiny_run: Path, tmp_path: Path) -> 
     """`radsynth sample` needs only the checkpoint: its model and schedule come from the file."""
     import zarr
 
-    from radsynth.sampling import open_samples
+    from radsynth.sample.store import open_samples
 
     checkpoint = tiny_run / "checkpoints" / "step000008.safetensors"
     command = [str(Path(sys.executable).parent / "radsynth"), "sample", "--checkpoint", str(checkpoint), "--n", "3",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from radsynth.training_figures import SELECTED_COLOUR, VAL_COLOURS, plot_loss_curves
+from radsynth.train.figures import SELECTED_COLOUR, VAL_COLOURS, plot_loss_curves
 from test_checkpoints import PROVENANCE, paper_shaped_losses, write_index, write_loss_log
 
 EVERY = 20  # steps per checkpoint: 80 checkpoints in 1,600 logged steps keep the test fast

@@ -8,10 +8,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from radsynth.quartets import build_quartets
-from radsynth.ratings import load_key, load_ratings
-from radsynth.turing import key_path, ratings_folder, simulation_means, write_simulated_ratings
-from radsynth.turing_figures import plot_example_quartet
+from radsynth.turing.quartets import build_quartets
+from radsynth.turing.ratings import load_key, load_ratings
+from radsynth.turing.quartets import key_path
+from radsynth.turing.ratings import ratings_folder
+from radsynth.turing.simulation import simulation_means, write_simulated_ratings
+from radsynth.turing.figures import plot_example_quartet
 
 LABELS = ["ckpt034", "ckpt040", "ckpt080"]
 SIMULATION = {"n_raters": 3, "seed": 1, "p_identify": 0.29, "mean_rating_real": 3.323,

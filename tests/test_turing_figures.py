@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from radsynth.ratings import RatingsError, simulate_ratings
-from radsynth.turing_figures import group_order, per_image_means, plot_rating_violins
+from radsynth.turing.ratings import RatingsError, simulate_ratings
+from radsynth.turing.figures import group_order, per_image_means, plot_rating_violins
 
 MEANS = {"real": 3.323, "ckpt034": 3.228, "ckpt040": 3.258, "ckpt080": 3.320}  # paper, Results
 PROVENANCE = {"code_revision": "abc123", "config_hash": "none"}

@@ -4,8 +4,8 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
-from radsynth.checkpoints import checkpoint_label
-from radsynth.sampling import shard_plan
+from radsynth.train.labels import checkpoint_label
+from radsynth.sample.plan import shard_plan
 
 ATLAS_H5 = "results/preprocess/atlas.h5"
 REJECTS_CSV = "results/preprocess/rejects.csv"

@@ -1,8 +1,8 @@
 import sys
 from pathlib import Path
 
-from radsynth.provenance import provenance
-from radsynth.turing import build_study
+from radsynth.core.provenance import provenance
+from radsynth.turing.study import build_study
 
 sys.stderr = open(snakemake.log[0], "w")
 turing = snakemake.params.turing

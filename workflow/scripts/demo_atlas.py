@@ -1,7 +1,7 @@
 import sys
 from pathlib import Path
 
-from radsynth.phantom import generate_atlas
+from radsynth.demo.phantom import generate_atlas
 
 sys.stderr = open(snakemake.log[0], "w")
 generate_atlas(

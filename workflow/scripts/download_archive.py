@@ -1,7 +1,7 @@
 import sys
 from pathlib import Path
 
-from radsynth.download import fetch_configured_archive
+from radsynth.data.download import fetch_configured_archive
 
 sys.stderr = open(snakemake.log[0], "w")
 fetch_configured_archive(

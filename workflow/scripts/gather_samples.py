@@ -1,8 +1,8 @@
 import sys
 from pathlib import Path
 
-from radsynth.gather import gather_checkpoint
-from radsynth.provenance import provenance
+from radsynth.sample.gather import gather_checkpoint
+from radsynth.core.provenance import provenance
 
 sys.stderr = open(snakemake.log[0], "w")
 manifest = gather_checkpoint(

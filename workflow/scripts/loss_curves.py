@@ -1,8 +1,8 @@
 import sys
 from pathlib import Path
 
-from radsynth.provenance import provenance
-from radsynth.training_figures import plot_loss_curves
+from radsynth.core.provenance import provenance
+from radsynth.train.figures import plot_loss_curves
 
 sys.stderr = open(snakemake.log[0], "w")
 run_dir = Path(snakemake.params.run_dir)

@@ -1,8 +1,8 @@
 import sys
 from pathlib import Path
 
-from radsynth.preprocess import NegativeDetection, preprocess_atlas
-from radsynth.provenance import provenance
+from radsynth.data.preprocess import NegativeDetection, preprocess_atlas
+from radsynth.core.provenance import provenance
 
 sys.stderr = open(snakemake.log[0], "w")
 settings = snakemake.params.settings

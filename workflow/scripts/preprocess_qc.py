@@ -1,7 +1,7 @@
 import sys
 from pathlib import Path
 
-from radsynth.qc import plot_preprocess_qc
+from radsynth.data.qc import plot_preprocess_qc
 
 sys.stderr = open(snakemake.log[0], "w")
 plot_preprocess_qc(

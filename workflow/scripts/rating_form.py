@@ -1,8 +1,8 @@
 import sys
 from pathlib import Path
 
-from radsynth.provenance import provenance
-from radsynth.rating_form import write_rating_form
+from radsynth.core.provenance import provenance
+from radsynth.turing.form import write_rating_form
 
 sys.stderr = open(snakemake.log[0], "w")
 form_id = write_rating_form(

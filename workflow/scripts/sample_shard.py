@@ -1,8 +1,8 @@
 import sys
 from pathlib import Path
 
-from radsynth.provenance import provenance
-from radsynth.sampling import sample_set_shard
+from radsynth.core.provenance import provenance
+from radsynth.sample.sampler import sample_set_shard
 
 sys.stderr = open(snakemake.log[0], "w")
 sample_set_shard(

@@ -2,8 +2,8 @@ import json
 import sys
 from pathlib import Path
 
-from radsynth.checkpoints import select_checkpoints
-from radsynth.provenance import provenance
+from radsynth.train.selection import select_checkpoints
+from radsynth.core.provenance import provenance
 
 sys.stderr = open(snakemake.log[0], "w")
 checkpoints = snakemake.params.checkpoints

@@ -1,7 +1,7 @@
 import sys
 from pathlib import Path
 
-from radsynth.turing import write_simulated_ratings
+from radsynth.turing.simulation import write_simulated_ratings
 
 sys.stderr = open(snakemake.log[0], "w")
 paths = write_simulated_ratings(

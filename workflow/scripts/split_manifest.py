@@ -1,8 +1,8 @@
 import sys
 from pathlib import Path
 
-from radsynth.provenance import provenance
-from radsynth.split import write_split_for_atlas
+from radsynth.core.provenance import provenance
+from radsynth.data.split import write_split_for_atlas
 
 sys.stderr = open(snakemake.log[0], "w")
 manifest = write_split_for_atlas(

@@ -1,8 +1,8 @@
 import sys
 from pathlib import Path
 
-from radsynth.provenance import provenance
-from radsynth.training import train_job
+from radsynth.core.provenance import provenance
+from radsynth.train.loop import train_job
 
 sys.stderr = open(snakemake.log[0], "w")
 status = train_job(

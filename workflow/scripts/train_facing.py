@@ -1,8 +1,8 @@
 import sys
 from pathlib import Path
 
-from radsynth.facing import settings_from_config, train_from_atlas
-from radsynth.provenance import provenance
+from radsynth.sample.facing import settings_from_config, train_from_atlas
+from radsynth.core.provenance import provenance
 
 sys.stderr = open(snakemake.log[0], "w")
 report = train_from_atlas(

@@ -1,10 +1,11 @@
 import sys
 from pathlib import Path
 
-from radsynth.provenance import provenance
-from radsynth.ratings import load_key, load_ratings
-from radsynth.turing import key_path, ratings_folder
-from radsynth.turing_figures import plot_example_quartet, plot_rating_violins
+from radsynth.core.provenance import provenance
+from radsynth.turing.ratings import load_key, load_ratings
+from radsynth.turing.quartets import key_path
+from radsynth.turing.ratings import ratings_folder
+from radsynth.turing.figures import plot_example_quartet, plot_rating_violins
 
 sys.stderr = open(snakemake.log[0], "w")
 study = Path(snakemake.input.study)

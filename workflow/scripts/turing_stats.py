@@ -1,9 +1,10 @@
 import sys
 from pathlib import Path
 
-from radsynth.provenance import provenance
-from radsynth.stats import run_stats
-from radsynth.turing import key_path, ratings_folder
+from radsynth.core.provenance import provenance
+from radsynth.turing.stats import run_stats
+from radsynth.turing.quartets import key_path
+from radsynth.turing.ratings import ratings_folder
 
 sys.stderr = open(snakemake.log[0], "w")
 statistics = snakemake.params.statistics

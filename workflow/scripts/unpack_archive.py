@@ -1,7 +1,7 @@
 import sys
 from pathlib import Path
 
-from radsynth.download import extract_archive, fetch_configured_archive
+from radsynth.data.download import extract_archive, fetch_configured_archive
 
 sys.stderr = open(snakemake.log[0], "w")
 # The archive is in place (downloaded or placed by hand), so this only verifies it: a

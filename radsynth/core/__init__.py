@@ -1,0 +1,1 @@
+"""What every stage shares: atomic file output, tables, figures, provenance, config, logging."""

@@ -1,0 +1,1 @@
+"""Evaluation stage (to come): FID and fidelity metrics of sampled sets against the atlas."""

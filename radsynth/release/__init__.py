@@ -1,0 +1,1 @@
+"""Release stage (to come): the figshare package, its privacy gate and the uploader."""

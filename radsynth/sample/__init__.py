@@ -1,0 +1,1 @@
+"""Sampling stage: resumable Zarr shards, the facing classifier and left-facing gather."""

@@ -1,0 +1,226 @@
+"""The training run's files: history checkpoints (weights only), the full resume state, the loss
+log and the checkpoint index. Later stages read checkpoints through this module alone."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import torch
+from diffusers import UNet2DModel
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from radsynth.train.model import UNetSettings, build_unet
+from radsynth.core.atomic import atomic_output, publish_permissions, write_text_atomic
+from radsynth.train.settings import RunSettings, run_settings_from_dict
+
+
+CHECKPOINT_DIR = "checkpoints"
+STATE_DIR = "state"
+LOSS_LOG = "loss_log.csv"
+INDEX_CSV = "index.csv"
+LOSS_LOG_COLUMNS = ("step", "train_loss", "val_loss", "val_loss_ema", "lr", "wall_time_s")
+INDEX_COLUMNS = ("step", "checkpoint", "path", "bytes", "train_loss", "val_loss", "val_loss_ema")
+_STATE_NAME = re.compile(r"^step(\d{6,})$")
+_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def checkpoint_filename(step: int) -> str:
+    return f"step{step:06d}.safetensors"
+
+
+def csv_text(columns: tuple[str, ...], rows: list[Mapping[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def csv_cell(value: float | int | str | None) -> str:
+    """CSV cell: blank for None, shortest round-trip repr for floats (bit-exact comparisons)."""
+    return "" if value is None else repr(value) if isinstance(value, float) else str(value)
+
+
+def loss_log_row(
+    step: int, train_loss: float, val: float | None, val_ema: float | None, lr: float, wall: float
+) -> str:
+    return ",".join(csv_cell(v) for v in (step, train_loss, val, val_ema, lr, round(wall, 3))) + "\n"
+
+
+def model_config_json(model: UNet2DModel) -> str:
+    """The diffusers config that rebuilds the network, without diffusers' private keys."""
+    public = {k: v for k, v in model.config.items() if not k.startswith("_")}
+    return json.dumps(public, sort_keys=True)
+
+
+def _save_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> int:
+    """Atomically write a safetensors file; returns its size in bytes."""
+    with atomic_output(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), dict(metadata))
+    return path.stat().st_size
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a safetensors file; unreadable files raise naming the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint file is missing")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable safetensors checkpoint ({exc})") from exc
+
+
+def save_history_checkpoint(
+    path: Path, online: torch.nn.Module, ema_model: torch.nn.Module, dtype: str, metadata: Mapping[str, str]
+) -> int:
+    """Weights-only checkpoint (online and EMA, `dtype`); returns bytes written."""
+    tensors = {f"online.{k}": v.to(_DTYPES[dtype]) for k, v in online.state_dict().items()}
+    tensors.update({f"ema.{k}": v.to(_DTYPES[dtype]) for k, v in ema_model.state_dict().items()})
+    return _save_safetensors(path, tensors, {**metadata, "dtype": dtype})
+
+
+def read_checkpoint_settings(path: Path) -> RunSettings:
+    """The run settings a history checkpoint was trained under (stored in its metadata)."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable checkpoint ({exc})") from exc
+    if "settings" not in metadata:
+        raise ValueError(f"{path}: no settings in the checkpoint metadata (not a radsynth history checkpoint)")
+    return run_settings_from_dict(json.loads(metadata["settings"]))
+
+
+def load_checkpoint_weights(
+    path: Path, which: Literal["ema", "online"], settings: UNetSettings
+) -> UNet2DModel:
+    """A float32 U-Net in eval mode with the `which` weights of a history checkpoint made under `settings`."""
+    if which not in ("ema", "online"):
+        raise ValueError(f"which must be 'ema' or 'online', got {which!r}")
+    tensors, metadata = _read_safetensors(Path(path))
+    model = build_unet(settings)
+    if "model_config" not in metadata:
+        raise ValueError(f"{path}: no model_config in the checkpoint metadata")
+    stored, expected = json.loads(metadata["model_config"]), json.loads(model_config_json(model))
+    differing = sorted(k for k in stored.keys() | expected.keys() if stored.get(k) != expected.get(k))
+    if differing:
+        raise ValueError(f"{path}: model config differs from the model settings in {differing}")
+    prefix = f"{which}."
+    weights = {k[len(prefix) :]: v.to(torch.float32) for k, v in tensors.items() if k.startswith(prefix)}
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: {which} weights do not fit the model ({exc})") from exc
+    return model.eval()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def latest_state_dir(run_dir: Path) -> Path | None:
+    """The complete state with the highest step; `.tmp-*` directories are unfinished writes."""
+    root = run_dir / STATE_DIR
+    found = [p for p in root.iterdir() if _STATE_NAME.match(p.name) and p.is_dir()] if root.is_dir() else []
+    return max(found, key=lambda p: int(_STATE_NAME.match(p.name).group(1)), default=None)
+
+
+def _write_state_files(folder: Path, parts: Mapping[str, Any], info: Mapping[str, Any]) -> None:
+    """Write the state's files, then state.json with their hashes (all fsynced before the rename)."""
+    for name, part in parts.items():
+        if name.endswith(".safetensors"):
+            save_file({k: v.detach().contiguous().cpu() for k, v in part.items()}, str(folder / name))
+        else:
+            torch.save(part, folder / name)
+    hashes = {name: _sha256(folder / name) for name in parts}
+    (folder / "state.json").write_text(json.dumps({**info, "files": hashes}, indent=1, sort_keys=True))
+    for name in [*parts, "state.json"]:
+        publish_permissions(folder / name, 0o666)
+        with open(folder / name, "rb") as handle:
+            os.fsync(handle.fileno())
+    publish_permissions(folder, 0o777)
+
+
+def save_state(run_dir: Path, step: int, parts: Mapping[str, Any], info: Mapping[str, Any]) -> Path:
+    """Write the full state for `step` as a new directory, then remove every older one."""
+    root = run_dir / STATE_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    _write_state_files(tmp, parts, {**info, "step": step})
+    final = root / f"step{step:06d}"
+    os.rename(tmp, final)
+    for other in root.iterdir():
+        if other != final:
+            shutil.rmtree(other, ignore_errors=True)
+    return final
+
+
+def read_state(folder: Path, expected_settings_hash: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(info, parts) of a saved state, verifying settings and every file's hash."""
+    info_path = folder / "state.json"
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{info_path}: missing or unreadable training state ({exc})") from exc
+    if info.get("settings_hash") != expected_settings_hash:
+        raise ValueError(f"{info_path}: state was written under different settings; use a new run directory")
+    if not isinstance(info.get("files"), dict) or "step" not in info:
+        raise ValueError(f"{info_path}: lacks the 'files' and 'step' entries of a training state")
+    parts: dict[str, Any] = {}
+    for name, digest in info["files"].items():
+        path = folder / name
+        if not path.is_file() or _sha256(path) != digest:
+            raise ValueError(f"{path}: state file is missing or corrupt (hash mismatch)")
+        if name.endswith(".safetensors"):
+            parts[name] = _read_safetensors(path)[0]
+        else:
+            parts[name] = torch.load(path, map_location="cpu", weights_only=True)
+    return info, parts
+
+
+def truncate_loss_log(path: Path, step: int) -> None:
+    """Keep the header and the rows of steps 1..`step`; later rows will be recomputed."""
+    header = ",".join(LOSS_LOG_COLUMNS) + "\n"
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else [header]
+    if lines[0] != header:
+        raise ValueError(f"{path}: header is not {header.strip()!r}")
+    kept = lines[1 : step + 1]
+    for number, line in enumerate(kept, start=1):
+        if not line.endswith("\n") or line.split(",")[0] != str(number):
+            raise ValueError(f"{path} line {number + 1}: expected the complete row of step {number}")
+    if len(kept) != step:
+        raise ValueError(f"{path}: has {len(kept)} step rows but the restored state is at step {step}")
+    write_text_atomic(path, header + "".join(kept))
+
+
+def read_index(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def truncate_history(run_dir: Path, step: int) -> None:
+    """Drop checkpoints (files and index rows) made after `step`: the resumed run remakes them."""
+    folder = run_dir / CHECKPOINT_DIR
+    kept = [row for row in read_index(folder / INDEX_CSV) if int(row["step"]) <= step]
+    write_text_atomic(folder / INDEX_CSV, csv_text(INDEX_COLUMNS, kept))
+    for path in folder.glob("step*.safetensors"):
+        if int(path.stem[len("step") :]) > step:
+            path.unlink()

@@ -1,0 +1,494 @@
+"""DDPM training as I-SynMed ran lucidrains' `Trainer`, rebuilt on diffusers + accelerate, with the
+validation loss, weights-only checkpoint history and exact resume that I-SynMed lacks.
+
+Reproduced from lucidrains' Trainer (denoising_diffusion_pytorch v2.x) and ema_pytorch (0.8.x):
+Adam(lr, betas=(0.9, 0.99)), no LR schedule, gradient-norm clip 1.0, optional fp16 autocast with a
+gradient scaler, micro-batches of 8 accumulated twice with each micro-batch loss divided by 2,
+random horizontal flips (p = 0.5), a shuffling loader that cycles epochs and ends each epoch with a
+short batch (DataLoader drop_last=False), and the EMA schedule of `ema_pytorch.EMA` (see
+`ema_action`). The loss is lucidrains' weighted v-loss (`radsynth.train.diffusion`).
+
+Randomness is a pure function of (seed, position), never a stream carried across steps: micro-batch
+m (= step x accumulation + j) draws its flips, timesteps and noise from a generator seeded by
+(seed, m), reseeds the global RNG from (seed, m) for dropout, and takes its images from epoch
+m // batches_per_epoch's seeded permutation. Validation image i always gets the timestep and noise
+seeded by (seed, atlas index i), so validation losses compare across checkpoints. A restored run
+therefore needs no RNG state: resuming from step s repeats exactly what the uninterrupted run did
+after s on the CPU (same thread count and library versions); on CUDA, nondeterministic kernels
+(cuDNN convolution backward) make a resumed run statistically, not bitwise, equal.
+
+Run directory:
+- `checkpoints/step{step:06d}.safetensors` every `checkpoint_every` steps: online and EMA weights
+  only (keys `online.*`, `ema.*`, stored as `checkpoint_dtype`), metadata with step, checkpoint
+  number, model config, settings and provenance; `checkpoints/index.csv` lists them.
+- `state/step{step:06d}/`: the full training state of the latest resume point only (online and
+  EMA weights in float32, optimizer, gradient scaler, step, data position, wall time, file
+  hashes). It is written to a temporary directory and renamed into place; older states are removed
+  only afterwards, so a kill at any moment leaves at least one complete state (or none yet).
+- `loss_log.csv`: one row per step (val columns filled at checkpoints); `train.log`: messages.
+
+Runs longer than a cluster's time limit: each job calls `train` with the same arguments (and
+optionally `until_step` or `max_wall_time_s`); it resumes from the latest state, trains until the
+step or budget is reached, saves a state and returns `TrainResult(finished=False)`. The next job
+continues. A killed job loses at most `state_every` steps, which are recomputed identically; rows
+and checkpoints after the restored step are dropped first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, TextIO
+
+import numpy as np
+import torch
+from accelerate import Accelerator, PartialState
+from diffusers import UNet2DModel
+from tqdm import tqdm
+
+from radsynth.train.diffusion import (
+    DiffusionTables,
+    make_tables,
+    q_sample,
+    uint8_to_model_range,
+    v_target,
+    weighted_v_loss_per_image,
+)
+from radsynth.train.model import build_unet
+from radsynth.core.atomic import write_text_atomic
+from radsynth.data.atlas import load_atlas
+from radsynth.data.split import Subsets, read_subsets
+from radsynth.train.checkpoint_io import (
+    CHECKPOINT_DIR,
+    INDEX_COLUMNS,
+    INDEX_CSV,
+    LOSS_LOG,
+    LOSS_LOG_COLUMNS,
+    checkpoint_filename,
+    csv_cell,
+    csv_text,
+    latest_state_dir,
+    loss_log_row,
+    model_config_json,
+    read_index,
+    read_state,
+    save_history_checkpoint,
+    save_state,
+    truncate_history,
+    truncate_loss_log,
+)
+from radsynth.train.ema import update_ema
+from radsynth.train.seeds import (
+    STREAM_DROPOUT,
+    STREAM_INIT,
+    NoiseDraws,
+    derived_seed,
+    micro_batch_draws,
+    micro_batch_positions,
+    process_rows,
+    validation_draws,
+)
+from radsynth.train.settings import RunSettings, TrainingSettings, run_settings_from_dict, settings_hash
+
+
+def diffusion_loss_per_image(
+    model: torch.nn.Module,
+    tables: DiffusionTables,
+    images: torch.Tensor,
+    draws: NoiseDraws,
+    device: torch.device,
+) -> torch.Tensor:
+    """lucidrains' weighted v-loss of each image (uint8 (B, H, W) in), flipping where drawn."""
+    x0 = uint8_to_model_range(images.to(device)).unsqueeze(1)
+    x0 = torch.where(draws.flips.to(device).view(-1, 1, 1, 1), x0.flip(-1), x0)
+    t, noise = draws.timesteps.to(device), draws.noise.to(device)
+    prediction = model(q_sample(tables, x0, noise, t), t).sample
+    return weighted_v_loss_per_image(tables, prediction, v_target(tables, x0, noise, t), t)
+
+
+
+
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    step: int  # optimizer steps completed
+    finished: bool  # True when training.num_steps is reached
+
+
+@dataclass
+class _Run:
+    """Everything one `train` call works on."""
+
+    settings: RunSettings
+    run_dir: Path
+    accelerator: Accelerator
+    model: torch.nn.Module  # prepared by accelerate (DDP-wrapped on several GPUs)
+    ema_model: UNet2DModel
+    optimizer: Any
+    tables: DiffusionTables
+    train_images: torch.Tensor  # uint8 (N, H, W) on the CPU
+    val_images: torch.Tensor
+    val_indices: np.ndarray
+    logger: logging.Logger
+    provenance: Mapping[str, str]
+    wall_before_s: float = 0.0  # training wall time of earlier jobs
+    job_start: float = dataclasses.field(default_factory=time.monotonic)
+
+    @property
+    def online(self) -> UNet2DModel:
+        return self.accelerator.unwrap_model(self.model)
+
+    def wall_time_s(self) -> float:
+        return self.wall_before_s + time.monotonic() - self.job_start
+
+
+def _check_mixed_precision(training: TrainingSettings) -> None:
+    """Refuse fp16 without CUDA rather than silently training with other numerics."""
+    if training.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ValueError(
+            "training.mixed_precision is 'fp16' (I-SynMed's --amp) but no CUDA device is available; "
+            "fp16 autocast needs a GPU: set it to 'no' for CPU runs"
+        )
+
+
+def _check_sharding(training: TrainingSettings, n_train: int, world: int) -> None:
+    """Every process needs at least one image of every micro-batch, the epoch's short one included."""
+    short = n_train % training.batch_size
+    if training.batch_size < world or 0 < short < world:
+        raise ValueError(
+            f"training.batch_size {training.batch_size} with {n_train} training images leaves a "
+            f"batch smaller than the {world} processes"
+        )
+
+
+@contextlib.contextmanager
+def _run_logger(run_dir: Path, enabled: bool) -> Iterator[logging.Logger]:
+    """A logger writing to run_dir/train.log (main process only) for the duration of one call."""
+    logger = logging.getLogger(f"radsynth.train.loop.{run_dir.resolve()}")
+    logger.setLevel(logging.INFO)
+    handler = logging.FileHandler(run_dir / "train.log") if enabled else logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    try:
+        yield logger
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def _load_images(
+    atlas_h5: Path, manifest_csv: Path | None, sample_size: int
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    atlas = load_atlas(atlas_h5)
+    images = atlas.images
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (sample_size, sample_size):
+        raise ValueError(
+            f"{atlas_h5}: /images is {images.dtype} {images.shape}, but model.sample_size {sample_size} "
+            f"needs uint8 (N, {sample_size}, {sample_size})"
+        )
+    if len(images) == 0:
+        raise ValueError(f"{atlas_h5}: the atlas holds no images to train on")
+    subsets = (
+        Subsets(np.arange(len(images)), np.array([], dtype=np.int64))
+        if manifest_csv is None
+        else read_subsets(manifest_csv, atlas.source_names)
+    )
+    return torch.from_numpy(images[subsets.train]), torch.from_numpy(images[subsets.val]), subsets.val
+
+
+def _build_run(
+    settings: RunSettings,
+    images: tuple[torch.Tensor, torch.Tensor, np.ndarray],
+    run_dir: Path,
+    logger: logging.Logger,
+    provenance: Mapping[str, str],
+) -> _Run:
+    """Accelerator, seeded model init, EMA copy, Adam and the diffusion tables."""
+    training = settings.training
+    accelerator = Accelerator(
+        mixed_precision=training.mixed_precision,
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+    )
+    _check_sharding(training, len(images[0]), accelerator.num_processes)
+    torch.manual_seed(derived_seed(training.seed, STREAM_INIT, 0))
+    online = build_unet(settings.model)
+    ema_model = copy.deepcopy(online).requires_grad_(False).to(accelerator.device)
+    optimizer = torch.optim.Adam(online.parameters(), lr=training.learning_rate, betas=training.adam_betas)
+    model, optimizer = accelerator.prepare(online, optimizer)
+    tables = make_tables(settings.diffusion.betas()).to(accelerator.device)
+    return _Run(
+        settings, run_dir, accelerator, model, ema_model, optimizer, tables, *images, logger, provenance
+    )
+
+
+def _state_parts(run: _Run) -> dict[str, Any]:
+    parts = {
+        "online.safetensors": run.online.state_dict(),
+        "ema.safetensors": run.ema_model.state_dict(),
+        "optimizer.pt": run.optimizer.state_dict(),
+    }
+    if run.accelerator.scaler is not None:
+        parts["scaler.pt"] = run.accelerator.scaler.state_dict()
+    return parts
+
+
+def _save_run_state(run: _Run, step: int) -> None:
+    training = run.settings.training
+    micro = step * training.gradient_accumulation_steps
+    per_epoch = -(-len(run.train_images) // training.batch_size)
+    info = {
+        "settings_hash": settings_hash(run.settings),
+        "wall_time_s": run.wall_time_s(),
+        "micro_batches_done": micro,
+        "epoch": micro // per_epoch,
+        "batch_in_epoch": micro % per_epoch,
+        "randomness": "derived from (training.seed, micro-batch index); no RNG state needed",
+        "provenance": dict(run.provenance),
+    }
+    folder = save_state(run.run_dir, step, _state_parts(run), info)
+    run.logger.info("saved training state %s", folder)
+
+
+def _restore(run: _Run) -> int:
+    """Load the latest state (every process) and cut logs back to it (main); 0 for a fresh run."""
+    folder = latest_state_dir(run.run_dir)
+    main = run.accelerator.is_main_process
+    if folder is None:
+        if main:
+            write_text_atomic(run.run_dir / LOSS_LOG, ",".join(LOSS_LOG_COLUMNS) + "\n")
+            shutil.rmtree(run.run_dir / CHECKPOINT_DIR, ignore_errors=True)
+        run.logger.info("starting a new run in %s", run.run_dir)
+        return 0
+    info, parts = read_state(folder, settings_hash(run.settings))
+    run.online.load_state_dict(parts["online.safetensors"])
+    run.ema_model.load_state_dict(parts["ema.safetensors"])
+    run.optimizer.load_state_dict(parts["optimizer.pt"])
+    if run.accelerator.scaler is not None:
+        run.accelerator.scaler.load_state_dict(parts["scaler.pt"])
+    run.wall_before_s = float(info["wall_time_s"])
+    if main:
+        truncate_loss_log(run.run_dir / LOSS_LOG, info["step"])
+        truncate_history(run.run_dir, info["step"])
+    run.logger.info("resumed from %s at step %d", folder, info["step"])
+    return int(info["step"])
+
+
+def _optimizer_step(run: _Run, step: int) -> float:
+    """Optimizer step `step` + 1: accumulated micro-batches, clipping, Adam; returns the mean loss."""
+    training, accelerator = run.settings.training, run.accelerator
+    size = run.settings.model.sample_size
+    losses = []
+    for j in range(training.gradient_accumulation_steps):
+        micro = step * training.gradient_accumulation_steps + j
+        positions = micro_batch_positions(len(run.train_images), training.batch_size, training.seed, micro)
+        draws = micro_batch_draws(
+            training.seed, micro, len(positions), size, run.tables.num_timesteps, training.horizontal_flip
+        )
+        rows = process_rows(len(positions), accelerator.process_index, accelerator.num_processes)
+        torch.manual_seed(derived_seed(training.seed, STREAM_DROPOUT, micro))
+        with accelerator.accumulate(run.model):
+            with accelerator.autocast():
+                images = run.train_images[torch.from_numpy(positions[rows])]
+                loss = diffusion_loss_per_image(
+                    run.model, run.tables, images, draws.select(rows), accelerator.device
+                ).mean()
+            accelerator.backward(loss)  # divides by gradient_accumulation_steps, as lucidrains does
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(run.model.parameters(), training.max_grad_norm)
+            run.optimizer.step()
+            run.optimizer.zero_grad()
+        losses.append(loss.detach())
+    return float(accelerator.reduce(torch.stack(losses).mean(), "mean"))
+
+
+@torch.no_grad()
+def validation_loss(run: _Run, model: torch.nn.Module) -> float:
+    """Mean per-image weighted v-loss over the validation set with its fixed draws."""
+    training, size = run.settings.training, run.settings.model.sample_size
+    model.eval()
+    total = 0.0
+    for start in range(0, len(run.val_indices), training.val_batch_size):
+        chunk = slice(start, start + training.val_batch_size)
+        draws = validation_draws(training.seed, run.val_indices[chunk], size, run.tables.num_timesteps)
+        with run.accelerator.autocast():
+            losses = diffusion_loss_per_image(
+                model, run.tables, run.val_images[chunk], draws, run.accelerator.device
+            )
+        total += float(losses.double().sum())
+    model.train()
+    return total / len(run.val_indices)
+
+
+def _write_checkpoint(run: _Run, step: int, train_loss: float) -> tuple[float | None, float | None]:
+    """Validation losses (split run), history checkpoint and its index row; returns the losses."""
+    training = run.settings.training
+    has_val = len(run.val_indices) > 0
+    val = validation_loss(run, run.online) if has_val else None
+    val_ema = validation_loss(run, run.ema_model) if has_val else None
+    number = step // training.checkpoint_every
+    relative = f"{CHECKPOINT_DIR}/{checkpoint_filename(step)}"
+    metadata = {
+        "step": str(step),
+        "checkpoint": str(number),
+        "model_config": model_config_json(run.online),
+        "settings": json.dumps(dataclasses.asdict(run.settings), sort_keys=True),
+        "provenance": json.dumps(dict(run.provenance), sort_keys=True),
+    }
+    nbytes = save_history_checkpoint(
+        run.run_dir / relative, run.online, run.ema_model, training.checkpoint_dtype, metadata
+    )
+    index_path = run.run_dir / CHECKPOINT_DIR / INDEX_CSV
+    rows = [r for r in read_index(index_path) if int(r["step"]) < step]
+    rows.append(
+        {
+            "step": step,
+            "checkpoint": number,
+            "path": relative,
+            "bytes": nbytes,
+            "train_loss": csv_cell(train_loss),
+            "val_loss": csv_cell(val),
+            "val_loss_ema": csv_cell(val_ema),
+        }
+    )
+    write_text_atomic(index_path, csv_text(INDEX_COLUMNS, rows))
+    run.logger.info(
+        "step %d: checkpoint %d (%d bytes) val_loss=%s val_loss_ema=%s", step, number, nbytes, val, val_ema
+    )
+    return val, val_ema
+
+
+def _finish_step(run: _Run, step: int, train_loss: float, log: TextIO, save: bool) -> None:
+    """Main process: checkpoint and validation when due, the loss-log row, then the state if asked."""
+    training = run.settings.training
+    val, val_ema = (
+        _write_checkpoint(run, step, train_loss) if step % training.checkpoint_every == 0 else (None, None)
+    )
+    log.write(
+        loss_log_row(step, train_loss, val, val_ema, run.optimizer.param_groups[0]["lr"], run.wall_time_s())
+    )
+    log.flush()
+    if save:
+        _save_run_state(run, step)
+
+
+def _out_of_time(run: _Run, max_wall_time_s: float | None) -> bool:
+    """Whether this job's budget is spent, agreed by all processes so they stop together."""
+    if max_wall_time_s is None:
+        return False
+    spent = torch.tensor(
+        float(time.monotonic() - run.job_start > max_wall_time_s), device=run.accelerator.device
+    )
+    return bool(run.accelerator.reduce(spent, "sum") > 0)
+
+
+def _train_loop(run: _Run, start: int, stop: int, max_wall_time_s: float | None, progress: bool) -> int:
+    main = run.accelerator.is_main_process
+    step = start
+    log_file = open(run.run_dir / LOSS_LOG, "a") if main else contextlib.nullcontext()
+    bar = tqdm(total=stop, initial=start, desc="train", file=sys.stderr, disable=not (progress and main))
+    with log_file as log, bar:
+        while step < stop:
+            train_loss = _optimizer_step(run, step)
+            step += 1
+            update_ema(run.ema_model, run.online, step, run.settings.training.ema)
+            out_of_time = _out_of_time(run, max_wall_time_s)
+            save = step % run.settings.training.state_every == 0 or step == stop or out_of_time
+            if main:
+                _finish_step(run, step, train_loss, log, save)
+            run.accelerator.wait_for_everyone()
+            bar.update(1)
+            bar.set_postfix(loss=f"{train_loss:.4f}")
+            if out_of_time:
+                run.logger.info("wall-time budget of %s s spent at step %d", max_wall_time_s, step)
+                break
+    return step
+
+
+def train(
+    atlas_h5: Path,
+    manifest_csv: Path | None,
+    run_dir: Path,
+    settings: RunSettings,
+    *,
+    provenance: Mapping[str, str],
+    until_step: int | None = None,
+    max_wall_time_s: float | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train (or resume) the DDPM in `run_dir` up to `until_step` (default: training.num_steps).
+
+    `manifest_csv` None trains on every atlas image without validation (the full-data run); a
+    manifest must have both 'train' and 'val' rows (the split run). `max_wall_time_s` ends the
+    job cleanly with a saved state once this job has trained that long.
+    """
+    run_dir = Path(run_dir)
+    _check_mixed_precision(settings.training)
+    stop = settings.training.num_steps if until_step is None else until_step
+    if not 1 <= stop <= settings.training.num_steps:
+        raise ValueError(
+            f"until_step {until_step} is outside 1..training.num_steps ({settings.training.num_steps})"
+        )
+    images = _load_images(
+        Path(atlas_h5), None if manifest_csv is None else Path(manifest_csv), settings.model.sample_size
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _run_logger(run_dir, enabled=PartialState().is_main_process) as logger:
+        run = _build_run(settings, images, run_dir, logger, provenance)
+        start = _restore(run)
+        run.job_start = time.monotonic()
+        step = _train_loop(run, start, stop, max_wall_time_s, progress) if start < stop else start
+        logger.info("stopped at step %d of %d", step, settings.training.num_steps)
+    return TrainResult(step=step, finished=step == settings.training.num_steps)
+
+
+
+# ----------------------------------------------------------------------------------------------
+# One scheduler job
+
+#: Exit status of a job that stopped at its time budget (BSD EX_TEMPFAIL): rerun it to continue.
+EXIT_RESUME_LATER = 75
+
+
+def train_job(
+    atlas_h5: Path,
+    manifest_csv: Path | None,
+    run_dir: Path,
+    config: Mapping[str, Any],
+    done_json: Path,
+    *,
+    max_wall_time_s: float,
+    provenance: Mapping[str, str],
+) -> int:
+    """One cluster job of a training run: train until finished or out of time.
+
+    Returns 0 and writes `done_json` (what downstream rules depend on) when the run reached
+    training.num_steps; returns EXIT_RESUME_LATER otherwise, so the scheduler's retry (or the
+    user's next `snakemake` call) starts a job that resumes from the saved state.
+    """
+    settings = run_settings_from_dict({key: config[key] for key in ("model", "diffusion", "training")})
+    result = train(atlas_h5, manifest_csv, run_dir, settings, provenance=provenance, max_wall_time_s=max_wall_time_s)
+    if not result.finished:
+        print(
+            f"{run_dir}: stopped at step {result.step} of {settings.training.num_steps} after "
+            f"{max_wall_time_s / 3600:.2f} h; rerun to resume from the saved state",
+            file=sys.stderr,
+        )
+        return EXIT_RESUME_LATER
+    record = {
+        "run_dir": str(run_dir),
+        "step": result.step,
+        "checkpoint_index": str(Path(run_dir) / "checkpoints" / "index.csv"),
+        "loss_log": str(Path(run_dir) / "loss_log.csv"),
+        "provenance": dict(provenance),
+    }
+    write_text_atomic(Path(done_json), json.dumps(record, indent=2) + "\n")
+    return 0

@@ -1,0 +1,1 @@
+"""Clinical Turing test: quartets, the offline rating form, ratings, R statistics, figures."""
