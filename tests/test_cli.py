@@ -3,15 +3,16 @@
 import json
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from radsynth.data.preprocess import PAPER_NEGATIVE_DETECTION
+from radsynth.data.atlas import load_atlas
+from radsynth.data.preprocess import NegativeDetection, preprocess_atlas
 
 REPO = Path(__file__).resolve().parents[1]
 RADSYNTH = Path(sys.executable).parent / "radsynth"
@@ -23,16 +24,23 @@ def radsynth(*args) -> subprocess.CompletedProcess:
     return result
 
 
-def test_demo_atlas_preprocess_split_chain(tmp_path):
+@pytest.fixture(scope="module")
+def cli_atlas(tmp_path_factory) -> Path:
+    """A 12-image demo atlas, half of it negative scans, preprocessed to 32 px by the CLI."""
+    tmp_path = tmp_path_factory.mktemp("cli")
     radsynth("demo-atlas", "--out", tmp_path / "atlas", "--truth", tmp_path / "truth.csv",
-             "--n", 12, "--min-side", 96, "--max-side", 128)
+             "--n", 12, "--negative-fraction", 0.5, "--min-side", 96, "--max-side", 128)
     radsynth("preprocess", "--input", tmp_path / "atlas/images", "--annotations", tmp_path / "atlas/annotations",
              "--out", tmp_path / "atlas.h5", "--size", 32)
-    with h5py.File(tmp_path / "atlas.h5") as atlas:
+    return tmp_path
+
+
+def test_demo_atlas_preprocess_split_chain(cli_atlas, tmp_path):
+    with h5py.File(cli_atlas / "atlas.h5") as atlas:
         assert atlas["images"].shape == (12, 32, 32)
         assert "radsynth" in atlas.attrs["provenance"] and "argv" not in atlas.attrs["provenance"]
-    assert pd.read_csv(tmp_path / "atlas.rejects.csv").columns.tolist() == ["source", "kind", "reason"]
-    out = radsynth("split", "--atlas", tmp_path / "atlas.h5", "--out", tmp_path / "manifest.csv").stdout
+    assert pd.read_csv(cli_atlas / "atlas.rejects.csv").columns.tolist() == ["source", "kind", "reason"]
+    out = radsynth("split", "--atlas", cli_atlas / "atlas.h5", "--out", tmp_path / "manifest.csv").stdout
     manifest = pd.read_csv(tmp_path / "manifest.csv", comment="#")
     assert (manifest["subset"] == "val").sum() == 2 and "train" in out
 
@@ -44,10 +52,27 @@ def test_preprocess_reports_missing_input(tmp_path):
     assert "nowhere" in result.stderr
 
 
+def test_cli_inverts_exactly_the_true_negatives(cli_atlas):
+    truth = pd.read_csv(cli_atlas / "truth.csv", dtype={"stem": str})
+    negatives = {f"{stem}.png" for stem in truth.loc[truth["negative"] == 1, "stem"]}
+    assert 0 < len(negatives) < len(truth)
+    with load_atlas(cli_atlas / "atlas.h5") as atlas:
+        inverted = {name for name, flag in zip(atlas.source_names, atlas.inverted) if flag}
+    assert inverted == negatives
+
+
 @pytest.mark.parametrize("preset", ["config.yaml", "csxa.yaml"])
-def test_presets_use_the_cli_detector_settings(preset):
-    config = yaml.safe_load((REPO / "config" / preset).read_text())
-    assert config["preprocess"]["negative_detection"] == asdict(PAPER_NEGATIVE_DETECTION)
+def test_cli_preprocess_equals_the_workflow_call_with_each_preset(cli_atlas, tmp_path, preset):
+    """The workflow's preprocess script passes the preset's detector settings; the CLI has none to pass."""
+    detection = yaml.safe_load((REPO / "config" / preset).read_text())["preprocess"]["negative_detection"]
+    preprocess_atlas(cli_atlas / "atlas/images", cli_atlas / "atlas/annotations", tmp_path / "atlas.h5",
+                     tmp_path / "rejects.csv", size=32, resize_mode="resize", max_rejected_fraction=0.01,
+                     detection=NegativeDetection(**detection), provenance={}, progress=False)
+    workflow, cli = load_atlas(tmp_path / "atlas.h5"), load_atlas(cli_atlas / "atlas.h5")
+    assert workflow.source_names == cli.source_names
+    np.testing.assert_array_equal(workflow.negative_scores, cli.negative_scores)
+    np.testing.assert_array_equal(workflow.inverted, cli.inverted)
+    np.testing.assert_array_equal(workflow.images, cli.images)
 
 
 def test_qualtrics_then_stats_through_the_cli(tmp_path):

@@ -8,8 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure
 from PIL import Image
 
+from radsynth.core.figures import save_figure
+from radsynth.turing import figures as turing_figures
 from radsynth.turing.ratings import RatingsError, simulate_ratings
 from radsynth.turing.figures import group_order, per_image_means, plot_rating_violins
 
@@ -75,11 +79,45 @@ def test_simulated_figure_is_watermarked_and_carries_provenance(tmp_path: Path) 
     assert red_pixels(out) > 20 * red_pixels(plain) + 1000
 
 
-def test_constant_group_still_plots(tmp_path: Path) -> None:
+def saved_figures(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
+    """The Figures the figures module saves, captured on their way to the real save_figure."""
+    captured: list[Figure] = []
+
+    def capture(figure: Figure, out_png: Path, **kwargs: object) -> Path:
+        captured.append(figure)
+        return save_figure(figure, out_png, **kwargs)
+
+    monkeypatch.setattr(turing_figures, "save_figure", capture)
+    return captured
+
+
+def test_constant_group_still_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = key_frame(6)
     ratings = simulate_ratings(key, n_raters=3, seed=0, p_identify=0.3, mean_ratings={**MEANS, "real": 4.0})
+    rated = ratings.merge(key, on=["quartet", "position"])
+    assert rated.loc[rated["group"] == "real", "rating"].eq(4).all()  # every real image: mean 4, no spread
+    figures = saved_figures(monkeypatch)
     out = plot_rating_violins(ratings, key, tmp_path / "v.png", simulated=True, provenance=PROVENANCE)
-    assert Image.open(out).size == (1050, 750)
+    assert out.is_file() and len(figures) == 1
+    axes = figures[0].axes[0]
+    labels = [label.get_text() for label in axes.get_xticklabels()]
+    assert labels == ["real", "synthetic\nckpt034", "synthetic\nckpt040", "synthetic\nckpt080"]
+    bodies = [collection for collection in axes.collections if isinstance(collection, PolyCollection)]
+    assert [len(body.get_paths()) for body in bodies] == [1, 1, 1, 1]  # one drawn outline per group
+    outlines = [body.get_paths()[0].vertices for body in bodies]
+    assert all(np.isfinite(outline).all() for outline in outlines)
+    # The constant group's violin collapses onto y = 4 but keeps a width around its position 1;
+    # the others spread over their ratings.
+    real = outlines[0]
+    assert np.all(real[:, 1] == 4.0) and real[:, 0].min() < 1 < real[:, 0].max()
+    assert all(np.ptp(outline[:, 1]) > 0.5 for outline in outlines[1:])
+    # The mean written under each violin is the group's mean rating (3 raters on every image).
+    group_means = rated.groupby("group")["rating"].mean()
+    written = {round(text.get_position()[0]): text.get_text() for text in axes.texts}
+    assert written == {
+        position: f"mean {group_means[group]:.3f}"
+        for position, group in enumerate(["real", "ckpt034", "ckpt040", "ckpt080"], start=1)
+    }
 
 
 def test_simulated_ratings_need_the_flag(tmp_path: Path) -> None:
