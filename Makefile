@@ -6,13 +6,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.radsynth-installed
 CORES ?= 2
+# Debian packages (tools/ensure-system-deps.sh): R for everything (statistics through rpy2);
+# Chromium only when the tests are among the goals (browser tests of the rating form), so that
+# `make demo` installs only what the demo uses. One call, so apt-get runs at most once.
+SYSTEM_DEPS := r $(if $(filter test,$(MAKECMDGOALS)),chromium)
 
 .PHONY: setup system-deps demo test bench lint clean-demo
 
 setup: system-deps $(STAMP)
 
 system-deps:
-	@tools/ensure-system-deps.sh
+	@tools/ensure-system-deps.sh $(SYSTEM_DEPS)
 
 # torch first, from the pinned release (a CPU-capable CUDA build; the same wheel runs on the cluster).
 $(STAMP): pyproject.toml constraints.txt

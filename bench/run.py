@@ -13,6 +13,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import dag_bench  # noqa: E402
 import preprocess_bench  # noqa: E402
 import sampling_bench  # noqa: E402
 import training_bench  # noqa: E402
@@ -21,6 +22,7 @@ BENCHMARKS = {
     "preprocess": preprocess_bench.run,
     "training": training_bench.run,
     "sampling": sampling_bench.run,
+    "dag": dag_bench.run,
 }
 
 

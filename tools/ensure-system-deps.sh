@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Installs the Debian packages radsynth needs outside Python: R (statistics through rpy2; rpy2
-# compiles against it, so it must exist before pip runs) and Chromium (browser tests of the
-# offline rating form). A no-op in well under a second when both are present.
+# Installs the Debian packages radsynth needs outside Python, for the needs named as arguments:
+#   r         R: the statistics run in R through rpy2, which compiles against it, so it must
+#             exist before pip runs (make demo and make test)
+#   chromium  Chromium: browser tests of the offline rating form (make test only)
+# One apt-get call for everything missing; a no-op in well under a second when all is present.
+# Usage: tools/ensure-system-deps.sh r [chromium]
 set -euo pipefail
 
 packages=()
-command -v Rscript >/dev/null 2>&1 || packages+=(r-base-core r-base-dev)
-command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+for need in "$@"; do
+  case "$need" in
+    r) command -v Rscript >/dev/null 2>&1 || packages+=(r-base-core r-base-dev) ;;
+    chromium) command -v chromium >/dev/null 2>&1 || packages+=(chromium) ;;
+    *) echo "ensure-system-deps.sh: unknown need '$need' (known: r, chromium)" >&2; exit 2 ;;
+  esac
+done
 [ ${#packages[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
