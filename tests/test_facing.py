@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from radsynth.core.config import ConfigError
 from radsynth.data.csxa import KEYPOINT_LABELS
 from radsynth.sample.facing import (
     Architecture,
@@ -226,7 +227,18 @@ def test_bad_inputs_name_their_source(atlas: dict, tmp_path: Path) -> None:
         train_from_atlas(atlas["root"] / "atlas.h5", tmp_path / "split.csv", tmp_path / "m.safetensors",
                          tmp_path / "r.json", settings=settings_from_config(CONFIG), provenance={}, progress=False)
     assert not (tmp_path / "m.safetensors").exists()
-    with pytest.raises(KeyError, match=r"facing\.training.*'lr'"):
+    with pytest.raises(ConfigError, match=r"^facing\.training\.lr: missing key$"):
         settings_from_config({**CONFIG, "training": {k: v for k, v in CONFIG["training"].items() if k != "lr"}})
-    with pytest.raises(ValueError, match="facing.label_rule"):
-        LabelRule(band_start=1.0, band_stop=0.5, min_contrast=0.03, min_levels=3)
+    with pytest.raises(ConfigError, match=r"^facing\.label_rule\.band_stop: must be greater than band_start 1\.0"):
+        settings_from_config({**CONFIG, "label_rule": {**CONFIG["label_rule"], "band_start": 1.0, "band_stop": 0.5}})
+    with pytest.raises(ConfigError, match=r"^facing\.classifier\.analysis_size: 4 halving blocks .*got 8$"):
+        settings_from_config({**CONFIG, "classifier": {"channels": [8, 16, 32, 64], "analysis_size": 8}})
+    bad_training = {**CONFIG["training"], "steps": 0, "holdout_fraction": 1.0, "lr": "fast"}
+    with pytest.raises(ConfigError) as caught:
+        settings_from_config({**CONFIG, "training": bad_training, "classifier": {"channels": [8, 0], "analysis_size": 32}})
+    assert str(caught.value).splitlines() == [
+        "facing.classifier.channels[1]: must be greater than 0, got 0",
+        "facing.training.steps: must be at least 1, got 0",
+        "facing.training.lr: expected a number, got 'fast'",
+        "facing.training.holdout_fraction: must be less than 1.0, got 1.0",
+    ]

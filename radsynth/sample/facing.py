@@ -30,18 +30,20 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
+from pydantic import Field, PositiveInt, ValidationInfo, field_validator
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
 from radsynth.core.atomic import atomic_output, write_json_atomic
+from radsynth.core.config import ConfigModel, ListOf, load_settings
 from radsynth.data.atlas import load_atlas
 from radsynth.data.csxa import KEYPOINT_LABELS
 from radsynth.data.split import read_subsets
@@ -55,92 +57,69 @@ FORMAT = "radsynth-facing-classifier/1"
 # ----------------------------------------------------------------------------- settings
 
 
-@dataclass(frozen=True)
-class LabelRule:
-    """Settings of the anatomical labelling rule; names match config keys facing.label_rule.*."""
+class LabelRule(ConfigModel):
+    """Settings of the anatomical labelling rule: config section facing.label_rule."""
 
-    band_start: float  # body depths between a body's side wall and the near edge of its band
+    band_start: float = Field(ge=0.0)  # body depths between a body's side wall and the near edge of its band
     band_stop: float  # body depths between the side wall and the far edge of the band
-    min_contrast: float  # |mean contrast| (grey / 255) below which an image stays unlabelled
-    min_levels: int  # C3..C7 levels with four corners (and bands inside the image) required
+    min_contrast: float = Field(ge=0.0)  # |mean contrast| (grey / 255) below which an image stays unlabelled
+    # C3..C7 levels with four corners (and bands inside the image) required
+    min_levels: int = Field(ge=1, le=len(CORNER_LEVELS))
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.band_start < self.band_stop:
-            raise ValueError(
-                f"facing.label_rule: need 0 <= band_start < band_stop, got {self.band_start}, {self.band_stop}"
-            )
-        if self.min_contrast < 0.0:
-            raise ValueError(f"facing.label_rule.min_contrast {self.min_contrast} is negative")
-        if not 1 <= self.min_levels <= len(CORNER_LEVELS):
-            raise ValueError(f"facing.label_rule.min_levels {self.min_levels} is not in 1..{len(CORNER_LEVELS)}")
+    @field_validator("band_stop")
+    @classmethod
+    def _band_has_width(cls, band_stop: float, info: ValidationInfo) -> float:
+        """An empty band would measure no pixels."""
+        band_start = info.data.get("band_start")
+        if band_start is not None and band_stop <= band_start:
+            raise ValueError(f"must be greater than band_start {band_start}, got {band_stop}")
+        return band_stop
 
 
-@dataclass(frozen=True)
-class Architecture:
-    """Shape of the CNN; names match config keys facing.classifier.*."""
+class Architecture(ConfigModel):
+    """Shape of the CNN: config section facing.classifier."""
 
-    channels: tuple[int, ...]  # output channels of each conv block (each block halves the side)
+    channels: ListOf[PositiveInt] = Field(min_length=1)  # output channels of each conv block (each halves the side)
     analysis_size: int  # images are average-pooled to this side first: the cost is size-independent
 
-    def __post_init__(self) -> None:
-        if not self.channels or min(self.channels) < 1:
-            raise ValueError(f"facing.classifier.channels {list(self.channels)} must be positive and non-empty")
-        if self.analysis_size < 2 ** len(self.channels):
-            raise ValueError(
-                f"facing.classifier.analysis_size {self.analysis_size} is too small for "
-                f"{len(self.channels)} halving blocks"
-            )
+    @field_validator("analysis_size")
+    @classmethod
+    def _room_for_every_block(cls, analysis_size: int, info: ValidationInfo) -> int:
+        """Each conv block halves the side, which must stay at least one pixel."""
+        channels = info.data.get("channels")
+        if channels is not None and analysis_size < 2 ** len(channels):
+            raise ValueError(f"{len(channels)} halving blocks (channels) need at least {2 ** len(channels)}, "
+                             f"got {analysis_size}")
+        return analysis_size
 
 
-@dataclass(frozen=True)
-class Training:
-    """Optimisation settings; names match config keys facing.training.*."""
+class Training(ConfigModel):
+    """Optimisation settings: config section facing.training."""
 
     seed: int
-    steps: int
-    batch_size: int
-    lr: float
-    holdout_fraction: float  # share of the labelled training images kept out to measure accuracy
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"facing.training: steps {self.steps} and batch_size {self.batch_size} must be >= 1")
-        if self.lr <= 0.0:
-            raise ValueError(f"facing.training.lr {self.lr} must be positive")
-        if not 0.0 < self.holdout_fraction < 1.0:
-            raise ValueError(f"facing.training.holdout_fraction {self.holdout_fraction} is not in (0, 1)")
+    steps: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0.0)
+    # share of the labelled training images kept out to measure accuracy
+    holdout_fraction: float = Field(gt=0.0, lt=1.0)
 
 
-@dataclass(frozen=True)
-class FacingSettings:
+class FacingSettings(ConfigModel):
+    """Config section `facing`."""
+
     label_rule: LabelRule
-    architecture: Architecture
+    classifier: Architecture
     training: Training
 
 
 def settings_from_config(section: Mapping[str, Any]) -> FacingSettings:
-    """The `facing` config section as settings; a missing or unknown key is named in the error."""
-    parts = {"label_rule": LabelRule, "classifier": Architecture, "training": Training}
-    built = {}
-    for key, cls in parts.items():
-        values = section.get(key)
-        if not isinstance(values, Mapping):
-            raise KeyError(f"config facing.{key} is missing or not a mapping")
-        expected = {field.name for field in fields(cls)}
-        if set(values) != expected:
-            raise KeyError(
-                f"config facing.{key}: missing {sorted(expected - set(values))}, unknown {sorted(set(values) - expected)}"
-            )
-        values = {**values, "channels": tuple(values["channels"])} if cls is Architecture else values
-        built[key] = cls(**values)
-    return FacingSettings(built["label_rule"], built["classifier"], built["training"])
+    """The `facing` config section as settings; every bad key is named in one ConfigError."""
+    return load_settings(FacingSettings, section, "facing")
 
 
 def settings_to_config(settings: FacingSettings) -> dict[str, Any]:
     """The inverse of settings_from_config: the `facing` section as plain JSON/YAML values."""
-    architecture = {**asdict(settings.architecture), "channels": list(settings.architecture.channels)}
-    return {"label_rule": asdict(settings.label_rule), "classifier": architecture,
-            "training": asdict(settings.training)}
+    return settings.model_dump(mode="json")
 
 
 # ----------------------------------------------------------------------------- anatomical labels
@@ -369,7 +348,7 @@ def save_classifier(classifier: FacingClassifier, path: Path) -> None:
     header = {
         "format": FORMAT,
         "image_size": str(classifier.image_size),
-        "architecture": json.dumps(asdict(classifier.architecture)),
+        "architecture": json.dumps(classifier.architecture.model_dump(mode="json")),
         "metadata": json.dumps(classifier.metadata, sort_keys=True),
     }
     tensors = {k: v.detach().contiguous().clone() for k, v in classifier.net.state_dict().items()}
@@ -394,7 +373,7 @@ def load_classifier(path: Path, *, image_size: int) -> FacingClassifier:
         raise ValueError(f"{path}: facing classifier was trained on {stored_size}x{stored_size} images, "
                          f"but the images to classify are {image_size}x{image_size}")
     stored = json.loads(header["architecture"])
-    architecture = Architecture(channels=tuple(stored["channels"]), analysis_size=stored["analysis_size"])
+    architecture = load_settings(Architecture, stored, "facing.classifier")
     net = FacingNet(architecture)
     net.load_state_dict(tensors)
     return FacingClassifier(net, architecture, stored_size, json.loads(header["metadata"]))
@@ -453,7 +432,7 @@ def train_from_atlas(atlas_h5: Path, manifest_csv: Path | None, out_path: Path, 
     fit, holdout = (labelled[p] for p in holdout_split(len(labelled), settings.training.holdout_fraction,
                                                          settings.training.seed))
     t = settings.training
-    classifier = train_facing_classifier(subset.images[fit], labels.facing[fit], architecture=settings.architecture,
+    classifier = train_facing_classifier(subset.images[fit], labels.facing[fit], architecture=settings.classifier,
                                          seed=t.seed, steps=t.steps, batch_size=t.batch_size, lr=t.lr, progress=progress)
     holdout_accuracy = mirror_accuracy(classifier, subset.images[holdout], labels.facing[holdout], t.batch_size)
     classifier.metadata.update({"holdout_accuracy": holdout_accuracy, "provenance": dict(provenance),
