@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from denoising_diffusion_pytorch import GaussianDiffusion, Unet
 
 from radsynth.train.diffusion import (
     alphas_cumprod,
-    make_ddpm_scheduler,
     make_tables,
     q_sample,
     sigmoid_beta_schedule,
@@ -129,23 +129,25 @@ def test_uint8_scaling_matches_lucidrains_normalisation() -> None:
         uint8_to_model_range(pixels.float())
 
 
-def test_scheduler_uses_these_betas_and_float64_alpha_bar(betas: torch.Tensor) -> None:
-    scheduler = make_ddpm_scheduler(
-        betas, prediction_type="v_prediction", clip_sample=True, clip_sample_range=1.0
-    )
-    assert scheduler.config.prediction_type == "v_prediction"
-    assert scheduler.config.clip_sample is True
-    assert torch.equal(scheduler.betas, betas.float())
-    assert torch.equal(scheduler.alphas_cumprod, alphas_cumprod(betas).float())
+def test_tables_targets_and_loss_equal_lucidrains_gaussian_diffusion(betas: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    net = Unet(dim=8, dim_mults=(1,), channels=1, attn_dim_head=8, attn_heads=2).eval()
+    reference = GaussianDiffusion(net, image_size=8, timesteps=T, objective="pred_v", beta_schedule="sigmoid")
     tables = make_tables(betas)
-    x0, noise = torch.rand(4, 1, 4, 4) * 2 - 1, torch.randn(4, 1, 4, 4)
+    torch.testing.assert_close(tables.sqrt_alphas_cumprod, reference.sqrt_alphas_cumprod, rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        tables.sqrt_one_minus_alphas_cumprod, reference.sqrt_one_minus_alphas_cumprod, rtol=1e-6, atol=0
+    )
+    torch.testing.assert_close(tables.loss_weight, reference.loss_weight, rtol=1e-6, atol=0)
+    x0, noise = torch.rand(4, 1, 8, 8) * 2 - 1, torch.randn(4, 1, 8, 8)
     steps = torch.tensor([0, 1, 499, 999])
-    assert torch.allclose(
-        scheduler.get_velocity(x0, noise, steps), v_target(tables, x0, noise, steps), atol=1e-6
-    )
-    assert torch.allclose(
-        scheduler.add_noise(x0, noise, steps), q_sample(tables, x0, noise, steps), atol=1e-6
-    )
+    torch.testing.assert_close(v_target(tables, x0, noise, steps), reference.predict_v(x0, steps, noise))
+    torch.testing.assert_close(q_sample(tables, x0, noise, steps), reference.q_sample(x0, steps, noise))
+    with torch.no_grad():
+        prediction = net(q_sample(tables, x0, noise, steps), steps)
+        loss = weighted_v_loss_per_image(tables, prediction, v_target(tables, x0, noise, steps), steps)
+        expected = reference.p_losses(x0, steps, noise=noise, loss_reduction="none")
+    torch.testing.assert_close(loss, expected)
 
 
 def test_diffusers_own_sigmoid_schedule_is_a_different_schedule(betas: torch.Tensor) -> None:

@@ -19,13 +19,14 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from zarr.storage import LocalStore
 
 from radsynth.sample.sampler import (
     image_seed, make_sampler_scheduler, sample_batch, sample_shard, to_uint8, work_store_path,
 )
 from radsynth.sample.store import open_samples
+from radsynth.train.model import UNetSettings, build_unet
 
 torch.set_num_threads(1)
 
@@ -34,17 +35,20 @@ BETAS = torch.linspace(1e-4, 0.02, T, dtype=torch.float64)  # DDPM's linear sche
 PROVENANCE = {"radsynth_version": "test", "config_hash": "abc"}
 
 
-def tiny_unet(seed: int = 0) -> UNet2DModel:
+TINY_MODEL = UNetSettings(
+    architecture="lucidrains", sample_size=16, base_channels=8, channel_multipliers=(1, 2),
+    attention_levels=(False, False), attention_head_dim=8, dropout=0.0,
+)
+
+
+def tiny_unet(seed: int = 0) -> torch.nn.Module:
+    """The paper's network (lucidrains' Unet) at 16 px, randomly initialised from `seed`."""
     torch.manual_seed(seed)
-    return UNet2DModel(
-        sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-        norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-    ).eval()
+    return build_unet(TINY_MODEL).eval()
 
 
 @pytest.fixture(scope="module")
-def unet() -> UNet2DModel:
+def unet() -> torch.nn.Module:
     return tiny_unet()
 
 
@@ -91,7 +95,7 @@ def interrupted_by_full_disk(unet, tmp_path, monkeypatch, failing_batch: int, **
 def test_scheduler_uses_trained_betas_and_clip_setting(name, cls, clip):
     scheduler = make_sampler_scheduler(name, BETAS, prediction_type="v_prediction", clip_sample=clip,
                                        num_train_timesteps=T)
-    assert type(scheduler) is cls
+    assert isinstance(scheduler, cls)
     assert torch.equal(scheduler.betas, BETAS.float())
     assert scheduler.config.prediction_type == "v_prediction"
     if name == "dpmsolver++":
@@ -304,10 +308,12 @@ def test_open_samples_reads_in_global_order_and_refuses_bad_sets(unet, tmp_path,
         open_samples([partial])
 
 
-def _sample_in_child(model_dir: Path, out: Path, kwargs: dict) -> None:
+def _sample_in_child(weights: Path, out: Path, kwargs: dict) -> None:
     """Body of the process the resume test kills: a fresh interpreter state loading the saved model."""
     torch.set_num_threads(1)
-    sample_shard(UNet2DModel.from_pretrained(model_dir), BETAS, out, **kwargs)
+    unet = build_unet(TINY_MODEL)
+    unet.load_state_dict(torch.load(weights, weights_only=True))
+    sample_shard(unet, BETAS, out, **kwargs)
 
 
 def _done_batches(work: Path) -> int:
@@ -325,7 +331,7 @@ def _wait_for(condition, process, timeout_s: float = 60) -> None:
 
 def test_resume_after_sigkill_gives_the_uninterrupted_result(unet, tmp_path, monkeypatch, caplog):
     n_batches, steps = 5, 40
-    unet.save_pretrained(tmp_path / "model")
+    torch.save(unet.state_dict(), tmp_path / "weights.pt")
     started = time.monotonic()
     reference = read_store(sample_shard(unet, BETAS, tmp_path / "ref" / "s.zarr", **shard_kwargs(
         tmp_path / "ref", n_images=2 * n_batches, batch_size=2, steps=steps)))
@@ -338,7 +344,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result(unet, tmp_path, mon
         kwargs = shard_kwargs(tmp_path / str(trial), n_images=2 * n_batches, batch_size=2, steps=steps)
         out = tmp_path / str(trial) / "out" / "shard0.zarr"
         work = work_store_path(out, kwargs["work_dir"])
-        child = context.Process(target=_sample_in_child, args=(tmp_path / "model", out, kwargs))
+        child = context.Process(target=_sample_in_child, args=(tmp_path / "weights.pt", out, kwargs))
         child.start()
         target = rng.randrange(n_batches - 1)  # at least two batches still to go: the kill lands mid-run
         _wait_for(lambda: work.exists() and _done_batches(work) >= target, child)

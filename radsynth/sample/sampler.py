@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import zarr
 from accelerate import PartialState
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from tqdm import tqdm
 
@@ -48,15 +48,35 @@ WEIGHTS: tuple[str, ...] = ("ema", "online")
 PREDICTION_TYPES: tuple[str, ...] = ("v_prediction", "epsilon", "sample")
 #: Files zarr's LocalStore writes before renaming them into place; a SIGKILL can leave them behind.
 _INTERRUPTED_WRITE = re.compile(r"\.[0-9a-f]{32}\.partial$")
+
+
+class RederivedNoiseDDIMScheduler(DDIMScheduler):
+    """DDIM stepping with the noise re-derived from the clamped x0, as lucidrains' `ddim_sample` does.
+
+    lucidrains (`model_predictions(..., clip_x_start=True, rederive_pred_noise=True)`) moves x_t along
+    eps = (x_t - sqrt(alpha-bar) x0) / sqrt(1 - alpha-bar) computed from the clamped x0. diffusers
+    has this only as the `use_clipped_model_output` argument of `step`, not as a config option, and
+    `sample_images` drives every scheduler through the same `step` call, hence this subclass. When
+    nothing is clamped the re-derived noise equals the model's, so it is always on.
+    """
+
+    def step(self, *args: Any, **kwargs: Any) -> Any:
+        return super().step(*args, use_clipped_model_output=True, **kwargs)
+
+
 def make_sampler_scheduler(
     name: Sampler, betas: Any, *, prediction_type: str, clip_sample: bool, num_train_timesteps: int
 ) -> SchedulerMixin:
     """A diffusers scheduler on the training betas (lucidrains' sigmoid schedule is not diffusers' own).
 
     ddpm: ancestral sampling with the posterior variance (lucidrains' p_sample; the paper ran 1,000
-    steps). ddim: eta 0. dpmsolver++: second-order multistep. `clip_sample` clamps the predicted x0
-    to [-1, 1] at every step in all three; DPM-Solver++ has no clip_sample option, so there it is its
-    dynamic thresholding with sample_max_value 1, which reduces exactly to that clamp.
+    steps). ddim: eta 0 as lucidrains' `ddim_sample`: "trailing" timesteps (999, 959, ... for 25 of
+    1,000; diffusers' default "leading" starts at 960), noise re-derived from the clamped x0, and a
+    final alpha-bar of 1 so that the last step returns x0 (lucidrains' `time_next < 0` branch). Its
+    timesteps equal lucidrains' only when `steps` divides `num_train_timesteps` (otherwise diffusers
+    rounds where lucidrains truncates). dpmsolver++: second-order multistep. `clip_sample` clamps the
+    predicted x0 to [-1, 1] at every step in all three; DPM-Solver++ has no clip_sample option, so
+    there it is its dynamic thresholding with sample_max_value 1, which reduces exactly to that clamp.
     """
     betas = as_betas(betas)
     if len(betas) != num_train_timesteps:
@@ -65,7 +85,10 @@ def make_sampler_scheduler(
     if name == "ddpm":
         return DDPMScheduler(**common, variance_type="fixed_small", clip_sample=clip_sample, clip_sample_range=1.0)
     if name == "ddim":
-        return DDIMScheduler(**common, clip_sample=clip_sample, clip_sample_range=1.0)
+        return RederivedNoiseDDIMScheduler(
+            **common, clip_sample=clip_sample, clip_sample_range=1.0, timestep_spacing="trailing",
+            set_alpha_to_one=True,
+        )
     if name == "dpmsolver++":
         return DPMSolverMultistepScheduler(
             **common, algorithm_type="dpmsolver++", solver_order=2,
@@ -121,8 +144,35 @@ def to_uint8(images: torch.Tensor, quantization: str) -> np.ndarray:
 
 
 @torch.inference_mode()
+def sample_images(
+    unet: torch.nn.Module,
+    scheduler: SchedulerMixin,
+    generators: list[torch.Generator],  # a list: diffusers' randn_tensor reads a tuple as one generator
+    *,
+    steps: int,
+    image_size: int,
+    device: str | torch.device,
+) -> torch.Tensor:
+    """The sampling loop: x_T from the generators, then one scheduler step per timestep; (B, C, H, W) in [-1, 1].
+
+    `unet` is called as lucidrains' Unet is (either architecture of radsynth.train.model): the noisy
+    batch and the timestep repeated per image, shape (B,), returning the prediction tensor.
+
+    Per-image noise in the stochastic steps is exact: given a list of generators, diffusers'
+    `randn_tensor` (which DDPMScheduler.step and the other schedulers call) draws image i's noise
+    from generator i, with the same shape (1, C, H, W) as `initial_noise` uses.
+    """
+    shape = (unet.channels, image_size, image_size)
+    sample = initial_noise(generators, shape, device=device, dtype=unet.dtype) * scheduler.init_noise_sigma
+    scheduler.set_timesteps(steps, device=device)
+    for timestep in scheduler.timesteps:
+        model_output = unet(scheduler.scale_model_input(sample, timestep), timestep.expand(len(sample)))
+        sample = scheduler.step(model_output, timestep, sample, generator=generators).prev_sample
+    return sample
+
+
 def sample_batch(
-    unet: UNet2DModel,
+    unet: torch.nn.Module,
     scheduler: SchedulerMixin,
     seeds: Sequence[int],
     *,
@@ -132,25 +182,15 @@ def sample_batch(
     quantization: str,
     generator_device: str = "cpu",  # CPU generators give the same noise on any sampling device
 ) -> np.ndarray:
-    """Sample one batch, returning uint8 images (B, H, W).
-
-    Per-image noise in the stochastic steps is exact: given a list of generators, diffusers'
-    `randn_tensor` (which DDPMScheduler.step and the other schedulers call) draws image i's noise
-    from generator i, with the same shape (1, C, H, W) as `initial_noise` uses.
-    """
+    """Sample one batch, each image from its own seed, returning uint8 images (B, H, W)."""
     generators = image_generators(seeds, generator_device)
-    shape = (unet.config.in_channels, image_size, image_size)
-    sample = initial_noise(generators, shape, device=device, dtype=unet.dtype) * scheduler.init_noise_sigma
-    scheduler.set_timesteps(steps, device=device)
-    for timestep in scheduler.timesteps:
-        model_output = unet(scheduler.scale_model_input(sample, timestep), timestep).sample
-        sample = scheduler.step(model_output, timestep, sample, generator=generators).prev_sample
-    return to_uint8(sample[:, 0], quantization)
+    images = sample_images(unet, scheduler, generators, steps=steps, image_size=image_size, device=device)
+    return to_uint8(images[:, 0], quantization)
 
 
-def square_side(unet: UNet2DModel) -> int:
+def square_side(unet: torch.nn.Module) -> int:
     """The model's image side; radiographs are sampled square (the paper: 256x256)."""
-    size = unet.config.sample_size
+    size = unet.sample_size
     sides = {int(size)} if isinstance(size, int) else {int(side) for side in size}
     if len(sides) != 1:
         raise ValueError(f"the UNet's sample_size {size} is not square")
@@ -244,7 +284,7 @@ def store_path(group: zarr.Group) -> Path:
 
 
 def sample_shard(
-    unet: UNet2DModel,
+    unet: torch.nn.Module,
     betas: Any,
     out_store: Path,
     *,
@@ -395,7 +435,7 @@ def pending_batches(group: zarr.Group, request: ShardRequest) -> list[int]:
 
 
 def _fill_batches(
-    group: zarr.Group, request: ShardRequest, unet: UNet2DModel, scheduler: SchedulerMixin,
+    group: zarr.Group, request: ShardRequest, unet: torch.nn.Module, scheduler: SchedulerMixin,
     *, device: str | torch.device, progress: bool,
 ) -> None:
     pending = pending_batches(group, request)

@@ -13,17 +13,15 @@ What is reproduced from lucidrains' `GaussianDiffusion` (v2.x, its defaults as I
   batch. `min_snr_loss_weight` is False by default there, so the snr is not clipped.
 - data scaling: uint8 / 255 * 2 - 1 (torchvision ToTensor, then `normalize_to_neg_one_to_one`).
 
-diffusers' own `beta_schedule="sigmoid"` is a different (GeoDiff) schedule, so the scheduler used
-for sampling is built from these betas through `trained_betas`.
+diffusers' own `beta_schedule="sigmoid"` is a different (GeoDiff) schedule, so the sampling
+schedulers (radsynth.sample.sampler) are built from these betas through `trained_betas`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from diffusers import DDPMScheduler
 
 
 def _float32_sigmoid(x: float) -> float:
@@ -125,26 +123,3 @@ def uint8_to_model_range(images: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"expected uint8 images, got {images.dtype}")
     return images.to(torch.float32) / 255 * 2 - 1
 
-
-def make_ddpm_scheduler(
-    betas: torch.Tensor, *, prediction_type: str, clip_sample: bool, clip_sample_range: float
-) -> DDPMScheduler:
-    """A diffusers DDPM scheduler on lucidrains' betas, for 1,000-step ancestral sampling.
-
-    diffusers accumulates alpha-bar in float32 (up to 1.3e-5 relative off lucidrains' float64 product
-    on the sigmoid schedule); we replace it with the float64 product cast to float32, which is what
-    lucidrains' sampler reads. I-SynMed's values: prediction_type "v_prediction", clip_sample True,
-    clip_sample_range 1.0 (x0 clamped to [-1, 1]); variance "fixed_small" with a 1e-20 floor, as
-    lucidrains' clipped posterior log-variance.
-    """
-    scheduler = DDPMScheduler(
-        num_train_timesteps=int(betas.shape[0]),
-        trained_betas=np.asarray(betas.to(torch.float64).cpu()),
-        variance_type="fixed_small",
-        clip_sample=clip_sample,
-        clip_sample_range=clip_sample_range,
-        prediction_type=prediction_type,
-        timestep_spacing="leading",
-    )
-    scheduler.alphas_cumprod = alphas_cumprod(betas.to(torch.float64).cpu()).to(torch.float32)
-    return scheduler
