@@ -81,14 +81,18 @@ def test_load_key_types_and_order(key_csv: Path) -> None:
     [
         (lambda k: k.drop(columns=["image"]), "{path}: missing column(s) image"),
         (
+            lambda k: k.assign(position=k["position"].replace({4: 0})),
+            "{path}: data row 4: position '0' is not a positive integer",
+        ),
+        (
             lambda k: k.assign(position=k["position"].replace({4: 5})),
-            "{path}: data row 4: position '5' is not an integer from 1 to 4",
+            "{path}: quartet 1 has positions [1, 2, 3, 5], expected 1, 2, 3, 4 (one per group)",
         ),
         (
             lambda k: k.assign(group=k["group"].where(k.index != 1, "real")),
             "{path}: quartet 1 has 2 real images, expected exactly 1",
         ),
-        (lambda k: k[k.index != 3], "{path}: quartet 1 has positions [1, 2, 3], expected 1, 2, 3, 4"),
+        (lambda k: k[k.index != 3], "{path}: quartet 1 has positions [1, 2, 3], expected 1, 2, 3, 4 (one per group)"),
         (
             lambda k: k.assign(quartet=k["quartet"].replace({3: 4})),
             "{path}: quartets 1, 2, 4 are not numbered 1..3 without gaps",
@@ -218,7 +222,8 @@ def test_empty_folder(tmp_path: Path, key: pd.DataFrame) -> None:
 def write_qualtrics(path: Path, ratings: pd.DataFrame, extra: dict[str, str] | None = None) -> Path:
     """A choice-text export: ids, question texts, ImportId JSON, then one row per rater."""
     quartets = sorted(ratings["quartet"].unique())
-    questions = [c for q in quartets for c in [f"Q{q}_real", *[f"Q{q}_rating_{p}" for p in range(1, 5)]]]
+    positions = range(1, ratings["position"].max() + 1)
+    questions = [c for q in quartets for c in [f"Q{q}_real", *[f"Q{q}_rating_{p}" for p in positions]]]
     columns = ["StartDate", "ResponseId", "Status", "rater_id", *questions, *(extra or {})]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -343,4 +348,46 @@ def test_simulation_rejects_bad_parameters() -> None:
         "p_identify 1.5 must lie in [0, 1]",
         "mean_ratings groups ['real'] differ from the key's groups ['ckpt034', 'ckpt040', 'ckpt080', 'real']",
         "mean_ratings[real] = 5.0 must lie in [1, 4]",
+    ]
+
+
+def study_key(checkpoints: list[str], n_quartets: int = 2) -> pd.DataFrame:
+    """A key of 1 real + len(checkpoints) images per quartet, the real one at position 1."""
+    groups = ["real", *checkpoints]
+    return pd.DataFrame([
+        {"quartet": q, "position": p, "group": g, "image": f"q{q}_{g}.png"}
+        for q in range(1, n_quartets + 1)
+        for p, g in enumerate(groups, start=1)
+    ])
+
+
+@pytest.mark.parametrize("n_checkpoints", [1, 2, 4, 8])
+def test_studies_of_any_checkpoint_count_validate_and_round_trip(tmp_path: Path, n_checkpoints: int) -> None:
+    checkpoints = [f"ckpt{10 * (i + 1):03d}" for i in range(n_checkpoints)]
+    path = tmp_path / "key.csv"
+    study_key(checkpoints).to_csv(path, index=False)
+    key = load_key(path)
+    means = {"real": 3.3, **{label: 3.0 for label in checkpoints}}
+    ratings = simulate_ratings(key, n_raters=2, seed=1, p_identify=0.5, mean_ratings=means)
+    assert sorted(ratings["position"].unique()) == list(range(1, n_checkpoints + 2))
+    write_ratings_csv(ratings, tmp_path / "ratings" / "r.csv")
+    loaded = load_ratings(tmp_path / "ratings", key)
+    assert len(loaded) == 2 * 2 * (n_checkpoints + 1)
+    converted = from_qualtrics(write_qualtrics(tmp_path / "export.csv", ratings), key, rater_column="rater_id")
+    assert converted["position"].max() == n_checkpoints + 1
+
+
+def test_a_position_beyond_the_study_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "key.csv"
+    study_key(["ckpt010"]).to_csv(path, index=False)
+    key = load_key(path)
+    rows = [
+        {"rater": "a", "quartet": q, "position": p, "chosen_real": int(p == 1), "rating": 3}
+        for q in (1, 2)
+        for p in (1, 2, 3)
+    ]
+    folder = write_rows(tmp_path / "ratings" / "a.csv", rows).parent
+    assert problems_of(folder, key) == [
+        f"{folder / 'a.csv'}: data row 3: quartet 1 position 3 is not in the answer key",
+        f"{folder / 'a.csv'}: data row 6: quartet 2 position 3 is not in the answer key",
     ]

@@ -119,8 +119,23 @@ def test_fleiss_kappa_needs_equal_raters_per_subject() -> None:
 
 
 def signif7(values: np.ndarray) -> np.ndarray:
-    """What R ranks with digits.rank = 7."""
+    """What R ranks with digits.rank = 7 (the sensitivity analysis)."""
     return np.array([float(f"{value:.7g}") for value in values])
+
+
+def check_signed_rank_tests(tests: tuple[stats.SignedRankTest, ...], wide: pd.DataFrame, rounding) -> None:
+    """p-values against scipy on the differences R ranks, Holm against statsmodels."""
+    for test in tests:
+        differences = rounding((wide["real"] - wide[test.group]).to_numpy())
+        method = "exact" if test.exact else "approx"
+        assert test.p_value == pytest.approx(
+            wilcoxon(differences, zero_method="wilcox", correction=True, method=method).pvalue, rel=1e-9
+        ), test
+    finite = [t for t in tests if not math.isnan(t.p_value)]
+    # R's p.adjust counts only the non-missing p-values, as multipletests on the finite ones
+    assert [t.p_holm for t in finite] == pytest.approx(
+        list(multipletests([t.p_value for t in finite], method="holm")[1]), rel=1e-12
+    )
 
 
 def check_against_python(results: stats.TuringResults, ratings: pd.DataFrame, key: pd.DataFrame) -> None:
@@ -154,14 +169,10 @@ def check_against_python(results: stats.TuringResults, ratings: pd.DataFrame, ke
     wide = expected_means.unstack("group")
     assert results.group_means == pytest.approx(wide.mean().to_dict(), rel=1e-12)
 
-    for test in results.tests:
-        differences = signif7((wide["real"] - wide[test.group]).to_numpy())
-        scipy_test = wilcoxon(
-            differences, zero_method="wilcox", correction=True, method="exact" if test.exact else "approx"
-        )
-        assert test.p_value == pytest.approx(scipy_test.pvalue, rel=1e-9), test
-    holm = multipletests([t.p_value for t in results.tests], method="holm")[1]
-    assert [t.p_holm for t in results.tests] == pytest.approx(list(holm), rel=1e-12)
+    assert {t.digits_rank for t in results.tests} == {math.inf}  # R's default
+    check_signed_rank_tests(results.tests, wide, rounding=lambda differences: differences)
+    assert {t.digits_rank for t in results.sensitivity_tests} == {7.0}
+    check_signed_rank_tests(results.sensitivity_tests, wide, rounding=signif7)
 
 
 def test_statistics_match_python_references() -> None:
@@ -205,18 +216,11 @@ def test_zero_differences_follow_r_and_scipy_wilcox_method() -> None:
     assert by_group["ckpt040"].exact is False
     assert math.isnan(by_group["ckpt080"].p_value) and math.isnan(by_group["ckpt080"].p_holm)
     assert by_group["ckpt080"].n_nonzero == 0
+    assert math.isnan(results.sensitivity_tests[2].p_value)
+    wide = results.per_rater_means.pivot(index="rater", columns="group", values="mean_rating")
     finite = [t for t in results.tests if not math.isnan(t.p_value)]
-    for test in finite:
-        wide = results.per_rater_means.pivot(index="rater", columns="group", values="mean_rating")
-        differences = signif7((wide["real"] - wide[test.group]).to_numpy())
-        method = "exact" if test.exact else "approx"
-        assert test.p_value == pytest.approx(
-            wilcoxon(differences, zero_method="wilcox", correction=True, method=method).pvalue, rel=1e-9
-        )
-    # R's p.adjust counts only the non-missing p-values, as multipletests on the finite ones
-    assert [t.p_holm for t in finite] == pytest.approx(
-        list(multipletests([t.p_value for t in finite], method="holm")[1])
-    )
+    check_signed_rank_tests(tuple(finite), wide, rounding=lambda differences: differences)
+    check_signed_rank_tests(results.sensitivity_tests[:2], wide, rounding=signif7)
 
 
 def test_write_results_simulated_and_nan(tmp_path: Path) -> None:
@@ -246,8 +250,8 @@ def test_write_results_simulated_and_nan(tmp_path: Path) -> None:
     assert markdown.startswith(
         "# Clinical Turing test results (SIMULATED)\n\n> **SIMULATED RATINGS - NOT EXPERT DATA"
     )
-    assert f"| real | {results.group_means['real']:.3f} | - | - |" in markdown
-    assert f"| ckpt080 | {results.group_means['ckpt080']:.3f} | NA | NA |" in markdown
+    assert f"| real | {results.group_means['real']:.3f} | - | - | - | - |" in markdown
+    assert f"| ckpt080 | {results.group_means['ckpt080']:.3f} | NA | NA | NA | NA |" in markdown
 
 
 def test_run_stats_from_files_expert_labels(tmp_path: Path) -> None:
@@ -275,13 +279,93 @@ def test_run_stats_from_files_expert_labels(tmp_path: Path) -> None:
     assert pd.read_csv(tmp_path / "out" / "tests.csv")["ratings_origin"].eq("expert raters").all()
 
 
-def test_r_default_digits_rank_is_recorded(tmp_path: Path) -> None:
-    key = key_frame(10)
-    ratings = simulate_ratings(key, n_raters=5, seed=1, p_identify=0.3, mean_ratings=MEANS)
-    results = turing_statistics(ratings, key, digits_rank=math.inf, simulated=True)
+def ratings_with_sums(key: pd.DataFrame, sums: dict[str, list[int]]) -> pd.DataFrame:
+    """Expert ratings whose sum over a group's 50 quartets is sums[group][rater] (100-200): ratings of
+    2 or 4 added to 3s. Rater r picks position 1 + (quartet + r) % 4 as real."""
+    rows = []
+    for rater in range(len(sums["real"])):
+        for group, cells in key.groupby("group"):
+            total = sums[group][rater]
+            assert 100 <= total <= 200, (group, rater, total)
+            n_four, n_two = max(total - 150, 0), max(150 - total, 0)
+            values = [4] * n_four + [2] * n_two + [3] * (len(cells) - n_four - n_two)
+            for (quartet, position), rating in zip(cells[["quartet", "position"]].to_numpy(), values):
+                rows.append(
+                    {
+                        "rater": f"expert-{rater + 1}",
+                        "quartet": int(quartet),
+                        "position": int(position),
+                        "chosen_real": int(position == 1 + (quartet + rater) % 4),
+                        "rating": rating,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def r_wilcox_p(x: np.ndarray, y: np.ndarray, **options: float) -> float:
+    """R's own paired wilcox.test p-value, called directly (not through turing_stats.R)."""
+    import rpy2.robjects as ro  # R is already started by the module fixture
+
+    test = ro.r["wilcox.test"](ro.FloatVector(x), ro.FloatVector(y), paired=True, **options)
+    return float(test.rx2("p.value")[0])
+
+
+def test_primary_is_r_default_and_digits_rank_7_is_the_sensitivity_analysis(tmp_path: Path) -> None:
+    key = key_frame(50)
+    real = [166, 171, 180, 175, 160, 190, 185, 170]
+    # x 50: ckpt034 differs from real by 166/50 - 161/50 for rater 1 and 171/50 - 166/50 for rater 2
+    sums = {
+        "real": real,
+        "ckpt034": [r - d for r, d in zip(real, [5, 5, 8, -3, 9, 11, -2, 7])],
+        "ckpt040": [r - d for r, d in zip(real, [1, -4, 6, 10, 12, 13, 14, 15])],
+        "ckpt080": [r - d for r, d in zip(real, [2, 4, -6, 8, 10, 12, 14, -16])],
+    }
+    ratings = ratings_with_sums(key, sums)
+    results = turing_statistics(ratings, key, simulated=False)
+    wide = (
+        ratings.merge(key, on=["quartet", "position"]).groupby(["rater", "group"])["rating"].mean().unstack()
+    )
+    differences = (wide["real"] - wide["ckpt034"]).to_numpy()
+    # the data do what the test needs: equal on paper, different in floating point, equal at 7 digits
+    assert differences[0] != differences[1] and signif7(differences)[0] == signif7(differences)[1]
+
+    r_primary = {g: r_wilcox_p(wide["real"], wide[g]) for g in ("ckpt034", "ckpt040", "ckpt080")}
+    r_sensitivity = {
+        g: r_wilcox_p(wide["real"], wide[g], **{"digits.rank": 7}) for g in ("ckpt034", "ckpt040", "ckpt080")
+    }
+    assert {t.group: t.p_value for t in results.tests} == pytest.approx(r_primary, rel=1e-12)
+    assert {t.group: t.p_value for t in results.sensitivity_tests} == pytest.approx(r_sensitivity, rel=1e-12)
+    primary, sensitivity = results.tests[0], results.sensitivity_tests[0]
+    assert (primary.group, primary.exact, primary.warnings) == ("ckpt034", True, "")
+    assert (sensitivity.exact, sensitivity.continuity_correction) == (False, True)
+    assert sensitivity.warnings == "cannot compute exact p-value with ties"
+    assert f"{primary.p_value:.3f}" != f"{sensitivity.p_value:.3f}"  # so the outputs tell them apart
+    check_against_python(results, ratings, key)
+
     write_results(results, tmp_path, provenance=PROVENANCE)
-    assert json.loads((tmp_path / "statistics.json").read_text())["settings"]["digits_rank"] == "Inf"
-    assert "ranked at inf significant digits" in (tmp_path / "results.md").read_text()
+    record = json.loads((tmp_path / "statistics.json").read_text())
+    assert record["tests"][0]["p_value"] == pytest.approx(r_primary["ckpt034"], rel=1e-12)
+    assert record["tests"][0]["digits_rank"] == "Inf"
+    assert record["sensitivity"]["label"] == "sensitivity: digits.rank = 7"
+    assert "166/50" in record["sensitivity"]["why"] and "not counted as ties" in record["sensitivity"]["why"]
+    assert record["sensitivity"]["tests"][0]["p_value"] == pytest.approx(r_sensitivity["ckpt034"], rel=1e-12)
+    assert record["sensitivity"]["tests"][0]["digits_rank"] == 7
+    assert record["settings"]["sensitivity_digits_rank"] == 7
+    table = pd.read_csv(tmp_path / "tests.csv").set_index("group")
+    assert table["p_value"].to_dict() == pytest.approx(r_primary, rel=1e-12)
+    assert table["sensitivity_p_value"].to_dict() == pytest.approx(r_sensitivity, rel=1e-12)
+    assert table["sensitivity_digits_rank"].eq(7).all() and np.isinf(table["digits_rank"]).all()
+    markdown = (tmp_path / "results.md").read_text()
+    assert (
+        "| sensitivity: digits.rank = 7: Wilcoxon p | sensitivity: digits.rank = 7: Holm-adjusted p |"
+        in markdown
+    )
+    assert (
+        f"| ckpt034 | {results.group_means['ckpt034']:.3f} | {r_primary['ckpt034']:.3f} | {primary.p_holm:.3f} "
+        f"| {r_sensitivity['ckpt034']:.3f} | {sensitivity.p_holm:.3f} |"
+    ) in markdown
+    assert "Why the sensitivity: digits.rank = 7 columns exist:" in markdown and "166/50" in markdown
+    assert "ckpt034, primary (digits.rank = Inf): Wilcoxon signed rank exact test" in markdown
 
 
 def test_simulated_ratings_cannot_pass_as_experts() -> None:
@@ -295,10 +379,17 @@ def test_bad_settings_are_rejected() -> None:
     key = key_frame(4)
     ratings = simulate_ratings(key, n_raters=1, seed=0, p_identify=0.3, mean_ratings=MEANS)
     with pytest.raises(ValueError) as caught:
-        turing_statistics(ratings, key, reference_group="truth", chance=1.0, simulated=True)
+        turing_statistics(
+            ratings,
+            key,
+            reference_group="truth",
+            sensitivity_digits_rank=math.inf,
+            simulated=True,
+        )
     assert str(caught.value) == (
-        "reference_group 'truth' is not a group of the answer key; chance 1.0 must lie strictly "
-        "between 0 and 1; Fleiss' kappa and paired tests need at least 2 raters"
+        "reference_group 'truth' is not a group of the answer key; sensitivity_digits_rank inf must be a finite number of significant digits >= 1 "
+        "(the primary analysis already uses R's default, Inf); Fleiss' kappa and paired tests need at "
+        "least 2 raters"
     )
 
 

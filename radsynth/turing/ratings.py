@@ -7,9 +7,11 @@ problem. Nothing is dropped silently.
 
 Formats
 -------
-Answer key CSV: ``quartet`` (1..Q), ``position`` (1..4), ``group`` (``"real"`` or a
-checkpoint label such as ``"ckpt034"``), ``image`` (file name). Every quartet holds
-positions 1-4, exactly one real image and every checkpoint label once.
+Answer key CSV: ``quartet`` (1..Q), ``position`` (1..G), ``group`` (``"real"`` or a
+checkpoint label such as ``"ckpt034"``), ``image`` (file name). A study of n checkpoints has
+G = 1 + n groups (the paper: 1 real + 3 checkpoints, G = 4); every quartet holds positions
+1..G, exactly one real image and every checkpoint label once. "Quartet" is the paper's word
+and is kept whatever G is.
 
 Tidy ratings: a folder of CSV files, one or more per rater, columns ``rater, quartet,
 position, chosen_real, rating``; one row per rater x quartet x position. ``chosen_real``
@@ -19,7 +21,7 @@ Likert realism score (1 = unrealistic, 4 = fully realistic).
 Qualtrics ("export with choice text", three header rows: column ids, question text,
 ImportId JSON), one response row per rater, read by `from_qualtrics`:
 
-- ``Q{quartet}_real``: which position (1-4) the rater thinks is real;
+- ``Q{quartet}_real``: which position (1..G) the rater thinks is real;
 - ``Q{quartet}_rating_{position}``: the 1-4 rating of that position;
 - the column named by ``rater_column`` (embedded data or a text question): rater id.
 
@@ -48,8 +50,6 @@ from radsynth.core.atomic import atomic_output
 
 KEY_COLUMNS: tuple[str, ...] = ("quartet", "position", "group", "image")
 RATING_COLUMNS: tuple[str, ...] = ("rater", "quartet", "position", "chosen_real", "rating")
-#: A quartet shows four images side by side (paper: 1 real + 1 from each of 3 checkpoints).
-POSITIONS: tuple[int, ...] = (1, 2, 3, 4)
 #: The 4-point Likert scale of the paper (1 = unrealistic, 4 = fully realistic).
 LIKERT_LEVELS: tuple[int, ...] = (1, 2, 3, 4)
 REAL_GROUP = "real"
@@ -124,21 +124,28 @@ def _key_row_problems(row: Mapping[str, str], cell: Cell) -> list[str]:
     problems = []
     if parse_int(row["quartet"]) is None or int(row["quartet"]) < 1:
         problems.append(f"{cell}: quartet '{row['quartet']}' is not a positive integer")
-    if parse_int(row["position"], POSITIONS) is None:
-        problems.append(f"{cell}: position '{row['position']}' is not an integer from 1 to 4")
+    if parse_int(row["position"]) is None or int(row["position"]) < 1:
+        problems.append(f"{cell}: position '{row['position']}' is not a positive integer")
     for column in ("group", "image"):
         if not row[column].strip():
             problems.append(f"{cell}: {column} is empty")
     return problems
 
 
+def positions_of(key: pd.DataFrame) -> tuple[int, ...]:
+    """Positions 1..G of a study whose key holds G groups (1 real + one per checkpoint)."""
+    return tuple(range(1, key["group"].nunique() + 1))
+
+
 def _quartet_problems(key: pd.DataFrame, source: str) -> list[str]:
-    """Each quartet: positions 1-4 once, one real image, every checkpoint once; quartets 1..Q."""
+    """Each quartet: positions 1..G once, one real image, every checkpoint once; quartets 1..Q."""
     problems = []
+    positions = list(positions_of(key))
     for quartet, rows in key.groupby("quartet"):
-        if sorted(rows["position"]) != list(POSITIONS):
+        if sorted(rows["position"]) != positions:
             problems.append(
-                f"{source}: quartet {quartet} has positions {sorted(rows['position'])}, expected 1, 2, 3, 4"
+                f"{source}: quartet {quartet} has positions {sorted(rows['position'])}, "
+                f"expected {', '.join(map(str, positions))} (one per group)"
             )
         n_real = int((rows["group"] == REAL_GROUP).sum())
         if n_real != 1:
@@ -274,15 +281,15 @@ def _rater_file_problems(parsed: pd.DataFrame) -> list[str]:
 
 
 def _rater_quartet_problems(
-    rows: pd.DataFrame, key_quartets: list[int], source: str, rater: str
+    rows: pd.DataFrame, key_quartets: list[int], positions: tuple[int, ...], source: str, rater: str
 ) -> list[str]:
-    """One rater: every key quartet present with all four positions and exactly one chosen real."""
+    """One rater: every key quartet present with all its positions and exactly one chosen real."""
     problems = []
     missing = sorted(set(key_quartets) - set(rows["quartet"]))
     if missing:
         problems.append(f"{source}: rater {rater} is missing quartet(s) {', '.join(map(str, missing))}")
     for quartet, cells in rows.groupby("quartet"):
-        absent = sorted(set(POSITIONS) - set(cells["position"]))
+        absent = sorted(set(positions) - set(cells["position"]))
         if absent:
             problems.append(
                 f"{source}: rater {rater} quartet {quartet} is missing position(s) {', '.join(map(str, absent))}"
@@ -306,7 +313,7 @@ def _structure_problems(parsed: pd.DataFrame, key: pd.DataFrame) -> list[str]:
     key_quartets = sorted(key["quartet"].unique())
     for (source, rater), rows in known.groupby(["source", "rater"], sort=True):
         problems += _rater_quartet_problems(
-            rows.astype({"quartet": int, "position": int}), key_quartets, source, rater
+            rows.astype({"quartet": int, "position": int}), key_quartets, positions_of(key), source, rater
         )
     return problems
 
@@ -376,10 +383,11 @@ def _qualtrics_response(
 ) -> tuple[list[dict], list[str]]:
     """One respondent's answers as tidy rows (one per quartet x position)."""
     rows, problems = [], []
+    positions = positions_of(key)
     for quartet in sorted(key["quartet"].unique()):
-        chosen, chosen_problems = _answer(response, f"Q{quartet}_real", cell, POSITIONS)
+        chosen, chosen_problems = _answer(response, f"Q{quartet}_real", cell, positions)
         problems += chosen_problems
-        for position in POSITIONS:
+        for position in positions:
             rating, rating_problems = _answer(response, f"Q{quartet}_rating_{position}", cell, LIKERT_LEVELS)
             problems += rating_problems
             rows.append(
@@ -494,7 +502,7 @@ def simulate_ratings(
 ) -> pd.DataFrame:
     """Demo ratings so the pipeline runs end to end without experts; flagged simulated everywhere.
 
-    Each rater picks the real image with probability `p_identify`, otherwise one of the three
+    Each rater picks the real image with probability `p_identify`, otherwise one of the
     synthetic positions uniformly. Each rating is 1 + Binomial(3, (mean - 1) / 3), whose
     expectation is the group's `mean_ratings` value; ratings are independent of the choice.
     """

@@ -1,9 +1,11 @@
 """Statistics of the clinical Turing test, computed in R (paper: "Statistical analysis").
 
-Python validates and reshapes; R (``radsynth/R/turing_stats.R`` via rpy2) computes, as in
+Python validates and reshapes; R (``radsynth/turing/R/turing_stats.R`` via rpy2) computes, as in
 the paper: identification accuracy with an exact binomial CI and test against chance,
 Fleiss' kappa, each rater's mean rating per group, paired two-sided Wilcoxon signed-rank
-tests of the real group against each checkpoint, Holm-adjusted.
+tests of the real group against each checkpoint, Holm-adjusted. The tests run with R's default
+``digits.rank`` (Inf), as the paper's R 4.4.2 did, and again at ``digits.rank = 7`` as a
+sensitivity analysis (see `SENSITIVITY_REASON`).
 
 Two kappas are reported because "agreement on the identification task" can mean either:
 the category is the chosen position (1-4) of each quartet, or whether the choice was
@@ -24,21 +26,28 @@ import pandas as pd
 
 from radsynth.core.atomic import atomic_output
 from radsynth.turing.ratings import (
-    POSITIONS,
     REAL_GROUP,
     load_key,
     load_ratings,
+    positions_of,
     require_simulated_flag,
     with_groups,
 )
 
 R_SCRIPT = Path(__file__).resolve().parent / "R" / "turing_stats.R"
 #: Chance of picking the real image of a quartet by guessing: 1 of 4.
-CHANCE_ONE_OF_FOUR = 0.25
-#: Significant digits R rounds differences to before ranking them in the signed-rank test.
-#: R's default (Inf) ranks raw doubles, and per-rater means are ratios like 166/50, so two
-#: differences equal on paper can differ in the last bit and stop counting as a tie.
-WILCOXON_DIGITS_RANK = 7.0
+#: Significant digits of the sensitivity analysis's signed-rank tests; ?wilcox.test suggests
+#: `digits.rank = 7` so that ties do not depend on very small numeric differences.
+WILCOXON_SENSITIVITY_DIGITS_RANK = 7.0
+SENSITIVITY_REASON = (
+    "The primary analysis ranks the per-rater mean differences as R does by default "
+    "(digits.rank = Inf), as the paper's R 4.4.2 run did. Per-rater means are ratios such as "
+    "166/50 and 161/50, so differences equal on paper (3.32 - 3.22 and 3.42 - 3.32) may differ "
+    "in floating point and then are not counted as ties under Inf, which changes their ranks "
+    "and can turn R's tie-corrected normal approximation into its exact test. The sensitivity "
+    "analysis rounds the differences to {digits} significant digits before ranking, so such "
+    "differences count as ties."
+)
 SIMULATED_BANNER = "SIMULATED RATINGS - NOT EXPERT DATA: these numbers only exercise the pipeline"
 KAPPA_POSITION_LABEL = (
     "Fleiss' kappa, identification task (category: chosen position 1-4; subjects: quartets)"
@@ -85,6 +94,7 @@ class SignedRankTest:
     group: str
     n_pairs: int
     n_nonzero: int
+    digits_rank: float  # significant digits of the ranked differences (R's digits.rank)
     statistic_v: float
     p_value: float
     p_holm: float
@@ -106,7 +116,8 @@ class TuringResults:
     kappa_correct: Kappa
     per_rater_means: pd.DataFrame
     group_means: dict[str, float]
-    tests: tuple[SignedRankTest, ...]
+    tests: tuple[SignedRankTest, ...]  # primary: R's default digits.rank (Inf)
+    sensitivity_tests: tuple[SignedRankTest, ...]  # digits.rank = settings["sensitivity_digits_rank"]
     settings: dict[str, Any]
     r_version: str
 
@@ -153,6 +164,10 @@ def _frame(r_frame: Any) -> pd.DataFrame:
     return pd.DataFrame({name: list(column) for name, column in zip(r_frame.names, r_frame)})
 
 
+def _signed_rank_tests(r_frame: Any) -> tuple[SignedRankTest, ...]:
+    return tuple(SignedRankTest(**row) for row in _frame(r_frame).to_dict("records"))
+
+
 def fleiss_kappa(counts: pd.DataFrame, *, label: str) -> Kappa:
     """Fleiss' kappa in R of a subjects x categories table of rater counts."""
     ro = _robjects()
@@ -160,12 +175,15 @@ def fleiss_kappa(counts: pd.DataFrame, *, label: str) -> Kappa:
     return Kappa(label=label, **_record(_r_functions()["fleiss_kappa"](matrix)))
 
 
-def _input_problems(grouped: pd.DataFrame, reference_group: str, chance: float) -> list[str]:
+def _input_problems(grouped: pd.DataFrame, reference_group: str, sensitivity_digits_rank: float) -> list[str]:
     problems = []
     if reference_group not in set(grouped["group"]):
         problems.append(f"reference_group {reference_group!r} is not a group of the answer key")
-    if not 0.0 < chance < 1.0:
-        problems.append(f"chance {chance} must lie strictly between 0 and 1")
+    if not (math.isfinite(sensitivity_digits_rank) and sensitivity_digits_rank >= 1):
+        problems.append(
+            f"sensitivity_digits_rank {sensitivity_digits_rank} must be a finite number of significant "
+            "digits >= 1 (the primary analysis already uses R's default, Inf)"
+        )
     if grouped["rater"].nunique() < 2:
         problems.append("Fleiss' kappa and paired tests need at least 2 raters")
     return problems
@@ -180,11 +198,11 @@ def _call_r(grouped: pd.DataFrame, settings: Mapping[str, Any]) -> Any:
         group=ro.StrVector(grouped["group"].tolist()),
         chosen_real=ro.IntVector(grouped["chosen_real"].tolist()),
         rating=ro.IntVector(grouped["rating"].tolist()),
-        positions=ro.IntVector(list(POSITIONS)),
+        positions=ro.IntVector(list(positions_of(grouped))),
         reference_group=settings["reference_group"],
-        chance=settings["chance"],
+        chance=1.0 / len(positions_of(grouped)),  # one real image among the study's positions
         conf_level=settings["conf_level"],
-        digits_rank=settings["digits_rank"],
+        sensitivity_digits_rank=settings["sensitivity_digits_rank"],
     )
 
 
@@ -192,23 +210,21 @@ def turing_statistics(
     ratings: pd.DataFrame,
     key: pd.DataFrame,
     *,
-    chance: float = CHANCE_ONE_OF_FOUR,
     reference_group: str = REAL_GROUP,
     conf_level: float = 0.95,
-    digits_rank: float = WILCOXON_DIGITS_RANK,
+    sensitivity_digits_rank: float = WILCOXON_SENSITIVITY_DIGITS_RANK,
     simulated: bool,
 ) -> TuringResults:
     """The paper's Turing test statistics from ratings validated by `load_ratings`."""
     require_simulated_flag(ratings, simulated)
     grouped = with_groups(ratings, key)
-    problems = _input_problems(grouped, reference_group, chance)
+    problems = _input_problems(grouped, reference_group, sensitivity_digits_rank)
     if problems:
         raise ValueError("; ".join(problems))
     settings = {
-        "chance": chance,
         "reference_group": reference_group,
         "conf_level": conf_level,
-        "digits_rank": digits_rank,
+        "sensitivity_digits_rank": sensitivity_digits_rank,
     }
     r_out = _call_r(grouped, settings)
     out = dict(zip(r_out.names, r_out))
@@ -221,7 +237,8 @@ def turing_statistics(
         kappa_correct=Kappa(label=KAPPA_CORRECT_LABEL, **_record(out["kappa_correct"])),
         per_rater_means=_frame(out["per_rater_means"]),
         group_means=_frame(out["group_means"]).set_index("group")["mean_rating"].to_dict(),
-        tests=tuple(SignedRankTest(**row) for row in _frame(out["tests"]).to_dict("records")),
+        tests=_signed_rank_tests(out["tests"]),
+        sensitivity_tests=_signed_rank_tests(out["sensitivity_tests"]),
         settings=settings,
         r_version=_value(out["r_version"]),
     )
@@ -258,11 +275,31 @@ def results_record(results: TuringResults, provenance: Mapping[str, Any]) -> dic
         },
         "group_means": results.group_means,
         "tests": [asdict(test) for test in results.tests],
+        "sensitivity": {
+            "label": sensitivity_label(results),
+            "why": sensitivity_reason(results),
+            "tests": [asdict(test) for test in results.sensitivity_tests],
+        },
         "settings": results.settings,
         "r_version": results.r_version,
         "provenance": dict(provenance),
     }
     return _json_safe(record)
+
+
+def _digits(value: float) -> str:
+    """A digits.rank as R prints it (Inf, 7)."""
+    return "Inf" if math.isinf(value) else f"{value:g}"
+
+
+def sensitivity_label(results: TuringResults) -> str:
+    """The one label every output gives the sensitivity analysis, so they can be matched up."""
+    return f"sensitivity: digits.rank = {_digits(results.settings['sensitivity_digits_rank'])}"
+
+
+def sensitivity_reason(results: TuringResults) -> str:
+    """Why the sensitivity analysis is reported beside the primary one (stated in every output)."""
+    return SENSITIVITY_REASON.format(digits=_digits(results.settings["sensitivity_digits_rank"]))
 
 
 def _p(value: float) -> str:
@@ -289,28 +326,36 @@ def _identification_rows(results: TuringResults) -> list[str]:
 
 
 def _rating_rows(results: TuringResults) -> list[str]:
-    reference = results.settings["reference_group"]
+    reference, label = results.settings["reference_group"], sensitivity_label(results)
     rows = [
-        f"| Group | Mean rating (mean of {results.n_raters} per-rater means) | Wilcoxon p vs {reference} | Holm-adjusted p |",
-        "|---|---|---|---|",
-        f"| {reference} | {results.group_means[reference]:.3f} | - | - |",
+        f"| Group | Mean rating (mean of {results.n_raters} per-rater means) | Wilcoxon p vs {reference} "
+        f"| Holm-adjusted p | {label}: Wilcoxon p | {label}: Holm-adjusted p |",
+        "|---|---|---|---|---|---|",
+        f"| {reference} | {results.group_means[reference]:.3f} | - | - | - | - |",
     ]
     rows += [
-        f"| {t.group} | {results.group_means[t.group]:.3f} | {_p(t.p_value)} | {_p(t.p_holm)} |"
-        for t in results.tests
+        f"| {t.group} | {results.group_means[t.group]:.3f} | {_p(t.p_value)} | {_p(t.p_holm)} "
+        f"| {_p(s.p_value)} | {_p(s.p_holm)} |"
+        for t, s in zip(results.tests, results.sensitivity_tests, strict=True)
     ]
     return rows
 
 
+def _method_line(test: SignedRankTest, analysis: str) -> str:
+    return (
+        f"- {test.group}, {analysis} (digits.rank = {_digits(test.digits_rank)}): {test.method}, "
+        f"V = {test.statistic_v:g}, {test.n_nonzero} of {test.n_pairs} differences non-zero"
+        + (f"; R warned: {test.warnings}" if test.warnings else "")
+    )
+
+
 def _method_lines(results: TuringResults) -> list[str]:
     lines = [
-        f"- {t.group}: {t.method}, V = {t.statistic_v:g}, {t.n_nonzero} of {t.n_pairs} differences non-zero"
-        + (f"; R warned: {t.warnings}" if t.warnings else "")
-        for t in results.tests
+        line
+        for t, s in zip(results.tests, results.sensitivity_tests, strict=True)
+        for line in (_method_line(t, "primary"), _method_line(s, "sensitivity"))
     ]
-    return lines + [
-        f"- Signed-rank differences ranked at {results.settings['digits_rank']:g} significant digits; {results.r_version}."
-    ]
+    return lines + [f"- {results.r_version}."]
 
 
 def results_markdown(results: TuringResults, provenance: Mapping[str, Any]) -> str:
@@ -332,6 +377,8 @@ def results_markdown(results: TuringResults, provenance: Mapping[str, Any]) -> s
         "",
         *_rating_rows(results),
         "",
+        f"Why the {sensitivity_label(results)} columns exist: {sensitivity_reason(results)}",
+        "",
         "How R computed the tests:",
         "",
         *_method_lines(results),
@@ -352,6 +399,17 @@ def _with_origin(frame: pd.DataFrame, simulated: bool) -> pd.DataFrame:
     return labelled
 
 
+def tests_frame(results: TuringResults) -> pd.DataFrame:
+    """tests.csv: one row per group, the primary test's columns, then the sensitivity analysis's
+    as `sensitivity_*` columns (zeros and pairs do not depend on digits.rank, so not repeated)."""
+    primary = pd.DataFrame([asdict(test) for test in results.tests])
+    sensitivity = pd.DataFrame([asdict(test) for test in results.sensitivity_tests])
+    sensitivity = sensitivity.drop(columns=["reference", "n_pairs", "n_nonzero"]).rename(
+        columns=lambda name: name if name == "group" else f"sensitivity_{name}"
+    )
+    return primary.merge(sensitivity, on="group", how="left", validate="one_to_one")
+
+
 def write_results(results: TuringResults, out_dir: Path, *, provenance: Mapping[str, Any]) -> None:
     """statistics.json, per_rater_means.csv, tests.csv and results.md, each written atomically."""
     out_dir = Path(out_dir)
@@ -360,8 +418,7 @@ def write_results(results: TuringResults, out_dir: Path, *, provenance: Mapping[
     with atomic_output(out_dir / "per_rater_means.csv") as temp:
         _with_origin(results.per_rater_means, results.simulated).to_csv(temp, index=False)
     with atomic_output(out_dir / "tests.csv") as temp:
-        tests = pd.DataFrame([asdict(test) for test in results.tests])
-        _with_origin(tests, results.simulated).to_csv(temp, index=False)
+        _with_origin(tests_frame(results), results.simulated).to_csv(temp, index=False)
     with atomic_output(out_dir / "results.md") as temp:
         temp.write_text(results_markdown(results, provenance))
 
@@ -373,10 +430,9 @@ def run_stats(
     *,
     simulated: bool,
     provenance: Mapping[str, Any],
-    chance: float = CHANCE_ONE_OF_FOUR,
     reference_group: str = REAL_GROUP,
     conf_level: float = 0.95,
-    digits_rank: float = WILCOXON_DIGITS_RANK,
+    sensitivity_digits_rank: float = WILCOXON_SENSITIVITY_DIGITS_RANK,
 ) -> TuringResults:
     """`radsynth stats`: load and validate key and ratings, compute in R, write the results."""
     key = load_key(Path(key_csv))
@@ -384,10 +440,9 @@ def run_stats(
     results = turing_statistics(
         ratings,
         key,
-        chance=chance,
         reference_group=reference_group,
         conf_level=conf_level,
-        digits_rank=digits_rank,
+        sensitivity_digits_rank=sensitivity_digits_rank,
         simulated=simulated,
     )
     write_results(results, Path(out_dir), provenance=provenance)

@@ -1,5 +1,5 @@
 # Statistics of the clinical Turing test (paper, Methods "Statistical analysis"),
-# sourced by radsynth/stats.py through rpy2. Base R only: Debian's R has no irr or
+# sourced by radsynth/turing/stats.py through rpy2. Base R only: Debian's R has no irr or
 # DescTools package, so Fleiss' kappa is written out here.
 
 # Fleiss' kappa for `counts`, a subjects x categories matrix whose entry is the number
@@ -40,7 +40,8 @@ identification_test <- function(n_correct, n_trials, chance, conf_level) {
 }
 
 # Paired two-sided Wilcoxon signed-rank test with R's defaults (exact = NULL: exact when
-# n < 50 without ties or zeros; correct = TRUE), recording what R actually did.
+# n < 50 without ties or zeros; correct = TRUE), the differences ranked at `digits_rank`
+# significant digits, recording what R actually did.
 paired_signed_rank <- function(reference, other, digits_rank) {
   caught <- character(0)
   test <- withCallingHandlers(
@@ -52,25 +53,22 @@ paired_signed_rank <- function(reference, other, digits_rank) {
     }
   )
   list(n_pairs = length(reference), n_nonzero = sum(reference - other != 0),
-       statistic_v = unname(test$statistic), p_value = test$p.value, method = test$method,
+       digits_rank = digits_rank, statistic_v = unname(test$statistic),
+       p_value = test$p.value, method = test$method,
        exact = grepl("exact", test$method, fixed = TRUE),
        continuity_correction = grepl("continuity correction", test$method, fixed = TRUE),
        warnings = paste(caught, collapse = "; "))
 }
 
-# Each rater's mean rating of each group, as a rater x group matrix.
-per_rater_means <- function(rater, group, rating) {
-  tapply(rating, list(rater, group), mean)
+# wilcox.test's own default digits.rank (Inf since R 4.0.0, so also in the paper's R 4.4.2):
+# read from R rather than restated, so the primary analysis is whatever R does by default.
+r_default_digits_rank <- function() {
+  eval(formals(getS3method("wilcox.test", "default"))$digits.rank)
 }
 
-# Everything the paper reports, from the tidy ratings joined to the key's groups.
-turing_statistics <- function(rater, quartet, position, group, chosen_real, rating,
-                              positions, reference_group, chance, conf_level, digits_rank) {
-  chosen <- chosen_real == 1
-  correct <- group[chosen] == reference_group
-  by_position <- table(factor(quartet[chosen]), factor(position[chosen], levels = positions))
-  by_correct <- table(factor(quartet[chosen]), factor(correct, levels = c(TRUE, FALSE)))
-  means <- per_rater_means(rater, group, rating)
+# Signed-rank tests of the reference group against every other group (rater x group matrix
+# of means), Holm-adjusted among themselves.
+signed_rank_tests <- function(means, reference_group, digits_rank) {
   others <- setdiff(sort(colnames(means)), reference_group)
   tests <- lapply(others, function(g) {
     paired_signed_rank(means[, reference_group], means[, g], digits_rank)
@@ -78,6 +76,24 @@ turing_statistics <- function(rater, quartet, position, group, chosen_real, rati
   tests <- do.call(rbind.data.frame, c(tests, stringsAsFactors = FALSE))
   tests <- cbind(data.frame(reference = reference_group, group = others), tests)
   tests$p_holm <- p.adjust(tests$p_value, method = "holm")
+  tests
+}
+
+# Each rater's mean rating of each group, as a rater x group matrix.
+per_rater_means <- function(rater, group, rating) {
+  tapply(rating, list(rater, group), mean)
+}
+
+# Everything the paper reports, from the tidy ratings joined to the key's groups: the tests at
+# R's default digits.rank, and again at `sensitivity_digits_rank` as a sensitivity analysis.
+turing_statistics <- function(rater, quartet, position, group, chosen_real, rating,
+                              positions, reference_group, chance, conf_level,
+                              sensitivity_digits_rank) {
+  chosen <- chosen_real == 1
+  correct <- group[chosen] == reference_group
+  by_position <- table(factor(quartet[chosen]), factor(position[chosen], levels = positions))
+  by_correct <- table(factor(quartet[chosen]), factor(correct, levels = c(TRUE, FALSE)))
+  means <- per_rater_means(rater, group, rating)
   list(
     identification = identification_test(sum(correct), length(correct), chance, conf_level),
     kappa_position = fleiss_kappa(by_position),
@@ -86,7 +102,8 @@ turing_statistics <- function(rater, quartet, position, group, chosen_real, rati
                                  group = rep(colnames(means), each = nrow(means)),
                                  mean_rating = as.vector(means)),
     group_means = data.frame(group = colnames(means), mean_rating = unname(colMeans(means))),
-    tests = tests,
+    tests = signed_rank_tests(means, reference_group, r_default_digits_rank()),
+    sensitivity_tests = signed_rank_tests(means, reference_group, sensitivity_digits_rank),
     r_version = R.version.string
   )
 }
