@@ -94,8 +94,8 @@ class PairedForwards:
     bare_s: list[float] = field(default_factory=list)
 
     @property
-    def config(self) -> Any:
-        return self.unet.config
+    def channels(self) -> int:
+        return self.unet.channels
 
     @property
     def dtype(self) -> torch.dtype:

@@ -1,29 +1,30 @@
-"""Training throughput and checkpoint size.
+"""Training throughput of the paper's network and checkpoint size.
 
 Three questions, each answered by a figure measured in this one process:
-1. What does `radsynth.train.loop.train` cost over the bare floor of the same optimisation (UNet
-   forward, weighted v-loss, backward, grad clip, Adam) on the demo model? Its extra work is the
-   seeded per-micro-batch draws, accelerate's accumulation, EMA updates, the loss log and the
-   history checkpoints and resume states; steps holding a save are reported apart from the rest.
-2. How does that compare with lucidrains' GaussianDiffusion training step (what I-SynMed ran)?
-   lucidrains' package is not a radsynth dependency: it is imported from a separate target
-   directory only when someone installed it there for this benchmark.
+1. What does `radsynth.train.loop.train` cost over the bare floor of the same optimisation (network
+   forward, weighted v-loss, backward, grad clip, Adam)? Its extra work is the seeded
+   per-micro-batch draws, accelerate's accumulation, EMA updates, the loss log and the history
+   checkpoints and resume states; steps holding a save are reported apart from the rest.
+2. How does it compare with the same network in lucidrains' own training step, what I-SynMed ran:
+   `GaussianDiffusion(Unet(...), objective="pred_v", beta_schedule="sigmoid")` stepped as
+   `Trainer.train` steps it (2 accumulated micro-batches of 8 images, each loss divided by 2, clip
+   1.0, Adam (0.9, 0.99), the Trainer's EMA update) on images of the same atlas? Goal: radsynth's
+   loop at least as fast.
 3. How many bytes does one history checkpoint of the paper preset take, against I-SynMed's
    checkpoint? That decides the disk a 160,000-step run with 80 checkpoints needs.
 
-The machine's 2 cores are shared with other work, which slows steps by up to 10x in bursts, so
-baselines are interleaved with train() step by step (see `StepInterleaver`) and ratios are medians
-over steps paired in time.
+Both training figures use the paper preset's network (lucidrains' Unet(dim=64, dim_mults=(1, 2, 4, 8)))
+at 64 px instead of 256 px so that a step fits this CPU, fp32. The machine's 2 cores are shared
+with other work, which slows steps by up to 10x in bursts, so baselines are interleaved with train()
+step by step (see `StepInterleaver`) and ratios are medians over steps paired in time.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib
 import importlib.metadata
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,9 +35,10 @@ import numpy as np
 import torch
 import yaml
 from bench_common import torch_threads
+from denoising_diffusion_pytorch import GaussianDiffusion, Unet
+from ema_pytorch import EMA
 
-import radsynth.train.loop as training_module
-from radsynth.data.atlas import atlas_from_images, write_atlas
+from radsynth.data.atlas import atlas_from_images, load_atlas, write_atlas
 from radsynth.train.diffusion import make_tables, q_sample, v_target, weighted_v_loss_per_image
 from radsynth.train.model import build_unet, count_parameters
 from radsynth.train.checkpoint_io import model_config_json, save_history_checkpoint, save_state
@@ -44,22 +46,19 @@ from radsynth.train.loop import train
 from radsynth.train.settings import RunSettings, run_settings_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = REPO / "config" / "config.yaml"
 PAPER_CONFIG = REPO / "config" / "csxa.yaml"
 
-#: 41 steps with the demo's checkpoint/state cadence of 20 put two checkpoint + state saves (steps 20
-#: and 40) inside the timed intervals (they land in steps 21 and 41), one per 20 steps as configured.
-TRAIN_STEPS = 41
-REPEATS = 2
-THROUGHPUT_BUDGET_S = 60.0  # no further train() run starts after this: the bench stays short under load
+#: The paper's network at a side this CPU trains at a few seconds per step (the paper: 256).
+BENCH_SIDE = 64
+#: 9 steps with a checkpoint + state every 4 put two saves (steps 4 and 8) inside the timed
+#: intervals (they land in steps 5 and 9) and leave 6 paired steps without a save.
+TRAIN_STEPS = 9
+SAVE_EVERY = 4
+REPEATS = 1
 #: One intra-op thread: with 2 on the 2 shared cores, steps took 3-20x longer, erratically, whenever
 #: other work held a core (a forward: 60-2,200 ms against 80-140 ms with one thread).
 TORCH_THREADS = 1
-ATLAS_IMAGES = 64  # a multiple of the micro-batch of 8: no short batch, so the same shapes as the floor
-
-LUCIDRAINS_DIR = Path("/tmp/ddp_bench")
-LUCIDRAINS_PACKAGES = "denoising-diffusion-pytorch==2.3.4 ema-pytorch==0.8.3 einops==0.8.2"
-LUCIDRAINS_INSTALL = f"{sys.executable} -m pip install --no-deps --target {LUCIDRAINS_DIR} {LUCIDRAINS_PACKAGES}"
+ATLAS_IMAGES = 32  # a multiple of the micro-batch of 8: no short batch, so the same shapes as the floor
 
 #: I-SynMed's checkpoint: lucidrains' Trainer saves the model, Adam (m and v per parameter), the EMA
 #: wrapper (its EMA model and its own online copy), all float32, for Unet(dim=64, (1, 2, 4, 8)).
@@ -67,12 +66,23 @@ ISYNMED_PARAMETERS = 35_705_089
 ISYNMED_CHECKPOINT_BYTES = 5 * ISYNMED_PARAMETERS * 4
 
 
-def load_settings(config: Path, **training: Any) -> RunSettings:
-    """The model/diffusion/training sections of a config, with training keys overridden."""
+def load_settings(config: Path, model: dict[str, Any], training: dict[str, Any]) -> RunSettings:
+    """The model/diffusion/training sections of a config, with model and training keys overridden."""
     sections = yaml.safe_load(config.read_text())
     values = {key: sections[key] for key in ("model", "diffusion", "training")}
+    values["model"] = {**values["model"], **model}
     values["training"] = {**values["training"], **training}
     return run_settings_from_dict(values)
+
+
+def bench_settings() -> RunSettings:
+    """The paper preset at BENCH_SIDE px, fp32 (fp16 needs CUDA), TRAIN_STEPS steps, a save every SAVE_EVERY."""
+    return load_settings(
+        PAPER_CONFIG,
+        model={"sample_size": BENCH_SIDE},
+        training={"num_steps": TRAIN_STEPS, "mixed_precision": "no", "checkpoint_every": SAVE_EVERY,
+                  "state_every": SAVE_EVERY},
+    )
 
 
 def write_random_atlas(path: Path, n_images: int, size: int) -> None:
@@ -103,7 +113,7 @@ def bare_step_function(settings: RunSettings) -> Callable[[], None]:
 
     def step() -> None:
         for _ in range(training.gradient_accumulation_steps):
-            prediction = model(q_sample(tables, x0, noise, t), t).sample
+            prediction = model(q_sample(tables, x0, noise, t), t)
             loss = weighted_v_loss_per_image(tables, prediction, v_target(tables, x0, noise, t), t).mean()
             (loss / training.gradient_accumulation_steps).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), training.max_grad_norm)
@@ -113,42 +123,51 @@ def bare_step_function(settings: RunSettings) -> Callable[[], None]:
     return step
 
 
-def import_lucidrains() -> Any | None:
-    """lucidrains' package from its benchmark-only directory, or None when it is not there."""
-    if not LUCIDRAINS_DIR.is_dir():
-        return None
-    if str(LUCIDRAINS_DIR) not in sys.path:
-        sys.path.append(str(LUCIDRAINS_DIR))  # appended: never shadows the project's own packages
-    try:
-        return importlib.import_module("denoising_diffusion_pytorch")
-    except ImportError:
-        return None
-
-
-def lucidrains_diffusion(ddp: Any) -> torch.nn.Module:
-    """The configuration compared: Unet(dim=16, (1, 2, 4)) at 32 px, pred_v, lucidrains' sigmoid schedule."""
+def lucidrains_diffusion(settings: RunSettings) -> GaussianDiffusion:
+    """The configured network built by lucidrains' package itself, in GaussianDiffusion as I-SynMed ran it."""
+    model = settings.model
     torch.manual_seed(0)
-    unet = ddp.Unet(dim=16, dim_mults=(1, 2, 4), channels=1)
-    return ddp.GaussianDiffusion(unet, image_size=32, timesteps=1000, objective="pred_v", beta_schedule="sigmoid")
+    unet = Unet(
+        dim=model.base_channels, dim_mults=model.channel_multipliers, channels=1, dropout=model.dropout,
+        attn_dim_head=model.attention_head_dim, full_attn=model.attention_levels, flash_attn=True,
+    )
+    return GaussianDiffusion(
+        unet, image_size=model.sample_size, timesteps=settings.diffusion.timesteps, objective="pred_v",
+        beta_schedule="sigmoid",
+    )
 
 
-def lucidrains_step_function(ddp: Any, batch: int = 16) -> Callable[[], None]:
-    """lucidrains' Trainer step without its data loader: loss, backward, clip 1.0, Adam (0.9, 0.99)."""
-    diffusion = lucidrains_diffusion(ddp).train()
-    optimizer = torch.optim.Adam(diffusion.parameters(), lr=5e-5, betas=(0.9, 0.99))
-    images = torch.rand((batch, 1, 32, 32), generator=torch.Generator().manual_seed(0))
+def lucidrains_step_function(settings: RunSettings, atlas: Path) -> Callable[[], None]:
+    """One iteration of lucidrains' `Trainer.train` loop without its data loader, on the atlas' first
+    micro-batches: per micro-batch loss / accumulation, `.item()`, backward; clip; Adam; EMA update.
+
+    The EMA's update is bound now: `paired_train_run` patches `EMA.update` while train() runs.
+    """
+    training = settings.training
+    diffusion = lucidrains_diffusion(settings).train()
+    optimizer = torch.optim.Adam(diffusion.parameters(), lr=training.learning_rate, betas=training.adam_betas)
+    ema = EMA(diffusion, beta=training.ema.decay, update_every=training.ema.update_every)
+    update_ema = EMA.update
+    images = torch.from_numpy(load_atlas(atlas).images).float().div(255).unsqueeze(1)  # lucidrains takes [0, 1]
+    accumulation, batch = training.gradient_accumulation_steps, training.batch_size
+    micro_batches = [images[j * batch : (j + 1) * batch] for j in range(accumulation)]
 
     def step() -> None:
-        diffusion(images).backward()
-        torch.nn.utils.clip_grad_norm_(diffusion.parameters(), 1.0)
+        total_loss = 0.0
+        for data in micro_batches:
+            loss = diffusion(data) / accumulation
+            total_loss += loss.item()
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(diffusion.parameters(), training.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad()
+        update_ema(ema)
 
     return step
 
 
 class StepInterleaver:
-    """Stands in for `radsynth.train.loop.update_ema`, which `train` calls once after every optimizer
+    """Stands in for `ema_pytorch.EMA.update`, which `train` calls once after every optimizer
     step, and runs one step of each baseline right after it.
 
     Other work on this shared 2-core machine slows steps by up to 10x in bursts of seconds, longer
@@ -190,14 +209,12 @@ class PairedRun:
     final_save_s: float  # after the last step: loss-log row and the final state
 
 
-def paired_train_run(settings: RunSettings, atlas: Path, run_dir: Path, ddp: Any | None) -> PairedRun:
+def paired_train_run(settings: RunSettings, atlas: Path, run_dir: Path) -> PairedRun:
     """A fresh full-data run (manifest None) of `settings.training.num_steps` interleaved steps."""
-    baselines = {"bare": bare_step_function(settings)}
-    if ddp is not None:
-        baselines["lucidrains"] = lucidrains_step_function(ddp)
-    interleaver = StepInterleaver(training_module.update_ema, baselines)
+    baselines = {"bare": bare_step_function(settings), "lucidrains": lucidrains_step_function(settings, atlas)}
+    interleaver = StepInterleaver(EMA.update, baselines)
     start = time.perf_counter()
-    with mock.patch.object(training_module, "update_ema", interleaver):
+    with mock.patch.object(EMA, "update", lambda ema: interleaver(ema)):
         train(atlas, None, run_dir, settings, provenance={"bench": "training"}, progress=False)
     end = time.perf_counter()
     return PairedRun(
@@ -219,17 +236,13 @@ def save_intervals(settings: RunSettings, n_steps: int) -> np.ndarray:
 # Throughput
 
 
-def interleaved_runs(settings: RunSettings, ddp: Any | None) -> list[PairedRun]:
-    """Up to REPEATS train() calls with paired baselines, fewer if the time budget runs out."""
-    runs = []
-    started = time.perf_counter()
+def interleaved_runs(settings: RunSettings) -> list[PairedRun]:
+    """REPEATS train() calls with paired baselines."""
     with tempfile.TemporaryDirectory(prefix="radsynth-bench-train-") as tmp:
         atlas = Path(tmp) / "atlas.h5"
         write_random_atlas(atlas, ATLAS_IMAGES, settings.model.sample_size)
         bare_step_function(settings)()  # warm-up: first-call allocations and kernel selection
-        while len(runs) < REPEATS and (not runs or time.perf_counter() - started < THROUGHPUT_BUDGET_S):
-            runs.append(paired_train_run(settings, atlas, Path(tmp) / f"run{len(runs)}", ddp))
-    return runs
+        return [paired_train_run(settings, atlas, Path(tmp) / f"run{repeat}") for repeat in range(REPEATS)]
 
 
 def paired_ratio(baseline: np.ndarray, subject: np.ndarray) -> str:
@@ -239,9 +252,9 @@ def paired_ratio(baseline: np.ndarray, subject: np.ndarray) -> str:
     return f"{median:.3f} (IQR {q1:.3f}-{q3:.3f}, {len(ratios)} paired steps)"
 
 
-def throughput_lines(settings: RunSettings, runs: list[PairedRun], ddp: Any | None) -> list[str]:
+def throughput_lines(settings: RunSettings, runs: list[PairedRun]) -> list[str]:
     """Steps/s from median step times; ratios over steps paired in time."""
-    training = settings.training
+    training, model = settings.training, settings.model
     saves = save_intervals(settings, TRAIN_STEPS)
     train_s = np.concatenate([run.train for run in runs])
     bare_s = np.concatenate([run.baselines["bare"] for run in runs])
@@ -249,12 +262,12 @@ def throughput_lines(settings: RunSettings, runs: list[PairedRun], ddp: Any | No
     whole = [run.baselines["bare"].sum() / run.train.sum() for run in runs]
     extra = train_s[~quiet] - bare_s[~quiet] * np.median(train_s[quiet] / bare_s[quiet])
     lines = [
-        f"training, demo model ({count_parameters(build_unet(settings.model)):,} params, "
-        f"{settings.model.sample_size} px, {training.batch_size} x {training.gradient_accumulation_steps} "
-        f"images/step, CPU fp32): {len(runs)} x train() of {TRAIN_STEPS} steps, "
-        f"each step paired with a bare step run right after it",
-        f"  bare loop (fwd + v-loss + bwd, clip, Adam; one fixed batch) {1 / np.median(bare_s):6.2f} steps/s",
-        f"  train() steps without saves {1 / np.median(train_s[quiet]):6.2f} steps/s, "
+        f"training, paper network (model.architecture {model.architecture}, "
+        f"{count_parameters(build_unet(model)):,} params) at {model.sample_size} px, {training.batch_size} x "
+        f"{training.gradient_accumulation_steps} images/step, CPU fp32: {len(runs)} x train() of {TRAIN_STEPS} "
+        f"steps, each step paired with a bare step and a lucidrains Trainer step run right after it",
+        f"  bare loop (fwd + v-loss + bwd, clip, Adam; one fixed batch) {1 / np.median(bare_s):6.3f} steps/s",
+        f"  train() steps without saves {1 / np.median(train_s[quiet]):6.3f} steps/s, "
         f"ratio to bare {paired_ratio(bare_s[quiet], train_s[quiet])}",
         f"  train() loop incl. a checkpoint + state every {training.checkpoint_every} steps: ratio to bare "
         f"{statistics.median(whole):.3f} (sum of paired step times, median over runs)",
@@ -263,27 +276,22 @@ def throughput_lines(settings: RunSettings, runs: list[PairedRun], ddp: Any | No
         f"{statistics.median(run.setup_s for run in runs):.1f} s, final state "
         f"{statistics.median(run.final_save_s for run in runs):.2f} s",
     ]
-    return lines + lucidrains_lines(settings, runs, ddp, bare_s, train_s, quiet)
+    return lines + lucidrains_lines(settings, runs, bare_s, train_s, quiet)
 
 
 def lucidrains_lines(
-    settings: RunSettings, runs: list[PairedRun], ddp: Any | None,
-    bare_s: np.ndarray, train_s: np.ndarray, quiet: np.ndarray,
+    settings: RunSettings, runs: list[PairedRun], bare_s: np.ndarray, train_s: np.ndarray, quiet: np.ndarray
 ) -> list[str]:
-    """lucidrains' step loop against radsynth's, both 16 images per optimizer step."""
-    if ddp is None:
-        return [f"  lucidrains comparison skipped: install with  {LUCIDRAINS_INSTALL}"]
+    """lucidrains' Trainer step against radsynth's loop: the same network, 16 images per optimizer step."""
     lucid_s = np.concatenate([run.baselines["lucidrains"] for run in runs])
-    lucid_params = count_parameters(lucidrains_diffusion(ddp).model)
-    radsynth_params = count_parameters(build_unet(settings.model))
+    lucid_params = count_parameters(lucidrains_diffusion(settings).model)
     version = importlib.metadata.version("denoising-diffusion-pytorch")
     return [
-        f"  lucidrains {version} GaussianDiffusion(Unet(16, (1,2,4)), pred_v, sigmoid), batch 16, "
-        f"loss + bwd + clip + Adam {1 / np.median(lucid_s):6.2f} steps/s (16 images/step as radsynth's)",
-        f"    speed ratio lucidrains/radsynth bare {paired_ratio(bare_s, lucid_s)}",
-        f"    speed ratio lucidrains/radsynth train() {paired_ratio(train_s[quiet], lucid_s[quiet])}",
-        f"    models differ: lucidrains Unet {lucid_params:,} params vs radsynth demo UNet2DModel "
-        f"{radsynth_params:,} ({radsynth_params / lucid_params:.2f}x)",
+        f"  lucidrains {version} Trainer step (GaussianDiffusion pred_v sigmoid on its Unet, {lucid_params:,} "
+        f"params; 2 x 8 images, clip, Adam, EMA) {1 / np.median(lucid_s):6.3f} steps/s",
+        f"    speed ratio radsynth train() / lucidrains Trainer step {paired_ratio(lucid_s[quiet], train_s[quiet])}"
+        f" (>= 1: radsynth's loop at least as fast)",
+        f"    speed ratio radsynth bare / lucidrains Trainer step {paired_ratio(lucid_s, bare_s)}",
     ]
 
 
@@ -307,7 +315,7 @@ def checkpoint_bytes_lines() -> list[str]:
     Written through the same functions `train` uses: `save_history_checkpoint` for the history
     file and `save_state` with the parts `_save_run_state` passes for the resume state.
     """
-    settings = load_settings(PAPER_CONFIG)
+    settings = load_settings(PAPER_CONFIG, model={}, training={})
     torch.manual_seed(0)
     online = build_unet(settings.model)
     ema = copy.deepcopy(online).requires_grad_(False)
@@ -341,12 +349,11 @@ def checkpoint_bytes_lines() -> list[str]:
 
 
 def run() -> list[str]:
-    settings = load_settings(DEMO_CONFIG, num_steps=TRAIN_STEPS)
-    ddp = import_lucidrains()
+    settings = bench_settings()
     with torch_threads(TORCH_THREADS):
-        runs = interleaved_runs(settings, ddp)
+        runs = interleaved_runs(settings)
     return [
         f"training bench with {TORCH_THREADS} torch thread (see TORCH_THREADS in bench/training_bench.py)",
-        *throughput_lines(settings, runs, ddp),
+        *throughput_lines(settings, runs),
         *checkpoint_bytes_lines(),
     ]

@@ -14,11 +14,13 @@ from accelerate import PartialState
 from radsynth.data.download import fetch_configured_archive
 from radsynth.demo.phantom import generate_atlas
 from radsynth.data.preprocess import PAPER_NEGATIVE_DETECTION, preprocess_atlas
+from radsynth.core.config import ConfigError, load_settings
 from radsynth.core.provenance import provenance
 from radsynth.turing.ratings import from_qualtrics, load_key, write_ratings_csv
 from radsynth.sample.sampler import QUANTIZATIONS, SAMPLERS, TRAINED_PREDICTION_TYPE, WEIGHTS, sample_shard
 from radsynth.data.split import write_split_for_atlas
 from radsynth.train.checkpoint_io import load_checkpoint_weights, read_checkpoint_settings
+from radsynth.train.model import UNetSettings, parameter_count
 
 
 def command_provenance() -> dict[str, str]:
@@ -140,6 +142,25 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_model(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("model", help="architecture and parameter count of a config's network")
+    parser.add_argument("--configfile", type=Path, required=True, help="a radsynth config (its `model` section)")
+    parser.set_defaults(func=run_model)
+
+
+def run_model(args: argparse.Namespace) -> int:
+    """Counted on the meta device: no weights are allocated, so the paper's network prints at once."""
+    model = (yaml.safe_load(args.configfile.read_text()) or {}).get("model")
+    try:
+        settings = load_settings(UNetSettings, model, "model")
+        if "architecture" not in model:  # defaulted only for settings stored before the key existed
+            raise ConfigError("model.architecture: missing key")
+    except ConfigError as exc:
+        raise ConfigError(f"{args.configfile}: {exc}") from None
+    print(f"model.architecture {settings.architecture}: {parameter_count(settings):,} parameters")
+    return 0
+
+
 def add_stats(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("stats", help="Turing-test statistics in R from a ratings folder and answer key")
     parser.add_argument("--ratings", type=Path, required=True, help="folder of tidy rater CSVs")
@@ -176,7 +197,9 @@ def run_qualtrics(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="radsynth", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for add in (add_demo_atlas, add_download, add_preprocess, add_split, add_sample, add_stats, add_qualtrics):
+    for add in (
+        add_demo_atlas, add_download, add_preprocess, add_split, add_sample, add_model, add_stats, add_qualtrics,
+    ):
         add(subparsers)
     return parser
 
