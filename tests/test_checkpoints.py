@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from radsynth.train.labels import checkpoint_label
+from radsynth.train.labels import checkpoint_label, read_selected_checkpoints, read_selected_labels
 from radsynth.train.selection import (
     convergence_window,
     missing_validation_reason,
     read_checkpoint_index,
     read_fid_table,
     read_loss_log,
+    select_checkpoints,
     suggest_checkpoints,
     write_selection,
 )
@@ -93,6 +95,13 @@ def write_loss_log(
         lines.append(loss_log_row(step, float(loss), val, val_ema, 5e-5, step * 0.5))
     path.write_text("".join(lines))
     return path
+
+
+def floor_val() -> np.ndarray:
+    """Validation loss of 80 checkpoints: 0.1 on checkpoints 30..40, falling into that floor at
+    0.001 per checkpoint and rising out of it at 0.002 per checkpoint."""
+    k = np.arange(1, 81)
+    return 0.1 + 0.001 * np.maximum(0, 30 - k) + 0.002 * np.maximum(0, k - 40)
 
 
 def paper_run(run_dir: Path, n_checkpoints: int, turning: int, with_val: bool, seed: int) -> Path:
@@ -189,12 +198,19 @@ def test_window_brackets_the_turning_point_of_paper_shaped_curves(tmp_path: Path
         assert turning - 9 <= start and end <= turning + 6, (start, end)
 
 
-def test_window_on_the_paper_run_is_near_30_to_40(tmp_path: Path) -> None:
-    index = read_checkpoint_index(paper_run(tmp_path, 80, 35, True, seed=0))
-    start, end = convergence_window(index, smoothing=5, tolerance=0.01, val_column="val_loss")
-    assert 27 <= start <= 33 and 36 <= end <= 41  # paper: "between checkpoints 30 and 40"
-    wider = convergence_window(index, smoothing=5, tolerance=0.05, val_column="val_loss")
-    assert wider[0] <= start and wider[1] >= end and wider != (start, end)
+def test_window_of_a_hand_computed_floor(tmp_path: Path) -> None:
+    val = floor_val()
+    index = read_checkpoint_index(write_index(tmp_path, PAPER_EVERY, val * 0.9, val, None))
+    # Centred 5-checkpoint means minus the floor 0.1, by hand:
+    #   k <= 28: (30 - k) * 0.001;  k = 29: (3+2+1) * 0.001 / 5 = 0.0012;  k = 30: (2+1) * 0.001 / 5 = 0.0006
+    #   31..39: at most 1 * 0.002 / 5 = 0.0004;  k = 40: (1+2) * 0.002 / 5 = 0.0012
+    #   k = 41: (1+2+3) * 0.002 / 5 = 0.0024;  k >= 42: (k - 40) * 0.002
+    # Tolerance 0.01 keeps excesses <= 0.001: checkpoints 30..39.
+    assert convergence_window(index, smoothing=5, tolerance=0.01, val_column="val_loss") == (30, 39)
+    # Tolerance 0.045 keeps excesses <= 0.0045: checkpoints 26 (0.004) .. 42 (0.004).
+    assert convergence_window(index, smoothing=5, tolerance=0.045, val_column="val_loss") == (26, 42)
+    # Unsmoothed, tolerance 0.015 keeps raw excesses <= 0.0015: 29 (0.001) .. 40 (0; 41 has 0.002).
+    assert convergence_window(index, smoothing=1, tolerance=0.015, val_column="val_loss") == (29, 40)
 
 
 def test_window_without_validation_is_none_with_reason(tmp_path: Path) -> None:
@@ -300,32 +316,141 @@ def test_fid_for_a_checkpoint_missing_from_the_full_run_is_an_error(tmp_path: Pa
         suggest_checkpoints(None, full, fid, smoothing=1, tolerance=0.0, val_column="val_loss", n_window=1)
 
 
-def test_write_selection_records_configured_checkpoints_beside_the_suggestion(tmp_path: Path) -> None:
-    split = read_checkpoint_index(paper_run(tmp_path / "split", 80, 35, True, seed=1))
-    full_csv = paper_run(tmp_path / "full", 80, 35, False, seed=2)
+#: The floor's window with smoothing 5 and tolerance 0.01 is 30..39 (test_window_of_a_hand_computed_floor);
+#: two picks over it: 39 (its end) and the nearest to 39 - 9 / 2 = 34.5, the earlier of 34 and 35 on the tie.
+FLOOR_CONVERGENCE = {"val_column": "val_loss", "smoothing": 5, "tolerance": 0.01, "n_window": 2}
+FINAL_WHY = "last checkpoint of the full run (step 160000)"
+
+
+def floor_runs(tmp_path: Path) -> tuple[Path, Path]:
+    """(split index.csv, full index.csv): the floor as split run, 80 full-run checkpoints."""
+    split_csv = write_index(tmp_path / "split", PAPER_EVERY, floor_val() * 0.9, floor_val(), None)
+    full_csv = write_index(tmp_path / "full", PAPER_EVERY, np.full(80, 0.05), None, None)
+    return split_csv, full_csv
+
+
+def floor_suggestion(tmp_path: Path, fid: pd.DataFrame | None) -> tuple[dict, pd.DataFrame]:
+    """(suggestion, full index) of `floor_runs` with FLOOR_CONVERGENCE."""
+    split_csv, full_csv = floor_runs(tmp_path)
     full = read_checkpoint_index(full_csv)
-    suggestion = suggest_checkpoints(
-        split, full, None, smoothing=5, tolerance=0.01, val_column="val_loss", n_window=2
+    suggestion = suggest_checkpoints(read_checkpoint_index(split_csv), full, fid, **FLOOR_CONVERGENCE)
+    return suggestion, full
+
+
+def test_auto_selects_window_picks_final_and_best_fid(tmp_path: Path) -> None:
+    split_csv, full_csv = floor_runs(tmp_path)
+    fid_csv = tmp_path / "fid.csv"
+    fid_csv.write_text("step,checkpoint,fid\n40000,20,50.0\n80000,40,31.0\n120000,60,28.5\n160000,80,29.0\n")
+    out = tmp_path / "selection.json"
+    written = select_checkpoints(
+        split_csv,
+        full_csv,
+        fid_csv,
+        out,
+        configured="auto",
+        convergence=FLOOR_CONVERGENCE,
+        provenance=PROVENANCE,
     )
+    assert json.loads(out.read_text()) == written
+    assert written["mode"] == "auto" and written["disagreements"] == []
+    assert [(e["checkpoint"], e["label"], e["step"]) for e in written["selected"]] == [
+        (34, "ckpt034", 68000),
+        (39, "ckpt039", 78000),
+        (60, "ckpt060", 120000),
+        (80, "ckpt080", 160000),
+    ]
+    why = {e["checkpoint"]: e["why"] for e in written["selected"]}
+    assert why[39][0].startswith("split-run checkpoint 39: pick 1 of 2") and len(why[39]) == 1
+    assert why[34][0].startswith("split-run checkpoint 34: pick 2 of 2") and len(why[34]) == 1
+    assert why[60] == ["lowest FID (28.500) of 4 evaluated checkpoints"]
+    assert why[80] == [FINAL_WHY]
+    assert written["selected"][0]["path"] == str(tmp_path / "full" / "checkpoints" / "step068000.safetensors")
+    assert written["comparison"]["configured"] == "auto"
+    assert written["comparison"]["selected"] == [34, 39, 60, 80]
+    assert read_selected_labels(out) == ["ckpt034", "ckpt039", "ckpt060", "ckpt080"]
+
+
+def test_auto_merges_a_checkpoint_proposed_twice_and_works_without_fid(tmp_path: Path) -> None:
+    fid = pd.DataFrame({"step": [80000, 160000], "checkpoint": [40, 80], "fid": [31.0, 20.0]})
+    suggestion, full = floor_suggestion(tmp_path / "fid", fid)
+    written = write_selection("auto", suggestion, full, tmp_path / "a.json", provenance=PROVENANCE)
+    assert [e["checkpoint"] for e in written["selected"]] == [34, 39, 80]
+    assert written["selected"][2]["why"] == [FINAL_WHY, "lowest FID (20.000) of 2 evaluated checkpoints"]
+
+    suggestion, full = floor_suggestion(tmp_path / "nofid", None)
+    written = write_selection("auto", suggestion, full, tmp_path / "b.json", provenance=PROVENANCE)
+    assert [e["checkpoint"] for e in written["selected"]] == [34, 39, 80]
+    assert (
+        written["suggestion"]["best_fid"] is None and written["suggestion"]["best_fid_reason"] == "no FID yet"
+    )
+
+
+def test_configured_checkpoints_outside_the_evidence_are_recorded_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    suggestion, full = floor_suggestion(tmp_path, None)
     out = tmp_path / "selection" / "selection.json"
-    returned = write_selection([34, 40, 80], suggestion, full, out, provenance=PROVENANCE)
-    written = json.loads(out.read_text())
-    assert written == returned
+    with caplog.at_level(logging.WARNING, logger="radsynth.train.selection"):
+        written = write_selection([80, 40, 12, 36, 34], suggestion, full, out, provenance=PROVENANCE)
+    assert json.loads(out.read_text()) == written
     assert [p.name for p in out.parent.iterdir()] == ["selection.json"]  # no temp file left
-    assert [e["label"] for e in written["configured"]] == ["ckpt034", "ckpt040", "ckpt080"]
-    assert [e["step"] for e in written["configured"]] == [68000, 80000, 160000]
-    paths = [Path(e["path"]) for e in written["configured"]]
-    assert paths[0] == tmp_path / "full" / "checkpoints" / "step068000.safetensors" and all(
-        p.is_file() for p in paths
+    assert written["mode"] == "configured"
+    assert [e["label"] for e in written["selected"]] == [
+        "ckpt012",
+        "ckpt034",
+        "ckpt036",
+        "ckpt040",
+        "ckpt080",
+    ]
+    assert [e["step"] for e in written["selected"]] == [24000, 68000, 72000, 80000, 160000]
+    assert all(Path(e["path"]).is_file() for e in written["selected"])
+    why = {e["checkpoint"]: e["why"] for e in written["selected"]}
+    assert why[12] == ["listed in checkpoints.selected"]
+    assert why[36] == [
+        "listed in checkpoints.selected",
+        "inside the convergence window 30..39 of the split run",
+    ]
+    assert why[40] == ["listed in checkpoints.selected"]
+    assert why[80] == ["listed in checkpoints.selected", FINAL_WHY]
+    assert why[34][1].startswith("split-run checkpoint 34: pick 2 of 2")
+    assert written["disagreements"] == [
+        {"checkpoint": 12, "reason": "before the convergence window 30..39 of the split run"},
+        {"checkpoint": 40, "reason": "after the convergence window 30..39 of the split run"},
+    ]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert warnings[0].startswith(
+        "checkpoints.selected: checkpoint 12 is before the convergence window 30..39"
     )
-    assert written["comparison"]["configured"] == [34, 40, 80]
-    assert written["comparison"]["suggested"] == {
-        "window": [e["checkpoint"] for e in suggestion["window_checkpoints"]],
-        "best_fid": None,
-        "final": 80,
+    assert warnings[1].startswith(
+        "checkpoints.selected: checkpoint 40 is after the convergence window 30..39"
+    )
+    assert all(w.endswith("the run's own evidence proposes [34, 39, 80]") for w in warnings)
+    assert written["comparison"] == {
+        "configured": [80, 40, 12, 36, 34],
+        "selected": [12, 34, 36, 40, 80],
+        "suggested": {"window": [39, 34], "best_fid": None, "final": 80},
     }
-    assert written["suggestion"]["best_fid_reason"] == "no FID yet"
-    assert written["full_run_index"] == str(full_csv) and written["provenance"] == PROVENANCE
+    assert written["full_run_index"] == str(tmp_path / "full" / "checkpoints" / "index.csv")
+    assert written["provenance"] == PROVENANCE
+
+
+def test_best_fid_backs_a_configured_checkpoint_and_no_window_is_a_reason(tmp_path: Path) -> None:
+    fid = pd.DataFrame({"step": [80000, 160000], "checkpoint": [40, 80], "fid": [19.0, 20.0]})
+    suggestion, full = floor_suggestion(tmp_path, fid)
+    written = write_selection([34, 40, 80], suggestion, full, tmp_path / "a.json", provenance=PROVENANCE)
+    assert written["disagreements"] == []
+    assert written["selected"][1]["why"] == [
+        "listed in checkpoints.selected",
+        "lowest FID (19.000) of 2 evaluated checkpoints",
+    ]
+    no_split = suggest_checkpoints(
+        None, full, None, smoothing=5, tolerance=0.01, val_column="val_loss", n_window=2
+    )
+    written = write_selection([34, 80], no_split, full, tmp_path / "b.json", provenance=PROVENANCE)
+    assert written["disagreements"] == [
+        {"checkpoint": 34, "reason": "outside any convergence window (no split run given)"}
+    ]
 
 
 def test_write_selection_rejects_bad_configured_checkpoints(tmp_path: Path) -> None:
@@ -336,14 +461,55 @@ def test_write_selection_rejects_bad_configured_checkpoints(tmp_path: Path) -> N
     )
     out = tmp_path / "selection.json"
     with pytest.raises(
-        ValueError, match=rf"configured checkpoint 81 is not in {full_csv} \(it has checkpoints 1..80\)"
+        ValueError,
+        match=rf"checkpoints.selected: checkpoint 81 is beyond the last checkpoint 80 of the full run \({full_csv}\)",
     ):
         write_selection([34, 81], suggestion, full, out, provenance=PROVENANCE)
-    with pytest.raises(ValueError, match=r"configured checkpoint\(s\) \[40\] listed more than once"):
+    with pytest.raises(
+        ValueError, match=r"checkpoints.selected: checkpoint 0 is not in .* \(it has checkpoints 1..80\)"
+    ):
+        write_selection([0, 34], suggestion, full, out, provenance=PROVENANCE)
+    with pytest.raises(
+        ValueError, match=r"checkpoints.selected: checkpoint\(s\) \[40\] listed more than once"
+    ):
         write_selection([40, 40], suggestion, full, out, provenance=PROVENANCE)
+    with pytest.raises(ValueError, match=r"checkpoints.selected must be 'auto' or a list .* got 'Auto'"):
+        write_selection("Auto", suggestion, full, out, provenance=PROVENANCE)
+    with pytest.raises(ValueError, match=r"checkpoints.selected is empty"):
+        write_selection([], suggestion, full, out, provenance=PROVENANCE)
+    with pytest.raises(ValueError, match=r"checkpoints.selected: 3.5 is not a checkpoint number"):
+        write_selection([34, 3.5], suggestion, full, out, provenance=PROVENANCE)
     (tmp_path / "full" / "checkpoints" / "step080000.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match=r"configured checkpoint 40: file .*step080000.safetensors"):
+    with pytest.raises(
+        FileNotFoundError, match=r"checkpoints.selected: checkpoint 40: file .*step080000.safetensors"
+    ):
         write_selection([34, 40], suggestion, full, out, provenance=PROVENANCE)
     with pytest.raises(ValueError, match="must come from read_checkpoint_index"):
         write_selection([34], suggestion, pd.DataFrame(full), out, provenance=PROVENANCE)
     assert not out.exists()
+
+
+def test_reader_returns_selected_labels_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "selection.json"
+    path.write_text(
+        '{"mode": "configured", "selected": ['
+        '{"checkpoint": 34, "label": "ckpt034", "step": 68000, "why": []},'
+        '{"checkpoint": 40, "label": "ckpt040", "step": 80000, "why": []},'
+        '{"checkpoint": 80, "label": "ckpt080", "step": 160000, "why": []}]}'
+    )
+    assert read_selected_labels(path) == ["ckpt034", "ckpt040", "ckpt080"]
+    assert read_selected_checkpoints(str(path)) == {"ckpt034": 34, "ckpt040": 40, "ckpt080": 80}
+
+    path.write_text('{"mode": "auto", "configured": [34]}')
+    with pytest.raises(ValueError, match=rf"{path}: key 'selected' must be a non-empty list"):
+        read_selected_labels(path)
+    path.write_text('{"selected": [{"checkpoint": 34, "label": "ckpt040"}]}')
+    with pytest.raises(
+        ValueError, match=r"selected\[0\] label 'ckpt040' does not match checkpoint 34 \(ckpt034\)"
+    ):
+        read_selected_labels(path)
+    path.write_text('{"selected": [{"label": "ckpt034"}]}')
+    with pytest.raises(ValueError, match=r"selected\[0\] has no checkpoint number"):
+        read_selected_labels(path)
+    with pytest.raises(FileNotFoundError, match=r"missing.json: file not found"):
+        read_selected_labels(tmp_path / "missing.json")

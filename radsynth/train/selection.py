@@ -7,8 +7,10 @@ sampled from checkpoints 34 and 40 (the convergence window) and 80 (the last, 16
 The choice was made by eye. This module makes the same evidence explicit: it reads the files
 `radsynth.train.loop` writes, finds the convergence window by a stated rule
 (`convergence_window`), proposes checkpoints with reasons (`suggest_checkpoints`) and writes
-the configured choice next to that proposal (`write_selection`), so a reader sees where the
-configured checkpoints agree with the data and where they do not.
+the selection next to that proposal (`write_selection`): with `checkpoints.selected: auto` the
+proposal itself, with a configured list that list, plus a warning and a `disagreements` record
+for each listed checkpoint the evidence does not back, so a reader sees where a by-eye choice
+departs from the data.
 
 Checkpoint numbers are the paper's: number = step / checkpoint_every (34 -> step 68,000).
 """
@@ -16,7 +18,9 @@ Checkpoint numbers are the paper's: number = step / checkpoint_every (34 -> step
 from __future__ import annotations
 
 import json
+import logging
 import math
+import numbers
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -33,6 +37,8 @@ VAL_COLUMNS = ("val_loss", "val_loss_ema")
 FID_COLUMNS = ("step", "checkpoint", "fid")
 #: The recorded attribute naming the CSV a frame was read from, for error messages and paths.
 SOURCE_ATTR = "source"
+
+log = logging.getLogger(__name__)
 
 WINDOW_DEFINITION = (
     "validation loss smoothed by a centred moving average over `smoothing` checkpoints; the "
@@ -431,6 +437,11 @@ def suggest_checkpoints(
 # ----------------------------------------------------------------------------------------------
 # Selection file
 
+#: The config key behind the selection, named in its errors and warnings.
+SELECTED_KEY = "checkpoints.selected"
+#: `checkpoints.selected: auto` samples what the run's own evidence proposes.
+AUTO = "auto"
+
 
 def _suggested_numbers(suggestion: Mapping[str, Any]) -> dict[str, Any]:
     """The suggestion reduced to checkpoint numbers, to read beside the configured list."""
@@ -442,8 +453,120 @@ def _suggested_numbers(suggestion: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _configured_entries(configured: Sequence[int], full_index: pd.DataFrame) -> list[dict[str, Any]]:
-    """Each configured checkpoint with its label, step and file, which must exist.
+def _selection_mode(configured: Any) -> str:
+    """The mode, "auto" or "configured", of a `checkpoints.selected` value; anything else is an error."""
+    if configured == AUTO:
+        return AUTO
+    if isinstance(configured, str) or not isinstance(configured, Sequence):
+        raise ValueError(
+            f"{SELECTED_KEY} must be {AUTO!r} or a list of checkpoint numbers, got {configured!r}"
+        )
+    return "configured"
+
+
+def auto_selection(suggestion: Mapping[str, Any]) -> dict[int, list[str]]:
+    """Checkpoint number -> reasons, in checkpoint order: the window picks, the final checkpoint
+    and the lowest-FID one when FID exists. A checkpoint proposed twice (the final one may also
+    have the lowest FID) is sampled once, with both reasons kept."""
+    best = suggestion.get("best_fid")
+    proposed = [*suggestion.get("window_checkpoints", []), suggestion["final"], *([best] if best else [])]
+    reasons: dict[int, list[str]] = {}
+    for entry in proposed:
+        reasons.setdefault(int(entry["checkpoint"]), []).append(entry["why"])
+    return dict(sorted(reasons.items()))
+
+
+def _window_text(window: Mapping[str, Any]) -> str:
+    """The window in full-run checkpoint numbers (what `checkpoints.selected` lists), with the
+    split run's own numbers when its checkpoints are spaced differently."""
+    start, end = window["start"]["checkpoint"], window["end"]["checkpoint"]
+    split = window["split_run"]
+    text = f"the convergence window {start}..{end} of the split run"
+    if (split["start"], split["end"]) != (start, end):
+        text += f" (split-run checkpoints {split['start']}..{split['end']}, mapped by step)"
+    return text
+
+
+def _support(number: int, suggestion: Mapping[str, Any]) -> list[str]:
+    """Why the run's own evidence backs checkpoint `number` (empty when it does not): proposed
+    by the suggestion, or at least inside the convergence window."""
+    reasons = auto_selection(suggestion).get(number, [])
+    window = suggestion.get("convergence_window")
+    inside = window is not None and window["start"]["checkpoint"] <= number <= window["end"]["checkpoint"]
+    if not reasons and inside:
+        return [f"inside {_window_text(window)}"]
+    return reasons
+
+
+def _disagreement_reason(number: int, suggestion: Mapping[str, Any]) -> str:
+    """Where an unbacked checkpoint lies relative to the window (or why there is no window)."""
+    window = suggestion.get("convergence_window")
+    if window is None:
+        return f"outside any convergence window ({suggestion.get('convergence_window_reason')})"
+    side = "before" if number < window["start"]["checkpoint"] else "after"
+    return f"{side} {_window_text(window)}"
+
+
+def configured_disagreements(
+    configured: Sequence[int], suggestion: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Configured checkpoints the run's evidence does not back: outside the convergence window,
+    not final, not lowest FID. They are still sampled (the config decides); the record shows
+    which choices were made against the data rather than from it."""
+    return [
+        {"checkpoint": number, "reason": _disagreement_reason(number, suggestion)}
+        for number in sorted(configured)
+        if not _support(number, suggestion)
+    ]
+
+
+def _warn_disagreements(disagreements: Sequence[Mapping[str, Any]], suggestion: Mapping[str, Any]) -> None:
+    """One WARNING per disagreement, naming the checkpoint, the window and what auto would pick,
+    so the choice is visible in the job's log, not only in selection.json."""
+    proposed = list(auto_selection(suggestion))
+    for item in disagreements:
+        log.warning(
+            "%s: checkpoint %d is %s, and is neither the final nor the lowest-FID checkpoint; "
+            "the run's own evidence proposes %s",
+            SELECTED_KEY,
+            item["checkpoint"],
+            item["reason"],
+            proposed,
+        )
+
+
+def _check_configured(configured: Sequence[Any], full_index: pd.DataFrame) -> list[int]:
+    """The configured numbers, each a checkpoint of the full run listed once."""
+    if not configured:
+        raise ValueError(f"{SELECTED_KEY} is empty: list checkpoint numbers or write {AUTO!r}")
+    for number in configured:
+        if isinstance(number, bool) or not isinstance(number, numbers.Integral) or number < 0:
+            raise ValueError(
+                f"{SELECTED_KEY}: {number!r} is not a checkpoint number (a non-negative integer)"
+            )
+    repeated = sorted({int(n) for n in configured if list(configured).count(n) > 1})
+    if repeated:
+        raise ValueError(f"{SELECTED_KEY}: checkpoint(s) {repeated} listed more than once")
+    index_csv = source_of(full_index, "full-run index")
+    if full_index.empty:
+        raise ValueError(f"{index_csv}: the full run has no checkpoints yet")
+    first, last = int(full_index["checkpoint"].iloc[0]), int(full_index["checkpoint"].iloc[-1])
+    held = set(full_index["checkpoint"])
+    for number in configured:
+        if number > last:
+            raise ValueError(
+                f"{SELECTED_KEY}: checkpoint {number} is beyond the last checkpoint {last} of the full run ({index_csv})"
+            )
+        if number not in held:
+            raise ValueError(
+                f"{SELECTED_KEY}: checkpoint {number} is not in {index_csv} (it has checkpoints {first}..{last})"
+            )
+    return [int(n) for n in configured]
+
+
+def _selected_entries(chosen: Mapping[int, list[str]], full_index: pd.DataFrame) -> list[dict[str, Any]]:
+    """Each chosen checkpoint with label, step, file and reasons; the file must exist, since
+    sampling reads the `path` written here.
 
     Paths in index.csv are relative to the run directory, which training.py lays out as
     run_dir/checkpoints/index.csv; they are written joined to that directory.
@@ -452,48 +575,59 @@ def _configured_entries(configured: Sequence[int], full_index: pd.DataFrame) -> 
         raise ValueError("full_index must come from read_checkpoint_index (its file locates the checkpoints)")
     index_csv = Path(full_index.attrs[SOURCE_ATTR])
     run_dir = index_csv.parent.parent
-    if not configured:
-        raise ValueError("the configured checkpoint list is empty")
-    labels = [checkpoint_label(number) for number in configured]
-    repeated = sorted({int(n) for n in configured if labels.count(checkpoint_label(n)) > 1})
-    if repeated:
-        raise ValueError(f"configured checkpoint(s) {repeated} listed more than once")
     rows = full_index.set_index("checkpoint", drop=False)
-    held = f"checkpoints {rows.index.min()}..{rows.index.max()}" if len(rows) else "no checkpoints yet"
     entries = []
-    for number, label in zip(configured, labels):
-        if number not in rows.index:
-            raise ValueError(f"configured checkpoint {number} is not in {index_csv} (it has {held})")
+    for number, why in chosen.items():
         path = run_dir / str(rows.loc[number, "path"])
         if not path.is_file():
             raise FileNotFoundError(
-                f"configured checkpoint {number}: file {path} listed in {index_csv} is missing"
+                f"{SELECTED_KEY}: checkpoint {number}: file {path} listed in {index_csv} is missing"
             )
         step = int(rows.loc[number, "step"])
-        entries.append({"checkpoint": int(number), "label": label, "step": step, "path": str(path)})
+        entries.append(
+            {
+                "checkpoint": number,
+                "label": checkpoint_label(number),
+                "step": step,
+                "path": str(path),
+                "why": why,
+            }
+        )
     return entries
 
 
 def write_selection(
-    configured: Sequence[int],
+    configured: str | Sequence[int],
     suggestion: Mapping[str, Any],
     full_index: pd.DataFrame,
     out_json: Path,
     *,
     provenance: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Write (atomically) and return the selection: configured checkpoints with files, beside the suggestion.
+    """Write (atomically) and return the selection: the checkpoints to sample, beside the suggestion.
 
-    `configured` is the config's list (paper: 34, 40, 80); every entry must be in the full
-    run's index read by `read_checkpoint_index`, and its file must exist, since sampling reads
-    the `path` written here. `comparison` lines up the configured numbers with the suggested
-    ones; the configured list is what sampling uses, the suggestion is evidence only.
+    `configured` is `checkpoints.selected`: "auto" samples `auto_selection(suggestion)`; a list
+    (paper: 34, 40, 80) is sampled as given, each entry a checkpoint of the full run index read
+    by `read_checkpoint_index`, and the entries the evidence does not back are logged as
+    warnings and kept under `disagreements`. `selected` is in checkpoint order in both modes
+    (labels sort the same way) and is what sampling reads (`labels.read_selected_labels`).
     """
-    entries = _configured_entries(configured, full_index)
+    mode = _selection_mode(configured)
+    if mode == AUTO:
+        listed, chosen, disagreements = AUTO, auto_selection(suggestion), []
+    else:
+        listed = _check_configured(configured, full_index)
+        chosen = {n: [f"listed in {SELECTED_KEY}", *_support(n, suggestion)] for n in sorted(listed)}
+        disagreements = configured_disagreements(listed, suggestion)
+        _warn_disagreements(disagreements, suggestion)
+    selected = _selected_entries(chosen, full_index)
     selection = {
-        "configured": entries,
+        "mode": mode,
+        "selected": selected,
+        "disagreements": disagreements,
         "comparison": {
-            "configured": [e["checkpoint"] for e in entries],
+            "configured": listed,
+            "selected": [e["checkpoint"] for e in selected],
             "suggested": _suggested_numbers(suggestion),
         },
         "suggestion": dict(suggestion),
@@ -512,11 +646,14 @@ def select_checkpoints(
     fid_csv: Path | None,
     out_json: Path,
     *,
-    configured: Sequence[int],
+    configured: str | Sequence[int],
     convergence: Mapping[str, Any],
     provenance: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The selection stage: suggest from both runs' indexes (and FID once it exists), write the file."""
+    """The selection stage: suggest from both runs' indexes (and FID once it exists), write the file.
+
+    `configured` is `checkpoints.selected` ("auto" or a list); see `write_selection`.
+    """
     full_index = read_checkpoint_index(full_index_csv)
     suggestion = suggest_checkpoints(
         read_checkpoint_index(split_index_csv),
