@@ -1,13 +1,17 @@
-"""Training: settings, EMA schedule, data order, a tiny run's outputs, exact resume after SIGKILL,
-and the errors bad input must raise."""
+"""Training: settings, data order, a tiny run's outputs, exact resume after SIGKILL, and the errors
+bad input must raise (the EMA is tested in test_ema.py)."""
 
 from __future__ import annotations
 
 import copy
 import csv
+import inspect
+import json
+import logging
 import multiprocessing
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -19,26 +23,34 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from denoising_diffusion_pytorch import GaussianDiffusion, Trainer
+from denoising_diffusion_pytorch.denoising_diffusion_pytorch import sigmoid_beta_schedule as lucidrains_sigmoid_beta_schedule
+from ema_pytorch import EMA
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
-from radsynth.data.atlas import atlas_from_images, write_atlas
+from radsynth.core.config import ConfigError
+import radsynth.train.loop as loop
+from radsynth.data.atlas import atlas_from_images, load_atlas, write_atlas
 from radsynth.train.model import UNetSettings, build_unet, parameter_count
 from radsynth.train.checkpoint_io import (
     latest_state_dir,
     load_checkpoint_weights,
+    marker_checkpoint,
     read_checkpoint_settings,
+    read_run_marker,
+    RunMarker,
     save_history_checkpoint,
 )
-from radsynth.train.ema import ema_action, ema_decay, update_ema
-from radsynth.train.loop import train
+from radsynth.train.loop import EXIT_RESUME_LATER, train, train_job
 from radsynth.train.seeds import micro_batch_draws, micro_batch_positions
-from radsynth.train.settings import EmaSettings, RunSettings, run_settings_from_dict
+from radsynth.train.settings import RunSettings, run_settings_from_dict, settings_hash
 
 torch.set_num_threads(1)
 
 # Shape fields the smaller test models inherit (the paper preset itself is read from config/csxa.yaml).
 BASE_MODEL = {
+    "architecture": "diffusers",
     "sample_size": 256,
     "base_channels": 64,
     "channel_multipliers": [1, 2, 4, 8],
@@ -136,9 +148,12 @@ def preset(name: str) -> dict:
 
 def test_preset_parameter_counts_and_checkpoint_budget() -> None:
     paper = run_settings_from_dict(preset("csxa.yaml"))
-    # lucidrains' Unet(64, (1, 2, 4, 8), channels=1), which I-SynMed trained, has 35,705,089.
-    assert parameter_count(paper.model) == 43_859_201
-    assert parameter_count(run_settings_from_dict(preset("config.yaml")).model) == 1_033_937
+    # lucidrains' Unet(64, (1, 2, 4, 8), channels=1), which I-SynMed trained (tests/test_model.py builds it).
+    assert parameter_count(paper.model) == 35_705_089
+    assert parameter_count(run_settings_from_dict(preset("config.yaml")).model) == 656_161
+    # The diffusers architecture at the paper's shape, with 1 ResNet block per encoder level.
+    diffusers = UNetSettings(**{**BASE_MODEL, "layers_per_block": 1})
+    assert parameter_count(diffusers) == 43_859_201
     # A history checkpoint holds online + EMA weights: at most half of I-SynMed's checkpoint,
     # which holds model, Adam's two moments, the EMA model and its online copy (5 x 35,705,089 x 4 B).
     bytes_per_value = {"float32": 4, "float16": 2}[paper.training.checkpoint_dtype]
@@ -146,85 +161,106 @@ def test_preset_parameter_counts_and_checkpoint_budget() -> None:
 
 
 def test_paper_preset_is_i_synmed() -> None:
+    """Where I-SynMed kept lucidrains' defaults, the preset equals the installed library's defaults;
+    where its command line overrode them, the preset holds I-SynMed's values."""
+
+    def defaults(function) -> dict:
+        return {name: parameter.default for name, parameter in inspect.signature(function).parameters.items()}
+
+    trainer, diffusion, ema = defaults(Trainer.__init__), defaults(GaussianDiffusion.__init__), defaults(EMA.__init__)
     paper = run_settings_from_dict(preset("csxa.yaml"))
-    assert (paper.training.batch_size, paper.training.gradient_accumulation_steps) == (8, 2)
-    assert paper.training.learning_rate == 5e-5 and paper.training.adam_betas == (0.9, 0.99)
-    assert (paper.training.num_steps, paper.training.checkpoint_every) == (160_000, 2_000)
-    assert paper.training.ema == EmaSettings(**PAPER_EMA)
-    assert paper.training.mixed_precision == "fp16" and paper.training.horizontal_flip
-    assert (paper.diffusion.timesteps, paper.diffusion.sigmoid_start, paper.diffusion.sigmoid_end) == (1000, -3, 3)
+    training = paper.training
+    # Kept: the Trainer's optimizer, clipping and augmentation ...
+    assert training.adam_betas == trainer["adam_betas"]
+    assert training.max_grad_norm == trainer["max_grad_norm"]
+    assert training.horizontal_flip == trainer["augment_horizontal_flip"]
+    # ... its EMA(model, beta=ema_decay, update_every=ema_update_every), the rest EMA's own defaults ...
+    assert (training.ema.decay, training.ema.update_every) == (trainer["ema_decay"], trainer["ema_update_every"])
+    assert (training.ema.update_after_step, training.ema.inv_gamma, training.ema.power) == (
+        ema["update_after_step"], ema["inv_gamma"], ema["power"]
+    )
+    # ... and GaussianDiffusion's schedule, which radsynth.train.diffusion rebuilds with the v objective
+    # and the unclipped snr weight.
+    assert (diffusion["objective"], diffusion["beta_schedule"], diffusion["min_snr_loss_weight"]) == (
+        "pred_v", "sigmoid", False
+    )
+    assert paper.diffusion.timesteps == diffusion["timesteps"]
+    torch.testing.assert_close(
+        paper.diffusion.betas(), lucidrains_sigmoid_beta_schedule(diffusion["timesteps"]), rtol=1e-12, atol=0
+    )
+    # Overridden on I-SynMed's command line (and in the paper): --batch_size 8, gradient accumulation 2,
+    # --lr 5e-5, 160,000 steps, a checkpoint every 2,000 steps, --amp (the Trainer's fp16).
+    assert (training.batch_size, training.gradient_accumulation_steps) == (8, 2)
+    assert training.learning_rate == 5e-5
+    assert (training.num_steps, training.checkpoint_every) == (160_000, 2_000)
+    assert training.mixed_precision == "fp16" == trainer["mixed_precision_type"]
 
 
 def test_unknown_missing_and_mistyped_keys_are_named() -> None:
     config = tiny_config()
     config["training"]["ema"]["beta"] = 0.9
-    with pytest.raises(ValueError, match=r"training\.ema\.beta: unknown key"):
+    with pytest.raises(ConfigError, match=r"^training\.ema\.beta: unknown key$"):
         run_settings_from_dict(config)
     config = tiny_config()
     del config["model"]["dropout"]
-    with pytest.raises(ValueError, match=r"model\.dropout: missing key"):
+    with pytest.raises(ConfigError, match=r"^model\.dropout: missing key$"):
         run_settings_from_dict(config)
-    with pytest.raises(ValueError, match=r"training\.batch_size: expected int"):
-        run_settings_from_dict(tiny_config(batch_size=8.0))
-    with pytest.raises(ValueError, match=r"training\.mixed_precision: 'fp32' is not one of"):
+    with pytest.raises(ConfigError, match=r"^training\.batch_size: expected an integer, got 8\.5$"):
+        run_settings_from_dict(tiny_config(batch_size=8.5))
+    with pytest.raises(ConfigError, match=r"^training\.batch_size: expected an integer, got '8'$"):
+        run_settings_from_dict(tiny_config(batch_size="8"))
+    with pytest.raises(ConfigError, match=r"^training\.mixed_precision: expected 'no', 'fp16' or 'bf16', got 'fp32'$"):
         run_settings_from_dict(tiny_config(mixed_precision="fp32"))
-    with pytest.raises(ValueError, match=r"training\.adam_betas: expected a list of 2"):
+    with pytest.raises(ConfigError, match=r"^training\.adam_betas: expected at least 2 values, got \[0\.9\]$"):
         run_settings_from_dict(tiny_config(adam_betas=[0.9]))
+    with pytest.raises(ConfigError, match=r"^training\.state_every: must be at least 1, got 0$"):
+        run_settings_from_dict(tiny_config(state_every=0))
     settings = run_settings_from_dict(tiny_config())
     assert isinstance(settings, RunSettings)
     assert settings.training.adam_betas == (0.9, 0.99) and settings.model.channel_multipliers == (1, 2)
+    assert settings.diffusion.sigmoid_start == -3.0 and isinstance(settings.diffusion.sigmoid_start, float)
+
+
+def test_every_bad_key_is_named_in_one_error() -> None:
+    config = tiny_config(horizontal_flip="yes")
+    config["model"]["attention_levels"] = [False, 1]
+    del config["diffusion"]["timesteps"]
+    with pytest.raises(ConfigError) as caught:
+        run_settings_from_dict(config)
+    assert str(caught.value).splitlines() == [
+        "model.attention_levels[1]: expected true or false, got 1",
+        "diffusion.timesteps: missing key",
+        "training.horizontal_flip: expected true or false, got 'yes'",
+    ]
+
+
+def test_settings_written_by_the_dataclass_code_still_load(tmp_path: Path) -> None:
+    """Metadata and state hash as the dataclass settings (before pydantic) wrote them for tiny_config()."""
+    written = (
+        '{"diffusion": {"beta_clamp_max": 0.999, "sigmoid_end": 3.0, "sigmoid_start": -3.0, "sigmoid_tau": 1.0, '
+        '"timesteps": 1000}, "model": {"attention_head_dim": 8, "attention_levels": [false, true], '
+        '"base_channels": 8, "channel_multipliers": [1, 2], "dropout": 0.0, "layers_per_block": 1, '
+        '"norm_num_groups": 4, "sample_size": 16}, "training": {"adam_betas": [0.9, 0.99], "batch_size": 3, '
+        '"checkpoint_dtype": "float32", "checkpoint_every": 4, "ema": {"decay": 0.995, "inv_gamma": 1.0, '
+        '"power": 0.6666666666666666, "update_after_step": 100, "update_every": 10}, '
+        '"gradient_accumulation_steps": 2, "horizontal_flip": true, "learning_rate": 0.001, "max_grad_norm": 1.0, '
+        '"mixed_precision": "no", "num_steps": 12, "seed": 7, "state_every": 4, "val_batch_size": 3}}'
+    )
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "old.safetensors"), {"settings": written})
+    settings = read_checkpoint_settings(tmp_path / "old.safetensors")
+    assert settings == run_settings_from_dict(tiny_config())
+    assert settings_hash(settings) == "a8174e553e0fdb5e6172dddbbbc7d9d7355d984d69e876636e4e96ff0c82b0fc"
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "bad.safetensors"), {"settings": written.replace("seed", "sed")})
+    with pytest.raises(ValueError, match=r"(?s)bad\.safetensors: settings .*training\.sed: unknown key"):
+        read_checkpoint_settings(tmp_path / "bad.safetensors")
 
 
 def test_model_shape_errors_name_the_key() -> None:
     with pytest.raises(ValueError, match="model.attention_levels"):
-        build_unet(UNetSettings(16, 8, (1, 2), 1, (True,), 8, 4, 0.0))
+        build_unet(UNetSettings(**{**TINY_MODEL, "attention_levels": [True]}))
     with pytest.raises(ValueError, match="model.sample_size"):
-        build_unet(UNetSettings(18, 8, (1, 2, 4), 1, (False, False, True), 8, 4, 0.0))
-
-
-# ---------------------------------------------------------------- EMA (ema_pytorch via lucidrains' Trainer)
-
-
-def test_ema_schedule_matches_ema_pytorch() -> None:
-    ema = EmaSettings(**PAPER_EMA)
-    actions = {step: ema_action(step, ema) for step in (1, 2, 10, 11, 12, 101, 102, 110, 111, 112, 121)}
-    assert actions == {
-        1: "copy",
-        2: "skip",
-        10: "skip",
-        11: "copy",
-        12: "skip",
-        101: "copy",
-        102: "skip",
-        110: "skip",
-        111: "lerp",
-        112: "skip",
-        121: "lerp",
-    }
-    assert ema_decay(101, ema) == 0.0
-    # step 111: e = 111 - 100 - 1 = 10, decay = 1 - 11^(-2/3), evaluated in float32
-    assert ema_decay(111, ema) == float(np.float32(1) - np.float32(11) ** np.float32(-2 / 3))
-    assert ema_decay(111, ema) == pytest.approx(1 - 11 ** (-2 / 3), rel=1e-6)
-    assert ema_decay(1001, ema) == pytest.approx(1 - 901 ** (-2 / 3), rel=1e-6)
-    assert ema_decay(5001, ema) == float(np.float32(0.995))  # capped at the configured decay
-
-
-def test_ema_update_copies_skips_and_lerps() -> None:
-    ema = EmaSettings(**PAPER_EMA)
-    online = torch.nn.Linear(2, 1)
-    shadow = copy.deepcopy(online).requires_grad_(False)
-    with torch.no_grad():
-        online.weight.fill_(1.0)
-    update_ema(shadow, online, 1, ema)
-    assert torch.equal(shadow.weight, online.weight)
-    with torch.no_grad():
-        online.weight.fill_(3.0)
-    update_ema(shadow, online, 2, ema)
-    assert shadow.weight.tolist() == [[1.0, 1.0]]
-    update_ema(shadow, online, 111, ema)
-    expected = torch.tensor(1.0).lerp(torch.tensor(3.0), 1 - ema_decay(111, ema)).item()
-    assert shadow.weight.tolist() == [[expected, expected]]
-    assert expected == pytest.approx(1 + 2 * (11 ** (-2 / 3)), rel=1e-6)
+        shape = {"sample_size": 18, "channel_multipliers": [1, 2, 4], "attention_levels": [False, False, True]}
+        build_unet(UNetSettings(**{**TINY_MODEL, **shape}))
 
 
 # ---------------------------------------------------------------- data order and draws
@@ -306,7 +342,7 @@ def test_checkpoint_holds_online_and_ema_weights_with_metadata(tiny_run: Path) -
 
 
 def test_float16_history_halves_the_bytes(tmp_path: Path) -> None:
-    model = build_unet(UNetSettings(16, 8, (1, 2), 1, (False, True), 8, 4, 0.0))
+    model = build_unet(UNetSettings(**TINY_MODEL))
     n = sum(p.numel() for p in model.parameters())
     ema = copy.deepcopy(model)
     full = save_history_checkpoint(tmp_path / "a.safetensors", model, ema, "float32", {"step": "1"})
@@ -453,8 +489,8 @@ def test_corrupt_state_or_changed_settings_refuse_to_resume(
 ) -> None:
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
-    settings = run_settings_from_dict(tiny_config(num_steps=16))
-    with pytest.raises(ValueError, match="state.json: state was written under different settings"):
+    settings = run_settings_from_dict(tiny_config(learning_rate=2e-3))
+    with pytest.raises(ValueError, match="state.json: state was written for different inputs or settings"):
         train(*data, run_dir, settings, provenance=PROVENANCE, progress=False)
     optimizer = run_dir / "state" / "step000012" / "optimizer.pt"
     optimizer.write_bytes(optimizer.read_bytes()[:-10])
@@ -498,3 +534,195 @@ def test_sample_command_samples_a_checkpoint(tiny_run: Path, tmp_path: Path) -> 
     assert samples.attrs["sampler"] == "ddim" and samples.attrs["weights"] == "online"
     stored = zarr.open_group(tmp_path / "s.zarr", mode="r", zarr_format=3).attrs
     assert stored["provenance"]["checkpoint_file"] == str(checkpoint)
+
+
+# ---------------------------------------------------------------- run identity, segments and markers (train_job)
+
+
+def job(data: tuple[Path, Path], runs_root: Path, config: dict, marker: Path, **options: object) -> int:
+    return train_job(*data, runs_root, config, marker, max_wall_time_s=None, provenance=PROVENANCE, **options)
+
+
+def count_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, record the step index of every optimizer step the loop takes."""
+    taken: list[int] = []
+    real = loop._optimizer_step
+
+    def counting(run: object, step: int) -> float:
+        taken.append(step)
+        return real(run, step)
+
+    monkeypatch.setattr(loop, "_optimizer_step", counting)
+    return taken
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def weight_bytes(path: Path) -> dict[str, bytes]:
+    return {name: tensor.numpy().tobytes() for name, tensor in load_file(str(path)).items()}
+
+
+def reordered(value: object) -> object:
+    """The same config with the keys of every mapping in reverse order."""
+    if isinstance(value, dict):
+        return {key: reordered(value[key]) for key in reversed(list(value))}
+    return value
+
+
+def test_raising_num_steps_continues_the_run_exactly(
+    data: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert job(data, tmp_path / "grown", tiny_config(num_steps=12), tmp_path / "12.json") == 0
+    first = read_run_marker(tmp_path / "12.json")
+    rows_at_12 = (first.run_dir / "loss_log.csv").read_text().splitlines()
+    taken = count_steps(monkeypatch)
+    assert job(data, tmp_path / "grown", tiny_config(num_steps=16), tmp_path / "16.json") == 0
+    grown = read_run_marker(tmp_path / "16.json")
+    assert (grown.run_dir, grown.step) == (first.run_dir, 16)
+    assert taken == [12, 13, 14, 15]  # only steps 13..16 were trained ...
+    assert (grown.run_dir / "loss_log.csv").read_text().splitlines()[:13] == rows_at_12  # ... rows 1..12 kept
+
+    assert job(data, tmp_path / "direct", tiny_config(num_steps=16), tmp_path / "direct.json") == 0
+    direct = read_run_marker(tmp_path / "direct.json")
+    assert direct.identity == grown.identity
+    assert loss_columns(grown.run_dir) == loss_columns(direct.run_dir)
+    index = "checkpoints/index.csv"
+    assert (grown.run_dir / index).read_bytes() == (direct.run_dir / index).read_bytes()
+    names = sorted(p.name for p in (direct.run_dir / "checkpoints").glob("*.safetensors"))
+    assert names == [f"step{s:06d}.safetensors" for s in (4, 8, 12, 16)]
+    assert sorted(p.name for p in (grown.run_dir / "checkpoints").glob("*.safetensors")) == names
+    for name in names:
+        assert weight_bytes(grown.run_dir / "checkpoints" / name) == weight_bytes(direct.run_dir / "checkpoints" / name)
+
+
+@pytest.mark.parametrize("change", ["atlas", "manifest"])
+def test_changed_atlas_or_manifest_trains_a_new_run_beside_the_old(
+    data: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    change: str,
+) -> None:
+    atlas, manifest = data
+    runs = tmp_path / "runs"
+    assert job(data, runs, tiny_config(num_steps=4), tmp_path / "old.json") == 0
+    old = read_run_marker(tmp_path / "old.json")
+    old_files = tree_bytes(old.run_dir)
+    if change == "atlas":
+        stored = load_atlas(atlas)
+        images = stored.images.copy()
+        images[5, 3, 3] ^= 1
+        atlas = tmp_path / "atlas.h5"
+        write_atlas(atlas, atlas_from_images(images, stored.source_names))
+    else:
+        text = manifest.read_text()
+        assert "\n3,img003,train\n" in text
+        manifest = tmp_path / "manifest.csv"
+        manifest.write_text(text.replace("\n3,img003,train\n", "\n3,img003,val\n"))
+    taken = count_steps(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="radsynth.train.loop"):
+        assert job((atlas, manifest), runs, tiny_config(num_steps=4), tmp_path / "new.json") == 0
+    new = read_run_marker(tmp_path / "new.json")
+    assert new.run_dir.parent == runs == old.run_dir.parent and new.run_dir != old.run_dir
+    assert taken == [0, 1, 2, 3]
+    assert [row[0] for row in loss_columns(new.run_dir)] == ["1", "2", "3", "4"]
+    assert tree_bytes(old.run_dir) == old_files
+    messages = [r.getMessage() for r in caplog.records if r.name == "radsynth.train.loop" and r.levelno == logging.INFO]
+    assert any("inputs changed" in m and str(old.run_dir) in m for m in messages), messages
+    old_inputs = json.loads((tmp_path / "old.json").read_text())["inputs"]
+    new_inputs = json.loads((tmp_path / "new.json").read_text())["inputs"]
+    assert (old_inputs["atlas_digest"] != new_inputs["atlas_digest"]) == (change == "atlas")
+    assert (old_inputs["manifest_digest"] != new_inputs["manifest_digest"]) == (change == "manifest")
+    assert old_inputs["result_settings_hash"] == new_inputs["result_settings_hash"]
+
+
+def test_identity_ignores_key_order_operational_keys_and_the_atlas_file(
+    data: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = tmp_path / "runs"
+    assert job(data, runs, tiny_config(num_steps=4), tmp_path / "base.json") == 0
+    base = read_run_marker(tmp_path / "base.json")
+    rewritten = tmp_path / "rewritten.h5"  # the same content in a new HDF5 file
+    stored = load_atlas(data[0])
+    write_atlas(rewritten, atlas_from_images(stored.images, stored.source_names))
+    same = {
+        "reordered": (data, reordered(tiny_config(num_steps=4))),
+        "val_batch_size": (data, tiny_config(num_steps=4, val_batch_size=2)),
+        "state_every": (data, tiny_config(num_steps=4, state_every=1)),
+        "rewritten atlas": ((rewritten, data[1]), tiny_config(num_steps=4)),
+    }
+    assert list(same["reordered"][1]) == ["training", "diffusion", "model"]
+    taken = count_steps(monkeypatch)
+    for name, (inputs, config) in same.items():
+        assert job(inputs, runs, config, tmp_path / f"{name}.json") == 0
+        marker = read_run_marker(tmp_path / f"{name}.json")
+        assert (marker.identity, marker.run_dir, marker.step) == (base.identity, base.run_dir, 4), name
+    assert taken == []
+    assert job(data, runs, tiny_config(num_steps=4, learning_rate=2e-3), tmp_path / "lr.json") == 0
+    other = read_run_marker(tmp_path / "lr.json")
+    assert other.identity != base.identity and other.run_dir != base.run_dir
+
+
+def test_segments_write_markers_and_earlier_ones_need_no_training(
+    data: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs, config = tmp_path / "runs", tiny_config()  # 12 steps, a checkpoint every 4
+    out_of_time = train_job(
+        *data, runs, config, tmp_path / "s6.json", until_step=6, max_wall_time_s=0.0, provenance=PROVENANCE
+    )
+    assert out_of_time == EXIT_RESUME_LATER and not (tmp_path / "s6.json").exists()
+    assert job(data, runs, config, tmp_path / "s6.json", until_step=6) == 0
+    s6 = read_run_marker(tmp_path / "s6.json")
+    assert (s6.step, s6.checkpoint) == (6, None)
+    assert job(data, runs, config, tmp_path / "s12.json") == 0
+    record = json.loads((tmp_path / "s12.json").read_text())
+    assert record == {
+        "run_dir": str(s6.run_dir),
+        "identity": s6.identity,
+        "step": 12,
+        "checkpoint": str(s6.run_dir / "checkpoints" / "step000012.safetensors"),
+        "checkpoint_index": str(s6.run_dir / "checkpoints" / "index.csv"),
+        "loss_log": str(s6.run_dir / "loss_log.csv"),
+        "inputs": record["inputs"],
+        "provenance": PROVENANCE,
+    }
+    assert sorted(record["inputs"]) == ["atlas_digest", "manifest_digest", "result_settings_hash"]
+
+    taken = count_steps(monkeypatch)
+    assert job(data, runs, config, tmp_path / "s8.json", until_step=8) == 0
+    s8 = read_run_marker(tmp_path / "s8.json")
+    assert (s8.run_dir, s8.step) == (s6.run_dir, 8)
+    assert s8.checkpoint == s6.run_dir / "checkpoints" / "step000008.safetensors"
+    assert job(data, runs, tiny_config(num_steps=8), tmp_path / "n8.json") == 0  # lowered onto a checkpoint
+    assert read_run_marker(tmp_path / "n8.json").checkpoint == s8.checkpoint
+    folder = re.escape(str(s6.run_dir))
+    with pytest.raises(ValueError, match=rf"^until_step 6 is below step 12, which run {folder} already reached"):
+        job(data, runs, config, tmp_path / "again6.json", until_step=6)
+    with pytest.raises(ValueError, match=rf"^training\.num_steps 10 is below step 12, which run {folder}"):
+        job(data, runs, tiny_config(num_steps=10), tmp_path / "n10.json")
+    assert taken == [] and not (tmp_path / "again6.json").exists() and not (tmp_path / "n10.json").exists()
+
+    assert marker_checkpoint(tmp_path / "s8.json", 4) == s6.run_dir / "checkpoints" / "step000004.safetensors"
+    with pytest.raises(ValueError, match=r"s8\.json: the run reached step 8 only; no checkpoint of step 12"):
+        marker_checkpoint(tmp_path / "s8.json", 12)
+    with pytest.raises(FileNotFoundError, match=r"s8\.json: run .* has no checkpoint of step 6"):
+        marker_checkpoint(tmp_path / "s8.json", 6)
+
+
+def test_bad_run_markers_name_the_file_and_key(tmp_path: Path) -> None:
+    good = {"run_dir": "runs/abc", "identity": "abc", "step": 8, "checkpoint": None}
+    marker = tmp_path / "marker.json"
+    marker.write_text(json.dumps(good))
+    assert read_run_marker(marker) == RunMarker(Path("runs/abc"), "abc", 8, None)
+    marker.write_text(json.dumps({**good, "checkpoint": "runs/abc/checkpoints/step000008.safetensors"}))
+    assert read_run_marker(marker).checkpoint == Path("runs/abc/checkpoints/step000008.safetensors")
+    marker.write_text(json.dumps({k: v for k, v in good.items() if k != "identity"}))
+    with pytest.raises(ValueError, match=r"marker\.json: run marker lacks the key 'identity'"):
+        read_run_marker(marker)
+    marker.write_text(json.dumps({**good, "step": "8"}))
+    with pytest.raises(ValueError, match=r"marker\.json: run marker key 'step' holds '8'"):
+        read_run_marker(marker)
+    with pytest.raises(ValueError, match=r"absent\.json: missing or unreadable run marker"):
+        read_run_marker(tmp_path / "absent.json")

@@ -1,5 +1,6 @@
 """The training run's files: history checkpoints (weights only), the full resume state, the loss
-log and the checkpoint index. Later stages read checkpoints through this module alone."""
+log, the checkpoint index and the run markers training jobs write. Later stages read checkpoints
+through this module alone."""
 
 from __future__ import annotations
 
@@ -11,16 +12,18 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import torch
-from diffusers import UNet2DModel
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from radsynth.train.model import UNetSettings, build_unet
-from radsynth.core.atomic import atomic_output, publish_permissions, write_text_atomic
+from radsynth.core.atomic import atomic_output, publish_permissions, write_json_atomic, write_text_atomic
+from radsynth.core.config import ConfigError
+from radsynth.train.identity import RunInputs
 from radsynth.train.settings import RunSettings, run_settings_from_dict
 
 
@@ -57,10 +60,9 @@ def loss_log_row(
     return ",".join(csv_cell(v) for v in (step, train_loss, val, val_ema, lr, round(wall, 3))) + "\n"
 
 
-def model_config_json(model: UNet2DModel) -> str:
-    """The diffusers config that rebuilds the network, without diffusers' private keys."""
-    public = {k: v for k, v in model.config.items() if not k.startswith("_")}
-    return json.dumps(public, sort_keys=True)
+def model_config_json(model: torch.nn.Module) -> str:
+    """The network's `network_config` (its architecture and the arguments that rebuild it) as JSON."""
+    return json.dumps(model.network_config, sort_keys=True)
 
 
 def _save_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> int:
@@ -100,13 +102,17 @@ def read_checkpoint_settings(path: Path) -> RunSettings:
         raise ValueError(f"{path}: not a readable checkpoint ({exc})") from exc
     if "settings" not in metadata:
         raise ValueError(f"{path}: no settings in the checkpoint metadata (not a radsynth history checkpoint)")
-    return run_settings_from_dict(json.loads(metadata["settings"]))
+    try:
+        return run_settings_from_dict(json.loads(metadata["settings"]))
+    except ConfigError as exc:
+        raise ValueError(f"{path}: settings in the checkpoint metadata do not load:\n{exc}") from exc
 
 
 def load_checkpoint_weights(
     path: Path, which: Literal["ema", "online"], settings: UNetSettings
-) -> UNet2DModel:
-    """A float32 U-Net in eval mode with the `which` weights of a history checkpoint made under `settings`."""
+) -> torch.nn.Module:
+    """A float32 network (`build_unet`) in eval mode with the `which` weights of a history checkpoint made
+    under `settings`."""
     if which not in ("ema", "online"):
         raise ValueError(f"which must be 'ema' or 'online', got {which!r}")
     tensors, metadata = _read_safetensors(Path(path))
@@ -141,6 +147,12 @@ def latest_state_dir(run_dir: Path) -> Path | None:
     return max(found, key=lambda p: int(_STATE_NAME.match(p.name).group(1)), default=None)
 
 
+def reached_step(run_dir: Path) -> int:
+    """The step of the run's latest complete state; 0 when it has none yet."""
+    folder = latest_state_dir(run_dir)
+    return 0 if folder is None else int(_STATE_NAME.match(folder.name).group(1))
+
+
 def _write_state_files(folder: Path, parts: Mapping[str, Any], info: Mapping[str, Any]) -> None:
     """Write the state's files, then state.json with their hashes (all fsynced before the rename)."""
     for name, part in parts.items():
@@ -171,15 +183,22 @@ def save_state(run_dir: Path, step: int, parts: Mapping[str, Any], info: Mapping
     return final
 
 
-def read_state(folder: Path, expected_settings_hash: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(info, parts) of a saved state, verifying settings and every file's hash."""
+def read_state(folder: Path, expected_identity: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(info, parts) of a saved state, verifying the run identity and every file's hash.
+
+    The identity (radsynth.train.identity) leaves out training.num_steps, so a run continues
+    when asked to train longer, but never on other data or under other result settings.
+    """
     info_path = folder / "state.json"
     try:
         info = json.loads(info_path.read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"{info_path}: missing or unreadable training state ({exc})") from exc
-    if info.get("settings_hash") != expected_settings_hash:
-        raise ValueError(f"{info_path}: state was written under different settings; use a new run directory")
+    if info.get("identity") != expected_identity:
+        raise ValueError(
+            f"{info_path}: state was written for different inputs or settings (run identity "
+            f"{info.get('identity')!r}, expected {expected_identity!r}); use a new run directory"
+        )
     if not isinstance(info.get("files"), dict) or "step" not in info:
         raise ValueError(f"{info_path}: lacks the 'files' and 'step' entries of a training state")
     parts: dict[str, Any] = {}
@@ -224,3 +243,72 @@ def truncate_history(run_dir: Path, step: int) -> None:
     for path in folder.glob("step*.safetensors"):
         if int(path.stem[len("step") :]) > step:
             path.unlink()
+
+
+# ----------------------------------------------------------------------------------------------
+# Run markers: what one training job certifies to the rules that depend on it
+
+_MARKER_KEYS = {"run_dir": (str,), "identity": (str,), "step": (int,), "checkpoint": (str, type(None))}
+
+
+@dataclass(frozen=True)
+class RunMarker:
+    """Run `run_dir` (of `identity`) trained to `step`; `checkpoint` is its history checkpoint at
+    that step, None when no checkpoint falls on it."""
+
+    run_dir: Path
+    identity: str
+    step: int
+    checkpoint: Path | None
+
+
+def write_run_marker(
+    path: Path, run_dir: Path, inputs: RunInputs, step: int, checkpoint_every: int, provenance: Mapping[str, str]
+) -> None:
+    """Record (atomically) that the run in `run_dir` reached `step`, with the files that show it."""
+    checkpoint = run_dir / CHECKPOINT_DIR / checkpoint_filename(step) if step % checkpoint_every == 0 else None
+    if checkpoint is not None and not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: history checkpoint of step {step} is missing")
+    record = {
+        "run_dir": str(run_dir),
+        "identity": inputs.identity(),
+        "step": step,
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "checkpoint_index": str(run_dir / CHECKPOINT_DIR / INDEX_CSV),
+        "loss_log": str(run_dir / LOSS_LOG),
+        "inputs": asdict(inputs),
+        "provenance": dict(provenance),
+    }
+    write_json_atomic(path, record)
+
+
+def read_run_marker(path: Path) -> RunMarker:
+    """The marker a training job wrote; a missing, unreadable or incomplete one fails naming the key."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: missing or unreadable run marker ({exc})") from exc
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: run marker is not a JSON object")
+    for key, kinds in _MARKER_KEYS.items():
+        if key not in record:
+            raise ValueError(f"{path}: run marker lacks the key {key!r}")
+        if not isinstance(record[key], kinds) or isinstance(record[key], bool):
+            raise ValueError(f"{path}: run marker key {key!r} holds {record[key]!r}")
+    checkpoint = record["checkpoint"]
+    return RunMarker(
+        Path(record["run_dir"]), record["identity"], record["step"], None if checkpoint is None else Path(checkpoint)
+    )
+
+
+def marker_checkpoint(marker_json: Path, step: int) -> Path:
+    """The history checkpoint at `step` of the run a marker names. Only steps up to the marker's
+    are certified: a later checkpoint may still be remade by a resumed job."""
+    marker = read_run_marker(marker_json)
+    if step > marker.step:
+        raise ValueError(f"{marker_json}: the run reached step {marker.step} only; no checkpoint of step {step}")
+    path = marker.run_dir / CHECKPOINT_DIR / checkpoint_filename(step)
+    if not path.is_file():
+        raise FileNotFoundError(f"{marker_json}: run {marker.run_dir} has no checkpoint of step {step} ({path})")
+    return path

@@ -5,8 +5,9 @@ Reproduced from lucidrains' Trainer (denoising_diffusion_pytorch v2.x) and ema_p
 Adam(lr, betas=(0.9, 0.99)), no LR schedule, gradient-norm clip 1.0, optional fp16 autocast with a
 gradient scaler, micro-batches of 8 accumulated twice with each micro-batch loss divided by 2,
 random horizontal flips (p = 0.5), a shuffling loader that cycles epochs and ends each epoch with a
-short batch (DataLoader drop_last=False), and the EMA schedule of `ema_pytorch.EMA` (see
-`ema_action`). The loss is lucidrains' weighted v-loss (`radsynth.train.diffusion`).
+short batch (DataLoader drop_last=False), and `ema_pytorch.EMA` itself, built as the Trainer builds
+it and updated once after every optimizer step (`radsynth.train.ema`). The loss is lucidrains'
+weighted v-loss (`radsynth.train.diffusion`).
 
 Randomness is a pure function of (seed, position), never a stream carried across steps: micro-batch
 m (= step x accumulation + j) draws its flips, timesteps and noise from a generator seeded by
@@ -21,23 +22,27 @@ Run directory:
 - `checkpoints/step{step:06d}.safetensors` every `checkpoint_every` steps: online and EMA weights
   only (keys `online.*`, `ema.*`, stored as `checkpoint_dtype`), metadata with step, checkpoint
   number, model config, settings and provenance; `checkpoints/index.csv` lists them.
-- `state/step{step:06d}/`: the full training state of the latest resume point only (online and
-  EMA weights in float32, optimizer, gradient scaler, step, data position, wall time, file
-  hashes). It is written to a temporary directory and renamed into place; older states are removed
-  only afterwards, so a kill at any moment leaves at least one complete state (or none yet).
+- `state/step{step:06d}/`: the full training state of the latest resume point only (online
+  weights in float32, the EMA's state_dict: its float32 weights and its `step` and `initted`
+  counters, optimizer, gradient scaler, step, data position, wall time, run identity, file hashes).
+  It is written to a temporary directory and renamed into place; older states are removed only
+  afterwards, so a kill at any moment leaves at least one complete state (or none yet). A state
+  resumes only a run of the same identity (`radsynth.train.identity`: data and result settings).
 - `loss_log.csv`: one row per step (val columns filled at checkpoints); `train.log`: messages.
+- `identity.json` (from `train_job`, which names the folder `runs_root/<identity prefix>`): the
+  identity, its input digests and result settings.
 
 Runs longer than a cluster's time limit: each job calls `train` with the same arguments (and
 optionally `until_step` or `max_wall_time_s`); it resumes from the latest state, trains until the
 step or budget is reached, saves a state and returns `TrainResult(finished=False)`. The next job
 continues. A killed job loses at most `state_every` steps, which are recomputed identically; rows
-and checkpoints after the restored step are dropped first.
+and checkpoints after the restored step are dropped first. `train_job` wraps this for the
+workflow: it picks the run folder by identity and writes a marker of the step reached.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import json
 import logging
@@ -51,7 +56,7 @@ from typing import Any, Iterator, Mapping, TextIO
 import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
-from diffusers import UNet2DModel
+from ema_pytorch import EMA
 from tqdm import tqdm
 
 from radsynth.train.diffusion import (
@@ -63,7 +68,8 @@ from radsynth.train.diffusion import (
     weighted_v_loss_per_image,
 )
 from radsynth.train.model import build_unet
-from radsynth.core.atomic import write_text_atomic
+from radsynth.core.atomic import write_json_atomic, write_text_atomic
+from radsynth.core.provenance import config_hash
 from radsynth.data.atlas import load_atlas
 from radsynth.data.split import Subsets, read_subsets
 from radsynth.train.checkpoint_io import (
@@ -78,14 +84,24 @@ from radsynth.train.checkpoint_io import (
     latest_state_dir,
     loss_log_row,
     model_config_json,
+    reached_step,
     read_index,
     read_state,
     save_history_checkpoint,
     save_state,
     truncate_history,
     truncate_loss_log,
+    write_run_marker,
 )
-from radsynth.train.ema import update_ema
+from radsynth.train.identity import (
+    RESULT_SECTIONS,
+    RunInputs,
+    atlas_digest,
+    manifest_digest,
+    result_settings,
+    run_folder,
+)
+from radsynth.train.ema import build_ema
 from radsynth.train.seeds import (
     STREAM_DROPOUT,
     STREAM_INIT,
@@ -96,7 +112,9 @@ from radsynth.train.seeds import (
     process_rows,
     validation_draws,
 )
-from radsynth.train.settings import RunSettings, TrainingSettings, run_settings_from_dict, settings_hash
+from radsynth.train.settings import RunSettings, TrainingSettings, run_settings_from_dict
+
+log = logging.getLogger(__name__)
 
 
 def diffusion_loss_per_image(
@@ -110,7 +128,7 @@ def diffusion_loss_per_image(
     x0 = uint8_to_model_range(images.to(device)).unsqueeze(1)
     x0 = torch.where(draws.flips.to(device).view(-1, 1, 1, 1), x0.flip(-1), x0)
     t, noise = draws.timesteps.to(device), draws.noise.to(device)
-    prediction = model(q_sample(tables, x0, noise, t), t).sample
+    prediction = model(q_sample(tables, x0, noise, t), t)
     return weighted_v_loss_per_image(tables, prediction, v_target(tables, x0, noise, t), t)
 
 
@@ -132,7 +150,7 @@ class _Run:
     run_dir: Path
     accelerator: Accelerator
     model: torch.nn.Module  # prepared by accelerate (DDP-wrapped on several GPUs)
-    ema_model: UNet2DModel
+    ema: EMA  # ema_pytorch.EMA of the unwrapped online model (`online`)
     optimizer: Any
     tables: DiffusionTables
     train_images: torch.Tensor  # uint8 (N, H, W) on the CPU
@@ -142,9 +160,10 @@ class _Run:
     provenance: Mapping[str, str]
     wall_before_s: float = 0.0  # training wall time of earlier jobs
     job_start: float = dataclasses.field(default_factory=time.monotonic)
+    identity: str = ""  # the run identity its states are written and checked under (set by `_train_run`)
 
     @property
-    def online(self) -> UNet2DModel:
+    def online(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.model)
 
     def wall_time_s(self) -> float:
@@ -185,9 +204,23 @@ def _run_logger(run_dir: Path, enabled: bool) -> Iterator[logging.Logger]:
         handler.close()
 
 
-def _load_images(
-    atlas_h5: Path, manifest_csv: Path | None, sample_size: int
-) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+def _run_inputs(
+    images: np.ndarray, source_names: list[str], subsets: Subsets | None, settings: RunSettings
+) -> RunInputs:
+    """The digests that make the run's identity (radsynth.train.identity); `subsets` None is the full run."""
+    rows = None if subsets is None else {"train": subsets.train.tolist(), "val": subsets.val.tolist()}
+    return RunInputs(
+        atlas_digest=atlas_digest(np.ascontiguousarray(images), source_names),
+        manifest_digest=manifest_digest(rows),
+        result_settings_hash=config_hash(result_settings(settings.model_dump(mode="json"))),
+    )
+
+
+def _load_inputs(
+    atlas_h5: Path, manifest_csv: Path | None, settings: RunSettings
+) -> tuple[tuple[torch.Tensor, torch.Tensor, np.ndarray], RunInputs]:
+    """The train images, val images and val atlas rows, and the run's input digests."""
+    sample_size = settings.model.sample_size
     atlas = load_atlas(atlas_h5)
     images = atlas.images
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (sample_size, sample_size):
@@ -197,12 +230,10 @@ def _load_images(
         )
     if len(images) == 0:
         raise ValueError(f"{atlas_h5}: the atlas holds no images to train on")
-    subsets = (
-        Subsets(np.arange(len(images)), np.array([], dtype=np.int64))
-        if manifest_csv is None
-        else read_subsets(manifest_csv, atlas.source_names)
-    )
-    return torch.from_numpy(images[subsets.train]), torch.from_numpy(images[subsets.val]), subsets.val
+    manifest = None if manifest_csv is None else read_subsets(manifest_csv, atlas.source_names)
+    inputs = _run_inputs(images, atlas.source_names, manifest, settings)
+    subsets = Subsets(np.arange(len(images)), np.array([], dtype=np.int64)) if manifest is None else manifest
+    return (torch.from_numpy(images[subsets.train]), torch.from_numpy(images[subsets.val]), subsets.val), inputs
 
 
 def _build_run(
@@ -212,7 +243,8 @@ def _build_run(
     logger: logging.Logger,
     provenance: Mapping[str, str],
 ) -> _Run:
-    """Accelerator, seeded model init, EMA copy, Adam and the diffusion tables."""
+    """Accelerator, seeded model init, its EMA (built before `prepare`, as the Trainer builds it), Adam
+    and the diffusion tables."""
     training = settings.training
     accelerator = Accelerator(
         mixed_precision=training.mixed_precision,
@@ -221,19 +253,17 @@ def _build_run(
     _check_sharding(training, len(images[0]), accelerator.num_processes)
     torch.manual_seed(derived_seed(training.seed, STREAM_INIT, 0))
     online = build_unet(settings.model)
-    ema_model = copy.deepcopy(online).requires_grad_(False).to(accelerator.device)
+    ema = build_ema(online, training.ema).to(accelerator.device)
     optimizer = torch.optim.Adam(online.parameters(), lr=training.learning_rate, betas=training.adam_betas)
     model, optimizer = accelerator.prepare(online, optimizer)
     tables = make_tables(settings.diffusion.betas()).to(accelerator.device)
-    return _Run(
-        settings, run_dir, accelerator, model, ema_model, optimizer, tables, *images, logger, provenance
-    )
+    return _Run(settings, run_dir, accelerator, model, ema, optimizer, tables, *images, logger, provenance)
 
 
 def _state_parts(run: _Run) -> dict[str, Any]:
     parts = {
         "online.safetensors": run.online.state_dict(),
-        "ema.safetensors": run.ema_model.state_dict(),
+        "ema.safetensors": run.ema.state_dict(),
         "optimizer.pt": run.optimizer.state_dict(),
     }
     if run.accelerator.scaler is not None:
@@ -246,7 +276,7 @@ def _save_run_state(run: _Run, step: int) -> None:
     micro = step * training.gradient_accumulation_steps
     per_epoch = -(-len(run.train_images) // training.batch_size)
     info = {
-        "settings_hash": settings_hash(run.settings),
+        "identity": run.identity,
         "wall_time_s": run.wall_time_s(),
         "micro_batches_done": micro,
         "epoch": micro // per_epoch,
@@ -256,6 +286,14 @@ def _save_run_state(run: _Run, step: int) -> None:
     }
     folder = save_state(run.run_dir, step, _state_parts(run), info)
     run.logger.info("saved training state %s", folder)
+
+
+def _load_ema_state(run: _Run, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """The EMA's weights and its step/initted buffers; a state from before ema_pytorch lacks the buffers."""
+    try:
+        run.ema.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: not an ema_pytorch.EMA state ({exc}); use a new run directory") from exc
 
 
 def _restore(run: _Run) -> int:
@@ -268,9 +306,9 @@ def _restore(run: _Run) -> int:
             shutil.rmtree(run.run_dir / CHECKPOINT_DIR, ignore_errors=True)
         run.logger.info("starting a new run in %s", run.run_dir)
         return 0
-    info, parts = read_state(folder, settings_hash(run.settings))
+    info, parts = read_state(folder, run.identity)
     run.online.load_state_dict(parts["online.safetensors"])
-    run.ema_model.load_state_dict(parts["ema.safetensors"])
+    _load_ema_state(run, parts["ema.safetensors"], folder / "ema.safetensors")
     run.optimizer.load_state_dict(parts["optimizer.pt"])
     if run.accelerator.scaler is not None:
         run.accelerator.scaler.load_state_dict(parts["scaler.pt"])
@@ -333,18 +371,18 @@ def _write_checkpoint(run: _Run, step: int, train_loss: float) -> tuple[float | 
     training = run.settings.training
     has_val = len(run.val_indices) > 0
     val = validation_loss(run, run.online) if has_val else None
-    val_ema = validation_loss(run, run.ema_model) if has_val else None
+    val_ema = validation_loss(run, run.ema.ema_model) if has_val else None
     number = step // training.checkpoint_every
     relative = f"{CHECKPOINT_DIR}/{checkpoint_filename(step)}"
     metadata = {
         "step": str(step),
         "checkpoint": str(number),
         "model_config": model_config_json(run.online),
-        "settings": json.dumps(dataclasses.asdict(run.settings), sort_keys=True),
+        "settings": json.dumps(run.settings.model_dump(mode="json"), sort_keys=True),
         "provenance": json.dumps(dict(run.provenance), sort_keys=True),
     }
     nbytes = save_history_checkpoint(
-        run.run_dir / relative, run.online, run.ema_model, training.checkpoint_dtype, metadata
+        run.run_dir / relative, run.online, run.ema.ema_model, training.checkpoint_dtype, metadata
     )
     index_path = run.run_dir / CHECKPOINT_DIR / INDEX_CSV
     rows = [r for r in read_index(index_path) if int(r["step"]) < step]
@@ -399,7 +437,7 @@ def _train_loop(run: _Run, start: int, stop: int, max_wall_time_s: float | None,
         while step < stop:
             train_loss = _optimizer_step(run, step)
             step += 1
-            update_ema(run.ema_model, run.online, step, run.settings.training.ema)
+            run.ema.update()  # once per optimizer step, after it, as the Trainer calls it
             out_of_time = _out_of_time(run, max_wall_time_s)
             save = step % run.settings.training.state_every == 0 or step == stop or out_of_time
             if main:
@@ -411,6 +449,38 @@ def _train_loop(run: _Run, start: int, stop: int, max_wall_time_s: float | None,
                 run.logger.info("wall-time budget of %s s spent at step %d", max_wall_time_s, step)
                 break
     return step
+
+
+def _target_step(training: TrainingSettings, until_step: int | None) -> int:
+    """The step to train to: `until_step`, by default training.num_steps."""
+    stop = training.num_steps if until_step is None else until_step
+    if not 1 <= stop <= training.num_steps:
+        raise ValueError(f"until_step {until_step} is outside 1..training.num_steps ({training.num_steps})")
+    return stop
+
+
+def _train_run(
+    images: tuple[torch.Tensor, torch.Tensor, np.ndarray],
+    run_dir: Path,
+    settings: RunSettings,
+    identity: str,
+    stop: int,
+    *,
+    provenance: Mapping[str, str],
+    max_wall_time_s: float | None,
+    progress: bool,
+) -> TrainResult:
+    """Train (or resume) the run in `run_dir`, whose states carry `identity`, up to step `stop`."""
+    _check_mixed_precision(settings.training)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _run_logger(run_dir, enabled=PartialState().is_main_process) as logger:
+        run = _build_run(settings, images, run_dir, logger, provenance)
+        run.identity = identity
+        start = _restore(run)
+        run.job_start = time.monotonic()
+        step = _train_loop(run, start, stop, max_wall_time_s, progress) if start < stop else start
+        logger.info("stopped at step %d of %d", step, settings.training.num_steps)
+    return TrainResult(step=step, finished=step == settings.training.num_steps)
 
 
 def train(
@@ -428,27 +498,21 @@ def train(
 
     `manifest_csv` None trains on every atlas image without validation (the full-data run); a
     manifest must have both 'train' and 'val' rows (the split run). `max_wall_time_s` ends the
-    job cleanly with a saved state once this job has trained that long.
+    job cleanly with a saved state once this job has trained that long. A state in `run_dir`
+    written for other inputs or result settings is refused (`train_job` picks the folder).
     """
-    run_dir = Path(run_dir)
-    _check_mixed_precision(settings.training)
-    stop = settings.training.num_steps if until_step is None else until_step
-    if not 1 <= stop <= settings.training.num_steps:
-        raise ValueError(
-            f"until_step {until_step} is outside 1..training.num_steps ({settings.training.num_steps})"
-        )
-    images = _load_images(
-        Path(atlas_h5), None if manifest_csv is None else Path(manifest_csv), settings.model.sample_size
+    stop = _target_step(settings.training, until_step)
+    images, inputs = _load_inputs(Path(atlas_h5), None if manifest_csv is None else Path(manifest_csv), settings)
+    return _train_run(
+        images,
+        Path(run_dir),
+        settings,
+        inputs.identity(),
+        stop,
+        provenance=provenance,
+        max_wall_time_s=max_wall_time_s,
+        progress=progress,
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with _run_logger(run_dir, enabled=PartialState().is_main_process) as logger:
-        run = _build_run(settings, images, run_dir, logger, provenance)
-        start = _restore(run)
-        run.job_start = time.monotonic()
-        step = _train_loop(run, start, stop, max_wall_time_s, progress) if start < stop else start
-        logger.info("stopped at step %d of %d", step, settings.training.num_steps)
-    return TrainResult(step=step, finished=step == settings.training.num_steps)
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -457,38 +521,119 @@ def train(
 #: Exit status of a job that stopped at its time budget (BSD EX_TEMPFAIL): rerun it to continue.
 EXIT_RESUME_LATER = 75
 
+#: A run folder's record of its identity and inputs, so a run on other inputs can name it.
+RUN_RECORD = "identity.json"
+
+
+def _read_run_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable run record ({exc})") from exc
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: run record is not a JSON object")
+    return record
+
+
+def _previous_runs(run_dir: Path, inputs: RunInputs) -> list[str]:
+    """The other run folders beside `run_dir`, each with the inputs in which it differs."""
+    found = []
+    for path in sorted(run_dir.parent.glob(f"*/{RUN_RECORD}")):
+        if path.parent != run_dir:
+            differing = inputs.differing(_read_run_record(path).get("inputs", {}))
+            found.append(f"{path.parent} (other {', '.join(differing)})")
+    return found
+
+
+def _open_run_folder(runs_root: Path, inputs: RunInputs, settings: RunSettings) -> Path:
+    """The folder of the run with these inputs, recorded on first use. A first use beside other
+    run folders means the inputs changed: it is logged, and the other folders are kept."""
+    identity = inputs.identity()
+    run_dir = run_folder(runs_root, identity)
+    record = run_dir / RUN_RECORD
+    if record.is_file():
+        recorded = _read_run_record(record).get("identity")
+        if recorded != identity:
+            raise ValueError(f"{record}: records run identity {recorded!r}, not {identity!r}; move the folder away")
+        log.info("run folder %s (identity %s)", run_dir, identity)
+        return run_dir
+    previous = _previous_runs(run_dir, inputs)
+    if previous:
+        log.info(
+            "inputs changed: training a new run in %s from step 0; previous run folder(s), kept until you "
+            "remove them: %s",
+            run_dir,
+            "; ".join(previous),
+        )
+    else:
+        log.info("training a new run in %s", run_dir)
+    described = {
+        "identity": identity,
+        "inputs": dataclasses.asdict(inputs),
+        "result_settings": result_settings(settings.model_dump(mode="json")),
+    }
+    write_json_atomic(record, described)
+    return run_dir
+
+
+def _check_checkpoint_kept(run_dir: Path, target: int, reached: int, training: TrainingSettings, key: str) -> None:
+    """A run already past `target` stands for step `target` only through its history checkpoint there."""
+    path = run_dir / CHECKPOINT_DIR / checkpoint_filename(target)
+    if target % training.checkpoint_every != 0 or not path.is_file():
+        raise ValueError(
+            f"{key} {target} is below step {reached}, which run {run_dir} already reached, and the run has no "
+            f"checkpoint of step {target} (one every training.checkpoint_every = {training.checkpoint_every} "
+            f"steps): ask for a step with a checkpoint, or remove the run folder to retrain"
+        )
+
 
 def train_job(
     atlas_h5: Path,
     manifest_csv: Path | None,
-    run_dir: Path,
+    runs_root: Path,
     config: Mapping[str, Any],
-    done_json: Path,
+    marker_json: Path,
     *,
-    max_wall_time_s: float,
+    until_step: int | None = None,
+    max_wall_time_s: float | None,
     provenance: Mapping[str, str],
 ) -> int:
-    """One cluster job of a training run: train until finished or out of time.
+    """One cluster job of a training run: train until `until_step` (default training.num_steps) or
+    out of time.
 
-    Returns 0 and writes `done_json` (what downstream rules depend on) when the run reached
-    training.num_steps; returns EXIT_RESUME_LATER otherwise, so the scheduler's retry (or the
-    user's next `snakemake` call) starts a job that resumes from the saved state.
+    The run lives in `runs_root/<identity prefix>` (radsynth.train.identity), so other data or
+    result settings train afresh in their own folder while a larger training.num_steps continues
+    the run. Returns 0 and writes `marker_json` (what downstream rules depend on) once the run
+    reached `until_step`, at once when it had already passed it and kept that step's checkpoint;
+    returns EXIT_RESUME_LATER when out of time, so the scheduler's retry (or the user's next
+    `snakemake` call) resumes from the saved state.
     """
-    settings = run_settings_from_dict({key: config[key] for key in ("model", "diffusion", "training")})
-    result = train(atlas_h5, manifest_csv, run_dir, settings, provenance=provenance, max_wall_time_s=max_wall_time_s)
-    if not result.finished:
-        print(
-            f"{run_dir}: stopped at step {result.step} of {settings.training.num_steps} after "
-            f"{max_wall_time_s / 3600:.2f} h; rerun to resume from the saved state",
-            file=sys.stderr,
+    settings = run_settings_from_dict({key: config[key] for key in RESULT_SECTIONS})
+    target = _target_step(settings.training, until_step)
+    images, inputs = _load_inputs(Path(atlas_h5), None if manifest_csv is None else Path(manifest_csv), settings)
+    run_dir = _open_run_folder(Path(runs_root), inputs, settings)
+    reached = reached_step(run_dir)
+    if reached > target:
+        key = "training.num_steps" if until_step is None else "until_step"
+        _check_checkpoint_kept(run_dir, target, reached, settings.training, key)
+        log.info("%s already reached step %d; its checkpoint of step %d stands for it", run_dir, reached, target)
+    elif reached < target:
+        result = _train_run(
+            images,
+            run_dir,
+            settings,
+            inputs.identity(),
+            target,
+            provenance=provenance,
+            max_wall_time_s=max_wall_time_s,
+            progress=True,
         )
-        return EXIT_RESUME_LATER
-    record = {
-        "run_dir": str(run_dir),
-        "step": result.step,
-        "checkpoint_index": str(Path(run_dir) / "checkpoints" / "index.csv"),
-        "loss_log": str(Path(run_dir) / "loss_log.csv"),
-        "provenance": dict(provenance),
-    }
-    write_text_atomic(Path(done_json), json.dumps(record, indent=2) + "\n")
+        if result.step < target:
+            print(
+                f"{run_dir}: stopped at step {result.step} of {target} after the time budget of "
+                f"{max_wall_time_s} s; rerun to resume from the saved state",
+                file=sys.stderr,
+            )
+            return EXIT_RESUME_LATER
+    write_run_marker(Path(marker_json), run_dir, inputs, target, settings.training.checkpoint_every, provenance)
     return 0
