@@ -1,5 +1,7 @@
 from snakemake.utils import min_version, validate
 
+from radsynth.core.config import check_config
+
 min_version("9.0")
 
 
@@ -7,6 +9,7 @@ configfile: "config/config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+check_config(config)
 
 
 include: "workflow/rules/common.smk"
@@ -18,4 +21,4 @@ include: "workflow/rules/turing.smk"
 
 rule all:
     input:
-        final_outputs(),
+        final_outputs,

@@ -1,6 +1,7 @@
 """The real Snakemake DAG on tiny configs: demo mode from the generated atlas, and paper mode
 downloading CSXA-format archives from a local HTTP server."""
 
+import copy
 import functools
 import hashlib
 import json
@@ -14,6 +15,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from conftest import load_demo_config, run_snakemake, write_workdir_config
@@ -92,18 +94,23 @@ def test_demo_qc_figure_and_split(demo_run):
 def test_demo_training_runs_checkpoints_and_selection(demo_run):
     workdir, _, _ = demo_run
     for run, has_val in (("split", True), ("full", False)):
-        done = json.loads((workdir / f"results/train/{run}/done.json").read_text())
+        done = json.loads((workdir / f"results/train/{run}/reached/step40.json").read_text())
         assert done["step"] == 40 and done["provenance"]["config_hash"]
-        index = pd.read_csv(workdir / f"results/train/{run}/checkpoints/index.csv")
+        run_dir = workdir / done["run_dir"]
+        assert run_dir.parent == workdir / f"results/train/{run}" and len(run_dir.name) == 16
+        index = pd.read_csv(run_dir / "checkpoints/index.csv")
         assert list(index["step"]) == [10, 20, 30, 40] and list(index["checkpoint"]) == [1, 2, 3, 4]
-        log = pd.read_csv(workdir / f"results/train/{run}/loss_log.csv")
+        log = pd.read_csv(run_dir / "loss_log.csv")
         assert list(log["step"]) == list(range(1, 41)) and log["train_loss"].gt(0).all()
         assert log["val_loss"].notna().sum() == (4 if has_val else 0)
         figure = Image.open(workdir / f"results/train/{run}/loss_curves.png")
         assert "config_hash" in " ".join(f"{k}={v}" for k, v in figure.info.items())
+    segments = sorted(p.name for p in (workdir / "results/train/full/reached").glob("*.json"))
+    assert segments == ["step10.json", "step20.json", "step40.json"], "one segment per selected checkpoint"
     selection = json.loads((workdir / "results/train/selection.json").read_text())
-    assert [entry["label"] for entry in selection["configured"]] == ["ckpt001", "ckpt002", "ckpt004"]
-    for entry in selection["configured"]:
+    assert selection["mode"] == "configured"
+    assert [entry["label"] for entry in selection["selected"]] == ["ckpt001", "ckpt002", "ckpt004"]
+    for entry in selection["selected"]:
         assert (workdir / entry["path"]).stat().st_size > 0
     assert selection["comparison"]["suggested"]["final"] == 4
 
@@ -129,6 +136,7 @@ def test_demo_samples_sharded_gathered_and_left_facing(demo_run):
 def test_demo_turing_study_form_statistics_and_figures(demo_run):
     workdir, _, _ = demo_run
     study = workdir / "results/turing/study"
+    assert json.loads((workdir / "results/turing/built_study.json").read_text())["status"] == "built"
     key = pd.read_csv(study / "key/key.csv")
     assert len(key) == 16 and sorted(key["group"].unique()) == ["ckpt001", "ckpt002", "ckpt004", "real"]
     assert sorted(p.name for p in (study / "images").glob("*.png")) == sorted(key["image"])
@@ -149,6 +157,71 @@ def test_demo_second_run_has_nothing_to_do(demo_run):
     workdir, _, _ = demo_run
     result = run_snakemake(workdir, "-n")
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def plan_with(workdir: Path, config: dict, edit, *, sort_keys: bool = False) -> dict[str, int]:
+    """The dry-run plan after `edit` changes a copy of the config; the config is restored after."""
+    changed = copy.deepcopy(config)
+    edit(changed)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(changed, sort_keys=sort_keys))
+    try:
+        return planned_jobs(workdir)
+    finally:
+        write_workdir_config(workdir, config)
+
+
+def set_key(path: str, value):
+    def edit(config: dict) -> None:
+        *parents, last = path.split(".")
+        section = functools.reduce(dict.__getitem__, parents, config)
+        section[last] = value
+    return edit
+
+
+def test_each_change_reruns_exactly_what_it_affects(demo_run):
+    """After a finished demo: a change plans only the jobs whose output it changes."""
+    workdir, config, _ = demo_run
+    assert plan_with(workdir, config, lambda c: None, sort_keys=True) == {}, "key order is no change"
+    assert plan_with(workdir, config, set_key("sampling.gather.grid_images", 4)) == {"sample_grid": 6, "all": 1}
+    assert plan_with(workdir, config, set_key("sampling.gather.batch_size", 7)) == {}
+    assert plan_with(workdir, config, set_key("training.val_batch_size", 5)) == {}
+    assert plan_with(workdir, config, set_key("training.state_every", 20)) == {}
+    assert plan_with(workdir, config, set_key("train_jobs.max_wall_time_h", 2.0)) == {}
+    assert plan_with(workdir, config, set_key("preprocess.qc.n_examples", 4)) == {"preprocess_qc": 1, "all": 1}
+    assert plan_with(workdir, config, set_key("preprocess.max_rejected_fraction", 0.5)) == {}
+    assert plan_with(workdir, config, set_key("turing.form.title", "Another title")) == {"rating_form": 1, "all": 1}
+    assert plan_with(workdir, config, set_key("checkpoints.loss_figure_smoothing", 3)) == {"loss_curves": 2, "all": 1}
+    longer = plan_with(workdir, config, set_key("training.num_steps", 50))
+    assert longer["train"] == 2 and "preprocess" not in longer, "training longer continues both runs"
+
+    def new_size(changed: dict) -> None:
+        changed["preprocess"]["size"] = changed["model"]["sample_size"] = 16
+    everything = plan_with(workdir, config, new_size)
+    assert everything["preprocess"] == 1 and everything["train"] == 4 and everything["sample_shard"] == 9
+    assert {"split_manifest", "train_facing", "gather_samples", "build_quartets", "turing_stats"} <= set(everything)
+    assert "demo_atlas" not in everything
+
+
+def test_a_built_study_is_never_replaced(demo_run):
+    """A change that would rebuild the rated study stops, names the study and says what to do."""
+    workdir, config, _ = demo_run
+    study = workdir / "results/turing/study"
+    key_before = (study / "key/key.csv").read_bytes()
+    changed = copy.deepcopy(config)
+    changed["turing"]["seed"] += 1
+    write_workdir_config(workdir, changed)
+    try:
+        result = run_snakemake(workdir, check=False)
+    finally:
+        write_workdir_config(workdir, config)
+    assert result.returncode != 0
+    log = (workdir / "logs/build_quartets/build_quartets.log").read_text()
+    assert "results/turing/study already holds a Turing study" in log
+    assert "mv results/turing/study results/turing/study.rated-" in log
+    assert (study / "key/key.csv").read_bytes() == key_before
+    run_snakemake(workdir)
+    assert json.loads((workdir / "results/turing/built_study.json").read_text())["status"] == "confirmed unchanged"
+    assert (study / "key/key.csv").read_bytes() == key_before
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
@@ -198,13 +271,18 @@ def csxa_config(demo: dict, served: Path, base_url: str, *, corrupt: bool = Fals
 def test_paper_mode_downloads_verifies_unpacks_and_preprocesses(tmp_path, archive_server, demo_config):
     served, base_url = archive_server
     workdir = tmp_path / "run"
-    write_workdir_config(workdir, csxa_config(demo_config, served, base_url))
+    config = csxa_config(demo_config, served, base_url)
+    write_workdir_config(workdir, config)
     run_snakemake(workdir, "results/preprocess/atlas.h5")
     for name in ("datasets-PNG.zip", "datasets-JSON.zip"):
         assert (workdir / "resources/csxa/archives" / name).read_bytes() == (served / name).read_bytes()
     atlas = read_atlas(workdir / "results/preprocess/atlas.h5")
     assert atlas["images"].shape == (12, 32, 32)
     assert np.isfinite(atlas["keypoints"]).all()
+    config["data"]["csxa"]["download"].update(timeout_s=99, max_attempts=7, retry_wait_s=1)
+    config["data"]["csxa"]["landing_page"] = "https://example.org/elsewhere"
+    write_workdir_config(workdir, config)
+    assert planned_jobs(workdir, "results/preprocess/atlas.h5") == {}, "how to download changes no archive"
 
 
 def test_paper_mode_checksum_mismatch_never_becomes_the_archive(tmp_path, archive_server, demo_config):
@@ -232,9 +310,9 @@ def test_paper_mode_uses_hand_placed_archives_without_network(tmp_path, archive_
     assert read_atlas(workdir / "results/preprocess/atlas.h5")["images"].shape[0] == 12
 
 
-def planned_jobs(workdir: Path) -> dict[str, int]:
+def planned_jobs(workdir: Path, *targets: str) -> dict[str, int]:
     """rule -> job count of a dry run (the job-stats table of --quiet rules)."""
-    output = run_snakemake(workdir, "-n", "--quiet", "rules").stdout
+    output = run_snakemake(workdir, "-n", "--quiet", "rules", *targets).stdout
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", output, re.MULTILINE)
             if m.group(1) != "total"}
 
@@ -270,3 +348,26 @@ def test_new_rater_file_reruns_only_statistics_and_figures(demo_run):
     run_snakemake(workdir)
     statistics = json.loads((workdir / "results/turing/statistics/statistics.json").read_text())
     assert statistics["n_raters"] == 9
+
+
+def test_a_new_study_of_one_checkpoint_after_moving_the_old_aside(demo_run):
+    """One checkpoint (pairs instead of quartets) after the run finished: its missing segment marker
+    is written without training, and a new study is built once the old one is moved aside."""
+    workdir, config, _ = demo_run
+    study = workdir / "results/turing/study"
+    study.rename(workdir / "results/turing/study.rated")
+    changed = copy.deepcopy(config)
+    changed["checkpoints"]["selected"] = [3]
+    changed["turing"].update(ratings="simulated")
+    changed["turing"]["simulation"]["mean_rating_checkpoints"] = [3.1]
+    write_workdir_config(workdir, changed)
+    run_snakemake(workdir)
+    marker = json.loads((workdir / "results/train/full/reached/step30.json").read_text())
+    train_log = (workdir / "logs/train/full/step30.log").read_text()
+    assert marker["step"] == 30 and "already reached step 40; its checkpoint of step 30 stands for it" in train_log
+    key = pd.read_csv(study / "key/key.csv")
+    assert sorted(key["group"].unique()) == ["ckpt003", "real"]
+    assert sorted(key["position"].unique()) == [1, 2]
+    statistics = json.loads((workdir / "results/turing/statistics/statistics.json").read_text())
+    assert statistics["n_quartets"] == 4 and statistics["identification"]["n_trials"] == 32
+    assert statistics["identification"]["chance"] == 0.5, "one real image of two"

@@ -7,14 +7,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from radsynth.sample.facing import Architecture, new_classifier, predict_facing, save_classifier
-from radsynth.sample.gather import gather_checkpoint
-from radsynth.sample.store import image_id, open_left_facing
+from radsynth.sample.facing import LEFT, Architecture, new_classifier, predict_facing, save_classifier
+from radsynth.sample.gather import gather_checkpoint, plot_checkpoint_grid
+from radsynth.sample.store import open_left_facing
 from radsynth.sample.plan import seed_label, shard_plan
-from radsynth.sample.sampler import sample_shard
-from radsynth.sample.store import open_samples
+from radsynth.sample.sampler import image_seed, sample_shard
 from radsynth.core.tables import read_table, read_table_provenance
-from test_sampling import BETAS, PROVENANCE, shard_kwargs, tiny_unet
+from test_sampling import BETAS, PROVENANCE, read_store, shard_kwargs, tiny_unet
+
+BASE_SEED = 1
+#: The label the shard jobs of set "initial" at checkpoint 2 seed their images from.
+SEED_LABEL = "initial/ckpt002"
 
 
 @pytest.fixture(scope="module")
@@ -24,16 +27,26 @@ def gathered(tmp_path_factory):
     stores = []
     for shard, (first, count) in enumerate(shard_plan(10, 4)):
         out = root / f"shard{shard}.zarr"
-        sample_shard(unet, BETAS, out, **shard_kwargs(root, shard_index=shard, first_global_index=first,
+        sample_shard(unet, BETAS, out, **shard_kwargs(root, checkpoint_label=SEED_LABEL, base_seed=BASE_SEED,
+                                                       shard_index=shard, first_global_index=first,
                                                        n_images=count, batch_size=2, steps=3))
         stores.append(out)
     classifier = new_classifier(Architecture(channels=(4, 8), analysis_size=16), image_size=16, seed=3)
     save_classifier(classifier, root / "facing.safetensors")
     manifest = gather_checkpoint(
-        stores, root / "facing.safetensors", root / "manifest.csv", root / "grid.png",
-        checkpoint_label="ckpt002", batch_size=4, grid_images=8, provenance=PROVENANCE, progress=False,
+        stores, root / "facing.safetensors", root / "manifest.csv",
+        checkpoint_label="ckpt002", batch_size=4, provenance=PROVENANCE, progress=False,
     )
+    plot_checkpoint_grid(root / "manifest.csv", root / "grid.png", checkpoint_label="ckpt002", grid_images=8,
+                         provenance=PROVENANCE)
     return root, stores, classifier, manifest
+
+
+def stored_images(stores) -> np.ndarray:
+    """The shards' images in global-index order, read straight from their Zarr arrays."""
+    arrays = [read_store(store) for store in stores]
+    assert np.concatenate([array["global_index"] for array in arrays]).tolist() == list(range(10))
+    return np.concatenate([array["images"] for array in arrays])
 
 
 def test_shard_plan_covers_every_image_once():
@@ -44,31 +57,42 @@ def test_shard_plan_covers_every_image_once():
 
 
 def test_sets_of_one_checkpoint_get_distinct_seed_labels():
-    assert seed_label("initial", "ckpt034") != seed_label("large", "ckpt034")
+    assert [seed_label(sample_set, "ckpt034") for sample_set in ("initial", "large")] == [
+        "initial/ckpt034", "large/ckpt034"
+    ]
 
 
 def test_manifest_rows_match_the_stores(gathered):
-    root, stores, classifier, manifest = gathered
-    samples = open_samples(stores)
+    root, *_ = gathered
     on_disk = read_table(root / "manifest.csv")
-    assert list(on_disk["image_id"]) == [image_id("ckpt002", g) for g in range(10)]
+    assert list(on_disk["image_id"]) == [f"ckpt002_{g:06d}" for g in range(10)]
     assert list(on_disk["shard"]) == ["shard0.zarr"] * 4 + ["shard1.zarr"] * 4 + ["shard2.zarr"] * 2
     assert list(on_disk["index"]) == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
-    assert list(on_disk["seed"]) == list(samples.seeds)
-    facing, _ = predict_facing(classifier, samples.images(range(10)), batch_size=10)
-    assert list(on_disk["facing"]) == list(facing)
-    assert list(on_disk["flipped"]) == list(facing == "right")
+    assert list(on_disk["global_index"]) == list(range(10))
+    assert list(on_disk["seed"]) == [image_seed(BASE_SEED, SEED_LABEL, g) for g in range(10)]
+    assert list(on_disk["flipped"]) == list(on_disk["facing"] == "right")
     assert read_table_provenance(root / "manifest.csv")["checkpoint"] == "ckpt002"
 
 
+def test_recorded_flips_make_every_image_face_left(gathered):
+    """The classifier is mirror-antisymmetric (mirroring an image flips its prediction), so after
+    the recorded flips it must call every image left-facing; the seeded net calls both ways here."""
+    _, stores, classifier, manifest = gathered
+    assert 0 < manifest["flipped"].sum() < 10
+    stored = stored_images(stores)
+    standardized = np.where(manifest["flipped"].to_numpy()[:, None, None], stored[:, :, ::-1], stored)
+    facing, _ = predict_facing(classifier, standardized, batch_size=3)
+    assert facing.tolist() == [LEFT] * 10
+
+
 def test_reader_applies_the_recorded_flips(gathered):
-    root, stores, _, manifest = gathered
-    raw = open_samples(stores)
+    root, stores, *_ = gathered
+    stored = stored_images(stores)
+    on_disk = read_table(root / "manifest.csv")
     standardized = open_left_facing(root / "manifest.csv")
     assert len(standardized) == 10
-    for row in manifest.itertuples():
-        image = raw.images([row.global_index])[0]
-        expected = image[:, ::-1] if row.flipped else image
+    for row in on_disk.itertuples():
+        expected = np.fliplr(stored[row.global_index]) if row.flipped else stored[row.global_index]
         np.testing.assert_array_equal(standardized[row.image_id], expected)
 
 
@@ -84,5 +108,5 @@ def test_classifier_for_another_size_is_refused(gathered, tmp_path):
     other = new_classifier(Architecture(channels=(4,), analysis_size=16), image_size=32, seed=0)
     save_classifier(other, tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="other.safetensors"):
-        gather_checkpoint(stores, tmp_path / "other.safetensors", tmp_path / "m.csv", tmp_path / "g.png",
-                          checkpoint_label="x", batch_size=4, grid_images=4, provenance={}, progress=False)
+        gather_checkpoint(stores, tmp_path / "other.safetensors", tmp_path / "m.csv",
+                          checkpoint_label="x", batch_size=4, provenance={}, progress=False)

@@ -1,8 +1,13 @@
-"""The workflow's static checks: the lint and format gates the Snakemake catalog runs, and
-config validation against the schema."""
+"""The workflow's static checks: the lint and format gates the Snakemake catalog runs, config
+validation against the schema, every rule's log and benchmark, a DAG build that stays light, and
+the Debian packages `make demo` and `make test` ask for."""
 
+import json
+import re
+import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,6 +19,19 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 PRESETS = sorted((REPO / "config").glob("*.yaml"))
+RULE_FILES = sorted((REPO / "workflow/rules").glob("*.smk"))
+#: Modules whose import would make building the DAG slow (seconds each) or start R.
+HEAVY_MODULES = ("torch", "diffusers", "zarr", "rpy2")
+
+
+def rule_directives() -> dict[str, dict[str, str]]:
+    """Each rule in workflow/rules/*.smk -> its directives whose value is one plain string
+    (log, benchmark, conda, script), as written in the file."""
+    rules = {}
+    for path in RULE_FILES:
+        for rule in re.finditer(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", path.read_text(), re.M):
+            rules[rule[1]] = dict(re.findall(r'^    (\w+):\n        "([^"\n]*)",?$', rule[2], re.M))
+    return rules
 
 
 def load_config(name: str) -> dict:
@@ -76,3 +94,111 @@ def test_paper_preset_stands_alone():
     demo, paper = load_config("config.yaml"), load_config("csxa.yaml")
     missing = {k for k in keys(demo) if not k.startswith("data.demo")} - set(keys(paper))
     assert not missing, f"config/csxa.yaml lacks {sorted(missing)}"
+
+
+def test_rule_parser_reads_every_rule():
+    rules = rule_directives()
+    assert {"demo_atlas", "train", "sample_shard", "turing_stats"} <= set(rules)
+    assert rules["sample_shard"]["script"] == "../scripts/sample_shard.py"
+    assert rules["sample_shard"]["conda"] == "../../envs/torch.yaml"
+
+
+@pytest.mark.parametrize("rule", sorted(rule_directives()))
+def test_every_rule_logs_and_benchmarks_under_its_name(rule):
+    directives = rule_directives()[rule]
+    log = re.fullmatch(rf"logs/{rule}/(.+)\.log", directives.get("log", ""))
+    assert log, f"rule {rule}: log {directives.get('log')!r} is not logs/{rule}/<wildcards>.log"
+    assert directives.get("benchmark") == f"benchmarks/{rule}/{log[1]}.tsv"
+
+
+def test_paper_dag_build_imports_nothing_heavy(tmp_path):
+    """common.smk plans jobs with radsynth's light modules: a dry run of the paper preset, run
+    in-process, must leave torch, diffusers, zarr and rpy2 unimported."""
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config/config.yaml", tmp_path / "config/config.yaml")
+    probe = textwrap.dedent(
+        f"""
+        import json
+        import sys
+        from snakemake.cli import main
+
+        try:
+            main(sys.argv[1:])
+        except SystemExit as exit:
+            status = exit.code
+        print(json.dumps({{"status": status, "heavy": [m for m in {HEAVY_MODULES!r} if m in sys.modules]}}))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, "-s", REPO / "Snakefile", "-d", tmp_path, "-n",
+         "--configfile", REPO / "config/csxa.yaml", "--cores", "2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.splitlines()[-1])
+    assert outcome["status"] == 0, result.stdout + result.stderr
+    assert "sample_shard" in result.stdout + result.stderr, "the dry run planned no sampling jobs"
+    assert outcome["heavy"] == []
+
+
+@pytest.mark.parametrize("goals, needs", [(["demo"], ["r"]), (["test"], ["r", "chromium"]), (["demo", "test"], ["r", "chromium"])])
+def test_make_asks_for_chromium_only_for_the_tests(goals, needs):
+    result = subprocess.run(["make", "-n", *goals], cwd=REPO, capture_output=True, text=True, timeout=60)
+    calls = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("tools/ensure-system-deps.sh")]
+    assert calls == [needs], result.stdout + result.stderr
+
+
+def fake_commands(folder: Path, **scripts: str) -> dict[str, str]:
+    """An environment whose PATH holds only the given shell one-liners as commands."""
+    folder.mkdir()
+    for name, body in scripts.items():
+        (folder / name).write_text(f"#!/bin/sh\n{body}\n")
+        (folder / name).chmod(0o755)
+    return {"PATH": str(folder)}
+
+
+def test_system_deps_look_only_for_what_is_asked(tmp_path):
+    env = fake_commands(tmp_path / "bin", Rscript="true", id="echo 1000")
+    script = REPO / "tools/ensure-system-deps.sh"
+    demo = subprocess.run(["/bin/bash", script, "r"], env=env, capture_output=True, text=True, timeout=30)
+    assert (demo.returncode, demo.stderr) == (0, "")
+    tests = subprocess.run(["/bin/bash", script, "r", "chromium"], env=env, capture_output=True, text=True, timeout=30)
+    assert tests.returncode == 1
+    assert "radsynth needs these Debian packages: chromium\n" in tests.stderr
+    unknown = subprocess.run(["/bin/bash", script, "latex"], env=env, capture_output=True, text=True, timeout=30)
+    assert unknown.returncode == 2 and "latex" in unknown.stderr
+
+
+def dry_run_jobs(tmp_path: Path, config: dict) -> dict[str, int]:
+    """rule -> job count of the workflow's dry run in an empty working directory."""
+    (tmp_path / "config").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+         "-n", "--quiet", "rules", "--cores", "2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", result.stdout, re.MULTILINE) if m[1] != "total"}
+
+
+def test_auto_selection_plans_sampling_after_the_runs(tmp_path):
+    """With `auto`, the checkpoints to sample are known only once both runs have finished."""
+    config = load_config("config.yaml")
+    config["checkpoints"]["selected"] = "auto"
+    jobs = dry_run_jobs(tmp_path, config)
+    assert jobs["train"] == 2 and jobs["select_checkpoints"] == 1
+    assert "sample_shard" not in jobs and "build_quartets" not in jobs
+
+
+def test_configured_checkpoints_train_in_segments(tmp_path):
+    """A configured checkpoint's sampling hangs on the segment that ends at it, not on the whole run."""
+    config = load_config("config.yaml")
+    config["checkpoints"]["selected"] = [2, 7]
+    config["turing"]["simulation"]["mean_rating_checkpoints"] = [3.1, 3.2]
+    jobs = dry_run_jobs(tmp_path, config)
+    every, steps = config["training"]["checkpoint_every"], config["training"]["num_steps"]
+    assert jobs["train"] == 1 + len({2 * every, 7 * every, steps})
+    sets = config["sampling"]["sets"]
+    shards = sum(-(-plan["n_images"] // plan["images_per_shard"]) for plan in sets.values())
+    assert jobs["sample_shard"] == 2 * shards

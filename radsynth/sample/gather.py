@@ -83,26 +83,33 @@ def gather_checkpoint(
     stores: Sequence[Path],
     classifier_path: Path,
     manifest_csv: Path,
-    grid_png: Path,
     *,
     checkpoint_label: str,
     batch_size: int,
-    grid_images: int,
     provenance: Mapping[str, str],
     progress: bool = True,
 ) -> pd.DataFrame:
-    """The gather stage of one checkpoint: manifest (with facing and flips) and sample grid."""
+    """The gather stage of one checkpoint: the manifest, with each sample's facing and flip."""
     samples = open_samples(stores)
     facing, probability = facing_table(samples, classifier_path, batch_size=batch_size, progress=progress)
     manifest = sample_manifest(samples, checkpoint_label, facing, probability)
     write_table(manifest, manifest_csv, provenance={**provenance, "checkpoint": checkpoint_label,
                                                     "sampler": samples.attrs["sampler"],
                                                     "steps": str(samples.attrs["steps"])})
+    return manifest
+
+
+def plot_checkpoint_grid(
+    manifest_csv: Path, grid_png: Path, *, checkpoint_label: str, grid_images: int, provenance: Mapping[str, str]
+) -> None:
+    """The first `grid_images` gathered samples of a checkpoint, left-facing, as a figure (kept
+    apart from the manifest so that a figure setting never reruns what depends on the manifest)."""
     shown = open_left_facing(manifest_csv)
+    manifest = shown.manifest
     ids = list(shown)[:grid_images]
+    attrs = shown.samples.attrs
     title = (f"{checkpoint_label}: {len(ids)} of {len(manifest)} samples, left-facing "
              f"({int(manifest['flipped'].sum())} mirrored, orange frame); "
-             f"{samples.attrs['sampler']} {samples.attrs['steps']} steps, {samples.attrs['weights']} weights")
-    plot_sample_grid([shown[i] for i in ids], [bool(shown.manifest.loc[i, "flipped"]) for i in ids], grid_png,
+             f"{attrs['sampler']} {attrs['steps']} steps, {attrs['weights']} weights")
+    plot_sample_grid([shown[i] for i in ids], [bool(manifest.loc[i, "flipped"]) for i in ids], grid_png,
                      title=title, provenance=provenance)
-    return manifest

@@ -4,22 +4,30 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
-from radsynth.train.labels import checkpoint_label
+from radsynth.core.config import canonical, pick
 from radsynth.sample.plan import shard_plan
+from radsynth.train.identity import result_settings
+from radsynth.train.labels import checkpoint_label, read_selected_labels
 
 ATLAS_H5 = "results/preprocess/atlas.h5"
 REJECTS_CSV = "results/preprocess/rejects.csv"
 QC_FIGURE = "results/preprocess/qc.png"
 SPLIT_MANIFEST = "results/split/manifest.csv"
 ARCHIVE_DIR = "resources/csxa/archives"
-TRAIN_DONE = "results/train/{run}/done.json"
+#: A training run's folder: one subfolder per run identity (inputs + settings), never an output.
+TRAIN_RUNS = "results/train/{run}"
+#: Written when a run has reached a step: which run folder holds it, and its checkpoint.
+TRAIN_REACHED = "results/train/{run}/reached/step{step}.json"
 LOSS_CURVES = "results/train/{run}/loss_curves.png"
 CHECKPOINT_SELECTION = "results/train/selection.json"
 FACING_CLASSIFIER = "results/facing/classifier.safetensors"
 SHARD_STORE = "results/samples/{sample_set}/{ckpt}/shard{shard}.zarr"
 SAMPLE_MANIFEST = "results/samples/{sample_set}/{ckpt}/manifest.csv"
 SAMPLE_GRID = "results/samples/{sample_set}/{ckpt}/grid.png"
+#: The study folder is made by its job, not declared: Snakemake deletes declared outputs before
+#: a rerun, and a study that experts have rated must never be deleted (see build_quartets).
 TURING_STUDY = "results/turing/study"
+TURING_STUDY_RECORD = "results/turing/built_study.json"
 TURING_FORM = "results/turing/rating_form.html"
 SIMULATED_RATINGS = "results/turing/simulated_ratings"
 TURING_STATS = {
@@ -28,16 +36,9 @@ TURING_STATS = {
 }
 TURING_VIOLINS = "results/turing/figures/rating_violins.png"
 TURING_EXAMPLE = "results/turing/figures/example_quartet.png"
-SELECTED_LABELS = [
-    checkpoint_label(number) for number in config["checkpoints"]["selected"]
-]
+AUTO_SELECTION = config["checkpoints"]["selected"] == "auto"
 #: Minutes a training job may run past its time budget to save the final state and exit.
 TRAIN_SHUTDOWN_MINUTES = 45
-
-
-def config_sections(*names):
-    """The config sections a job reads, passed as params so that changing them reruns it."""
-    return {name: config[name] for name in names}
 
 
 def csxa_archives():
@@ -49,8 +50,9 @@ wildcard_constraints:
     archive="png|json",
     run="split|full",
     sample_set="|".join(config["sampling"]["sets"]),
-    ckpt="|".join(SELECTED_LABELS),
+    ckpt=r"ckpt[0-9][0-9][0-9]+",
     shard=r"\d+",
+    step=r"\d+",
     filename="|".join(re.escape(spec["filename"]) for spec in csxa_archives().values())
     or "no-archive-configured",
 
@@ -71,26 +73,50 @@ def raw_atlas_dirs(wildcards):
 def archive_spec_by_filename(wildcards):
     for spec in csxa_archives().values():
         if spec["filename"] == wildcards.filename:
-            return spec
+            return canonical(spec)
     raise ValueError(f"no data.csxa.archives entry has filename {wildcards.filename!r}")
 
 
-def csxa_setting(key):
-    """A data.csxa setting, looked up when a CSXA job runs (the section is absent in demo mode)."""
-    return lambda wildcards: config["data"]["csxa"][key]
-
-
 def archive_spec(wildcards):
-    return csxa_archives()[wildcards.archive]
+    return canonical(csxa_archives()[wildcards.archive])
 
 
 def archive_path(wildcards):
     return f"{ARCHIVE_DIR}/{archive_spec(wildcards)['filename']}"
 
 
-def train_dir(run):
-    """A training run's folder: checkpoints, state and logs survive reruns, so none is an output."""
-    return f"results/train/{run}"
+def selected_labels(wildcards=None):
+    """The checkpoints to sample: the configured list, or the run's own choice with `auto`
+    (then known only once select_checkpoints, a Snakemake checkpoint, has run)."""
+    if AUTO_SELECTION:
+        return read_selected_labels(checkpoints.select_checkpoints.get().output[0])
+    return [checkpoint_label(number) for number in config["checkpoints"]["selected"]]
+
+
+def run_steps(run):
+    """Steps at which a run reports to the DAG: every configured checkpoint of the full run (so
+    its sampling starts while training goes on) and the last step."""
+    training = config["training"]
+    steps = {training["num_steps"]}
+    if run == "full" and not AUTO_SELECTION:
+        every = training["checkpoint_every"]
+        steps |= {number * every for number in config["checkpoints"]["selected"]}
+    return sorted(steps)
+
+
+def reached(run, step):
+    return TRAIN_REACHED.format(run=run, step=step)
+
+
+def train_done(run):
+    """The marker of a run that has trained all its steps."""
+    return reached(run, config["training"]["num_steps"])
+
+
+def previous_segment(wildcards):
+    """Segments of one run follow each other: never two jobs in one run folder."""
+    earlier = [step for step in run_steps(wildcards.run) if step < int(wildcards.step)]
+    return reached(wildcards.run, earlier[-1]) if earlier else []
 
 
 def train_manifest(wildcards):
@@ -102,11 +128,36 @@ def train_runtime_minutes(wildcards):
     return int(config["train_jobs"]["max_wall_time_h"] * 60) + TRAIN_SHUTDOWN_MINUTES
 
 
-def checkpoint_file(wildcards):
-    """The full run's history checkpoint behind a selected checkpoint label."""
-    number = config["checkpoints"]["selected"][SELECTED_LABELS.index(wildcards.ckpt)]
-    step = number * config["training"]["checkpoint_every"]
-    return f"{train_dir('full')}/checkpoints/step{step:06d}.safetensors"
+def checkpoint_number(wildcards):
+    return int(wildcards.ckpt[len("ckpt") :])
+
+
+def checkpoint_marker(wildcards):
+    """The full run's marker of the step a checkpoint label stands for (its last step with `auto`,
+    where the selection needs the finished run anyway)."""
+    if AUTO_SELECTION:
+        return train_done("full")
+    return reached(
+        "full", checkpoint_number(wildcards) * config["training"]["checkpoint_every"]
+    )
+
+
+def sampling_settings():
+    """The sampling keys that change the images; gather and figure settings are not among them."""
+    return pick(
+        config["sampling"],
+        "sampler",
+        "steps",
+        "clip_sample",
+        "quantization",
+        "weights",
+        "base_seed",
+        "batch_size",
+    )
+
+
+def sample_set_plan(wildcards):
+    return canonical(config["sampling"]["sets"][wildcards.sample_set])
 
 
 def shard_stores(wildcards):
@@ -122,7 +173,9 @@ def shard_stores(wildcards):
 
 def turing_sample_manifests(wildcards):
     return expand(
-        SAMPLE_MANIFEST, sample_set=config["turing"]["sample_set"], ckpt=SELECTED_LABELS
+        SAMPLE_MANIFEST,
+        sample_set=config["turing"]["sample_set"],
+        ckpt=selected_labels(),
     )
 
 
@@ -162,7 +215,7 @@ def turing_outputs():
     return [TURING_FORM, *TURING_STATS.values(), TURING_VIOLINS, TURING_EXAMPLE]
 
 
-def final_outputs():
+def final_outputs(wildcards):
     return [
         ATLAS_H5,
         REJECTS_CSV,
@@ -171,7 +224,7 @@ def final_outputs():
         *expand(LOSS_CURVES, run=["split", "full"]),
         CHECKPOINT_SELECTION,
         *expand(
-            SAMPLE_GRID, sample_set=config["sampling"]["sets"], ckpt=SELECTED_LABELS
+            SAMPLE_GRID, sample_set=config["sampling"]["sets"], ckpt=selected_labels()
         ),
         *turing_outputs(),
     ]

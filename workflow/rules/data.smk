@@ -15,7 +15,7 @@ rule demo_atlas:
     conda:
         "../../envs/data.yaml"
     params:
-        demo=config["data"].get("demo"),
+        demo=canonical(config["data"].get("demo")),
     script:
         "../scripts/demo_atlas.py"
 
@@ -25,12 +25,13 @@ rule download_archive:
         f"{ARCHIVE_DIR}/{{filename}}",
     log:
         "logs/download_archive/{filename}.log",
+    benchmark:
+        "benchmarks/download_archive/{filename}.tsv"
     conda:
         "../../envs/data.yaml"
     params:
+        # What the file is; how to fetch it (time-outs, retries) changes nothing and is read at run time.
         spec=archive_spec_by_filename,
-        landing_page=csxa_setting("landing_page"),
-        download=csxa_setting("download"),
     script:
         "../scripts/download_archive.py"
 
@@ -42,12 +43,12 @@ rule unpack_archive:
         directory("resources/csxa/unpacked/{archive}"),
     log:
         "logs/unpack_archive/{archive}.log",
+    benchmark:
+        "benchmarks/unpack_archive/{archive}.tsv"
     conda:
         "../../envs/data.yaml"
     params:
         spec=archive_spec,
-        landing_page=csxa_setting("landing_page"),
-        download=csxa_setting("download"),
     script:
         "../scripts/unpack_archive.py"
 
@@ -65,7 +66,8 @@ rule preprocess:
     conda:
         "../../envs/data.yaml"
     params:
-        settings=config["preprocess"],
+        # The rejection limit only decides whether the job fails, so it is read at run time.
+        settings=pick(config["preprocess"], "size", "resize_mode", "negative_detection"),
     script:
         "../scripts/preprocess.py"
 
@@ -79,10 +81,12 @@ rule preprocess_qc:
         ),
     log:
         "logs/preprocess_qc/preprocess_qc.log",
+    benchmark:
+        "benchmarks/preprocess_qc/preprocess_qc.tsv"
     conda:
         "../../envs/data.yaml"
     params:
-        qc=config["preprocess"]["qc"],
+        qc=canonical(config["preprocess"]["qc"]),
     script:
         "../scripts/preprocess_qc.py"
 
@@ -94,9 +98,11 @@ rule split_manifest:
         SPLIT_MANIFEST,
     log:
         "logs/split_manifest/split_manifest.log",
+    benchmark:
+        "benchmarks/split_manifest/split_manifest.tsv"
     conda:
         "../../envs/data.yaml"
     params:
-        split=config["split"],
+        split=canonical(config["split"]),
     script:
         "../scripts/split_manifest.py"

@@ -12,15 +12,14 @@ rule train_facing:
     conda:
         "../../envs/torch.yaml"
     params:
-        facing=config["facing"],
+        facing=canonical(config["facing"]),
     script:
         "../scripts/train_facing.py"
 
 
 rule sample_shard:
     input:
-        done=expand(TRAIN_DONE, run="full"),
-        selection=CHECKPOINT_SELECTION,
+        reached=checkpoint_marker,
     output:
         directory(SHARD_STORE),
     log:
@@ -31,8 +30,9 @@ rule sample_shard:
         "../../envs/torch.yaml"
     threads: 2
     params:
-        checkpoint=checkpoint_file,
-        settings=config_sections("model", "diffusion", "training", "sampling"),
+        checkpoint=checkpoint_number,
+        sampling=sampling_settings(),
+        plan=sample_set_plan,
         work_dir="results/samples/.work/{sample_set}/{ckpt}",
     script:
         "../scripts/sample_shard.py"
@@ -44,17 +44,34 @@ rule gather_samples:
         classifier=FACING_CLASSIFIER,
     output:
         manifest=SAMPLE_MANIFEST,
-        grid=report(
+    log:
+        "logs/gather_samples/{sample_set}/{ckpt}.log",
+    benchmark:
+        "benchmarks/gather_samples/{sample_set}/{ckpt}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/gather_samples.py"
+
+
+rule sample_grid:
+    input:
+        manifest=SAMPLE_MANIFEST,
+        shards=shard_stores,
+    output:
+        report(
             SAMPLE_GRID,
             caption="../report/sample_grid.rst",
             category="Samples",
             subcategory="{sample_set}",
         ),
     log:
-        "logs/gather_samples/{sample_set}/{ckpt}.log",
+        "logs/sample_grid/{sample_set}/{ckpt}.log",
+    benchmark:
+        "benchmarks/sample_grid/{sample_set}/{ckpt}.tsv"
     conda:
         "../../envs/torch.yaml"
     params:
-        gather=config["sampling"]["gather"],
+        grid_images=config["sampling"]["gather"]["grid_images"],
     script:
-        "../scripts/gather_samples.py"
+        "../scripts/sample_grid.py"

@@ -2,28 +2,31 @@ rule train:
     input:
         atlas=ATLAS_H5,
         manifest=train_manifest,
+        previous=previous_segment,
     output:
-        done=TRAIN_DONE,
+        reached=TRAIN_REACHED,
     log:
-        "logs/train/{run}.log",
+        "logs/train/{run}/step{step}.log",
     benchmark:
-        "benchmarks/train/{run}.tsv"
+        "benchmarks/train/{run}/step{step}.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 2
     resources:
         runtime=train_runtime_minutes,
     params:
-        run_dir=lambda wildcards: train_dir(wildcards.run),
-        settings=config_sections("model", "diffusion", "training"),
-        max_wall_time_h=config["train_jobs"]["max_wall_time_h"],
+        # Only what changes the weights: not num_steps (a longer run continues this one, and a
+        # segment's step is in its path), not validation batch size or resume-point spacing.
+        settings=result_settings(config),
+        runs_root=TRAIN_RUNS,
     script:
         "../scripts/train.py"
 
 
 rule loss_curves:
     input:
-        done=TRAIN_DONE,
+        done=lambda wildcards: train_done(wildcards.run),
+        selection=CHECKPOINT_SELECTION,
     output:
         report(
             LOSS_CURVES,
@@ -33,29 +36,29 @@ rule loss_curves:
         ),
     log:
         "logs/loss_curves/{run}.log",
+    benchmark:
+        "benchmarks/loss_curves/{run}.tsv"
     conda:
         "../../envs/torch.yaml"
     params:
-        run_dir=lambda wildcards: train_dir(wildcards.run),
         smoothing=config["checkpoints"]["loss_figure_smoothing"],
-        selected=config["checkpoints"]["selected"],
     script:
         "../scripts/loss_curves.py"
 
 
-rule select_checkpoints:
+checkpoint select_checkpoints:
     input:
-        split=expand(TRAIN_DONE, run="split"),
-        full=expand(TRAIN_DONE, run="full"),
+        split=train_done("split"),
+        full=train_done("full"),
     output:
         CHECKPOINT_SELECTION,
     log:
         "logs/select_checkpoints/select_checkpoints.log",
+    benchmark:
+        "benchmarks/select_checkpoints/select_checkpoints.tsv"
     conda:
         "../../envs/torch.yaml"
     params:
-        split_index=f"{train_dir('split')}/checkpoints/index.csv",
-        full_index=f"{train_dir('full')}/checkpoints/index.csv",
-        checkpoints=config["checkpoints"],
+        checkpoints=pick(config["checkpoints"], "selected", "convergence"),
     script:
         "../scripts/select_checkpoints.py"

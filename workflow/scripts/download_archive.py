@@ -1,12 +1,13 @@
-import sys
 from pathlib import Path
 
+from radsynth.core.logs import log_to
 from radsynth.data.download import fetch_configured_archive
 
-sys.stderr = open(snakemake.log[0], "w")
-fetch_configured_archive(
-    Path(snakemake.output[0]),
-    snakemake.params.spec,
-    landing_page=snakemake.params.landing_page,
-    settings=snakemake.params.download,
-)
+with log_to(snakemake.log[0]):
+    csxa = snakemake.config["data"]["csxa"]  # operational settings: read at run time
+    fetch_configured_archive(
+        Path(snakemake.output[0]),
+        snakemake.params.spec,
+        landing_page=csxa["landing_page"],
+        settings=csxa["download"],
+    )

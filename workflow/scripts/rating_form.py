@@ -1,15 +1,16 @@
-import sys
+import logging
 from pathlib import Path
 
+from radsynth.core.logs import log_to
 from radsynth.core.provenance import provenance
 from radsynth.turing.form import write_rating_form
 
-sys.stderr = open(snakemake.log[0], "w")
-form_id = write_rating_form(
-    Path(snakemake.input[0]) / "images",
-    Path(snakemake.output[0]),
-    title=snakemake.params.form["title"],
-    instructions=snakemake.params.form["instructions"],
-    provenance=provenance(snakemake.config),
-)
-print(f"form id {form_id}", file=sys.stderr)
+with log_to(snakemake.log[0]):
+    form_id = write_rating_form(
+        Path(snakemake.params.study_dir) / "images",
+        Path(snakemake.output[0]),
+        title=snakemake.params.form["title"],
+        instructions=snakemake.params.form["instructions"],
+        provenance=provenance(snakemake.config),
+    )
+    logging.info("form id %s", form_id)
