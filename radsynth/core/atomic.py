@@ -65,3 +65,15 @@ def write_text_atomic(path: Path, text: str) -> None:
 def write_json_atomic(path: Path, document: Mapping[str, Any]) -> None:
     """Pretty, key-sorted JSON: the same document always gives the same bytes."""
     write_text_atomic(path, json.dumps(document, indent=1, sort_keys=True) + "\n")
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object written by `write_json_atomic`; a missing, unreadable or non-object file
+    fails naming the file and `what` it should have been."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: missing or unreadable {what} ({exc})") from exc
+    if not isinstance(document, dict):
+        raise ValueError(f"{path}: {what} is not a JSON object")
+    return document

@@ -21,7 +21,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from radsynth.train.model import UNetSettings, build_unet
-from radsynth.core.atomic import atomic_output, publish_permissions, write_json_atomic, write_text_atomic
+from radsynth.core.atomic import (
+    atomic_output,
+    publish_permissions,
+    read_json_object,
+    write_json_atomic,
+    write_text_atomic,
+)
 from radsynth.core.config import ConfigError
 from radsynth.train.identity import RunInputs
 from radsynth.train.settings import RunSettings, run_settings_from_dict
@@ -285,12 +291,7 @@ def write_run_marker(
 def read_run_marker(path: Path) -> RunMarker:
     """The marker a training job wrote; a missing, unreadable or incomplete one fails naming the key."""
     path = Path(path)
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: missing or unreadable run marker ({exc})") from exc
-    if not isinstance(record, dict):
-        raise ValueError(f"{path}: run marker is not a JSON object")
+    record = read_json_object(path, "run marker")
     for key, kinds in _MARKER_KEYS.items():
         if key not in record:
             raise ValueError(f"{path}: run marker lacks the key {key!r}")

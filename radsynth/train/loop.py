@@ -68,7 +68,7 @@ from radsynth.train.diffusion import (
     weighted_v_loss_per_image,
 )
 from radsynth.train.model import build_unet
-from radsynth.core.atomic import write_json_atomic, write_text_atomic
+from radsynth.core.atomic import read_json_object, write_json_atomic, write_text_atomic
 from radsynth.core.provenance import config_hash
 from radsynth.data.atlas import load_atlas
 from radsynth.data.split import Subsets, read_subsets
@@ -525,22 +525,12 @@ EXIT_RESUME_LATER = 75
 RUN_RECORD = "identity.json"
 
 
-def _read_run_record(path: Path) -> dict[str, Any]:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: unreadable run record ({exc})") from exc
-    if not isinstance(record, dict):
-        raise ValueError(f"{path}: run record is not a JSON object")
-    return record
-
-
 def _previous_runs(run_dir: Path, inputs: RunInputs) -> list[str]:
     """The other run folders beside `run_dir`, each with the inputs in which it differs."""
     found = []
     for path in sorted(run_dir.parent.glob(f"*/{RUN_RECORD}")):
         if path.parent != run_dir:
-            differing = inputs.differing(_read_run_record(path).get("inputs", {}))
+            differing = inputs.differing(read_json_object(path, "run record").get("inputs", {}))
             found.append(f"{path.parent} (other {', '.join(differing)})")
     return found
 
@@ -552,7 +542,7 @@ def _open_run_folder(runs_root: Path, inputs: RunInputs, settings: RunSettings) 
     run_dir = run_folder(runs_root, identity)
     record = run_dir / RUN_RECORD
     if record.is_file():
-        recorded = _read_run_record(record).get("identity")
+        recorded = read_json_object(record, "run record").get("identity")
         if recorded != identity:
             raise ValueError(f"{record}: records run identity {recorded!r}, not {identity!r}; move the folder away")
         log.info("run folder %s (identity %s)", run_dir, identity)
