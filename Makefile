@@ -11,7 +11,7 @@ CORES ?= 2
 # `make demo` installs only what the demo uses. One call, so apt-get runs at most once.
 SYSTEM_DEPS := r $(if $(filter test,$(MAKECMDGOALS)),chromium)
 
-.PHONY: setup system-deps demo test bench lint clean-demo
+.PHONY: setup system-deps demo test bench lint
 
 setup: system-deps $(STAMP)
 

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 
-def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess:
     """Run the real workflow in `workdir`, whose config/config.yaml is the run's config."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(

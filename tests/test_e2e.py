@@ -27,7 +27,8 @@ pytestmark = pytest.mark.e2e
 def tiny(config: dict, workdir: Path) -> dict:
     config["data"]["demo"].update(n_images=40, min_side=96, max_side=160)
     config["preprocess"]["size"] = 32
-    config["training"].update(num_steps=40, checkpoint_every=10, state_every=10)
+    config["model"].update(base_channels=8, attention_head_dim=8)
+    config["training"].update(num_steps=20, checkpoint_every=5, state_every=5)
     config["checkpoints"]["selected"] = [1, 2, 4]
     config["sampling"].update(steps=4, batch_size=4)
     config["sampling"]["sets"] = {"initial": {"n_images": 6, "images_per_shard": 6},
@@ -94,19 +95,19 @@ def test_demo_qc_figure_and_split(demo_run):
 def test_demo_training_runs_checkpoints_and_selection(demo_run):
     workdir, _, _ = demo_run
     for run, has_val in (("split", True), ("full", False)):
-        done = json.loads((workdir / f"results/train/{run}/reached/step40.json").read_text())
-        assert done["step"] == 40 and done["provenance"]["config_hash"]
+        done = json.loads((workdir / f"results/train/{run}/reached/step20.json").read_text())
+        assert done["step"] == 20 and done["provenance"]["config_hash"]
         run_dir = workdir / done["run_dir"]
         assert run_dir.parent == workdir / f"results/train/{run}" and len(run_dir.name) == 16
         index = pd.read_csv(run_dir / "checkpoints/index.csv")
-        assert list(index["step"]) == [10, 20, 30, 40] and list(index["checkpoint"]) == [1, 2, 3, 4]
+        assert list(index["step"]) == [5, 10, 15, 20] and list(index["checkpoint"]) == [1, 2, 3, 4]
         log = pd.read_csv(run_dir / "loss_log.csv")
-        assert list(log["step"]) == list(range(1, 41)) and log["train_loss"].gt(0).all()
+        assert list(log["step"]) == list(range(1, 21)) and log["train_loss"].gt(0).all()
         assert log["val_loss"].notna().sum() == (4 if has_val else 0)
         figure = Image.open(workdir / f"results/train/{run}/loss_curves.png")
         assert "config_hash" in " ".join(f"{k}={v}" for k, v in figure.info.items())
     segments = sorted(p.name for p in (workdir / "results/train/full/reached").glob("*.json"))
-    assert segments == ["step10.json", "step20.json", "step40.json"], "one segment per selected checkpoint"
+    assert segments == ["step10.json", "step20.json", "step5.json"], "one segment per selected checkpoint"
     selection = json.loads((workdir / "results/train/selection.json").read_text())
     assert selection["mode"] == "configured"
     assert [entry["label"] for entry in selection["selected"]] == ["ckpt001", "ckpt002", "ckpt004"]
@@ -191,7 +192,7 @@ def test_each_change_reruns_exactly_what_it_affects(demo_run):
     assert plan_with(workdir, config, set_key("preprocess.max_rejected_fraction", 0.5)) == {}
     assert plan_with(workdir, config, set_key("turing.form.title", "Another title")) == {"rating_form": 1, "all": 1}
     assert plan_with(workdir, config, set_key("checkpoints.loss_figure_smoothing", 3)) == {"loss_curves": 2, "all": 1}
-    longer = plan_with(workdir, config, set_key("training.num_steps", 50))
+    longer = plan_with(workdir, config, set_key("training.num_steps", 25))
     assert longer["train"] == 2 and "preprocess" not in longer, "training longer continues both runs"
 
     def new_size(changed: dict) -> None:
@@ -362,9 +363,9 @@ def test_a_new_study_of_one_checkpoint_after_moving_the_old_aside(demo_run):
     changed["turing"]["simulation"]["mean_rating_checkpoints"] = [3.1]
     write_workdir_config(workdir, changed)
     run_snakemake(workdir)
-    marker = json.loads((workdir / "results/train/full/reached/step30.json").read_text())
-    train_log = (workdir / "logs/train/full/step30.log").read_text()
-    assert marker["step"] == 30 and "already reached step 40; its checkpoint of step 30 stands for it" in train_log
+    marker = json.loads((workdir / "results/train/full/reached/step15.json").read_text())
+    train_log = (workdir / "logs/train/full/step15.log").read_text()
+    assert marker["step"] == 15 and "already reached step 20; its checkpoint of step 15 stands for it" in train_log
     key = pd.read_csv(study / "key/key.csv")
     assert sorted(key["group"].unique()) == ["ckpt003", "real"]
     assert sorted(key["position"].unique()) == [1, 2]

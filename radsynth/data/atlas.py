@@ -10,9 +10,11 @@ Turing study) never imports the preprocessing code or its DICOM reader.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import h5py
 import numpy as np
@@ -96,6 +98,16 @@ def load_atlas(path: Path, *, lazy: bool = False) -> Atlas:
     if not lazy:
         h5.close()
     return atlas
+
+
+def atlas_digest(images: np.ndarray, source_names: Sequence[str]) -> str:
+    """SHA-256 of the atlas content later stages read: the images (a C-contiguous array: dtype,
+    shape, bytes) and the source names. Not the HDF5 file's bytes, which hold a creation time.
+    Training keys its run folders on it, evaluation its cached real-image features."""
+    header = {"dtype": str(images.dtype), "shape": list(images.shape), "source_names": list(source_names)}
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode("utf-8"))
+    digest.update(memoryview(images))
+    return digest.hexdigest()
 
 
 def _plain(value: object) -> object:

@@ -1,1 +1,1 @@
-"""Evaluation stage (to come): FID and fidelity metrics of sampled sets against the atlas."""
+"""Evaluation stage: features of real and synthetic radiographs, and FID, KID and PRDC against the atlas."""

@@ -11,8 +11,6 @@ This module imports nothing heavy (no torch, numpy or pandas): the Snakefile imp
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -47,15 +45,6 @@ def result_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("num_steps", *OPERATIONAL_TRAINING_KEYS):
         sections["training"].pop(key, None)
     return canonical(sections)
-
-
-def atlas_digest(images: Any, source_names: Sequence[str]) -> str:
-    """SHA-256 of what training reads from the atlas: the images (a C-contiguous array: dtype,
-    shape, bytes) and the source names. Not the HDF5 file's bytes, which hold a creation time."""
-    header = {"dtype": str(images.dtype), "shape": list(images.shape), "source_names": list(source_names)}
-    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode("utf-8"))
-    digest.update(memoryview(images))
-    return digest.hexdigest()
 
 
 def manifest_digest(subsets: Mapping[str, Sequence[int]] | None) -> str:

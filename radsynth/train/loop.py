@@ -1,5 +1,6 @@
-"""DDPM training as I-SynMed ran lucidrains' `Trainer`, rebuilt on diffusers + accelerate, with the
-validation loss, weights-only checkpoint history and exact resume that I-SynMed lacks.
+"""DDPM training as I-SynMed ran lucidrains' `Trainer`, rebuilt on accelerate around either network
+(`radsynth.train.model`: lucidrains' own Unet or a diffusers UNet2DModel), with the validation
+loss, weights-only checkpoint history, run identity and exact resume that I-SynMed lacks.
 
 Reproduced from lucidrains' Trainer (denoising_diffusion_pytorch v2.x) and ema_pytorch (0.8.x):
 Adam(lr, betas=(0.9, 0.99)), no LR schedule, gradient-norm clip 1.0, optional fp16 autocast with a
@@ -70,7 +71,7 @@ from radsynth.train.diffusion import (
 from radsynth.train.model import build_unet
 from radsynth.core.atomic import read_json_object, write_json_atomic, write_text_atomic
 from radsynth.core.provenance import config_hash
-from radsynth.data.atlas import load_atlas
+from radsynth.data.atlas import atlas_digest, load_atlas
 from radsynth.data.split import Subsets, read_subsets
 from radsynth.train.checkpoint_io import (
     CHECKPOINT_DIR,
@@ -96,7 +97,6 @@ from radsynth.train.checkpoint_io import (
 from radsynth.train.identity import (
     RESULT_SECTIONS,
     RunInputs,
-    atlas_digest,
     manifest_digest,
     result_settings,
     run_folder,
