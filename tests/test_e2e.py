@@ -313,7 +313,7 @@ def test_paper_mode_uses_hand_placed_archives_without_network(tmp_path, archive_
 
 def planned_jobs(workdir: Path, *targets: str) -> dict[str, int]:
     """rule -> job count of a dry run (the job-stats table of --quiet rules)."""
-    output = run_snakemake(workdir, "-n", "--quiet", "rules", *targets).stdout
+    output = run_snakemake(workdir, "-n", *targets, "--quiet", "rules").stdout
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", output, re.MULTILINE)
             if m.group(1) != "total"}
 
