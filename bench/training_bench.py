@@ -339,7 +339,7 @@ def checkpoint_bytes_lines() -> list[str]:
             "ema.safetensors": ema.state_dict(),
             "optimizer.pt": filled_adam(online).state_dict(),
         }
-        folder = save_state(Path(tmp) / "run", 2000, parts, {"settings_hash": "bench"})
+        folder = save_state(Path(tmp) / "run", 2000, parts, {"identity": "bench"})
         state_bytes = sum(path.stat().st_size for path in folder.iterdir())
     lines.append(
         f"  resume state (online + EMA + Adam, float32; only the latest is kept): {state_bytes:,} B, "

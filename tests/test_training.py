@@ -44,7 +44,7 @@ from radsynth.train.checkpoint_io import (
 )
 from radsynth.train.loop import EXIT_RESUME_LATER, train, train_job
 from radsynth.train.seeds import micro_batch_draws, micro_batch_positions
-from radsynth.train.settings import RunSettings, run_settings_from_dict, settings_hash
+from radsynth.train.settings import RunSettings, run_settings_from_dict
 
 torch.set_num_threads(1)
 
@@ -249,7 +249,6 @@ def test_settings_written_by_the_dataclass_code_still_load(tmp_path: Path) -> No
     save_file({"x": torch.zeros(1)}, str(tmp_path / "old.safetensors"), {"settings": written})
     settings = read_checkpoint_settings(tmp_path / "old.safetensors")
     assert settings == run_settings_from_dict(tiny_config())
-    assert settings_hash(settings) == "a8174e553e0fdb5e6172dddbbbc7d9d7355d984d69e876636e4e96ff0c82b0fc"
     save_file({"x": torch.zeros(1)}, str(tmp_path / "bad.safetensors"), {"settings": written.replace("seed", "sed")})
     with pytest.raises(ValueError, match=r"(?s)bad\.safetensors: settings .*training\.sed: unknown key"):
         read_checkpoint_settings(tmp_path / "bad.safetensors")

@@ -8,7 +8,6 @@ import torch
 from pydantic import Field
 
 from radsynth.core.config import ConfigModel, ListOf, load_settings
-from radsynth.core.provenance import config_hash
 from radsynth.train.diffusion import sigmoid_beta_schedule
 from radsynth.train.model import UNetSettings
 
@@ -68,8 +67,3 @@ class RunSettings(ConfigModel):
 def run_settings_from_dict(config: Mapping[str, Any]) -> RunSettings:
     """RunSettings from the config's {model, diffusion, training} sections."""
     return load_settings(RunSettings, config)
-
-
-def settings_hash(settings: RunSettings) -> str:
-    """Hash stored in the state so a run never resumes under different settings."""
-    return config_hash(settings.model_dump(mode="json"))
