@@ -235,7 +235,7 @@ def test_every_bad_key_is_named_in_one_error() -> None:
 
 
 def test_settings_written_by_the_dataclass_code_still_load(tmp_path: Path) -> None:
-    """Metadata and state hash as the dataclass settings (before pydantic) wrote them for tiny_config()."""
+    """Checkpoint metadata as the dataclass settings (before pydantic) wrote it for tiny_config() still loads."""
     written = (
         '{"diffusion": {"beta_clamp_max": 0.999, "sigmoid_end": 3.0, "sigmoid_start": -3.0, "sigmoid_tau": 1.0, '
         '"timesteps": 1000}, "model": {"attention_head_dim": 8, "attention_levels": [false, true], '
