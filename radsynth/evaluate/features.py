@@ -32,6 +32,8 @@ import torch
 from torch import nn
 from torchmetrics.image.fid import NoTrainInceptionV3
 
+from radsynth.core.provenance import file_sha256
+
 #: Side of the square input of InceptionV3 (both FID Inceptions).
 INCEPTION_SIZE = 299
 #: Width of InceptionV3's pool features.
@@ -125,14 +127,6 @@ class TorchmetricsInception(FeatureExtractor):
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.network(images.unsqueeze(1).expand(-1, 3, -1, -1))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def offline_inception_path() -> Path:

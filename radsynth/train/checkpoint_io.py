@@ -5,7 +5,6 @@ through this module alone."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -29,6 +28,7 @@ from radsynth.core.atomic import (
     write_text_atomic,
 )
 from radsynth.core.config import ConfigError
+from radsynth.core.provenance import file_sha256
 from radsynth.train.identity import RunInputs
 from radsynth.train.settings import RunSettings, run_settings_from_dict
 
@@ -138,14 +138,6 @@ def load_checkpoint_weights(
     return model.eval()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def latest_state_dir(run_dir: Path) -> Path | None:
     """The complete state with the highest step; `.tmp-*` directories are unfinished writes."""
     root = run_dir / STATE_DIR
@@ -166,7 +158,7 @@ def _write_state_files(folder: Path, parts: Mapping[str, Any], info: Mapping[str
             save_file({k: v.detach().contiguous().cpu() for k, v in part.items()}, str(folder / name))
         else:
             torch.save(part, folder / name)
-    hashes = {name: _sha256(folder / name) for name in parts}
+    hashes = {name: file_sha256(folder / name) for name in parts}
     (folder / "state.json").write_text(json.dumps({**info, "files": hashes}, indent=1, sort_keys=True))
     for name in [*parts, "state.json"]:
         publish_permissions(folder / name, 0o666)
@@ -210,7 +202,7 @@ def read_state(folder: Path, expected_identity: str) -> tuple[dict[str, Any], di
     parts: dict[str, Any] = {}
     for name, digest in info["files"].items():
         path = folder / name
-        if not path.is_file() or _sha256(path) != digest:
+        if not path.is_file() or file_sha256(path) != digest:
             raise ValueError(f"{path}: state file is missing or corrupt (hash mismatch)")
         if name.endswith(".safetensors"):
             parts[name] = _read_safetensors(path)[0]
