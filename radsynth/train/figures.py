@@ -2,7 +2,7 @@
 
 The per-step training loss of a diffusion model is one random mini-batch at random noise
 levels, so it is drawn faint, with a centred moving average on top; the validation losses
-(fixed images, fixed noise: training.py) are drawn at the checkpoints where they were
+(fixed images, fixed noise: radsynth.train.loop) are drawn at the checkpoints where they were
 measured. The y axis is logarithmic because the loss falls by orders of magnitude in the
 first few thousand steps and the late, small differences between train and validation loss
 (the convergence and divergence the paper reads) would be flat on a linear axis. The bottom

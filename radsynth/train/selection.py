@@ -85,7 +85,7 @@ def _numeric(frame: pd.DataFrame, path: Path, column: str, *, integer: bool, opt
 
 
 def _require_increasing(values: pd.Series, path: Path, column: str) -> None:
-    """Rows must be in strictly increasing order of `column`, as training.py appends them."""
+    """Rows must be in strictly increasing order of `column`, as radsynth.train.loop appends them."""
     steps = values.to_numpy()
     bad = np.flatnonzero(np.diff(steps) <= 0)
     if len(bad):
@@ -108,7 +108,7 @@ def _require_all_or_none(values: pd.Series, path: Path, column: str) -> None:
 def read_loss_log(path: Path) -> pd.DataFrame:
     """`loss_log.csv` of a run as numbers (val columns NaN between checkpoints).
 
-    Steps must run 1, 2, 3, ... without gaps: training.py writes one row per optimizer step and
+    Steps must run 1, 2, 3, ... without gaps: radsynth.train.loop writes one row per optimizer step and
     the figure's moving average counts rows as steps.
     """
     path = Path(path)
@@ -265,7 +265,7 @@ def convergence_window(
     training loss; after it, it rises while the training loss keeps falling: the paper's
     "converged between checkpoints 30 and 40, diverging thereafter". The tolerance is relative
     so one value fits any loss scale. Only the validation loss decides: it is computed with
-    fixed noise on fixed images (training.py), whereas the training loss at a checkpoint is one
+    fixed noise on fixed images (radsynth.train.loop), whereas the training loss at a checkpoint is one
     noisy mini-batch. `missing_validation_reason` says why the result is None.
     """
     _check_window_settings(smoothing, tolerance, val_column)
@@ -568,7 +568,7 @@ def _selected_entries(chosen: Mapping[int, list[str]], full_index: pd.DataFrame)
     """Each chosen checkpoint with label, step, file and reasons; the file must exist, since
     sampling reads the `path` written here.
 
-    Paths in index.csv are relative to the run directory, which training.py lays out as
+    Paths in index.csv are relative to the run directory, which radsynth.train.loop lays out as
     run_dir/checkpoints/index.csv; they are written joined to that directory.
     """
     if SOURCE_ATTR not in full_index.attrs:
