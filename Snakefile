@@ -5,7 +5,11 @@ from radsynth.core.config import check_config
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The demo config is the default only: a --configfile (the paper preset) replaces it instead of
+# being merged into it, so no demo-only key (say the diffusers network's) leaks into another preset.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
@@ -16,6 +20,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
+include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/turing.smk"
 
 

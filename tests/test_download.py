@@ -14,16 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from radsynth.data.download import (
-    ArchiveExtractionError,
+from radsynth.core.download import (
     ArchiveVerificationError,
     Checksum,
     ManualDownloadRequired,
-    extract_archive,
-    fetch_archive,
-    fetch_configured_archive,
+    fetch_file,
     parse_checksum,
 )
+from radsynth.data.download import ArchiveExtractionError, extract_archive, fetch_configured_archive
 
 PAYLOAD = bytes(range(256)) * 40  # 10,240 bytes, every offset distinguishable mod 256
 PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()
@@ -105,7 +103,7 @@ def fetch(url: str, dest: Path, **overrides) -> Path:
         timeout_s=5.0, max_attempts=3, chunk_bytes=256, retry_wait_s=0.0, progress=False,
     )
     settings.update(overrides)
-    return fetch_archive(url, dest, **settings)
+    return fetch_file(url, dest, **settings)
 
 
 def refused_url() -> str:

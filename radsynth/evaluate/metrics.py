@@ -74,9 +74,12 @@ class FidelityRow:
     warnings: tuple[str, ...] = field(default=())
 
     def as_record(self) -> dict[str, object]:
-        """Flat columns for a table: the extractor's fields as `extractor_*`, warnings joined by '; '."""
+        """Flat columns for a table: the extractor's fields as `extractor_*`, warnings joined by '; ',
+        and NaN as None (JSON has no NaN; the warnings say why a number is missing)."""
         record: dict[str, object] = {name: getattr(self, name) for name in self.__dataclass_fields__
                                      if name not in ("extractor", "warnings")}
+        record = {name: None if isinstance(value, float) and not math.isfinite(value) else value
+                  for name, value in record.items()}
         record.update({f"extractor_{key}": value for key, value in self.extractor.as_dict().items()})
         record["warnings"] = "; ".join(self.warnings)
         return record
@@ -103,12 +106,6 @@ def check_images(images: np.ndarray, what: str) -> None:
         raise ValueError(f"{what}: images must be uint8, got {images.dtype}")
     if len(images) < 2:
         raise ValueError(f"{what}: {len(images)} image(s); FID, KID and PRDC need at least 2")
-
-
-def check_same_size(real: np.ndarray, synthetic: np.ndarray, real_name: str, synthetic_name: str) -> None:
-    if real.shape[1:] != synthetic.shape[1:]:
-        raise ValueError(f"{synthetic_name}: images are {synthetic.shape[1]}x{synthetic.shape[2]} but the "
-                         f"{real_name} images are {real.shape[1]}x{real.shape[2]}")
 
 
 def frechet_distance(real: np.ndarray, synthetic: np.ndarray) -> float:
@@ -189,6 +186,28 @@ def real_features(images: np.ndarray, atlas_hash: str, extractor: FeatureExtract
     return features
 
 
+@dataclass(frozen=True)
+class AtlasFeatures:
+    """The atlas' features with what they were computed from."""
+
+    features: np.ndarray
+    digest: str
+    image_shape: tuple[int, ...]
+    cache_file: Path
+
+
+def atlas_features(atlas_path: Path, extractor: FeatureExtractor, cache_dir: Path, *,
+                   batch_size: int = EXTRACTION_BATCH_SIZE) -> AtlasFeatures:
+    """Features of every atlas image, computed once per atlas content and extractor (then cached)."""
+    with load_atlas(Path(atlas_path)) as atlas:
+        images, source_names = np.ascontiguousarray(atlas.images), atlas.source_names
+    check_images(images, f"atlas {atlas_path}")
+    digest = atlas_digest(images, source_names)
+    features = real_features(images, digest, extractor, cache_dir, batch_size=batch_size)
+    return AtlasFeatures(features, digest, images.shape[1:],
+                         feature_cache_path(cache_dir, digest, extractor.description))
+
+
 def sample_size_warnings(n_real: int, n_synthetic: int, num_features: int, nearest_k: int,
                          atlas_name: str, synthetic_name: str) -> list[str]:
     """Warnings for sets too small for a stable covariance or for PRDC's k-NN balls."""
@@ -224,12 +243,11 @@ def fidelity_row(
     synthetic = np.asarray(synthetic)
     synthetic_label, atlas_label = f"synthetic set {synthetic_name}", f"atlas {atlas_path}"
     check_images(synthetic, synthetic_label)
-    with load_atlas(Path(atlas_path)) as atlas:
-        images, source_names = np.ascontiguousarray(atlas.images), atlas.source_names
-    check_images(images, atlas_label)
-    check_same_size(images, synthetic, atlas_label, synthetic_label)
-    atlas_hash = atlas_digest(images, source_names)
-    real = real_features(images, atlas_hash, extractor, cache_dir, batch_size=batch_size)
+    atlas = atlas_features(atlas_path, extractor, cache_dir, batch_size=batch_size)
+    if atlas.image_shape != synthetic.shape[1:]:
+        raise ValueError(f"{synthetic_label}: images are {synthetic.shape[1]}x{synthetic.shape[2]} but the "
+                         f"{atlas_label} images are {atlas.image_shape[0]}x{atlas.image_shape[1]}")
+    real, atlas_hash = atlas.features, atlas.digest
     fake = extract_features(extractor, synthetic, batch_size=batch_size)
     found = sample_size_warnings(len(real), len(fake), extractor.num_features, nearest_k,
                                  atlas_label, synthetic_label)

@@ -17,6 +17,7 @@ Checkpoint numbers are the paper's: number = step / checkpoint_every (34 -> step
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -53,9 +54,13 @@ WINDOW_DEFINITION = (
 
 
 def _read_text_table(path: Path, columns: Sequence[str]) -> pd.DataFrame:
-    """The CSV as strings (blanks kept as ""), after checking that every expected column is there."""
+    """The CSV as strings (blanks kept as ""), after checking that every expected column is there.
+
+    Leading '#' provenance lines (radsynth.core.tables) are skipped; the frame's index is each row's
+    line number in the file, so errors name the line a person sees in an editor."""
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        comment_lines = _leading_comment_lines(path)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skiprows=comment_lines)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{path}: file not found") from exc
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
@@ -63,7 +68,18 @@ def _read_text_table(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; expected {list(columns)}")
+    frame.index = pd.RangeIndex(comment_lines + 2, comment_lines + 2 + len(frame))
     return frame.fillna("")
+
+
+def _leading_comment_lines(path: Path) -> int:
+    with Path(path).open(encoding="utf-8") as handle:
+        return sum(1 for _ in itertools.takewhile(lambda line: line.startswith("#"), handle))
+
+
+def _line(values: pd.Series, row: int) -> int:
+    """The file line of a row (the index `_read_text_table` set)."""
+    return int(values.index[row])
 
 
 def _numeric(frame: pd.DataFrame, path: Path, column: str, *, integer: bool, optional: bool) -> pd.Series:
@@ -80,7 +96,7 @@ def _numeric(frame: pd.DataFrame, path: Path, column: str, *, integer: bool, opt
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         kind = "an integer" if integer else "a finite number"
-        raise ValueError(f"{path} line {row + 2}, column {column!r}: {text.iloc[row]!r} is not {kind}")
+        raise ValueError(f"{path} line {_line(text, row)}, column {column!r}: {text.iloc[row]!r} is not {kind}")
     return values.astype("int64") if integer and not optional else values
 
 
@@ -91,7 +107,7 @@ def _require_increasing(values: pd.Series, path: Path, column: str) -> None:
     if len(bad):
         row = int(bad[0]) + 1
         raise ValueError(
-            f"{path} line {row + 2}, column {column!r}: {steps[row]} does not follow {steps[row - 1]}"
+            f"{path} line {_line(values, row)}, column {column!r}: {steps[row]} does not follow {steps[row - 1]}"
         )
 
 
@@ -101,7 +117,7 @@ def _require_all_or_none(values: pd.Series, path: Path, column: str) -> None:
     if blank.any() and not blank.all():
         row = int(np.flatnonzero(blank)[0])
         raise ValueError(
-            f"{path} line {row + 2}, column {column!r}: blank, but other checkpoints have a value"
+            f"{path} line {_line(values, row)}, column {column!r}: blank, but other checkpoints have a value"
         )
 
 
@@ -127,7 +143,7 @@ def read_loss_log(path: Path) -> pd.DataFrame:
     if len(gaps):
         row = int(gaps[0])
         found = frame["step"].iloc[row]
-        raise ValueError(f"{path} line {row + 2}, column 'step': {found} where step {row + 1} was expected")
+        raise ValueError(f"{path} line {_line(frame, row)}, column 'step': {found} where step {row + 1} was expected")
     frame.attrs[SOURCE_ATTR] = str(path)
     return frame
 
@@ -153,19 +169,19 @@ def read_checkpoint_index(path: Path) -> pd.DataFrame:
     )
     empty_path = np.flatnonzero(frame["path"].to_numpy() == "")
     if len(empty_path):
-        raise ValueError(f"{path} line {int(empty_path[0]) + 2}, column 'path': blank")
+        raise ValueError(f"{path} line {_line(frame, int(empty_path[0]))}, column 'path': blank")
     _require_increasing(frame["step"], path, "step")
     not_positive = np.flatnonzero(frame["checkpoint"].to_numpy() < 1)
     if len(not_positive):
         row = int(not_positive[0])
         found = frame["checkpoint"].iloc[row]
-        raise ValueError(f"{path} line {row + 2}, column 'checkpoint': {found} is below 1")
+        raise ValueError(f"{path} line {_line(frame, row)}, column 'checkpoint': {found} is below 1")
     every = frame["step"] / frame["checkpoint"].where(frame["checkpoint"] > 0)
     inconsistent = np.flatnonzero(every.to_numpy() != every.iloc[0]) if len(frame) else []
     if len(inconsistent):
         row = int(inconsistent[0])
         raise ValueError(
-            f"{path} line {row + 2}, column 'checkpoint': checkpoint {frame['checkpoint'].iloc[row]} "
+            f"{path} line {_line(frame, row)}, column 'checkpoint': checkpoint {frame['checkpoint'].iloc[row]} "
             f"at step {frame['step'].iloc[row]} breaks the spacing of line 2 "
             f"(step {frame['step'].iloc[0]} = checkpoint {frame['checkpoint'].iloc[0]})"
         )

