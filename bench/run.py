@@ -13,7 +13,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import audit_bench  # noqa: E402
 import dag_bench  # noqa: E402
+import fid_bench  # noqa: E402
 import preprocess_bench  # noqa: E402
 import sampling_bench  # noqa: E402
 import training_bench  # noqa: E402
@@ -23,6 +25,8 @@ BENCHMARKS = {
     "training": training_bench.run,
     "sampling": sampling_bench.run,
     "dag": dag_bench.run,
+    "fid": fid_bench.run,
+    "audit": audit_bench.run,
 }
 
 

@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 from accelerate import PartialState
 
@@ -17,9 +18,17 @@ from radsynth.data.preprocess import PAPER_NEGATIVE_DETECTION, preprocess_atlas
 from radsynth.core.config import ConfigError, load_settings
 from radsynth.core.atomic import write_json_atomic
 from radsynth.core.provenance import provenance
-from radsynth.evaluate.features import EXTRACTORS, FeatureExtractor, build_extractor, random_cnn
+from radsynth.core.features import EXTRACTORS, FeatureExtractor, build_extractor, random_cnn
 from radsynth.evaluate.metrics import EXTRACTION_BATCH_SIZE, KID_SUBSET_SIZE, KID_SUBSETS, FidelityRow, fidelity_row
-from radsynth.evaluate.synthetic import load_synthetic
+from radsynth.audit.image_sets import load_synthetic, load_synthetic_with_ids
+from radsynth.audit.encoders import (VIT_WEIGHTS, AuditEncoder, offline_inception_encoder, random_encoder_for_tests,
+                                     vit_encoder)
+from radsynth.audit.memorization import TOP_PAIRS, memorization_audit
+from radsynth.audit.neighbours import CHUNK_SIZE
+from radsynth.audit.patch_distance import MEDISYN_FLAG, flag_column
+from radsynth.audit.plausibility import DEFAULT_SETTINGS, DEFAULT_THRESHOLD
+from radsynth.audit.screening import EXCLUDE, MANIFEST_NAME, screen_image_set
+from radsynth.data.atlas import load_atlas
 from radsynth.turing.ratings import from_qualtrics, load_key, write_ratings_csv
 from radsynth.sample.sampler import QUANTIZATIONS, SAMPLERS, TRAINED_PREDICTION_TYPE, WEIGHTS, sample_shard
 from radsynth.data.split import write_split_for_atlas
@@ -265,12 +274,113 @@ def run_fid(args: argparse.Namespace) -> int:
     return 0
 
 
+#: --encoder choices of `radsynth audit`.
+AUDIT_ENCODERS = ("offline-inception", "vit", "random-test-only")
+
+
+def add_audit(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("audit", help="memorization audit: the real x synthetic pairs most alike "
+                                                 "(imagededup embeddings, cosine similarity, patch distance)")
+    parser.add_argument("--real", type=Path, required=True, metavar="ATLAS.h5", help="HDF5 atlas of the real images")
+    parser.add_argument("--synthetic", type=Path, required=True, metavar="PATH",
+                        help="a sampling Zarr store, a folder of *.zarr stores of one checkpoint, or a folder of "
+                             "8-bit grayscale PNG files of the atlas' size")
+    parser.add_argument("--top", type=int, default=TOP_PAIRS, metavar="K",
+                        help="pairs to write, best first (default: %(default)s, the paper)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for pairs.csv and pairs_pageNN.png")
+    parser.add_argument("--encoder", choices=AUDIT_ENCODERS, default="offline-inception",
+                        help="vit: imagededup's ViT (the paper's) with --weights; offline-inception: the FID "
+                             "stage's InceptionV3, the fallback where no ViT weights exist; random-test-only: a "
+                             "random CNN, for tests only, its pairs mean nothing (default: %(default)s)")
+    parser.add_argument("--weights", type=Path, metavar="FILE",
+                        help=f"with --encoder vit: torchvision's vit_b_16 SWAG weights (default: {VIT_WEIGHTS})")
+    parser.add_argument("--chunk-size", type=int, default=CHUNK_SIZE, metavar="N",
+                        help="synthetic images per similarity block, bounds memory only (default: %(default)s)")
+    parser.add_argument("--cache-dir", type=Path, metavar="DIR",
+                        help="cache of the atlas' embeddings (default: the --out folder's cache/)")
+    parser.set_defaults(func=run_audit)
+
+
+def audit_encoder(name: str, weights: Path | None) -> AuditEncoder:
+    """The encoder an --encoder choice names; --weights belongs to vit alone."""
+    if weights is not None and name != "vit":
+        raise ValueError(f"--weights is used only with --encoder vit, not {name}")
+    if name == "vit":
+        return vit_encoder(weights or VIT_WEIGHTS)
+    return random_encoder_for_tests() if name == "random-test-only" else offline_inception_encoder()
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    """Bad input (paths, images, a missing weights file) is one line on stderr and exit status 2."""
+    try:
+        encoder = audit_encoder(args.encoder, args.weights)
+        synthetic, synthetic_ids, source = load_synthetic_with_ids(args.synthetic)
+        with load_atlas(args.real) as atlas:
+            real, real_ids = np.asarray(atlas.images), atlas.source_names
+        table = memorization_audit(real, real_ids, synthetic, synthetic_ids, encoder, top=args.top,
+                                   chunk_size=args.chunk_size, out_dir=args.out,
+                                   cache_dir=args.cache_dir or args.out / "cache",
+                                   provenance={**command_provenance(), "synthetic": source})
+    except (ValueError, KeyError, OSError) as exc:
+        print(f"radsynth audit: error: {exc}", file=sys.stderr)
+        return 2
+    flagged = flag_column(MEDISYN_FLAG)
+    print(f"{len(table)} pairs of {len(real)} real x {len(synthetic)} synthetic images ({encoder.description.name}):")
+    print(table[["rank", "real_id", "synthetic_id", "similarity", "patch_distance"]].head(5).to_string(index=False))
+    print(f"{int(table[flagged].sum())} of {len(table)} pairs at patch distance <= {MEDISYN_FLAG} (MediSyn's flag)")
+    print(f"wrote {args.out / 'pairs.csv'} and its montage pages")
+    return 0
+
+
+def add_screen(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("screen", help="anatomical plausibility screen of synthetic images: screening "
+                                                  "manifest with scores and empty reviewer columns, contact sheets")
+    parser.add_argument("--real", type=Path, required=True, metavar="ATLAS.h5", help="HDF5 atlas of the real images")
+    parser.add_argument("--synthetic", type=Path, required=True, metavar="PATH",
+                        help="a sampling Zarr store, a folder of *.zarr stores of one checkpoint, or a folder of "
+                             "8-bit grayscale PNG files")
+    parser.add_argument("--facing-classifier", type=Path, required=True, metavar="FILE",
+                        help="the sample stage's facing classifier (results/facing/classifier.safetensors): it makes "
+                             "the real images, and the synthetic ones unless --left-facing, left-facing")
+    parser.add_argument("--left-facing", action="store_true", help="the synthetic images are left-facing already")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help=f"folder for {MANIFEST_NAME}, contact_pageNNN.png and the fitted screen")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, metavar="X",
+                        help="propose excluding images of plausibility below X; plausibility is the fraction of real "
+                             "images less typical, higher = more plausible (default: %(default)s)")
+    parser.add_argument("--checkpoint", metavar="LABEL", help="the manifest's checkpoint column (default: the name "
+                                                               "of --synthetic)")
+    parser.add_argument("--chunk-size", type=int, default=CHUNK_SIZE, metavar="N",
+                        help="synthetic images per nearest-real block, bounds memory only (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64, metavar="N",
+                        help="images per facing-classifier call, bounds memory only (default: %(default)s)")
+    parser.set_defaults(func=run_screen)
+
+
+def run_screen(args: argparse.Namespace) -> int:
+    """Bad input (paths, images, classifier, threshold) is one line on stderr and exit status 2."""
+    try:
+        images, ids, source = load_synthetic_with_ids(args.synthetic)
+        manifest = screen_image_set(
+            args.real, args.facing_classifier, images, ids, args.out, checkpoint=args.checkpoint or args.synthetic.name,
+            orient_synthetic=not args.left_facing, threshold=args.threshold, chunk_size=args.chunk_size,
+            batch_size=args.batch_size, settings=DEFAULT_SETTINGS,
+            provenance={**command_provenance(), "synthetic": source, "real": str(args.real)})
+    except (ValueError, KeyError, OSError) as exc:
+        print(f"radsynth screen: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(manifest)} images screened ({source}); {int((manifest['proposed'] == EXCLUDE).sum())} proposed "
+          f"for exclusion at plausibility < {args.threshold}, {int(manifest['flipped'].sum())} mirrored to left-facing")
+    print(f"wrote {args.out / MANIFEST_NAME} and its contact sheets; reviewers fill decision, reason and reviewer")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="radsynth", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add in (
         add_demo_atlas, add_download, add_preprocess, add_split, add_sample, add_model, add_stats, add_qualtrics,
-        add_fid,
+        add_fid, add_audit, add_screen,
     ):
         add(subparsers)
     return parser

@@ -17,7 +17,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from radsynth.data.atlas import atlas_from_images, write_atlas
-from radsynth.evaluate.features import (
+from radsynth.core.features import (
     INCEPTION_FEATURES,
     OFFLINE_INCEPTION_SHA256,
     RANDOM_INIT,

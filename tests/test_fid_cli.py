@@ -18,9 +18,9 @@ from test_sampling import BETAS, shard_kwargs, tiny_unet
 
 from radsynth.cli import main
 from radsynth.data.atlas import atlas_from_images, write_atlas
-from radsynth.evaluate.features import RANDOM_INIT, random_cnn
+from radsynth.core.features import RANDOM_INIT, random_cnn
 from radsynth.evaluate.metrics import fidelity_row
-from radsynth.evaluate.synthetic import load_synthetic
+from radsynth.audit.image_sets import load_synthetic
 from radsynth.sample.sampler import sample_shard
 
 SIZE = 16  # the tiny UNet's side; the random CNN resizes to 32 px itself

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from radsynth.core.tables import read_table, read_table_provenance
-from radsynth.evaluate.features import ExtractorDescription
+from radsynth.core.features import ExtractorDescription
 from radsynth.evaluate.metrics import FidelityRow
 from radsynth.evaluate.table import LEADING_COLUMNS, checkpoint_record, fid_table, plot_fid_curve, write_fid_table
 from radsynth.train.selection import read_fid_table

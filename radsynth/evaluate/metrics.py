@@ -35,7 +35,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from radsynth.core.atomic import atomic_output
 from radsynth.data.atlas import atlas_digest, load_atlas
-from radsynth.evaluate.features import ExtractorDescription, FeatureExtractor, extract_features
+from radsynth.core.features import ExtractorDescription, FeatureExtractor, extract_features
 
 log = logging.getLogger(__name__)
 

