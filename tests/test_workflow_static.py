@@ -208,3 +208,14 @@ def test_configured_checkpoints_train_in_segments(tmp_path):
     jobs = dry_run_jobs(tmp_path, config)
     assert jobs["train"] == 1 + 4, "split run; full run segments ending at steps 100, 300 (FID), 350, 600"
     assert jobs["sample_shard"] == 2 * (1 + 3) + 2, "per selected checkpoint 1 + 3 shards; one FID shard each at 300, 600"
+
+
+def test_standard_fid_weights_are_fetched_by_a_localrule_before_any_feature_job(tmp_path):
+    """With the fid-inception extractor, one local job fetches the weights file that the real-feature
+    and every FID job take as input; with the offline Inception there is nothing to fetch."""
+    config = load_config("config.yaml")
+    config["evaluate"]["extractor"] = load_config("csxa.yaml")["evaluate"]["extractor"]
+    jobs = dry_run_jobs(tmp_path, config)
+    assert jobs["fetch_fid_weights"] == 1 and jobs["real_features"] == 1
+    assert "fetch_fid_weights" not in dry_run_jobs(tmp_path / "offline", load_config("config.yaml"))
+    assert (REPO / "workflow/rules/evaluate.smk").read_text().startswith("localrules:\n    fetch_fid_weights,")
