@@ -113,6 +113,16 @@ def test_presets_pass(name: str) -> None:
     check_config(preset(name))
 
 
+def schedule_base() -> dict:
+    """The demo config on a fixed schedule (200 steps, a checkpoint every 20, checkpoints 4, 5 and 10,
+    FID every 100 steps), so the expected messages do not follow the demo's tuning."""
+    config = preset("config.yaml")
+    config["training"].update(num_steps=200, checkpoint_every=20)
+    config["checkpoints"]["selected"] = [4, 5, 10]
+    config["evaluate"]["every_steps"] = 100
+    return config
+
+
 def set_key(config: dict, dotted: str, value: object) -> dict:
     """A copy of `config` with one key (a.b.c) set."""
     changed = copy.deepcopy(config)
@@ -149,11 +159,17 @@ def set_key(config: dict, dotted: str, value: object) -> dict:
         ),
         ("turing.example_quartet", 7, "turing.example_quartet 7 is beyond turing.n_quartets 6"),
         ("turing.n_quartets", 0, "turing.example_quartet 1 is beyond turing.n_quartets 0"),
+        ("evaluate.every_steps", 30, "evaluate.every_steps 30 is not a multiple of training.checkpoint_every 20"),
+        ("evaluate.every_steps", 220, "evaluate.every_steps 220 is beyond training.num_steps 200"),
+        ("sampling.sets.fid", {"n_images": 4, "images_per_shard": 4},
+         "sampling.sets.fid: the name is taken by the FID set (evaluate.samples)"),
+        ("evaluate.extractor", {"name": "fid-inception", "antialias": True},
+         "evaluate.extractor.name is fid-inception but evaluate.extractor.weights is missing"),
     ],
 )
 def test_each_cross_key_violation_is_named(key: str, value: object, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        check_config(set_key(preset("config.yaml"), key, value))
+        check_config(set_key(schedule_base(), key, value))
     lines = str(caught.value).splitlines()
     assert len(lines) == 2 and lines[1].startswith(message), lines
 
@@ -183,7 +199,7 @@ def test_rating_means_are_free_when_ratings_come_from_a_folder() -> None:
 
 @pytest.mark.parametrize(("selected", "means"), [("auto", [3.2]), (["auto"], [3.2]), ([4, "auto"], [3.2, 3.3])])
 def test_automatic_checkpoint_selection_is_skipped(selected: object, means: list[float]) -> None:
-    config = set_key(preset("config.yaml"), "training.num_steps", 100)  # 4 x 20 fits, 5 and 10 would not
+    config = set_key(schedule_base(), "training.num_steps", 100)  # 4 x 20 fits, 5 and 10 would not
     config = set_key(config, "turing.simulation.mean_rating_checkpoints", means)
     check_config(set_key(config, "checkpoints.selected", selected))
 

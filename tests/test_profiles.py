@@ -24,8 +24,9 @@ INSTITUTIONAL_LIMIT_MIN = 24 * 60
 #: config/csxa.yaml train_jobs.max_wall_time_h (23 h of training) plus the 45 minutes the job
 #: needs past its budget to save its state and exit.
 TRAIN_RUNTIME_MIN = 23 * 60 + 45
-#: 3 selected checkpoints x (initial set: 1,000 images in 1 shard + large set: 8,000 in 4 shards).
-N_SAMPLE_SHARDS = 3 * (1 + 4)
+#: 3 selected checkpoints x (initial set: 1,000 images in 1 shard + large set: 8,000 in 4 shards),
+#: and 8 FID checkpoints x 7,250 images in 5 shards.
+N_SAMPLE_SHARDS = 3 * (1 + 4) + 8 * 5
 
 
 def planned_jobs(dry_run_output: str) -> dict[str, list[dict[str, str]]]:
@@ -88,7 +89,9 @@ def slurm_settings(tmp_path_factory):
 
 def test_training_jobs_ask_for_one_a100_for_the_budget_plus_shutdown_margin(slurm_plan):
     jobs = slurm_plan["train"]
-    assert len(jobs) == 4  # the split run; the full run in segments ending at 68k, 80k and 160k steps
+    # the split run; the full run in segments ending at each FID step (20k, 40k, ..., 160k) and at
+    # the selected 68k and 80k
+    assert len(jobs) == 1 + 9
     for job in jobs:
         call = sbatch_call(job)
         assert sbatch_option(call, r"--gpus=(\S+)") == "a100:1"
@@ -105,7 +108,13 @@ def test_sampling_shards_ask_for_one_v100_each_under_the_limit(slurm_plan):
         assert int(sbatch_option(call, r" -t '?(\d+)")) < INSTITUTIONAL_LIMIT_MIN
 
 
-@pytest.mark.parametrize("rule", ["train", "sample_shard"])
+def test_fid_jobs_ask_for_one_v100_each(slurm_plan):
+    assert len(slurm_plan["real_features"]) == 1 and len(slurm_plan["fid_checkpoint"]) == 8
+    for job in slurm_plan["real_features"] + slurm_plan["fid_checkpoint"]:
+        assert sbatch_option(sbatch_call(job), r"--gpus=(\S+)") == "v100:1"
+
+
+@pytest.mark.parametrize("rule", ["train", "sample_shard", "real_features", "fid_checkpoint"])
 def test_gpu_jobs_get_a_cpu_for_each_planned_thread(slurm_plan, rule):
     for job in slurm_plan[rule]:
         call = sbatch_call(job)
@@ -141,6 +150,6 @@ def test_all_sampling_shards_go_to_slurm_as_one_job_array(slurm_plan, slurm_sett
     # As the plugin splits --slurm-array-jobs into rule names.
     array_rules = {rule.strip() for rule in settings.array_jobs.replace(";", ",").split(",")}
     assert array_rules == {"sample_shard"} and array_rules <= slurm_plan.keys()
-    # Every shard of the paper preset fits one array submission, and all run at once.
+    # Every shard of the paper preset (the FID sets included) fits one array submission, and all may run at once.
     assert int(settings.array_limit) >= N_SAMPLE_SHARDS
     assert args.jobs >= N_SAMPLE_SHARDS

@@ -26,13 +26,16 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from torch import nn
+from tqdm import tqdm
 from torchmetrics.image.fid import NoTrainInceptionV3
 
 from radsynth.core.provenance import file_sha256
@@ -230,12 +233,19 @@ def build_extractor(name: str, *, weights: Path | None = None, antialias: bool =
     raise ValueError(f"unknown extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")
 
 
-def extract_features(extractor: FeatureExtractor, images: np.ndarray, *, batch_size: int) -> np.ndarray:
+def extract_features(extractor: FeatureExtractor, images: np.ndarray, *, batch_size: int,
+                     device: str | torch.device | None = None) -> np.ndarray:
     """Features (N, D) float32 of uint8 images (N, H, W), `batch_size` images per forward call.
-    The batch size only bounds memory (CPU convolutions may round differently per batch size)."""
+
+    The device comes from accelerate unless given (CUDA on a GPU node, else CPU), so one source
+    runs both; the batch size and the device only bound memory and speed (convolutions may round
+    differently per batch size and device, by float rounding only)."""
+    device = torch.device(device) if device is not None else PartialState().device
+    extractor = extractor.to(device)
     out = np.empty((len(images), extractor.num_features), dtype=np.float32)
     with torch.inference_mode():
-        for first in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[first:first + batch_size]))
-            out[first:first + len(batch)] = extractor(batch).numpy()
+        for first in tqdm(range(0, len(images), batch_size), desc=f"features ({extractor.description.name})",
+                          unit="batch", file=sys.stderr, disable=len(images) <= batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[first:first + batch_size])).to(device)
+            out[first:first + len(batch)] = extractor(batch).cpu().numpy()
     return out

@@ -35,7 +35,7 @@ rule real_features:
         "benchmarks/real_features/real_features.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: 1
     params:
         extractor=extractor_settings(),
         cache_dir=REAL_FEATURES_CACHE,
@@ -57,7 +57,7 @@ rule fid_checkpoint:
         "benchmarks/fid_checkpoint/{ckpt}.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: 1
     params:
         checkpoint=checkpoint_number,
         extractor=extractor_settings(),

@@ -28,7 +28,8 @@ rule sample_shard:
         "benchmarks/sample_shard/{sample_set}/{ckpt}/shard{shard}.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    # One thread locally (two shards run side by side on a small CPU); profiles/slurm sets more.
+    threads: 1
     params:
         checkpoint=checkpoint_number,
         sampling=sampling_settings,
