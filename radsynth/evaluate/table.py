@@ -9,6 +9,7 @@ extractors are never compared unknowingly: the table refuses rows that mix extra
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -27,6 +28,8 @@ LEADING_COLUMNS = (
     "step", "checkpoint", "n_real", "n_synthetic", "sampler", "steps", "weights", "extractor",
     "fid", "kid_mean", "kid_std", "precision", "recall", "density", "coverage",
 )
+#: Characters per title line: the extractor's name would run off the figure otherwise.
+TITLE_WIDTH = 90
 FID_COLOUR = "#1f77b4"
 KID_COLOUR = "#ff7f0e"
 PRDC_STYLES = {"precision": "o-", "recall": "s-", "density": "^--", "coverage": "v--"}
@@ -105,8 +108,9 @@ def plot_fid_curve(frame: pd.DataFrame, out_png: Path, *, provenance: Mapping[st
     handles = [*top.get_legend_handles_labels()[0], *kid_axes.get_legend_handles_labels()[0]]
     top.legend(handles=handles, loc="upper right", fontsize=8)
     row = frame.iloc[0]
-    top.set_title(f"{title}\n{row['n_synthetic']} synthetic ({row['sampler']}, {row['steps']} steps, "
-                  f"{row['weights']} weights) vs {row['n_real']} real; {row['extractor']}", fontsize=9)
+    subtitle = (f"{row['n_synthetic']} synthetic ({row['sampler']}, {row['steps']} steps, {row['weights']} weights) "
+                f"vs {row['n_real']} real; {row['extractor']}")
+    top.set_title("\n".join([title, *textwrap.wrap(subtitle, TITLE_WIDTH)]), fontsize=9)
     for name, style in PRDC_STYLES.items():
         if not frame[name].isna().all():
             bottom.plot(steps, frame[name], style, markersize=4, label=name)
