@@ -150,7 +150,8 @@ def test_preset_parameter_counts_and_checkpoint_budget() -> None:
     paper = run_settings_from_dict(preset("csxa.yaml"))
     # lucidrains' Unet(64, (1, 2, 4, 8), channels=1), which I-SynMed trained (tests/test_model.py builds it).
     assert parameter_count(paper.model) == 35_705_089
-    assert parameter_count(run_settings_from_dict(preset("config.yaml")).model) == 656_161
+    # The demo's diffusers UNet2DModel (16, 32, 64 channels, 1 ResNet block per encoder level).
+    assert parameter_count(run_settings_from_dict(preset("config.yaml")).model) == 716_929
     # The diffusers architecture at the paper's shape, with 1 ResNet block per encoder level.
     diffusers = UNetSettings(**{**BASE_MODEL, "layers_per_block": 1})
     assert parameter_count(diffusers) == 43_859_201
