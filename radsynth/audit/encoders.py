@@ -123,9 +123,18 @@ class GrayExtractorModel(nn.Module):
 
 
 def imagededup_encoder(name: str, model: nn.Module, transform, description: EncoderDescription) -> AuditEncoder:
-    """imagededup's CNN on `model` (put in eval mode: imagededup never does), on the CPU or GPU it picks."""
-    return AuditEncoder(CNN(verbose=False, model_config=CustomModel(name=name, model=model.eval(),
-                                                                    transform=transform)), description)
+    """imagededup's CNN on `model` (put in eval mode: imagededup never does), on the CPU or GPU it picks.
+
+    Its constructor logs INFO lines to a stderr handler of its own, at level DEBUG when first built
+    (so `quiet` cannot lower it beforehand): INFO is disabled for the call, so that a command's
+    stderr holds only its own messages."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        cnn = CNN(verbose=False, model_config=CustomModel(name=name, model=model.eval(), transform=transform))
+    finally:
+        logging.disable(previous)
+    return AuditEncoder(cnn, description)
 
 
 def read_vit_state_dict(path: Path, sha256_prefix: str | None) -> tuple[dict[str, torch.Tensor], str]:
