@@ -432,7 +432,7 @@ def test_a_gathered_checkpoint_is_read_left_facing_in_manifest_order(tmp_path):
     samples, images = left_facing_sample_set(tmp_path / "manifest.csv", "initial/ckpt002")
     reader = open_left_facing(tmp_path / "manifest.csv")
     assert list(samples.columns) == list(SAMPLE_COLUMNS)
-    assert list(samples["image_id"]) == [f"ckpt002_{g:06d}" for g in range(5)]
+    assert list(samples["image_id"]) == [f"initial-ckpt002_{g:06d}" for g in range(5)]
     assert list(samples["shard"]) == ["shard0.zarr"] * 3 + ["shard1.zarr"] * 2
     assert list(samples["index"]) == [0, 1, 2, 0, 1]
     assert set(samples["checkpoint"]) == {"initial/ckpt002"}

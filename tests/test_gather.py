@@ -9,7 +9,7 @@ from PIL import Image
 
 from radsynth.sample.facing import LEFT, Architecture, new_classifier, predict_facing, save_classifier
 from radsynth.sample.gather import gather_checkpoint, plot_checkpoint_grid
-from radsynth.sample.store import open_left_facing
+from radsynth.sample.store import image_id, open_left_facing
 from radsynth.sample.plan import seed_label, shard_plan
 from radsynth.sample.sampler import image_seed, sample_shard
 from radsynth.core.tables import read_table, read_table_provenance
@@ -62,10 +62,15 @@ def test_sets_of_one_checkpoint_get_distinct_seed_labels():
     ]
 
 
+def test_image_ids_of_two_sets_of_one_checkpoint_differ():
+    assert image_id("initial/ckpt034", 123) == "initial-ckpt034_000123"
+    assert image_id("large/ckpt034", 123) == "large-ckpt034_000123"
+
+
 def test_manifest_rows_match_the_stores(gathered):
     root, *_ = gathered
     on_disk = read_table(root / "manifest.csv")
-    assert list(on_disk["image_id"]) == [f"ckpt002_{g:06d}" for g in range(10)]
+    assert list(on_disk["image_id"]) == [f"initial-ckpt002_{g:06d}" for g in range(10)]
     assert list(on_disk["shard"]) == ["shard0.zarr"] * 4 + ["shard1.zarr"] * 4 + ["shard2.zarr"] * 2
     assert list(on_disk["index"]) == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
     assert list(on_disk["global_index"]) == list(range(10))

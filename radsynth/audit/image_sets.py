@@ -8,7 +8,8 @@ silently converted (16-bit cut to 8, colour mixed to gray) would not be what the
 
 Each image has an id: the file stem for PNG files; `radsynth.sample.store.image_id` of the
 store's `checkpoint` attribute and the global index for Zarr stores (the workflow's stores
-record the seed label `<sample set>/<checkpoint>` there, so their ids read `large/ckpt034_000123`).
+record the seed label `<sample set>/<checkpoint>` there, so their ids read `large-ckpt034_000123`,
+as in the gathered manifests).
 
 In the audit stage, not in core, because core imports no stage and the stores are the sample
 stage's format; the command line, outside the stages, imports it from here for `fid` as well.

@@ -39,8 +39,9 @@ def facing_table(
     return np.concatenate(facing), np.concatenate(probability)
 
 
-def sample_manifest(samples: SampleSet, checkpoint_label: str, facing: np.ndarray, probability: np.ndarray) -> pd.DataFrame:
-    """One row per sample: where it is stored, its seed, and the flip that makes it left-facing."""
+def sample_manifest(samples: SampleSet, facing: np.ndarray, probability: np.ndarray) -> pd.DataFrame:
+    """One row per sample: where it is stored, its seed, and the flip that makes it left-facing;
+    ids from the stores' own label, so two sets of one checkpoint never share an id."""
     locations = []
     for store in samples.stores:
         indices = open_samples([store]).global_indices
@@ -48,7 +49,7 @@ def sample_manifest(samples: SampleSet, checkpoint_label: str, facing: np.ndarra
     location = pd.DataFrame(locations, columns=["shard", "index", "global_index"]).set_index("global_index")
     location = location.loc[samples.global_indices]
     return pd.DataFrame({
-        "image_id": [image_id(checkpoint_label, int(g)) for g in samples.global_indices],
+        "image_id": [image_id(samples.attrs["checkpoint"], int(g)) for g in samples.global_indices],
         "shard": location["shard"].to_numpy(),
         "index": location["index"].to_numpy(),
         "global_index": samples.global_indices,
@@ -92,7 +93,7 @@ def gather_checkpoint(
     """The gather stage of one checkpoint: the manifest, with each sample's facing and flip."""
     samples = open_samples(stores)
     facing, probability = facing_table(samples, classifier_path, batch_size=batch_size, progress=progress)
-    manifest = sample_manifest(samples, checkpoint_label, facing, probability)
+    manifest = sample_manifest(samples, facing, probability)
     write_table(manifest, manifest_csv, provenance={**provenance, "checkpoint": checkpoint_label,
                                                     "sampler": samples.attrs["sampler"],
                                                     "steps": str(samples.attrs["steps"])})

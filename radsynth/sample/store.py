@@ -23,9 +23,11 @@ RUN_KEYS = ("provenance", "resume_provenance", "complete")
 MANIFEST_COLUMNS = ("image_id", "shard", "index", "global_index", "seed", "facing", "probability_left", "flipped")
 
 
-def image_id(checkpoint_label: str, global_index: int) -> str:
-    """A sample's name across the pipeline: checkpoint label and global index ("ckpt034_000123")."""
-    return f"{checkpoint_label}_{global_index:06d}"
+def image_id(seed_label: str, global_index: int) -> str:
+    """A sample's name across the pipeline, unique over sets and checkpoints: the label its stores
+    record (`<sample set>/<checkpoint>`, "/" written "-" so the id is a file name) and its global
+    index ("large-ckpt034_000123")."""
+    return f"{seed_label.replace('/', '-')}_{global_index:06d}"
 
 
 def read_store_attrs(store: Path) -> dict[str, Any]:
