@@ -27,8 +27,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
+# The run, then its one-page HTML report (every figure and key table, with captions).
 demo: setup
 	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --report results/report.html
 
 test: setup
 	$(BIN)/python -m pytest

@@ -16,12 +16,17 @@ validate(config, "workflow/schemas/config.schema.yaml")
 check_config(config)
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/audit.smk"
 include: "workflow/rules/turing.smk"
+include: "workflow/rules/release.smk"
 
 
 rule all:

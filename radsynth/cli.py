@@ -32,6 +32,7 @@ from radsynth.data.atlas import load_atlas
 from radsynth.turing.ratings import from_qualtrics, load_key, write_ratings_csv
 from radsynth.sample.sampler import QUANTIZATIONS, SAMPLERS, TRAINED_PREDICTION_TYPE, WEIGHTS, sample_shard
 from radsynth.data.split import write_split_for_atlas
+from radsynth.release.figshare import API_URL, TOKEN_ENV, FigshareError, describe_upload, token_from_env, upload_package
 from radsynth.train.checkpoint_io import load_checkpoint_weights, read_checkpoint_settings
 from radsynth.train.model import UNetSettings, parameter_count
 
@@ -374,12 +375,44 @@ def run_screen(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_figshare_upload(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("figshare-upload", help="upload a release package folder to figshare, resumably "
+                                                           "(a dry run unless --upload)")
+    parser.add_argument("package_dir", type=Path, metavar="PACKAGE_DIR",
+                        help="folder with checksums.md5 (the files to upload), figshare.json (the article's metadata) "
+                             "and the files")
+    parser.add_argument("--upload", action="store_true", help="upload for real (default: print what would be done, "
+                                                              "sending nothing)")
+    parser.add_argument("--publish", action="store_true", help="publish the article once every file is on figshare "
+                                                               "(public and permanent; only with --upload)")
+    parser.add_argument("--token-env", default=TOKEN_ENV, metavar="NAME",
+                        help="environment variable holding the figshare personal token (default: %(default)s)")
+    parser.add_argument("--api-url", default=API_URL, metavar="URL", help="figshare API root (default: %(default)s)")
+    parser.set_defaults(func=run_figshare_upload)
+
+
+def run_figshare_upload(args: argparse.Namespace) -> int:
+    """Bad input (package, metadata, token) and HTTP errors are one line on stderr and exit status 2."""
+    try:
+        if not args.upload:
+            print(describe_upload(args.package_dir, api_url=args.api_url, token_env=args.token_env,
+                                  publish=args.publish))
+            return 0
+        report = upload_package(args.package_dir, token=token_from_env(args.token_env), api_url=args.api_url,
+                                publish=args.publish)
+    except (ValueError, FigshareError, OSError) as exc:
+        print(f"radsynth figshare-upload: error: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="radsynth", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add in (
         add_demo_atlas, add_download, add_preprocess, add_split, add_sample, add_model, add_stats, add_qualtrics,
-        add_fid, add_audit, add_screen,
+        add_fid, add_audit, add_screen, add_figshare_upload,
     ):
         add(subparsers)
     return parser

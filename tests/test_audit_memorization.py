@@ -277,6 +277,21 @@ def test_pairs_csv_holds_the_ranked_pairs_distances_flags_and_encoder(planted):
     assert provenance["config_hash"] == "abc" and provenance["encoder_embedding_size"] == "2048"
 
 
+def test_every_synthetic_image_gets_its_nearest_real_image_and_their_patch_distance(planted):
+    nearest = read_table(planted["out"] / "nearest_real.csv")
+    assert list(nearest.columns) == ["image_id", "nearest_real_id", "similarity", "patch_distance"]
+    assert list(nearest["image_id"]) == ["syn0", "syn1", "syn2", "syn3", "syn4"]
+    assert list(nearest["nearest_real_id"][[1, 3, 4]]) == ["real0", "real1", "real2"]
+    real_index = [int(name[len("real"):]) for name in nearest["nearest_real_id"]]
+    expected = [per_patch_loop(planted["real"][r], planted["synthetic"][s]) for s, r in enumerate(real_index)]
+    np.testing.assert_allclose(nearest["patch_distance"], expected, atol=1e-6)
+    pairs = planted["table"]
+    best_of_planted = pairs[pairs["synthetic_id"].isin(["syn1", "syn3", "syn4"])].drop_duplicates("synthetic_id")
+    by_id = nearest.set_index("image_id")
+    for row in best_of_planted.itertuples():
+        assert by_id.loc[row.synthetic_id, "similarity"] == pytest.approx(row.similarity, abs=1e-5)
+
+
 def test_montage_pages_hold_ten_pairs_each_and_name_the_encoder(planted):
     pages = sorted(planted["out"].glob("pairs_page*.png"))
     assert [page.name for page in pages] == ["pairs_page01.png", "pairs_page02.png"]

@@ -22,9 +22,10 @@ from radsynth.audit.plausibility import (DEFAULT_SETTINGS, DEFAULT_THRESHOLD, fi
                                          load_model, save_model)
 from radsynth.audit.screening import (AUTOMATED, MANIFEST_COLUMNS, MANIFEST_NAME, PLAUSIBILITY_MODEL_NAME,
                                       SAMPLE_COLUMNS, TILES_PER_PAGE, counts_table, left_facing_sample_set,
-                                      merge_reviews, read_manifest, screening_manifest, write_screening)
+                                      merge_reviews, merge_screening, read_manifest, screen_gathered_sets,
+                                      screened_manifests, screening_manifest, write_screening)
 from radsynth.cli import main
-from radsynth.core.tables import write_table
+from radsynth.core.tables import read_table, read_table_provenance, write_table
 from radsynth.data.atlas import atlas_from_images, write_atlas
 from radsynth.data.csxa import KEYPOINT_LABELS
 from radsynth.data.preprocess import map_keypoints, resize_image, to_uint8
@@ -334,6 +335,32 @@ def test_counts_table_like_table_s1(two_reviews):
 HEADER = "image_id,decision,reason,reviewer\n"
 
 
+def test_merge_of_manifests_of_two_sets_writes_merged_conflicts_counts_and_figure(two_reviews, tmp_path):
+    """The workflow's merge: manifests of two sets, written as the screen writes them, with the
+    reviewers' copies; outputs name the reviewed files."""
+    manifest, files = two_reviews
+    first, second = tmp_path / "sets/initial", tmp_path / "sets/large"
+    first.mkdir(parents=True)
+    second.mkdir(parents=True)
+    write_table(manifest.iloc[:4], first / MANIFEST_NAME, provenance={"set": "initial"})
+    write_table(manifest.iloc[4:].assign(row=[1, 2]), second / MANIFEST_NAME, provenance={"set": "large"})
+    out = tmp_path / "out"
+    counts = merge_screening([first / MANIFEST_NAME, second / MANIFEST_NAME], files, merged_csv=out / "merged.csv",
+                             conflicts_csv=out / "conflicts.csv", counts_csv=out / "counts.csv",
+                             counts_png=out / "counts.png", provenance={"config_hash": "abc"})
+    merged = read_table(out / "merged.csv")
+    assert list(merged["image_id"]) == ["img1", "img2", "img3", "img4", "img5", "img6"]
+    assert list(merged["final_decision"]) == ["exclude", "include", "exclude", "exclude", "exclude", "include"]
+    assert list(read_table(out / "conflicts.csv")["reviewer"]) == ["alice", "bob"]
+    assert list(counts["kept"]) == [1, 1, 2] and list(read_table(out / "counts.csv")["excluded"]) == [3, 1, 4]
+    assert read_table_provenance(out / "merged.csv")["reviewed_files"] == f"{files[0]};{files[1]}"
+    with Image.open(out / "counts.png") as figure:
+        assert figure.text["provenance_config_hash"] == "abc"
+    with pytest.raises(ValueError, match="no screening manifests to merge"):
+        merge_screening([], files, merged_csv=out / "m.csv", conflicts_csv=out / "c.csv", counts_csv=out / "n.csv",
+                        counts_png=out / "n.png", provenance={})
+
+
 @pytest.mark.parametrize("body, message", [
     ("img1,exclude,x,alice\nimg9,include,,alice\n", "line 4: column image_id: 'img9' is not in the screening manifest"),
     ("img1,maybe,unsure,alice\n", "line 3: column decision: 'maybe' is not include, exclude or blank"),
@@ -439,3 +466,36 @@ def test_a_gathered_checkpoint_is_read_left_facing_in_manifest_order(tmp_path):
     assert list(samples["flipped"]) == list(reader.manifest["flipped"])
     for image, image_id in zip(images, samples["image_id"]):
         np.testing.assert_array_equal(image, reader[image_id])
+
+
+def test_gathered_sets_are_screened_into_one_folder_per_set_and_checkpoint(tmp_path):
+    """Two gathered sets of one checkpoint: each gets its manifest and contact sheets under its
+    own label, ids never collide, and the merge finds both manifests."""
+    torch.manual_seed(0)
+    manifests = []
+    for sample_set in ("initial", "large"):
+        folder = tmp_path / sample_set
+        store = sample_shard(tiny_unet(), BETAS, folder / "shard0.zarr", **shard_kwargs(
+            folder, checkpoint_label=f"{sample_set}/ckpt002", base_seed=1, shard_index=0, first_global_index=0,
+            n_images=3, batch_size=3, steps=2))
+        save_classifier(new_classifier(Architecture(channels=(4, 8), analysis_size=16), image_size=16, seed=3),
+                        folder / "facing.safetensors")
+        gather_checkpoint([store], folder / "facing.safetensors", folder / "manifest.csv", checkpoint_label="ckpt002",
+                          batch_size=4, provenance=PROVENANCE, progress=False)
+        manifests.append(folder / "manifest.csv")
+    real, _ = phantoms(20, seed=4)
+    settings = DEFAULT_SETTINGS.model_copy(update={"analysis_size": 8})  # the tiny sampler's 16 px images
+    model = fit_plausibility(real[:, ::2, ::2], [f"real{i:02d}" for i in range(20)], settings=settings,
+                             fitted_on={"atlas": "phantoms at 16 px", "orientation": "drawn left-facing"})
+    save_model(model, tmp_path / "model.npz")
+    out = tmp_path / "screening"
+    written = screen_gathered_sets(manifests, tmp_path / "model.npz", out, threshold=0.5, chunk_size=2,
+                                   provenance={"config_hash": "abc"})
+    assert list(written) == ["initial/ckpt002", "large/ckpt002"]
+    assert screened_manifests(out) == [out / "initial/ckpt002" / MANIFEST_NAME, out / "large/ckpt002" / MANIFEST_NAME]
+    large = read_manifest(out / "large/ckpt002" / MANIFEST_NAME)
+    assert list(large["image_id"]) == ["large-ckpt002_000000", "large-ckpt002_000001", "large-ckpt002_000002"]
+    assert [p.name for p in (out / "large/ckpt002/contact_sheets").iterdir()] == ["contact_page001.png"]
+    assert read_table_provenance(out / "initial/ckpt002" / MANIFEST_NAME)["sample_manifest"] == str(manifests[0])
+    with pytest.raises(ValueError, match="holds no <sample set>/<checkpoint>/screening_manifest.csv"):
+        screened_manifests(tmp_path / "initial")

@@ -165,6 +165,10 @@ def set_key(config: dict, dotted: str, value: object) -> dict:
          "sampling.sets.fid: the name is taken by the FID set (evaluate.samples)"),
         ("evaluate.extractor", {"name": "fid-inception", "antialias": True},
          "evaluate.extractor.name is fid-inception but evaluate.extractor.weights is missing"),
+        ("audit.sample_sets", ["large", "huge"],
+         "audit.sample_sets: 'huge' is not a key of sampling.sets (initial, large)"),
+        ("audit.memorization", {"top": 100, "encoder": "vit"},
+         "audit.memorization.encoder is vit but audit.memorization.weights is missing"),
     ],
 )
 def test_each_cross_key_violation_is_named(key: str, value: object, message: str) -> None:

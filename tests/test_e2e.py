@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import re
+import subprocess
 import threading
 import zipfile
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +19,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import load_demo_config, run_snakemake, write_workdir_config
+from conftest import CHROMIUM, CHROMIUM_ARGS, load_demo_config, run_snakemake, write_workdir_config
 from radsynth.demo.phantom import generate_atlas
 
 pytestmark = pytest.mark.e2e
@@ -37,6 +38,9 @@ def tiny(config: dict, workdir: Path) -> dict:
     config["evaluate"]["samples"].update(n_images=6, images_per_shard=6, steps=4)
     config["facing"]["training"]["steps"] = 30
     config["turing"]["n_quartets"] = 4
+    # 20 training steps make noise, which the screen rightly proposes to exclude, every image; with
+    # nothing proposed, the release has images to package.
+    config["audit"]["screen"]["threshold"] = 0.0
     write_workdir_config(workdir, config)
     return config
 
@@ -181,6 +185,108 @@ def test_demo_turing_study_form_statistics_and_figures(demo_run):
     assert Image.open(workdir / "results/turing/figures/example_quartet.png").text["provenance_config_hash"]
 
 
+def test_demo_screening_manifests_merge_and_counts(demo_run):
+    """Every image of every audited set (initial and large, 6 each, at 3 checkpoints) has one row,
+    scores and empty reviewer columns; without reviews the screen's proposals stand."""
+    workdir, _, _ = demo_run
+    screening = workdir / "results/audit/screening"
+    ids = []
+    for sample_set in ("initial", "large"):
+        for label in ("ckpt001", "ckpt002", "ckpt004"):
+            manifest = pd.read_csv(screening / "sets" / sample_set / label / "screening_manifest.csv", comment="#",
+                                   keep_default_na=False)
+            samples = pd.read_csv(workdir / f"results/samples/{sample_set}/{label}/manifest.csv", comment="#")
+            assert list(manifest["image_id"]) == list(samples["image_id"])
+            assert list(manifest["row"]) == [1, 2, 3, 4, 5, 6]
+            assert set(manifest["checkpoint"]) == {f"{sample_set}/{label}"}
+            assert list(manifest["flipped"]) == list(samples["flipped"])
+            assert manifest["plausibility"].between(0, 1).all()
+            assert (manifest[["decision", "reason", "reviewer"]] == "").all().all()
+            sheets = sorted(p.name for p in (screening / "sets" / sample_set / label / "contact_sheets").glob("*.png"))
+            assert sheets == ["contact_page001.png"]
+            ids += list(manifest["image_id"])
+    assert len(ids) == 36 and len(set(ids)) == 36, "ids are unique across sets and checkpoints"
+    merged = pd.read_csv(screening / "merged.csv", comment="#", keep_default_na=False)
+    assert list(merged["image_id"]) == ids
+    assert (merged["final_decision"] == merged["proposed"]).all()
+    assert set(merged["decided_by"]) == {"automated screen"}
+    counts = pd.read_csv(screening / "counts.csv", comment="#")
+    assert list(counts["checkpoint"]) == ["initial/ckpt001", "initial/ckpt002", "initial/ckpt004",
+                                          "large/ckpt001", "large/ckpt002", "large/ckpt004", "total"]
+    assert list(counts["generated"]) == [6] * 6 + [36]
+    assert (counts["kept"] + counts["excluded"] == counts["generated"]).all()
+    assert counts["excluded"].iloc[-1] == (merged["proposed"] == "exclude").sum()
+    assert Image.open(screening / "counts.png").text["provenance_config_hash"]
+
+
+def test_demo_memorization_audit_names_its_encoder(demo_run):
+    workdir, _, _ = demo_run
+    audit = workdir / "results/audit/memorization"
+    pairs = pd.read_csv(audit / "pairs.csv", comment="#")
+    assert len(pairs) == 100 and list(pairs["rank"]) == list(range(1, 101))
+    assert pairs["similarity"].is_monotonic_decreasing
+    assert pairs["encoder"].str.startswith("offline fallback, not the paper's ViT").all()
+    merged = pd.read_csv(workdir / "results/audit/screening/merged.csv", comment="#")
+    nearest = pd.read_csv(audit / "nearest_real.csv", comment="#")
+    assert sorted(nearest["image_id"]) == sorted(merged["image_id"]), "every audited image, each once"
+    assert set(pairs["synthetic_id"]) <= set(merged["image_id"])
+    best = pairs.drop_duplicates("synthetic_id").set_index("synthetic_id")["similarity"]
+    by_image = nearest.set_index("image_id")["similarity"]
+    np.testing.assert_allclose(by_image[best.index], best, atol=1e-5)
+    assert sorted(p.name for p in audit.glob("pairs_page*.png")) == [f"pairs_page{n:02d}.png" for n in range(1, 11)]
+
+
+def test_demo_release_package_holds_the_kept_images_and_passes_the_privacy_gate(demo_run):
+    workdir, _, _ = demo_run
+    package = workdir / "results/release/package"
+    assert sorted(p.name for p in package.iterdir() if not p.name.startswith(".")) == [
+        "README.md", "checksums.md5", "counts.csv", "figshare.json", "images.csv", "images_part001.zip",
+        "memorization_pairs.zip", "privacy_gate.json"]
+    subprocess.run(["md5sum", "--check", "--quiet", "checksums.md5"], cwd=package, check=True)
+    merged = pd.read_csv(workdir / "results/audit/screening/merged.csv", comment="#")
+    kept = merged[merged["final_decision"] == "include"]
+    images = pd.read_csv(package / "images.csv")
+    assert list(images["image_id"]) == list(kept["image_id"])
+    assert set(images["training_step"]) <= {5, 10, 20}
+    with zipfile.ZipFile(package / "images_part001.zip") as archive:
+        members = sorted(archive.namelist())
+    assert members == sorted(images["path"]) and len(members) == len(kept)
+    assert all(member.startswith(("images/initial-ckpt00", "images/large-ckpt00")) for member in members)
+    gate = json.loads((package / "privacy_gate.json").read_text())
+    assert gate["passed"] is True and gate["n_checked"] == len(kept) and gate["n_real_images"] == 40
+    metadata = json.loads((package / "figshare.json").read_text())
+    assert metadata["license"] == 1 and metadata["defined_type"] == "dataset"
+    card = (package / "README.md").read_text()
+    assert "radsynth procedural phantom atlas" in card and "CC BY 4.0" in card
+
+
+def test_snakemake_report_shows_every_stage_and_renders_in_chromium(demo_run):
+    workdir, _, _ = demo_run
+    run_snakemake(workdir, "--report", "results/report.html")
+    page_html = (workdir / "results/report.html").read_text()
+    for section in ("Preprocessing", "Training", "Evaluation", "Samples", "Audit", "Turing test"):
+        assert section in page_html, section
+    for item in ("qc.png", "loss_curves.png", "selection.json", "fid.csv", "fid_vs_step.png", "grid.png",
+                 "counts.png", "pairs_page01.png", "rating_violins.png", "tests.csv"):
+        assert item in page_html, item
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (Debian package chromium)")
+    from playwright.sync_api import sync_playwright
+    errors = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.goto((workdir / "results/report.html").as_uri())
+        page.wait_for_load_state("load")
+        page.wait_for_timeout(1500)
+        body = page.inner_text("body")
+        browser.close()
+    assert errors == []
+    assert "Audit" in body and "Turing test" in body
+
+
 def test_demo_second_run_has_nothing_to_do(demo_run):
     workdir, _, _ = demo_run
     result = run_snakemake(workdir, "-n")
@@ -220,6 +326,12 @@ def test_each_change_reruns_exactly_what_it_affects(demo_run):
     assert plan_with(workdir, config, set_key("turing.form.title", "Another title")) == {"rating_form": 1, "all": 1}
     assert plan_with(workdir, config, set_key("checkpoints.loss_figure_smoothing", 3)) == {"loss_curves": 2, "all": 1}
     assert plan_with(workdir, config, set_key("evaluate.batch_size", 3)) == {}
+    for operational in ("audit.chunk_size", "audit.batch_size"):
+        assert plan_with(workdir, config, set_key(operational, 5)) == {}
+    assert plan_with(workdir, config, set_key("audit.screen.threshold", 0.5)) == {
+        "screen_samples": 1, "merge_screening": 1, "release_package": 1, "all": 1}
+    assert plan_with(workdir, config, set_key("audit.memorization.top", 20)) == {
+        "memorization_audit": 1, "release_package": 1, "all": 1}
     after_fid = {"fid_table": 1, "select_checkpoints": 1, "loss_curves": 2, "all": 1}
     assert plan_with(workdir, config, set_key("evaluate.metrics.kid_seed", 1)) == {"fid_checkpoint": 2, **after_fid}
     assert plan_with(workdir, config, set_key("evaluate.samples.steps", 5)) == {
@@ -350,6 +462,39 @@ def planned_jobs(workdir: Path, *targets: str) -> dict[str, int]:
     output = run_snakemake(workdir, "-n", *targets, "--quiet", "rules").stdout
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", output, re.MULTILINE)
             if m.group(1) != "total"}
+
+
+def test_a_reviewed_manifest_reruns_only_the_merge(demo_run):
+    """Reviewers fill copies of a screening manifest and place them in audit.reviews_folder: only
+    the merge (counts included) reruns; a person's decision wins; two who disagree exclude the
+    image and are listed."""
+    workdir, config, _ = demo_run
+    manifest_csv = workdir / "results/audit/screening/sets/large/ckpt002/screening_manifest.csv"
+    manifest = pd.read_csv(manifest_csv, comment="#", keep_default_na=False)
+    first, second = manifest["image_id"].iloc[0], manifest["image_id"].iloc[1]
+    reviews = workdir / config["audit"]["reviews_folder"]
+    reviews.mkdir(parents=True, exist_ok=True)
+    alice = manifest.copy()
+    alice.loc[0, ["decision", "reason", "reviewer"]] = ["exclude", "spine in front of the airway", "alice"]
+    alice.loc[1, ["decision", "reviewer"]] = ["include", "alice"]
+    alice.to_csv(reviews / "alice.csv", index=False)
+    assert planned_jobs(workdir) == {"merge_screening": 1, "release_package": 1, "all": 1}
+    bob = manifest.iloc[[1]].copy()
+    bob[["decision", "reason", "reviewer"]] = ["exclude", "vertebrae fused", "bob"]
+    bob.to_csv(reviews / "bob.csv", index=False)
+    assert planned_jobs(workdir) == {"merge_screening": 1, "release_package": 1, "all": 1}
+    run_snakemake(workdir)
+    merged = pd.read_csv(workdir / "results/audit/screening/merged.csv", comment="#",
+                         keep_default_na=False).set_index("image_id")
+    assert merged.loc[first, ["final_decision", "decided_by"]].tolist() == ["exclude", "alice"]
+    assert merged.loc[second, ["final_decision", "decided_by", "conflict"]].tolist() == ["exclude", "alice;bob", True]
+    conflicts = pd.read_csv(workdir / "results/audit/screening/conflicts.csv", comment="#")
+    assert sorted(conflicts["reviewer"]) == ["alice", "bob"] and set(conflicts["image_id"]) == {second}
+    counts = pd.read_csv(workdir / "results/audit/screening/counts.csv", comment="#").set_index("checkpoint")
+    assert counts.loc["large/ckpt002", "excluded_by_reviewers"] == 2
+    released = pd.read_csv(workdir / "results/release/package/images.csv")["image_id"]
+    assert first not in set(released) and second not in set(released)
+    assert planned_jobs(workdir) == {}
 
 
 def test_new_rater_file_reruns_only_statistics_and_figures(demo_run):

@@ -24,6 +24,8 @@ FORMAT_MODULES = {
     "radsynth.sample.plan",  # how a sample set is cut into shards
     "radsynth.sample.store",  # Zarr shard stores and the gathered manifest
     "radsynth.sample.facing",  # the facing classifier file, applied to real images too
+    "radsynth.audit.screening",  # the merged screening table: its decisions and Table S1's counts
+    "radsynth.audit.patch_distance",  # the pair distance the audit's files record
 }
 
 

@@ -14,13 +14,9 @@ import pandas as pd
 import pytest
 
 from radsynth.turing.quartets import build_quartets, read_layout
+from conftest import CHROMIUM, CHROMIUM_ARGS
 from radsynth.turing.form import read_png, render_form, script_json, write_rating_form
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 CHECKPOINTS = ("ckpt034", "ckpt040", "ckpt080")
 PROVENANCE = {"config_hash": "f00d", "code_revision": "cafe-dirty"}
 #: What the simulated rater answers: quartet -> (position chosen as real, ratings of positions 1..4).

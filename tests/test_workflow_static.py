@@ -216,6 +216,18 @@ def test_standard_fid_weights_are_fetched_by_a_localrule_before_any_feature_job(
     config = load_config("config.yaml")
     config["evaluate"]["extractor"] = load_config("csxa.yaml")["evaluate"]["extractor"]
     jobs = dry_run_jobs(tmp_path, config)
-    assert jobs["fetch_fid_weights"] == 1 and jobs["real_features"] == 1
-    assert "fetch_fid_weights" not in dry_run_jobs(tmp_path / "offline", load_config("config.yaml"))
-    assert (REPO / "workflow/rules/evaluate.smk").read_text().startswith("localrules:\n    fetch_fid_weights,")
+    assert jobs["fetch_weights"] == 1 and jobs["real_features"] == 1
+    assert "fetch_weights" not in dry_run_jobs(tmp_path / "offline", load_config("config.yaml"))
+    assert (REPO / "workflow/rules/evaluate.smk").read_text().startswith("localrules:\n    fetch_weights,")
+
+
+def test_the_audits_vit_weights_are_fetched_by_the_same_localrule(tmp_path):
+    """The paper's ViT encoder: one more local fetch, an input of the memorization audit alone."""
+    config = load_config("config.yaml")
+    config["evaluate"]["extractor"] = load_config("csxa.yaml")["evaluate"]["extractor"]
+    config["audit"]["memorization"] = load_config("csxa.yaml")["audit"]["memorization"]
+    assert dry_run_jobs(tmp_path, config)["fetch_weights"] == 2
+    plan = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n", "--cores", "1",
+                           "results/audit/memorization", "--quiet", "rules"], capture_output=True, text=True,
+                          check=True).stdout
+    assert re.search(r"^fetch_weights\s+1$", plan, re.MULTILINE), plan

@@ -4,7 +4,9 @@ As the paper: all real and synthetic images embedded through imagededup (`encode
 most cosine-similar real x synthetic pairs found without an all-vs-all matrix (`neighbours`),
 written best first to `out_dir/pairs.csv` with MediSyn's patch distance of each pair and its
 flags at `FLAG_THRESHOLDS`, and shown side by side, real | synthetic, `PAIRS_PER_PAGE` pairs to
-a page in `out_dir/pairs_pageNN.png`. Every row, the CSV's provenance and every page name the
+a page in `out_dir/pairs_pageNN.png`. Beside them, `out_dir/nearest_real.csv` gives every
+synthetic image its most similar real image and their patch distance: the release's privacy
+gate reads it, so no packaged image escapes the check by being outside the top pairs. Every row, the CSV's provenance and every page name the
 encoder, so the offline fallback's pairs are never taken for the paper's ViT pairs.
 
 The real images' embeddings can be cached: `cache_dir/real_embeddings_<images>_<encoder>.npz`,
@@ -25,17 +27,20 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from radsynth.audit.encoders import AuditEncoder, encode
-from radsynth.audit.neighbours import top_pairs
+from radsynth.audit.neighbours import nearest_real, top_pairs
 from radsynth.audit.patch_distance import FLAG_THRESHOLDS, check_pairs, flag_column, patch_distances
 from radsynth.core.atomic import atomic_output
 from radsynth.core.figures import save_figure
 from radsynth.core.tables import write_table
-from radsynth.data.atlas import atlas_digest
+from radsynth.audit.screening import left_facing_sample_set, orient_left
+from radsynth.data.atlas import atlas_digest, load_atlas
 
 log = logging.getLogger(__name__)
 
 #: Pairs the paper's two reviewers looked at.
 TOP_PAIRS = 100
+#: Every synthetic image's nearest real image, for the release's privacy gate.
+NEAREST_REAL_NAME = "nearest_real.csv"
 #: Pairs per montage page: ten rows stay legible at 256 px per image.
 PAIRS_PER_PAGE = 10
 #: Pixel gap between the real and the synthetic image of a montage row.
@@ -105,6 +110,19 @@ def pairs_table(pairs: pd.DataFrame, real_images: np.ndarray, real_ids: Sequence
     return table
 
 
+def nearest_real_table(real: np.ndarray, synthetic: np.ndarray, real_images: np.ndarray, real_ids: Sequence[str],
+                       synthetic_images: np.ndarray, synthetic_ids: Sequence[str], *, chunk_size: int) -> pd.DataFrame:
+    """One row per synthetic image, in input order: its most cosine-similar real image and the
+    patch distance between the two."""
+    index, similarity = nearest_real(real, synthetic, chunk_size=chunk_size)
+    return pd.DataFrame({
+        "image_id": list(synthetic_ids),
+        "nearest_real_id": [real_ids[i] for i in index],
+        "similarity": similarity.astype(np.float64).round(6),
+        "patch_distance": patch_distances(real_images[index], synthetic_images).round(6),
+    })
+
+
 def side_by_side(real: np.ndarray, synthetic: np.ndarray) -> np.ndarray:
     """real | white gap | synthetic, as one uint8 image."""
     gap = np.full((real.shape[0], GAP), 255, dtype=np.uint8)
@@ -152,8 +170,8 @@ def memorization_audit(
     provenance: Mapping[str, str],
     cache_dir: Path | None = None,
 ) -> pd.DataFrame:
-    """Audit uint8 gray synthetic images (M, H, W) against real ones (N, H, W); write out_dir/pairs.csv
-    and the montage pages, and return the CSV's table (best pair first)."""
+    """Audit uint8 gray synthetic images (M, H, W) against real ones (N, H, W); write out_dir/pairs.csv,
+    the montage pages and out_dir/nearest_real.csv, and return the pairs table (best pair first)."""
     if top < 1 or chunk_size < 1:
         raise ValueError(f"top and chunk_size must be at least 1, got {top} and {chunk_size}")
     real_images = check_image_set(real_images, real_ids, "real")
@@ -169,6 +187,27 @@ def memorization_audit(
     described = {**provenance, **{f"encoder_{key}": str(value) for key, value in encoder.description.as_dict().items()}}
     out_dir = Path(out_dir)
     write_table(table, out_dir / "pairs.csv", provenance=described)
+    write_table(nearest_real_table(real, synthetic, real_images, real_ids, synthetic_images, synthetic_ids,
+                                   chunk_size=chunk_size), out_dir / NEAREST_REAL_NAME, provenance=described)
     write_montage_pages(table, real_images, synthetic_images, pairs["real_index"].to_numpy(),
                         pairs["synthetic_index"].to_numpy(), out_dir, encoder=encoder, provenance=described)
     return table
+
+
+def audit_gathered_sets(atlas_h5: Path, classifier_path: Path, manifests: Sequence[Path], encoder: AuditEncoder, *,
+                        top: int, chunk_size: int, batch_size: int, out_dir: Path, cache_dir: Path,
+                        provenance: Mapping[str, str]) -> pd.DataFrame:
+    """The workflow's audit: every gathered set's left-facing samples against the atlas made
+    left-facing by the same classifier (a memorized image may be a mirrored training image: the
+    model trained with horizontal flips)."""
+    with load_atlas(Path(atlas_h5)) as atlas:
+        real_images, real_ids = np.asarray(atlas.images), list(atlas.source_names)
+    real_images, _ = orient_left(real_images, classifier_path, batch_size=batch_size)
+    parts = [left_facing_sample_set(Path(path)) for path in manifests]
+    synthetic_ids = [image for samples, _ in parts for image in samples["image_id"]]
+    synthetic_images = np.concatenate([images for _, images in parts])
+    log.info("auditing %d synthetic images of %d sets against %d real images", len(synthetic_images), len(parts),
+             len(real_images))
+    return memorization_audit(real_images, real_ids, synthetic_images, synthetic_ids, encoder, top=top,
+                              chunk_size=chunk_size, out_dir=out_dir, cache_dir=cache_dir,
+                              provenance={**provenance, "real": f"{atlas_h5}, left-facing by {classifier_path}"})

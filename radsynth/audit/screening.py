@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from radsynth.audit.plausibility import (PlausibilityModel, ScreenSettings, fit_plausibility, intensity_statistics,
-                                         save_model)
+                                         load_model, save_model)
 from radsynth.core.figures import save_figure
 from radsynth.core.provenance import file_sha256
 from radsynth.core.tables import read_table, write_table
@@ -87,10 +87,12 @@ def fit_on_atlas(atlas_h5: Path, classifier_path: Path, *, settings: ScreenSetti
                             fitted_on={"atlas": str(atlas_h5), "orientation": orientation})
 
 
-def left_facing_sample_set(manifest_csv: Path, checkpoint: str) -> tuple[pd.DataFrame, np.ndarray]:
+def left_facing_sample_set(manifest_csv: Path, checkpoint: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """A gathered checkpoint's samples (SAMPLE_COLUMNS, in manifest order) and their left-facing
-    images, read in one pass over the shards."""
+    images, read in one pass over the shards. `checkpoint` defaults to the label the stores record
+    (`<sample set>/<checkpoint>`), so two sets of one checkpoint stay apart in merged tables."""
     shown = open_left_facing(Path(manifest_csv))
+    checkpoint = checkpoint or shown.samples.attrs["checkpoint"]
     manifest = shown.manifest
     images = shown.samples.images(manifest["global_index"].to_numpy())
     flipped = manifest["flipped"].to_numpy(dtype=bool)
@@ -146,13 +148,15 @@ def manifest_provenance(model: PlausibilityModel, threshold: float, provenance: 
 
 
 def write_screening(samples: pd.DataFrame, images: np.ndarray, model: PlausibilityModel, out_dir: Path, *,
-                    threshold: float, chunk_size: int, title: str, provenance: Mapping[str, str]) -> pd.DataFrame:
-    """out_dir/screening_manifest.csv and its contact sheets; returns the manifest."""
+                    threshold: float, chunk_size: int, title: str, provenance: Mapping[str, str],
+                    sheets_dir: Path | None = None) -> pd.DataFrame:
+    """out_dir/screening_manifest.csv and its contact sheets (in sheets_dir, else out_dir); returns the manifest."""
     manifest = screening_manifest(samples, images, model, threshold=threshold, chunk_size=chunk_size)
     described = manifest_provenance(model, threshold, provenance)
     write_table(manifest, Path(out_dir) / MANIFEST_NAME, provenance=described)
-    write_contact_sheets(manifest, images, Path(out_dir), title=f"{title} (proposed exclude below {threshold})",
-                         box=contact_box(model), provenance=described)
+    write_contact_sheets(manifest, images, Path(sheets_dir or out_dir),
+                         title=f"{title} (proposed exclude below {threshold})", box=contact_box(model),
+                         provenance=described)
     return manifest
 
 
@@ -174,6 +178,30 @@ def screen_image_set(atlas_h5: Path, classifier_path: Path, images: np.ndarray, 
                                title=checkpoint, provenance=provenance)
     save_model(model, Path(out_dir) / PLAUSIBILITY_MODEL_NAME)
     return manifest
+
+
+def screen_gathered_sets(manifests: Sequence[Path], model_path: Path, out_dir: Path, *, threshold: float,
+                         chunk_size: int, provenance: Mapping[str, str]) -> dict[str, pd.DataFrame]:
+    """The workflow's screening: each gathered set's left-facing images scored by the fitted screen,
+    its manifest and contact sheets in out_dir/<sample set>/<checkpoint>/ (contact_sheets/ there)."""
+    model = load_model(model_path)
+    written = {}
+    for manifest_csv in manifests:
+        samples, images = left_facing_sample_set(manifest_csv)
+        label = samples["checkpoint"].iloc[0]
+        folder = Path(out_dir) / label
+        written[label] = write_screening(samples, images, model, folder, threshold=threshold, chunk_size=chunk_size,
+                                         title=label, sheets_dir=folder / "contact_sheets",
+                                         provenance={**provenance, "sample_manifest": str(manifest_csv)})
+    return written
+
+
+def screened_manifests(out_dir: Path) -> list[Path]:
+    """The manifests `screen_gathered_sets` wrote in out_dir, in path order."""
+    found = sorted(Path(out_dir).glob(f"*/*/{MANIFEST_NAME}"))
+    if not found:
+        raise ValueError(f"{out_dir}: holds no <sample set>/<checkpoint>/{MANIFEST_NAME}")
+    return found
 
 
 def read_manifest(path: Path) -> pd.DataFrame:
@@ -350,3 +378,42 @@ def counts_table(merged: pd.DataFrame) -> pd.DataFrame:
     table.loc[len(table)] = ["total", *table.drop(columns="checkpoint").sum()]
     table.insert(3, "kept", table["generated"] - table["excluded"])
     return table
+
+
+def plot_counts(counts: pd.DataFrame, out_png: Path, *, provenance: Mapping[str, str]) -> Path:
+    """Table S1 as bars: per checkpoint, kept and excluded (by reviewers, by the screen alone), so
+    a checkpoint whose share of implausible images stands out is seen at once."""
+    rows = counts[counts["checkpoint"] != "total"].iloc[::-1]
+    figure = Figure(figsize=(6.4, 0.5 * len(rows) + 1.6), layout="constrained")
+    axes = figure.subplots()
+    left = np.zeros(len(rows))
+    for column, colour, label in (("kept", "tab:green", "kept"),
+                                  ("excluded_by_reviewers", "tab:red", "excluded by reviewers"),
+                                  ("excluded_by_screen", "tab:orange", "excluded by the screen (not reviewed)")):
+        values = rows[column].to_numpy(dtype=float)
+        axes.barh(rows["checkpoint"], values, left=left, color=colour, label=label)
+        left += values
+    total = counts[counts["checkpoint"] == "total"].iloc[0]
+    axes.set_xlabel("images")
+    axes.set_title(f"screening (Table S1): {total['generated']} generated, {total['excluded']} excluded, "
+                   f"{total['kept']} kept", fontsize=9)
+    axes.legend(fontsize=7, loc="lower right")
+    return save_figure(figure, Path(out_png), title="screening counts", provenance=provenance, dpi=110)
+
+
+def merge_screening(manifests: Sequence[Path], reviewed_files: Sequence[Path], *, merged_csv: Path,
+                    conflicts_csv: Path, counts_csv: Path, counts_png: Path,
+                    provenance: Mapping[str, str]) -> pd.DataFrame:
+    """The workflow's merge: every screened set's manifest with every reviewed copy, written as the
+    merged table, the reviewers' conflicts and the Table S1 counts (table and figure); returns the counts."""
+    if not manifests:
+        raise ValueError("no screening manifests to merge")
+    manifest = pd.concat([read_manifest(Path(path)) for path in manifests], ignore_index=True)
+    merged, conflicts = merge_reviews(manifest, [Path(path) for path in reviewed_files])
+    described = {**provenance, "reviewed_files": ";".join(str(path) for path in reviewed_files) or "none"}
+    write_table(merged, Path(merged_csv), provenance=described)
+    write_table(conflicts, Path(conflicts_csv), provenance=described)
+    counts = counts_table(merged)
+    write_table(counts, Path(counts_csv), provenance=described)
+    plot_counts(counts, Path(counts_png), provenance=described)
+    return counts

@@ -142,6 +142,19 @@ def _fid_weights(config: Mapping[str, Any]) -> Iterator[str]:
         yield "evaluate.extractor.name is fid-inception but evaluate.extractor.weights is missing"
 
 
+def _audited_sets(config: Mapping[str, Any]) -> Iterator[str]:
+    sets = config["sampling"]["sets"]
+    for name in config["audit"]["sample_sets"]:
+        if name not in sets:
+            yield f"audit.sample_sets: {name!r} is not a key of sampling.sets ({', '.join(sets)})"
+
+
+def _audit_weights(config: Mapping[str, Any]) -> Iterator[str]:
+    memorization = config["audit"]["memorization"]
+    if memorization["encoder"] == "vit" and "weights" not in memorization:
+        yield "audit.memorization.encoder is vit but audit.memorization.weights is missing"
+
+
 def _source_section(config: Mapping[str, Any]) -> Iterator[str]:
     source = config["data"]["source"]
     if source not in config["data"]:
@@ -174,6 +187,8 @@ CROSS_KEY_CHECKS = (
     _fid_schedule,
     _fid_sample_set,
     _fid_weights,
+    _audited_sets,
+    _audit_weights,
     _source_section,
     _simulated_means,
     _example_quartet,

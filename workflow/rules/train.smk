@@ -54,7 +54,11 @@ checkpoint select_checkpoints:
         full=train_done("full"),
         fid=FID_TABLE,
     output:
-        CHECKPOINT_SELECTION,
+        report(
+            CHECKPOINT_SELECTION,
+            caption="../report/checkpoint_selection.rst",
+            category="Training",
+        ),
     log:
         "logs/select_checkpoints/select_checkpoints.log",
     benchmark:

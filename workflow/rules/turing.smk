@@ -60,7 +60,7 @@ rule turing_stats:
         study=TURING_STUDY_RECORD,
         ratings=rating_files,
     output:
-        **TURING_STATS,
+        **turing_stats_outputs(),
     log:
         "logs/turing_stats/turing_stats.log",
     benchmark:
