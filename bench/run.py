@@ -17,6 +17,7 @@ import audit_bench  # noqa: E402
 import dag_bench  # noqa: E402
 import fid_bench  # noqa: E402
 import preprocess_bench  # noqa: E402
+import review_bench  # noqa: E402
 import sampling_bench  # noqa: E402
 import training_bench  # noqa: E402
 
@@ -27,6 +28,7 @@ BENCHMARKS = {
     "dag": dag_bench.run,
     "fid": fid_bench.run,
     "audit": audit_bench.run,
+    "review": review_bench.run,
 }
 
 

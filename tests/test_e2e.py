@@ -41,6 +41,7 @@ def tiny(config: dict, workdir: Path) -> dict:
     # 20 training steps make noise, which the screen rightly proposes to exclude, every image; with
     # nothing proposed, the release has images to package.
     config["audit"]["screen"]["threshold"] = 0.0
+    config["audit"]["review"]["page_size"] = 4  # two review pages per 6-image set
     write_workdir_config(workdir, config)
     return config
 
@@ -326,12 +327,13 @@ def test_each_change_reruns_exactly_what_it_affects(demo_run):
     assert plan_with(workdir, config, set_key("turing.form.title", "Another title")) == {"rating_form": 1, "all": 1}
     assert plan_with(workdir, config, set_key("checkpoints.loss_figure_smoothing", 3)) == {"loss_curves": 2, "all": 1}
     assert plan_with(workdir, config, set_key("evaluate.batch_size", 3)) == {}
+    assert plan_with(workdir, config, set_key("audit.review.page_size", 2)) == {"review_pages": 1, "all": 1}
     for operational in ("audit.chunk_size", "audit.batch_size"):
         assert plan_with(workdir, config, set_key(operational, 5)) == {}
     assert plan_with(workdir, config, set_key("audit.screen.threshold", 0.5)) == {
-        "screen_samples": 1, "merge_screening": 1, "release_package": 1, "all": 1}
+        "screen_samples": 1, "merge_screening": 1, "review_pages": 1, "release_package": 1, "all": 1}
     assert plan_with(workdir, config, set_key("audit.memorization.top", 20)) == {
-        "memorization_audit": 1, "release_package": 1, "all": 1}
+        "memorization_audit": 1, "pairs_review_page": 1, "merge_pair_verdicts": 1, "release_package": 1, "all": 1}
     after_fid = {"fid_table": 1, "select_checkpoints": 1, "loss_curves": 2, "all": 1}
     assert plan_with(workdir, config, set_key("evaluate.metrics.kid_seed", 1)) == {"fid_checkpoint": 2, **after_fid}
     assert plan_with(workdir, config, set_key("evaluate.samples.steps", 5)) == {
@@ -495,6 +497,78 @@ def test_a_reviewed_manifest_reruns_only_the_merge(demo_run):
     released = pd.read_csv(workdir / "results/release/package/images.csv")["image_id"]
     assert first not in set(released) and second not in set(released)
     assert planned_jobs(workdir) == {}
+
+
+def test_review_page_export_reruns_only_the_merge_and_leaves_the_exclusions_out_of_the_release(demo_run, tmp_path):
+    """The offline review page of a set, in Chromium: a reviewer excludes one image on each of its two
+    pages, reloads, resumes and exports; the export placed in the reviews folder reruns only the
+    merge and the release, and both images are gone from the package."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (Debian package chromium)")
+    from playwright.sync_api import sync_playwright
+    workdir, config, _ = demo_run
+    page_file = workdir / "results/audit/review/screening/initial/ckpt004/review.html"
+    errors = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(accept_downloads=True).new_page()
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(page_file.as_uri())
+            page.fill("#reviewer-id", "carol")
+            page.click("#start-button")
+            page.wait_for_selector('#grid[data-drawn="1"]')
+            excluded = [page.locator(".tile").nth(0).get_attribute("data-image-id")]
+            page.locator(".tile").nth(0).locator(".shot").click()
+            page.keyboard.press("PageDown")
+            page.wait_for_selector('#grid[data-drawn="2"]')
+            second = page.locator(".tile:not([hidden])").nth(1)
+            excluded.append(second.get_attribute("data-image-id"))
+            second.locator(".shot").click()
+            page.reload()
+            page.click("#start-button")
+            page.wait_for_selector('#grid[data-drawn="2"]')
+            assert page.locator(".tile:not([hidden])").nth(1).get_attribute("data-decision") == "exclude"
+            with page.expect_download() as download_info:
+                page.click("#export-button")
+            exported = tmp_path / "carol.csv"
+            download_info.value.save_as(exported)
+        finally:
+            browser.close()
+    assert errors == []
+    reviews = workdir / config["audit"]["reviews_folder"]
+    reviews.mkdir(parents=True, exist_ok=True)
+    exported.rename(reviews / "carol.csv")
+    assert planned_jobs(workdir) == {"merge_screening": 1, "release_package": 1, "all": 1}
+    run_snakemake(workdir)
+    merged = pd.read_csv(workdir / "results/audit/screening/merged.csv", comment="#",
+                         keep_default_na=False).set_index("image_id")
+    assert merged.loc[excluded, "final_decision"].tolist() == ["exclude", "exclude"]
+    assert merged.loc[excluded, "decided_by"].tolist() == ["carol", "carol"]
+    released = set(pd.read_csv(workdir / "results/release/package/images.csv")["image_id"])
+    assert not released & set(excluded)
+
+
+def test_memorization_pairs_page_and_verdict_merge(demo_run):
+    workdir, config, _ = demo_run
+    page_html = (workdir / "results/audit/review/pairs.html").read_text()
+    assert "http://" not in page_html and "https://" not in page_html
+    pairs = pd.read_csv(workdir / "results/audit/memorization/pairs.csv", comment="#")
+    folder = workdir / config["audit"]["pair_verdicts_folder"]
+    folder.mkdir(parents=True, exist_ok=True)
+    first = pairs.iloc[0]
+    for reviewer, verdict in (("dan", "unrelated"), ("eve", "similar but distinct")):
+        pd.DataFrame([{"rank": 1, "real_id": first["real_id"], "synthetic_id": first["synthetic_id"],
+                       "verdict": verdict, "reviewer": reviewer, "note": ""}]).to_csv(folder / f"{reviewer}.csv",
+                                                                                     index=False)
+    assert planned_jobs(workdir) == {"merge_pair_verdicts": 1, "all": 1}
+    run_snakemake(workdir)
+    merged = pd.read_csv(workdir / "results/audit/review/pair_verdicts.csv", comment="#", keep_default_na=False)
+    assert merged.loc[0, ["verdict_dan", "verdict_eve", "consensus"]].tolist() == [
+        "unrelated", "similar but distinct", "disagreement"]
+    assert set(merged["consensus"].iloc[1:]) == {"unreviewed"}
+    disagreements = pd.read_csv(workdir / "results/audit/review/pair_disagreements.csv", comment="#")
+    assert sorted(disagreements["reviewer"]) == ["dan", "eve"]
 
 
 def test_new_rater_file_reruns_only_statistics_and_figures(demo_run):

@@ -15,7 +15,8 @@ import pytest
 
 from radsynth.turing.quartets import build_quartets, read_layout
 from conftest import CHROMIUM, CHROMIUM_ARGS
-from radsynth.turing.form import read_png, render_form, script_json, write_rating_form
+from radsynth.core.html import script_json
+from radsynth.turing.form import read_png, render_form, write_rating_form
 
 CHECKPOINTS = ("ckpt034", "ckpt040", "ckpt080")
 PROVENANCE = {"config_hash": "f00d", "code_revision": "cafe-dirty"}

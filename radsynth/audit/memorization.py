@@ -32,8 +32,8 @@ from radsynth.audit.patch_distance import FLAG_THRESHOLDS, check_pairs, flag_col
 from radsynth.core.atomic import atomic_output
 from radsynth.core.figures import save_figure
 from radsynth.core.tables import write_table
-from radsynth.audit.screening import left_facing_sample_set, orient_left
-from radsynth.data.atlas import atlas_digest, load_atlas
+from radsynth.audit.screening import left_facing_atlas, left_facing_sample_set
+from radsynth.data.atlas import atlas_digest
 
 log = logging.getLogger(__name__)
 
@@ -200,9 +200,7 @@ def audit_gathered_sets(atlas_h5: Path, classifier_path: Path, manifests: Sequen
     """The workflow's audit: every gathered set's left-facing samples against the atlas made
     left-facing by the same classifier (a memorized image may be a mirrored training image: the
     model trained with horizontal flips)."""
-    with load_atlas(Path(atlas_h5)) as atlas:
-        real_images, real_ids = np.asarray(atlas.images), list(atlas.source_names)
-    real_images, _ = orient_left(real_images, classifier_path, batch_size=batch_size)
+    real_images, real_ids = left_facing_atlas(atlas_h5, classifier_path, batch_size=batch_size)
     parts = [left_facing_sample_set(Path(path)) for path in manifests]
     synthetic_ids = [image for samples, _ in parts for image in samples["image_id"]]
     synthetic_images = np.concatenate([images for _, images in parts])

@@ -74,13 +74,18 @@ def orient_left(images: np.ndarray, classifier_path: Path, *, batch_size: int) -
     return standardize_left(images, facing)
 
 
-def fit_on_atlas(atlas_h5: Path, classifier_path: Path, *, settings: ScreenSettings,
-                 batch_size: int) -> PlausibilityModel:
-    """The screen fitted on the atlas' images made left-facing by the facing classifier (as the
-    samples are), its description naming both files."""
+def left_facing_atlas(atlas_h5: Path, classifier_path: Path, *, batch_size: int) -> tuple[np.ndarray, list[str]]:
+    """The atlas' images made left-facing by the facing classifier (as the samples are), and their ids."""
     with load_atlas(Path(atlas_h5)) as atlas:
         images, ids = np.asarray(atlas.images), list(atlas.source_names)
     real, _ = orient_left(images, classifier_path, batch_size=batch_size)
+    return real, ids
+
+
+def fit_on_atlas(atlas_h5: Path, classifier_path: Path, *, settings: ScreenSettings,
+                 batch_size: int) -> PlausibilityModel:
+    """The screen fitted on the left-facing atlas, its description naming both files."""
+    real, ids = left_facing_atlas(atlas_h5, classifier_path, batch_size=batch_size)
     orientation = (f"mirrored where the facing classifier {classifier_path} (sha256 {file_sha256(classifier_path)}) "
                    f"finds them right-facing")
     return fit_plausibility(real, ids, settings=settings,

@@ -15,17 +15,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import json
-import re
 from pathlib import Path
 
 import pandas as pd
 
+from radsynth.core.html import PLACEHOLDER, provenance_meta, script_json
 from radsynth.core.atomic import write_text_atomic
 from radsynth.turing.quartets import read_layout
 
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "rating_form.html"
-PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 #: The tidy table the form exports, one row per quartet x position.
 RATINGS_COLUMNS = ["rater", "quartet", "position", "chosen_real", "rating"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -56,19 +54,6 @@ def form_data(layout: pd.DataFrame, images: list[bytes]) -> dict:
         for quartet, rows in layout.groupby("quartet", sort=True)
     ]
     return {"form_id": form_id(layout, images), "quartets": quartets}
-
-
-def script_json(data: dict) -> str:
-    """JSON safe inside a <script> element: no '<' can close it early."""
-    return json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
-
-
-def provenance_meta(provenance: dict) -> str:
-    """Provenance as <meta> elements, readable in the saved page without running it."""
-    return "\n".join(
-        f'<meta name="radsynth:{html.escape(str(key))}" content="{html.escape(str(value))}">'
-        for key, value in provenance.items()
-    )
 
 
 def render_form(template: str, fields: dict[str, str]) -> str:

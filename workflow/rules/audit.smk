@@ -92,3 +92,58 @@ rule memorization_audit:
         cache_dir=MEMORIZATION_CACHE,
     script:
         "../scripts/memorization_audit.py"
+
+
+rule review_pages:
+    input:
+        sets=SCREENING_SETS,
+        manifests=audited_sample_manifests,
+        shards=audited_shard_stores,
+    output:
+        directory(SCREENING_REVIEW),
+    log:
+        "logs/review_pages/review_pages.log",
+    benchmark:
+        "benchmarks/review_pages/review_pages.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        review=canonical(config["audit"]["review"]),
+    script:
+        "../scripts/review_pages.py"
+
+
+rule pairs_review_page:
+    input:
+        memorization=MEMORIZATION,
+        atlas=ATLAS_H5,
+        classifier=FACING_CLASSIFIER,
+        manifests=audited_sample_manifests,
+        shards=audited_shard_stores,
+    output:
+        PAIRS_REVIEW,
+    log:
+        "logs/pairs_review_page/pairs_review_page.log",
+    benchmark:
+        "benchmarks/pairs_review_page/pairs_review_page.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/pairs_review_page.py"
+
+
+rule merge_pair_verdicts:
+    input:
+        memorization=MEMORIZATION,
+        verdicts=pair_verdict_files,
+    output:
+        merged=PAIR_VERDICTS,
+        disagreements=PAIR_DISAGREEMENTS,
+    log:
+        "logs/merge_pair_verdicts/merge_pair_verdicts.log",
+    benchmark:
+        "benchmarks/merge_pair_verdicts/merge_pair_verdicts.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/merge_pair_verdicts.py"

@@ -46,6 +46,11 @@ SCREENING_CONFLICTS = "results/audit/screening/conflicts.csv"
 SCREENING_COUNTS = "results/audit/screening/counts.csv"
 SCREENING_COUNTS_FIGURE = "results/audit/screening/counts.png"
 MEMORIZATION = "results/audit/memorization"
+#: Offline review pages: review/screening/<sample set>/<checkpoint>/review.html, review/pairs.html.
+SCREENING_REVIEW = "results/audit/review/screening"
+PAIRS_REVIEW = "results/audit/review/pairs.html"
+PAIR_VERDICTS = "results/audit/review/pair_verdicts.csv"
+PAIR_DISAGREEMENTS = "results/audit/review/pair_disagreements.csv"
 #: The atlas' embeddings, keyed by images and encoder (not an output: a directory output is
 #: emptied before its job reruns, and the cache must outlive a rerun).
 MEMORIZATION_CACHE = "results/audit/cache"
@@ -301,6 +306,14 @@ def review_files(wildcards):
     )
 
 
+def pair_verdict_files(wildcards):
+    """Reviewers' exported verdicts on the memorization pairs in audit.pair_verdicts_folder."""
+    return sorted(
+        str(path)
+        for path in Path(config["audit"]["pair_verdicts_folder"]).glob("*.csv")
+    )
+
+
 def memorization_encoder():
     """The encoder keys that change embeddings: its name, and which weights file."""
     memorization = config["audit"]["memorization"]
@@ -415,6 +428,9 @@ def final_outputs(wildcards):
         SCREENING_COUNTS,
         SCREENING_COUNTS_FIGURE,
         MEMORIZATION,
+        SCREENING_REVIEW,
+        PAIRS_REVIEW,
+        PAIR_VERDICTS,
         RELEASE_PACKAGE,
         *expand(
             SAMPLE_GRID, sample_set=config["sampling"]["sets"], ckpt=selected_labels()
