@@ -42,6 +42,7 @@ def tiny(config: dict, workdir: Path) -> dict:
     # nothing proposed, the release has images to package.
     config["audit"]["screen"]["threshold"] = 0.0
     config["audit"]["review"]["page_size"] = 4  # two review pages per 6-image set
+    config["audit"]["sample_sets"] = ["initial", "large"]  # ids must stay apart across sets
     write_workdir_config(workdir, config)
     return config
 

@@ -227,6 +227,13 @@ def test_merge_of_two_reviewers_verdicts(tmp_path):
         [2, "alice", "unrelated", str(alice), 4], [2, "bob", "similar but distinct", str(bob), 4]]
 
 
+def test_without_verdict_files_every_pair_is_unreviewed(tmp_path):
+    pairs_csv, _, _ = pairs_inputs(tmp_path)
+    merged, disagreements = merge_pair_verdicts(pairs_csv, [])
+    assert list(merged["consensus"]) == [UNREVIEWED] * 4 and list(merged["n_verdicts"]) == [0] * 4
+    assert list(disagreements.columns) == list(VERDICT_RECORD_COLUMNS) and disagreements.empty
+
+
 @pytest.mark.parametrize("body, message", [
     ("1,r1,s9,memorized,alice,\n", "line 3: column synthetic_id: pair 'r1' x 's9' is not in"),
     ("1,r9,s1,memorized,alice,\n", "line 3: column real_id: pair 'r9' x 's1' is not in"),

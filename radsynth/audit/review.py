@@ -373,7 +373,7 @@ def merge_pair_verdicts(pairs_csv: Path, verdict_files: Sequence[Path]) -> tuple
     merged["notes"] = ["; ".join(f"{who}: {note}" for who, note in zip(group["reviewer"], group["note"]) if note)
                        for group in groups]
     split = {key for key, group in zip(keys, groups) if group["verdict"].nunique() > 1}
-    disagreements = verdicts[[key in split for key in zip(verdicts["real_id"], verdicts["synthetic_id"])]]
+    disagreements = verdicts.loc[[key in split for key in zip(verdicts["real_id"], verdicts["synthetic_id"])]]
     return merged, disagreements.sort_values(["rank", "reviewer", "file", "line"]).reset_index(drop=True)
 
 
