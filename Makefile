@@ -7,11 +7,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.radsynth-installed
 CORES ?= 2
 # Debian packages (tools/ensure-system-deps.sh): R for everything (statistics through rpy2);
-# Chromium only when the tests are among the goals (browser tests of the rating form), so that
+# Chromium only when the tests are among the goals (browser tests of the rating form), SLURM and
+# munge with the tests or slurm-test (tests/test_slurm.py runs a one-node cluster), so that
 # `make demo` installs only what the demo uses. One call, so apt-get runs at most once.
-SYSTEM_DEPS := r $(if $(filter test,$(MAKECMDGOALS)),chromium)
+SYSTEM_DEPS := r $(if $(filter test,$(MAKECMDGOALS)),chromium) $(if $(filter test slurm-test,$(MAKECMDGOALS)),slurm)
 
-.PHONY: setup system-deps demo test bench lint
+.PHONY: setup system-deps demo test slurm-test bench lint
 
 setup: system-deps $(STAMP)
 
@@ -32,8 +33,14 @@ demo: setup
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --report results/report.html
 
+# Two workers, a test file each at a time (pytest-xdist): the end-to-end and SLURM files spend much
+# of their time waiting on subprocesses and the scheduler, so the other tests fill those gaps.
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(CORES) --dist loadfile
+
+# The demo through a real one-node SLURM cluster and profiles/slurm (also part of `make test`).
+slurm-test: setup
+	$(BIN)/python -m pytest tests/test_slurm.py
 
 bench: setup
 	$(BIN)/python bench/run.py $(BENCH)

@@ -611,6 +611,8 @@ def test_a_new_study_of_one_checkpoint_after_moving_the_old_aside(demo_run):
     workdir, config, _ = demo_run
     study = workdir / "results/turing/study"
     study.rename(workdir / "results/turing/study.rated")
+    for folder in ("reviews_folder", "pair_verdicts_folder"):  # reviews of images no longer sampled
+        (workdir / config["audit"][folder]).rename(workdir / f"{config['audit'][folder]}.previous")
     changed = copy.deepcopy(config)
     changed["checkpoints"]["selected"] = [3]
     changed["turing"].update(ratings="simulated")

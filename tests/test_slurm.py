@@ -48,8 +48,8 @@ pytestmark = pytest.mark.e2e
 
 PLACEHOLDERS = {"<SLURM_ACCOUNT>": "radsynth-test", "<CPU_PARTITION>": "cpu", "<GPU_PARTITION>": "gpu"}
 #: Options for this cluster only, on the command line rather than in the profile: no slurmdbd (so
-#: no sacct: poll squeue), status checks every second instead of every 40 s, SLURM logs kept.
-TEST_CLUSTER_OPTIONS = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
+#: no sacct: poll squeue), status checks from 5 s after a job ends instead of 40 s, SLURM logs kept.
+TEST_CLUSTER_OPTIONS = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5",
                         "--slurm-keep-successful-logs")
 #: What the rater files feed (the Turing study's statistics and its figures).
 STATISTICS = ["results/turing/statistics/statistics.json", "results/turing/figures/rating_violins.png"]
@@ -143,7 +143,6 @@ class Run:
     controller recorded them (scontrol show job after the run)."""
 
     output: str
-    seconds: float
     run_id: str = ""
     jobs: list[dict[str, str]] = field(default_factory=list)
 
@@ -205,7 +204,7 @@ def finish(process: subprocess.Popen, log: Path, started: float, timeout: float 
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGINT)  # Snakemake cancels its SLURM jobs on SIGINT
         process.wait(60)
-    run = Run(output=log.read_text(), seconds=time.monotonic() - started)
+    run = Run(output=log.read_text())
     if process.returncode != 0:
         raise AssertionError(f"{process.args}\nfailed ({process.returncode}):\n{run.output[-20000:]}")
     found = re.search(r"SLURM run ID: (\S+)", run.output)
@@ -293,31 +292,41 @@ def scenario(cluster, profile_home, tmp_path_factory) -> Scenario:
     quiet_threads = {"OMP_WAIT_POLICY": "passive", "PYTHONUNBUFFERED": "1"}
     env = {**os.environ, **cluster.env, "XDG_CONFIG_HOME": str(profile_home), **quiet_threads}
     profile = yaml.safe_load((profile_home / "snakemake/slurm/profile.yaml").read_text())
+    processes: list[subprocess.Popen] = []
+    try:
+        started = time.monotonic()
+        slurm = start(snakemake_command(workdir, "--profile", "slurm", "--workflow-profile", "none",
+                                        *TEST_CLUSTER_OPTIONS, *TRAINED.values(), *SHARDS),
+                      env, workdir / "snakemake.log")
+        processes.append(slurm)
+        # The reference, on this machine: the same training and shards with the threads the
+        # cluster's jobs get (the profile's, capped by the cores here; CPU results depend on them),
+        # and the Turing study with the statistics of the first 4 raters.
+        threads = [f"{rule}={n}" for rule, n in profile["set-threads"].items()]
+        local = start(snakemake_command(reference, "--cores", "all", "--set-threads", *threads,
+                                        "--", *TRAINED.values(), *SHARDS, *STATISTICS),
+                      {**os.environ, **quiet_threads}, reference / "snakemake.log")
+        processes.append(local)
+        cancelled = cancel_the_shards_between_batches(cluster, workdir, slurm)
+        local_run = finish(local, reference / "snakemake.log", started)
 
-    started = time.monotonic()
-    slurm = start(snakemake_command(workdir, "--profile", "slurm", "--workflow-profile", "none",
-                                    *TEST_CLUSTER_OPTIONS, *TRAINED.values(), *SHARDS), env, workdir / "snakemake.log")
-    # The reference, on this machine: the same training and shards with the threads the cluster's
-    # jobs get (the profile's, capped by the cores here; CPU results depend on them), and the
-    # Turing study with statistics of the first 4 raters.
-    threads = [f"{rule}={n}" for rule, n in profile["set-threads"].items()]
-    local = start(snakemake_command(reference, "--cores", "all", "--set-threads", *threads,
-                                    "--", *TRAINED.values(), *SHARDS, *STATISTICS),
-                  {**os.environ, **quiet_threads}, reference / "snakemake.log")
-    cancelled = cancel_the_shards_between_batches(cluster, workdir, slurm)
-    local_run = finish(local, reference / "snakemake.log", started)
-
-    # A fifth rater's file arrives; the statistics are regenerated through the cluster, with the
-    # profile used as README shows for --workflow-profile.
-    statistics_before = json.loads((reference / STATISTICS[0]).read_text())
-    write_rater(reference / "resources/ratings", 5)
-    ratings_started = time.monotonic()
-    ratings = start(snakemake_command(reference, "--workflow-profile", str(profile_home / "snakemake/slurm"),
-                                      *TEST_CLUSTER_OPTIONS, *STATISTICS), env, reference / "snakemake-ratings.log")
-    study = finish(slurm, workdir / "snakemake.log", started)
-    study.jobs = slurm_jobs(cluster, study.run_id)
-    ratings_run = finish(ratings, reference / "snakemake-ratings.log", ratings_started)
-    ratings_run.jobs = slurm_jobs(cluster, ratings_run.run_id)
+        # A fifth rater's file arrives; the statistics are regenerated through the cluster, with
+        # the profile given as --workflow-profile.
+        statistics_before = json.loads((reference / STATISTICS[0]).read_text())
+        write_rater(reference / "resources/ratings", 5)
+        ratings_started = time.monotonic()
+        ratings = start(snakemake_command(reference, "--workflow-profile", str(profile_home / "snakemake/slurm"),
+                                          *TEST_CLUSTER_OPTIONS, *STATISTICS), env, reference / "snakemake-ratings.log")
+        processes.append(ratings)
+        study = finish(slurm, workdir / "snakemake.log", started)
+        study.jobs = slurm_jobs(cluster, study.run_id)
+        ratings_run = finish(ratings, reference / "snakemake-ratings.log", ratings_started)
+        ratings_run.jobs = slurm_jobs(cluster, ratings_run.run_id)
+    finally:
+        for process in processes:
+            if process.poll() is None:  # a step above failed: no Snakemake outlives the module
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
     return Scenario(workdir, reference, study, local_run, cancelled, statistics_before, ratings_run,
                     (cluster.root / "log/jobcomp.txt").read_text())
 
