@@ -139,8 +139,11 @@ def test_paper_dag_build_imports_nothing_heavy(tmp_path):
     assert outcome["heavy"] == []
 
 
-@pytest.mark.parametrize("goals, needs", [(["demo"], ["r"]), (["test"], ["r", "chromium"]), (["demo", "test"], ["r", "chromium"])])
-def test_make_asks_for_chromium_only_for_the_tests(goals, needs):
+@pytest.mark.parametrize("goals, needs", [
+    (["demo"], ["r"]), (["test"], ["r", "chromium", "slurm"]), (["demo", "test"], ["r", "chromium", "slurm"]),
+    (["slurm-test"], ["r", "slurm"]),
+])
+def test_make_asks_for_chromium_and_slurm_only_for_the_tests(goals, needs):
     result = subprocess.run(["make", "-n", *goals], cwd=REPO, capture_output=True, text=True, timeout=60)
     calls = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("tools/ensure-system-deps.sh")]
     assert calls == [needs], result.stdout + result.stderr
