@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import io
 import math
 import re
 from pathlib import Path
@@ -38,8 +37,8 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
+from radsynth.core.images import png_bytes
 from radsynth.audit.screening import (MANIFEST_COLUMNS, MANIFEST_NAME, left_facing_atlas, left_facing_sample_set,
                                       numbered_records)
 from radsynth.core.html import PLACEHOLDER, provenance_meta, script_json
@@ -102,13 +101,6 @@ def content_id(table: pd.DataFrame, images: Sequence[np.ndarray]) -> str:
         digest.update(str(image.shape).encode("ascii"))
         digest.update(np.ascontiguousarray(image).tobytes())
     return digest.hexdigest()[:CONTENT_ID_HEX_DIGITS]
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """A uint8 gray image as an 8-bit grayscale PNG."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def export_comments(source: Path, page_id: str) -> list[str]:

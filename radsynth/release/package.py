@@ -28,7 +28,6 @@ is built in a hidden folder renamed onto `out_dir` only when complete.
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import zipfile
 from pathlib import Path
@@ -36,8 +35,8 @@ from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
+from radsynth.core.images import png_bytes
 from radsynth.audit.screening import EXCLUDE, INCLUDE, counts_table
 from radsynth.core.atomic import atomic_directory, write_json_atomic, write_text_atomic
 from radsynth.core.config import load_settings
@@ -204,13 +203,6 @@ def iter_candidates(kept: pd.DataFrame, gathered: Mapping[str, Gathered]) -> Ite
         for label, rows in block.groupby("checkpoint", sort=False):  # rows of a label are contiguous
             images = left_facing_images(gathered[label].samples, rows["image_id"].tolist())
             yield from map(Candidate, rows["image_id"], rows["path"], images)
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    """An 8-bit gray PNG with no time or text chunk: the same pixels always give the same bytes."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def zip_member(name: str) -> zipfile.ZipInfo:

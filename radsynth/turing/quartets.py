@@ -16,16 +16,15 @@ images are accessed, so the mappings may be backed by HDF5 or Zarr.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from tqdm import tqdm
 
+from radsynth.core.images import png_bytes
 from radsynth.core.atomic import atomic_directory
 
 REAL_GROUP = "real"
@@ -128,13 +127,6 @@ def checked_image(
     if real_shape is not None and image.shape != real_shape:
         raise ValueError(f"{where} has shape {image.shape}, the real images {real_shape}")
     return image
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """Lossless greyscale PNG without text chunks, so the file carries no source metadata."""
-    buffer = io.BytesIO()
-    Image.fromarray(image, mode="L").save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def write_images(
