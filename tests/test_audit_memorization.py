@@ -92,6 +92,64 @@ def test_k_larger_than_the_number_of_pairs_returns_every_pair():
     assert len(found) == 6 and found["similarity"].is_monotonic_decreasing
 
 
+def energy_skewed_with_copies(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Real rows with most energy in 8 of 64 coordinates, as real embeddings have; synthetic rows
+    0, 10, 20, ... copy real rows with noise, and one copy differs from its real row in the
+    low-energy coordinates only (where the first pass does not look)."""
+    rng = np.random.default_rng(seed)
+    scale = np.r_[np.full(8, 5.0), np.full(56, 0.5)]
+    real = rng.normal(size=(300, 64)) * scale
+    synthetic = rng.normal(size=(600, 64)) * scale
+    synthetic[0:300:10] = real[:30] + 0.3 * rng.normal(size=(30, 64))
+    synthetic[5] = real[40]
+    synthetic[5, 8:] = -real[40, 8:]
+    return real, synthetic
+
+
+@pytest.mark.parametrize("gather_limit", [0.0, 1.0])
+@pytest.mark.parametrize("chunk_size", [7, 64, 1000])
+def test_pruned_search_equals_the_full_matrix_on_either_path(monkeypatch, gather_limit, chunk_size):
+    """GATHER_LIMIT 0 sends every chunk through the full product; 1 gathers every pair the bound keeps."""
+    monkeypatch.setattr("radsynth.audit.neighbours.GATHER_LIMIT", gather_limit)
+    real, synthetic = energy_skewed_with_copies(4)
+    found = top_pairs(real, synthetic, k=40, chunk_size=chunk_size)
+    expected = brute_force_pairs(real, synthetic, 40)
+    np.testing.assert_array_equal(found["real_index"], expected["real_index"])
+    np.testing.assert_array_equal(found["synthetic_index"], expected["synthetic_index"])
+    np.testing.assert_allclose(found["similarity"], expected["similarity"], atol=1e-6)
+
+
+def test_the_bound_skips_pairs_that_cannot_reach_the_running_best():
+    """Once the 30 near copies are held, a chunk of unrelated rows has no pair left to finish."""
+    from radsynth.audit import neighbours
+
+    real, synthetic = energy_skewed_with_copies(5)
+    real_unit = neighbours.unit_matrix(real, "real", 100)
+    order = torch.argsort(real_unit.square().sum(dim=0), descending=True)
+    unrelated = neighbours.unit_rows(synthetic[301:401], "synthetic", 301)
+    split = neighbours._split(real_unit, order, 16)
+    best_copy = float(brute_force_pairs(real, synthetic, 30)["similarity"].iloc[-1])
+    rows, cols = neighbours._chunk_candidates(neighbours._split(unrelated, order, 16), split, 30, best_copy,
+                                              neighbours.rounding_margin(64))
+    full = (unrelated @ real_unit.T).numpy()
+    assert full.max() < best_copy and len(rows) < full.size / 10
+
+
+@pytest.mark.parametrize("gather_limit", [0.0, 1 / 32, 1.0])
+def test_ties_are_kept_on_either_path(monkeypatch, gather_limit):
+    """One direction in three real and four synthetic rows spread over chunks."""
+    monkeypatch.setattr("radsynth.audit.neighbours.GATHER_LIMIT", gather_limit)
+    rng = np.random.default_rng(6)
+    real, synthetic = rng.normal(size=(50, 32)), rng.normal(size=(80, 32))
+    direction = rng.normal(size=32)
+    real[[3, 17, 40]] = direction * [[1.0], [2.0], [0.5]]
+    synthetic[[2, 30, 55, 79]] = direction * [[3.0], [1.0], [1.5], [0.25]]
+    found = top_pairs(real, synthetic, k=12, chunk_size=16)
+    assert list(zip(found["real_index"], found["synthetic_index"])) == [
+        (r, s) for r in (3, 17, 40) for s in (2, 30, 55, 79)]
+    assert found["similarity"].nunique() == 1
+
+
 @pytest.mark.parametrize("chunk_size", [1, 4, 100])
 def test_nearest_real_equals_the_argmax_of_the_full_matrix(chunk_size):
     rng = np.random.default_rng(2)

@@ -5,17 +5,27 @@ real-real and synthetic-synthetic pairs included. The audit needs real x synthet
 `chunk_size` synthetic rows at a time are multiplied against all real rows (L2-normalised
 float32, torch matmul), so memory is the normalised real embeddings (twice: the BLAS packs its
 own copy) plus chunk_size x n_real similarities and their mask, whatever the number of synthetic
-images (measured in bench/audit_bench.py). Rows whose best similarity is below the running k-th
-best are skipped after one max per row.
+images (measured in bench/audit_bench.py).
 
-Ties: pairs of equal similarity (equal float32 values as computed) are ordered by real index,
-then synthetic index, both ascending; `nearest_real` takes the lowest real index. Every pair tied
-with a chunk's k-th best is kept for the merge, so the order does not depend on the chunk size
-(float rounding of the matmul itself may differ between chunk shapes, by about 1e-7).
+`top_pairs` is exact but skips most of the matmul once it holds k pairs (bound pruning, a
+hand-written step: neither imagededup nor torch offers a global top-k of a product that never
+forms the product). With the coordinates in order of the real rows' energy, a pair's similarity
+is head + tail, where head is the dot product over the leading quarter of coordinates and, by
+Cauchy-Schwarz, tail <= |real tail| |synthetic tail|. Only pairs whose head plus that bound
+reaches the running k-th best (less the float32 rounding margin) get their tail computed. Near
+copies make the k-th best high and such pairs few; where the bound prunes little (no pair
+stands out) a chunk falls back to the full product, so the cost never exceeds the plain search
+by more than the first pass (a quarter of it).
+
+Every pair that is kept gets its similarity recomputed in float64 from the float32 unit rows (and
+rounded to float32), so a pair's value does not depend on the chunk, the path or its position.
+Ties: pairs of equal similarity are ordered by real index, then synthetic index, both
+ascending; `nearest_real` takes the lowest real index.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -42,30 +52,41 @@ def unit_rows(rows: np.ndarray, what: str, first: int) -> torch.Tensor:
     cannot overflow, so a non-finite norm means a non-finite value; rounded once to float32, so
     rows of one direction become equal unit rows); a non-finite or zero row fails naming its row
     number (`first` is the number of the first row given)."""
-    rows = np.asarray(rows, dtype=np.float32)
-    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
-    bad = np.flatnonzero(~np.isfinite(norms))
-    if bad.size:
+    rows = torch.from_numpy(np.asarray(rows, dtype=np.float32)).double()
+    norms = torch.linalg.vector_norm(rows, dim=1)
+    bad = torch.nonzero(~torch.isfinite(norms))[:, 0]
+    if len(bad):
         raise ValueError(f"{what} embedding row {first + int(bad[0])} holds a non-finite value "
-                         f"({bad.size} such row(s) in rows {first}..{first + len(rows) - 1})")
-    zero = np.flatnonzero(norms == 0)
-    if zero.size:
+                         f"({len(bad)} such row(s) in rows {first}..{first + len(rows) - 1})")
+    zero = torch.nonzero(norms == 0)[:, 0]
+    if len(zero):
         raise ValueError(f"{what} embedding row {first + int(zero[0])} is a zero vector: "
                          f"its cosine similarity is undefined")
-    return torch.from_numpy((rows / norms[:, None]).astype(np.float32))
+    return rows.div_(norms[:, None]).float()
 
 
-def similarity_chunks(real: np.ndarray, synthetic: np.ndarray, chunk_size: int) -> Iterator[tuple[int, torch.Tensor]]:
-    """(first synthetic row, cosine similarities (chunk, n_real)) for consecutive chunks of synthetic rows."""
+def unit_matrix(embeddings: np.ndarray, what: str, chunk_size: int) -> torch.Tensor:
+    """All rows of `embeddings` as unit float32 rows, normalised in chunks (the float64 rows are transient)."""
+    unit = torch.empty(embeddings.shape, dtype=torch.float32)
+    for first in range(0, len(embeddings), chunk_size):
+        unit[first:first + chunk_size] = unit_rows(embeddings[first:first + chunk_size], what, first)
+    return unit
+
+
+def checked_pair(real: np.ndarray, synthetic: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
     real = check_embeddings(real, "real")
     synthetic = check_embeddings(synthetic, "synthetic")
     if real.shape[1] != synthetic.shape[1]:
         raise ValueError(f"real embeddings have {real.shape[1]} dimensions, synthetic ones {synthetic.shape[1]}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    real_unit = torch.empty(real.shape, dtype=torch.float32)
-    for first in range(0, len(real), chunk_size):  # in chunks too: the float64 rows are transient
-        real_unit[first:first + chunk_size] = unit_rows(real[first:first + chunk_size], "real", first)
+    return real, synthetic
+
+
+def similarity_chunks(real: np.ndarray, synthetic: np.ndarray, chunk_size: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first synthetic row, cosine similarities (chunk, n_real)) for consecutive chunks of synthetic rows."""
+    real, synthetic = checked_pair(real, synthetic, chunk_size)
+    real_unit = unit_matrix(real, "real", chunk_size)
     for first in range(0, len(synthetic), chunk_size):
         yield first, unit_rows(synthetic[first:first + chunk_size], "synthetic", first) @ real_unit.T
 
@@ -75,18 +96,70 @@ def best_first(similarity: np.ndarray, real_index: np.ndarray, synthetic_index: 
     return np.lexsort((synthetic_index, real_index, -similarity))[:k]
 
 
-def chunk_candidates(similarity: torch.Tensor, k: int, floor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(similarity, real index, row in chunk) of every pair at least as similar as the chunk's k-th
-    best and as `floor` (the running k-th best: rows whose maximum is below it are skipped unread)."""
-    rows = torch.nonzero(similarity.amax(dim=1) >= floor)[:, 0]
+#: The share of coordinates in the first pass: a quarter costs a quarter of the matmul and leaves
+#: three quarters of a random unit vector's energy to the bound (|tail|^2 about 3/4 each).
+HEAD_FRACTION = 0.25
+#: A chunk whose bound keeps more than this share of its pairs gets its full product instead: the
+#: tail of a gathered pair costs far more than the same pair inside a matmul.
+GATHER_LIMIT = 1 / 32
+
+
+def rounding_margin(dimensions: int) -> float:
+    """Twice the float32 error bound of a unit-vector dot product, gamma_D = D u / (1 - D u), u = 2^-24."""
+    unit_roundoff = 2.0 ** -24
+    return 2 * dimensions * unit_roundoff / (1 - dimensions * unit_roundoff)
+
+
+@dataclass(frozen=True)
+class _SplitRows:
+    """Unit rows, and their leading coordinates (in the real rows' energy order) followed by their
+    tail's norm: one matmul of two such matrices gives every pair's head + |tail| |tail| bound."""
+
+    unit: torch.Tensor
+    head_and_tail_norm: torch.Tensor
+
+
+def _split(unit: torch.Tensor, order: torch.Tensor, head: int) -> _SplitRows:
+    """|tail|^2 = |row|^2 - |head|^2 in float64 (no column gather of the tail)."""
+    leading = unit.index_select(1, order[:head])
+    tail_square = unit.double().square().sum(dim=1) - leading.double().square().sum(dim=1)
+    tail_norm = tail_square.clamp_(min=0).sqrt_().float()
+    return _SplitRows(unit, torch.cat([leading, tail_norm[:, None]], dim=1))
+
+
+def _dense_candidates(similarity: torch.Tensor, k: int, floor: float, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, col) of every pair within `margin` of the chunk's k-th best or above `floor` less margin,
+    whichever is higher (rows whose maximum is below it are skipped unread)."""
+    rows = torch.nonzero(similarity.amax(dim=1) >= floor - margin)[:, 0]
     if len(rows) == 0:
-        return np.empty(0, np.float32), np.empty(0, np.int64), np.empty(0, np.int64)
+        return rows, rows
     candidates = similarity if len(rows) == len(similarity) else similarity[rows]
     # the chunk's k best lie among its rows' k best; a top-k over the whole chunk would copy it
     row_best = torch.topk(candidates, min(k, candidates.shape[1]), dim=1).values.reshape(-1)
-    kth = torch.topk(row_best, min(k, len(row_best))).values[-1]
-    picked, cols = torch.nonzero(candidates >= max(float(kth), floor), as_tuple=True)
-    return candidates[picked, cols].numpy(), cols.numpy(), rows[picked].numpy()
+    kth = float(torch.topk(row_best, min(k, len(row_best))).values[-1])
+    picked, cols = torch.nonzero(candidates >= max(kth, floor) - margin, as_tuple=True)
+    return rows[picked], cols
+
+
+def _chunk_candidates(synthetic: _SplitRows, real: _SplitRows, k: int, floor: float,
+                      margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, col) pairs of a chunk that may reach the running k-th best `floor`: a superset of them."""
+    if np.isfinite(floor):
+        bound = synthetic.head_and_tail_norm @ real.head_and_tail_norm.T
+        rows = torch.nonzero(bound.amax(dim=1) >= floor - margin)[:, 0]
+        if len(rows) == 0:
+            return rows, rows
+        reach = bound[rows] >= floor - margin
+        if int(reach.sum()) <= GATHER_LIMIT * bound.numel():
+            picked, cols = torch.nonzero(reach, as_tuple=True)
+            return rows[picked], cols
+    return _dense_candidates(synthetic.unit @ real.unit.T, k, floor, margin)
+
+
+def _exact_similarity(synthetic: torch.Tensor, real: torch.Tensor, rows: torch.Tensor,
+                      cols: torch.Tensor) -> np.ndarray:
+    """float64 dot products of the given float32 unit rows, rounded to float32."""
+    return torch.einsum("ij,ij->i", synthetic[rows].double(), real[cols].double()).float().numpy()
 
 
 def top_pairs(real: np.ndarray, synthetic: np.ndarray, *, k: int, chunk_size: int) -> pd.DataFrame:
@@ -97,15 +170,21 @@ def top_pairs(real: np.ndarray, synthetic: np.ndarray, *, k: int, chunk_size: in
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    real, synthetic = checked_pair(real, synthetic, chunk_size)
     similarity = np.empty(0, np.float32)
     real_index = synthetic_index = np.empty(0, np.int64)
     with torch.inference_mode():
-        for first, chunk in similarity_chunks(real, synthetic, chunk_size):
+        real_unit = unit_matrix(real, "real", chunk_size)
+        order = torch.argsort(real_unit.square().sum(dim=0), descending=True, stable=True)
+        head = max(1, round(HEAD_FRACTION * real.shape[1]))
+        real_split, margin = _split(real_unit, order, head), rounding_margin(real.shape[1])
+        for first in range(0, len(synthetic), chunk_size):
+            synthetic_unit = unit_rows(synthetic[first:first + chunk_size], "synthetic", first)
             floor = float(similarity[-1]) if len(similarity) == k else -np.inf
-            values, cols, rows = chunk_candidates(chunk, k, floor)
-            similarity = np.concatenate([similarity, values])
-            real_index = np.concatenate([real_index, cols])
-            synthetic_index = np.concatenate([synthetic_index, rows + first])
+            rows, cols = _chunk_candidates(_split(synthetic_unit, order, head), real_split, k, floor, margin)
+            similarity = np.concatenate([similarity, _exact_similarity(synthetic_unit, real_unit, rows, cols)])
+            real_index = np.concatenate([real_index, cols.numpy()])
+            synthetic_index = np.concatenate([synthetic_index, rows.numpy() + first])
             keep = best_first(similarity, real_index, synthetic_index, k)
             similarity, real_index, synthetic_index = similarity[keep], real_index[keep], synthetic_index[keep]
     return pd.DataFrame({"rank": np.arange(1, len(similarity) + 1), "real_index": real_index,
