@@ -157,12 +157,16 @@ def run() -> list[str]:
             timings.append((n_real, n_synthetic, timing))
     seconds = np.polyfit([r * s for r, s, _ in timings], [t["seconds"] for _, _, t in timings], deg=1)
     peak_mb = np.polyfit([r for r, _, _ in timings], [t["peak_mb"] for _, _, t in timings], deg=1)
-    modelled_mb = (TARGET[0] * DIMENSIONS * 4 + CHUNK_SIZE * TARGET[0] * 5) / 2**20
+    from radsynth.audit.neighbours import HEAD_FRACTION
+
+    head_width = round(HEAD_FRACTION * DIMENSIONS) + 1
+    modelled_mb = (TARGET[0] * (DIMENSIONS + head_width) * 4 + CHUNK_SIZE * TARGET[0] * 9) / 2**20
     lines.append(f"audit: projection for {TARGET[1]:,} synthetic x {TARGET[0]:,} real, chunk {CHUNK_SIZE}: "
                  f"{np.polyval(seconds, TARGET[0] * TARGET[1]) / 3600:.1f} h (least squares, time linear in "
                  f"n_synthetic x n_real); peak +{np.polyval(peak_mb, TARGET[0]) / 1024:.1f} GB (least squares, "
                  f"linear in n_real, independent of n_synthetic; modelled: {modelled_mb / 1024:.1f} GB = unit real "
-                 f"vectors + one chunk's float32 similarities and mask), besides the caller's synthetic vectors")
+                 f"vectors and their leading quarter + one chunk's float32 bounds, float32 similarities and "
+                 f"mask), besides the caller's synthetic vectors")
     return lines
 
 
