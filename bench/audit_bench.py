@@ -50,7 +50,12 @@ CHUNK_SIZE = 1024
 CHUNKED_REPEATS = 3
 #: Larger sizes of the chunked search (n_real, n_synthetic, chunk): the time projection, memory
 #: against n_synthetic at a fixed n_real, and against the chunk size.
-MEASURED = ((5_000, 20_000, CHUNK_SIZE), (5_000, 40_000, CHUNK_SIZE), (10_000, 40_000, CHUNK_SIZE), (10_000, 40_000, 256))
+MEASURED = (
+    (5_000, 20_000, CHUNK_SIZE),
+    (5_000, 40_000, CHUNK_SIZE),
+    (10_000, 40_000, CHUNK_SIZE),
+    (10_000, 40_000, 256),
+)
 #: The size projected to (n_real, n_synthetic).
 TARGET = (100_000, 1_000_000)
 #: imagededup's similarity threshold: low enough that more than TOP real x synthetic pairs pass
@@ -64,7 +69,9 @@ def embeddings(n_real: int, n_synthetic: int) -> tuple[np.ndarray, np.ndarray]:
     real = rng.standard_normal((n_real, DIMENSIONS), dtype=np.float32)
     synthetic = rng.standard_normal((n_synthetic, DIMENSIONS), dtype=np.float32)
     copies = min(PLANTED, n_real, n_synthetic // 2)
-    synthetic[0:2 * copies:2] = real[:copies] + 0.5 * rng.standard_normal((copies, DIMENSIONS), dtype=np.float32)
+    synthetic[0 : 2 * copies : 2] = real[:copies] + 0.5 * rng.standard_normal(
+        (copies, DIMENSIONS), dtype=np.float32
+    )
     return real, synthetic
 
 
@@ -75,7 +82,9 @@ def status_kb(key: str) -> int:
     raise KeyError(key)
 
 
-def chunked_pairs(real: np.ndarray, synthetic: np.ndarray, chunk_size: int) -> list[tuple[int, int]]:
+def chunked_pairs(
+    real: np.ndarray, synthetic: np.ndarray, chunk_size: int
+) -> list[tuple[int, int]]:
     from radsynth.audit.neighbours import top_pairs
 
     pairs = top_pairs(real, synthetic, k=TOP, chunk_size=chunk_size)
@@ -90,14 +99,33 @@ def imagededup_pairs(real: np.ndarray, synthetic: np.ndarray) -> list[tuple[int,
     from imagededup.methods import CNN
     from imagededup.utils.models import CustomModel
 
-    encodings = {**{f"r{i}": v for i, v in enumerate(real)}, **{f"s{j}": v for j, v in enumerate(synthetic)}}
-    cnn = CNN(verbose=False, model_config=CustomModel(name="bench", model=torch.nn.Identity(), transform=torch.as_tensor))
+    encodings = {
+        **{f"r{i}": v for i, v in enumerate(real)},
+        **{f"s{j}": v for j, v in enumerate(synthetic)},
+    }
+    cnn = CNN(
+        verbose=False,
+        model_config=CustomModel(
+            name="bench", model=torch.nn.Identity(), transform=torch.as_tensor
+        ),
+    )
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # it warns that encoding workers are unused with an encoding map
-        found = cnn.find_duplicates(encoding_map=encodings, min_similarity_threshold=IMAGEDEDUP_THRESHOLD,
-                                    scores=True, num_sim_workers=0)
-    cross = [(-float(score), int(key[1:]), int(other[1:])) for key, matches in found.items() if key[0] == "r"
-             for other, score in matches if other[0] == "s"]
+        warnings.simplefilter(
+            "ignore"
+        )  # it warns that encoding workers are unused with an encoding map
+        found = cnn.find_duplicates(
+            encoding_map=encodings,
+            min_similarity_threshold=IMAGEDEDUP_THRESHOLD,
+            scores=True,
+            num_sim_workers=0,
+        )
+    cross = [
+        (-float(score), int(key[1:]), int(other[1:]))
+        for key, matches in found.items()
+        if key[0] == "r"
+        for other, score in matches
+        if other[0] == "s"
+    ]
     return [(r, s) for _, r, s in sorted(cross)[:TOP]]
 
 
@@ -113,15 +141,29 @@ def worker(method: str, n_real: int, n_synthetic: int, chunk_size: int) -> None:
     seconds = []
     for _ in range(CHUNKED_REPEATS if method == "chunked" else 1):
         start = time.perf_counter()
-        pairs = chunked_pairs(real, synthetic, chunk_size) if method == "chunked" else imagededup_pairs(real, synthetic)
+        pairs = (
+            chunked_pairs(real, synthetic, chunk_size)
+            if method == "chunked"
+            else imagededup_pairs(real, synthetic)
+        )
         seconds.append(time.perf_counter() - start)
-    print(json.dumps({"seconds": statistics.median(seconds), "peak_mb": (status_kb("VmHWM") - before) / 1024,
-                      "pairs": pairs}))
+    print(
+        json.dumps(
+            {
+                "seconds": statistics.median(seconds),
+                "peak_mb": (status_kb("VmHWM") - before) / 1024,
+                "pairs": pairs,
+            }
+        )
+    )
 
 
 def measure(method: str, n_real: int, n_synthetic: int, chunk_size: int = CHUNK_SIZE) -> dict:
-    result = subprocess.run([sys.executable, __file__, method, str(n_real), str(n_synthetic), str(chunk_size)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, __file__, method, str(n_real), str(n_synthetic), str(chunk_size)],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"{method} {n_real}x{n_synthetic} failed:\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -135,8 +177,10 @@ def threads() -> int:
 
 def run() -> list[str]:
     n_real, n_synthetic = SIDE_BY_SIDE
-    lines = [f"audit: {DIMENSIONS}-d random vectors, top {TOP} real x synthetic pairs, {PLANTED} planted "
-             f"near-copies; torch threads {threads()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"]
+    lines = [
+        f"audit: {DIMENSIONS}-d random vectors, top {TOP} real x synthetic pairs, {PLANTED} planted "
+        f"near-copies; torch threads {threads()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    ]
     ours = measure("chunked", n_real, n_synthetic)
     theirs = measure("imagededup", n_real, n_synthetic)
     lines += [
@@ -151,22 +195,28 @@ def run() -> list[str]:
     for n_real, n_synthetic, chunk_size in MEASURED:
         timing = measure("chunked", n_real, n_synthetic, chunk_size)
         per_pair_ns = timing["seconds"] / (n_real * n_synthetic) * 1e9
-        lines.append(f"audit: chunked {n_real:,} real x {n_synthetic:,} synthetic, chunk {chunk_size:5d}: "
-                     f"{timing['seconds']:7.2f} s ({per_pair_ns:.1f} ns a pair), peak +{timing['peak_mb']:6.0f} MB")
+        lines.append(
+            f"audit: chunked {n_real:,} real x {n_synthetic:,} synthetic, chunk {chunk_size:5d}: "
+            f"{timing['seconds']:7.2f} s ({per_pair_ns:.1f} ns a pair), peak +{timing['peak_mb']:6.0f} MB"
+        )
         if chunk_size == CHUNK_SIZE:
             timings.append((n_real, n_synthetic, timing))
-    seconds = np.polyfit([r * s for r, s, _ in timings], [t["seconds"] for _, _, t in timings], deg=1)
+    seconds = np.polyfit(
+        [r * s for r, s, _ in timings], [t["seconds"] for _, _, t in timings], deg=1
+    )
     peak_mb = np.polyfit([r for r, _, _ in timings], [t["peak_mb"] for _, _, t in timings], deg=1)
     from radsynth.audit.neighbours import HEAD_FRACTION
 
     head_width = round(HEAD_FRACTION * DIMENSIONS) + 1
     modelled_mb = (TARGET[0] * (DIMENSIONS + head_width) * 4 + CHUNK_SIZE * TARGET[0] * 9) / 2**20
-    lines.append(f"audit: projection for {TARGET[1]:,} synthetic x {TARGET[0]:,} real, chunk {CHUNK_SIZE}: "
-                 f"{np.polyval(seconds, TARGET[0] * TARGET[1]) / 3600:.1f} h (least squares, time linear in "
-                 f"n_synthetic x n_real); peak +{np.polyval(peak_mb, TARGET[0]) / 1024:.1f} GB (least squares, "
-                 f"linear in n_real, independent of n_synthetic; modelled: {modelled_mb / 1024:.1f} GB = unit real "
-                 f"vectors and their leading quarter + one chunk's float32 bounds, float32 similarities and "
-                 f"mask), besides the caller's synthetic vectors")
+    lines.append(
+        f"audit: projection for {TARGET[1]:,} synthetic x {TARGET[0]:,} real, chunk {CHUNK_SIZE}: "
+        f"{np.polyval(seconds, TARGET[0] * TARGET[1]) / 3600:.1f} h (least squares, time linear in "
+        f"n_synthetic x n_real); peak +{np.polyval(peak_mb, TARGET[0]) / 1024:.1f} GB (least squares, "
+        f"linear in n_real, independent of n_synthetic; modelled: {modelled_mb / 1024:.1f} GB = unit real "
+        f"vectors and their leading quarter + one chunk's float32 bounds, float32 similarities and "
+        f"mask), besides the caller's synthetic vectors"
+    )
     return lines
 
 

@@ -45,8 +45,21 @@ def dry_run_seconds() -> float:
         workdir = Path(tmp)
         (workdir / "config").mkdir()
         shutil.copy(REPO / "config/config.yaml", workdir / "config/config.yaml")
-        return wall_seconds([SNAKEMAKE, "-s", REPO / "Snakefile", "-d", workdir, "-n", "--quiet",
-                             "--configfile", REPO / "config/csxa.yaml", "--cores", "2"])
+        return wall_seconds(
+            [
+                SNAKEMAKE,
+                "-s",
+                REPO / "Snakefile",
+                "-d",
+                workdir,
+                "-n",
+                "--quiet",
+                "--configfile",
+                REPO / "config/csxa.yaml",
+                "--cores",
+                "2",
+            ]
+        )
 
 
 def import_seconds(modules: list[str]) -> float:

@@ -31,8 +31,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,8 +92,10 @@ def demo_checkpoint(repo: Path = REPO) -> Path | None:
 
 
 def no_checkpoint_message() -> str:
-    return (f"fid bench: no demo checkpoint ({DEMO_CHECKPOINTS} is empty). Run `make demo` to train one, "
-            f"or give a radsynth history checkpoint: .venv/bin/python bench/fid_bench.py --checkpoint PATH")
+    return (
+        f"fid bench: no demo checkpoint ({DEMO_CHECKPOINTS} is empty). Run `make demo` to train one, "
+        f"or give a radsynth history checkpoint: .venv/bin/python bench/fid_bench.py --checkpoint PATH"
+    )
 
 
 def timed(function: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
@@ -119,9 +122,11 @@ def extraction_lines(extractor: FeatureExtractor, images: np.ndarray) -> list[st
         for batch in THROUGHPUT_BATCHES:
             seconds[batch].append(timed(extract_features, extractor, subset, batch_size=batch)[0])
     small, large = THROUGHPUT_BATCHES
-    ratios = [s / l for s, l in zip(seconds[small], seconds[large])]
-    rates = "; ".join(f"batch {batch}: {len(subset) / statistics.median(seconds[batch]):6.2f} images/s"
-                      for batch in THROUGHPUT_BATCHES)
+    ratios = [s / big for s, big in zip(seconds[small], seconds[large])]
+    rates = "; ".join(
+        f"batch {batch}: {len(subset) / statistics.median(seconds[batch]):6.2f} images/s"
+        for batch in THROUGHPUT_BATCHES
+    )
     side = images.shape[1]
     return [
         f"feature extraction, offline InceptionV3 (TorchScript, {side} px resized to 299 px), CPU fp32, "
@@ -139,7 +144,9 @@ def cache_lines(extractor: FeatureExtractor, atlas: Path, cache_dir: Path) -> li
     """Cold (extract and write) against warm (read) atlas features, both through `atlas_features`
     (each also loads and hashes the atlas)."""
     cold, features = timed(atlas_features, atlas, extractor, cache_dir)
-    warm = statistics.median(timed(atlas_features, atlas, extractor, cache_dir)[0] for _ in range(WARM_READS))
+    warm = statistics.median(
+        timed(atlas_features, atlas, extractor, cache_dir)[0] for _ in range(WARM_READS)
+    )
     n_real = len(features.features)
     rate = n_real / cold
     saved = (FID_POINTS - 1) * (cold - warm)
@@ -163,76 +170,113 @@ def cache_lines(extractor: FeatureExtractor, atlas: Path, cache_dir: Path) -> li
 # Sampler FID cost
 
 
-def sample_set(unet: torch.nn.Module, scheduler: Any, seeds: Sequence[int], steps: int,
-               size: int) -> tuple[np.ndarray, float, int]:
+def sample_set(
+    unet: torch.nn.Module, scheduler: Any, seeds: Sequence[int], steps: int, size: int
+) -> tuple[np.ndarray, float, int]:
     """uint8 images (N, H, W) of `seeds`, wall seconds, and network evaluations per image."""
     images, evaluations, seconds = [], 0, 0.0
     for first in range(0, len(seeds), SAMPLE_BATCH):
         counter = PairedForwards(unet, paired=False)
-        elapsed, batch = timed(sample_batch, counter, scheduler, list(seeds[first:first + SAMPLE_BATCH]),
-                               steps=steps, image_size=size, device="cpu", quantization=QUANTIZATION)
+        elapsed, batch = timed(
+            sample_batch,
+            counter,
+            scheduler,
+            list(seeds[first : first + SAMPLE_BATCH]),
+            steps=steps,
+            image_size=size,
+            device="cpu",
+            quantization=QUANTIZATION,
+        )
         images.append(batch)
         seconds += elapsed
         evaluations = counter.calls
     return np.concatenate(images), seconds, evaluations
 
 
-def sampler_fid_lines(unet: torch.nn.Module, betas: torch.Tensor, size: int, extractor: FeatureExtractor,
-                      real: np.ndarray, n_images: int) -> Iterator[str]:
+def sampler_fid_lines(
+    unet: torch.nn.Module,
+    betas: torch.Tensor,
+    size: int,
+    extractor: FeatureExtractor,
+    real: np.ndarray,
+    n_images: int,
+) -> Iterator[str]:
     """Each set's line as soon as it is sampled and scored (1,000-step DDPM sets take minutes)."""
     reference, reference_steps = SAMPLERS[0]
     seeds, repeat_seeds = range(n_images), range(n_images, 2 * n_images)
-    yield (f"sampler FID cost: N = {n_images} images per set, seeds 0..{n_images - 1} for every sampler, "
-           f"{WEIGHTS} weights, v-prediction, x0 clamped, {QUANTIZATION}ed to uint8, {SAMPLING_THREADS} torch "
-           f"thread, batch {min(n_images, SAMPLE_BATCH)}; FID of each set against all {len(real)} atlas images "
-           f"(cached features):")
+    yield (
+        f"sampler FID cost: N = {n_images} images per set, seeds 0..{n_images - 1} for every sampler, "
+        f"{WEIGHTS} weights, v-prediction, x0 clamped, {QUANTIZATION}ed to uint8, {SAMPLING_THREADS} torch "
+        f"thread, batch {min(n_images, SAMPLE_BATCH)}; FID of each set against all {len(real)} atlas images "
+        f"(cached features):"
+    )
     results = {}
-    for name, steps, run_seeds in [*((name, steps, seeds) for name, steps in SAMPLERS),
-                                   ("repeat", reference_steps, repeat_seeds)]:
-        scheduler = make_sampler_scheduler(reference if name == "repeat" else name, betas,
-                                           prediction_type=TRAINED_PREDICTION_TYPE, clip_sample=CLIP_SAMPLE,
-                                           num_train_timesteps=len(betas))
+    for name, steps, run_seeds in [
+        *((name, steps, seeds) for name, steps in SAMPLERS),
+        ("repeat", reference_steps, repeat_seeds),
+    ]:
+        scheduler = make_sampler_scheduler(
+            reference if name == "repeat" else name,
+            betas,
+            prediction_type=TRAINED_PREDICTION_TYPE,
+            clip_sample=CLIP_SAMPLE,
+            num_train_timesteps=len(betas),
+        )
         with torch_threads(SAMPLING_THREADS):
             images, seconds, evaluations = sample_set(unet, scheduler, run_seeds, steps, size)
         features = extract_features(extractor, images, batch_size=EXTRACTION_BATCH_SIZE)
         fid = frechet_distance(real, features)
         results[name, steps] = (seconds, evaluations, features, fid)
-        measured = (f"{evaluations:>4} network evaluations/image, {seconds:7.1f} s "
-                    f"({n_images / seconds:6.2f} images/s), FID {fid:8.2f}")
+        measured = (
+            f"{evaluations:>4} network evaluations/image, {seconds:7.1f} s "
+            f"({n_images / seconds:6.2f} images/s), FID {fid:8.2f}"
+        )
         ref_seconds, ref_evaluations, ref_features, ref_fid = results[reference, reference_steps]
         if (name, steps) == (reference, reference_steps):
             yield f"  {name:<11} {steps:>4} steps: {measured}"
         elif name != "repeat":
-            yield (f"  {name:<11} {steps:>4} steps: {measured}; {ref_evaluations / evaluations:5.1f}x fewer "
-                   f"evaluations, {ref_seconds / seconds:5.1f}x less time, "
-                   f"FID ratio to {reference} {fid / ref_fid:.3f}")
+            yield (
+                f"  {name:<11} {steps:>4} steps: {measured}; {ref_evaluations / evaluations:5.1f}x fewer "
+                f"evaluations, {ref_seconds / seconds:5.1f}x less time, "
+                f"FID ratio to {reference} {fid / ref_fid:.3f}"
+            )
         else:
             noise = fid / ref_fid
-            yield (f"  {reference} repeat {steps:>4} steps (seeds {n_images}..{2 * n_images - 1}): {measured}; "
-                   f"ratio to the first {reference} set's FID {noise:.3f}: FID moved {abs(noise - 1):.1%} "
-                   f"by chance alone at this N")
-            yield (f"  FID between the two {reference} sets themselves: "
-                   f"{frechet_distance(ref_features, features):.2f}")
+            yield (
+                f"  {reference} repeat {steps:>4} steps (seeds {n_images}..{2 * n_images - 1}): {measured}; "
+                f"ratio to the first {reference} set's FID {noise:.3f}: FID moved {abs(noise - 1):.1%} "
+                f"by chance alone at this N"
+            )
+            yield (
+                f"  FID between the two {reference} sets themselves: "
+                f"{frechet_distance(ref_features, features):.2f}"
+            )
     _, ref_evaluations, _, ref_fid = results[reference, reference_steps]
     noise = abs(results["repeat", reference_steps][3] / ref_fid - 1)
     for name, steps in SAMPLERS[1:]:
         _, evaluations, _, fid = results[name, steps]
         fewer, ratio = ref_evaluations / evaluations, fid / ref_fid
         verdict = "met" if fewer >= NFE_GOAL_RATIO and ratio <= FID_GOAL_RATIO else "not met"
-        yield (f"  goal (>= {NFE_GOAL_RATIO}x fewer evaluations at FID ratio <= {FID_GOAL_RATIO:.2f}), {name} "
-               f"{steps}: {fewer:.0f}x, FID ratio {ratio:.3f}: {verdict} at this N (chance alone moved FID "
-               f"{noise:.1%})")
+        yield (
+            f"  goal (>= {NFE_GOAL_RATIO}x fewer evaluations at FID ratio <= {FID_GOAL_RATIO:.2f}), {name} "
+            f"{steps}: {fewer:.0f}x, FID ratio {ratio:.3f}: {verdict} at this N (chance alone moved FID "
+            f"{noise:.1%})"
+        )
     if n_images < extractor.num_features:
-        yield (f"  CAUTION: N = {n_images} < {extractor.num_features:,} feature dimensions: each set's covariance "
-               f"is singular (rank <= {n_images - 1}) and FID is biased upward by an amount that depends on N, "
-               f"so these FIDs are not comparable with FIDs of other N (nor with the paper's); only ratios "
-               f"between sets of equal N compare.")
+        yield (
+            f"  CAUTION: N = {n_images} < {extractor.num_features:,} feature dimensions: each set's covariance "
+            f"is singular (rank <= {n_images - 1}) and FID is biased upward by an amount that depends on N, "
+            f"so these FIDs are not comparable with FIDs of other N (nor with the paper's); only ratios "
+            f"between sets of equal N compare."
+        )
 
 
 # ----------------------------------------------------------------------------------------------
 
 
-def run(checkpoint: Path | None = None, atlas: Path = DEMO_ATLAS, n_images: int = N_IMAGES) -> Iterator[str]:
+def run(
+    checkpoint: Path | None = None, atlas: Path = DEMO_ATLAS, n_images: int = N_IMAGES
+) -> Iterator[str]:
     """The bench's lines, each as soon as it is measured (the DDPM sets take minutes); a single line
     saying how to get a checkpoint when there is none."""
     checkpoint = checkpoint if checkpoint is not None else demo_checkpoint()
@@ -247,11 +291,15 @@ def run(checkpoint: Path | None = None, atlas: Path = DEMO_ATLAS, n_images: int 
     size = settings.model.sample_size
     images = read_atlas_images(atlas)
     if images.shape[1:] != (size, size):
-        raise ValueError(f"{checkpoint} samples {size} px images, but the images of {atlas} are "
-                         f"{images.shape[1]}x{images.shape[2]}")
+        raise ValueError(
+            f"{checkpoint} samples {size} px images, but the images of {atlas} are "
+            f"{images.shape[1]}x{images.shape[2]}"
+        )
     extractor = offline_inception()
-    yield (f"fid bench: checkpoint {checkpoint} (step {step_of(Path(checkpoint))}, {WEIGHTS} weights, "
-           f"{count_parameters(unet):,} params, {size} px); atlas {atlas} ({len(images)} images)")
+    yield (
+        f"fid bench: checkpoint {checkpoint} (step {step_of(Path(checkpoint))}, {WEIGHTS} weights, "
+        f"{count_parameters(unet):,} params, {size} px); atlas {atlas} ({len(images)} images)"
+    )
     yield from extraction_lines(extractor, images)
     with tempfile.TemporaryDirectory(prefix="radsynth-bench-fid-") as cache_dir:
         yield from cache_lines(extractor, Path(atlas), Path(cache_dir))
@@ -261,10 +309,21 @@ def run(checkpoint: Path | None = None, atlas: Path = DEMO_ATLAS, n_images: int 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, help="a radsynth history checkpoint (default: the last one "
-                        f"of the demo's full run, {DEMO_CHECKPOINTS})")
-    parser.add_argument("--atlas", type=Path, default=DEMO_ATLAS, help="the atlas HDF5 (default: %(default)s)")
-    parser.add_argument("--n-images", type=int, default=N_IMAGES, help="images per sampled set (default: %(default)s)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="a radsynth history checkpoint (default: the last one "
+        f"of the demo's full run, {DEMO_CHECKPOINTS})",
+    )
+    parser.add_argument(
+        "--atlas", type=Path, default=DEMO_ATLAS, help="the atlas HDF5 (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--n-images",
+        type=int,
+        default=N_IMAGES,
+        help="images per sampled set (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     if args.n_images < 2:
         parser.error("--n-images must be at least 2 (a covariance needs two images)")
@@ -272,7 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if checkpoint is None:
         print(no_checkpoint_message(), file=sys.stderr)
         return 2
-    print(f"# radsynth fid bench: {torch.get_num_threads()} torch threads, {time.ctime()}", flush=True)
+    print(
+        f"# radsynth fid bench: {torch.get_num_threads()} torch threads, {time.ctime()}", flush=True
+    )
     start = time.perf_counter()
     for line in run(checkpoint, args.atlas, args.n_images):
         print(line, flush=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from radsynth.demo.phantom import generate_atlas
 from radsynth.data.preprocess import PAPER_NEGATIVE_DETECTION, find_images, preprocess_atlas
+from radsynth.demo.phantom import generate_atlas
 
 
 def bare_read_resize(image_dir: Path, size: int) -> int:
@@ -33,16 +33,32 @@ def bench_atlas(label: str, *, n_images: int, min_side: int, max_side: int, size
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         generate_seconds = timed(
-            generate_atlas, root / "atlas", root / "truth.csv", n_images=n_images, seed=1,
-            negative_fraction=0.1, sixteen_bit_fraction=0.03, rgb_fraction=0.03,
-            min_side=min_side, max_side=max_side, progress=False,
+            generate_atlas,
+            root / "atlas",
+            root / "truth.csv",
+            n_images=n_images,
+            seed=1,
+            negative_fraction=0.1,
+            sixteen_bit_fraction=0.03,
+            rgb_fraction=0.03,
+            min_side=min_side,
+            max_side=max_side,
+            progress=False,
         )
         images, annotations = root / "atlas/images", root / "atlas/annotations"
         floor_seconds = timed(bare_read_resize, images, size)
         stage_seconds = timed(
-            preprocess_atlas, images, annotations, root / "atlas.h5", root / "rejects.csv",
-            size=size, resize_mode="resize", max_rejected_fraction=0.05,
-            detection=PAPER_NEGATIVE_DETECTION, provenance={}, progress=False,
+            preprocess_atlas,
+            images,
+            annotations,
+            root / "atlas.h5",
+            root / "rejects.csv",
+            size=size,
+            resize_mode="resize",
+            max_rejected_fraction=0.05,
+            detection=PAPER_NEGATIVE_DETECTION,
+            provenance={},
+            progress=False,
         )
     return [
         f"{label}: demo-atlas generation {n_images / generate_seconds:8.1f} images/s",
@@ -54,6 +70,18 @@ def bench_atlas(label: str, *, n_images: int, min_side: int, max_side: int, size
 
 def run() -> list[str]:
     return [
-        *bench_atlas("demo atlas (200 images, 256-512 px -> 64)", n_images=200, min_side=256, max_side=512, size=64),
-        *bench_atlas("CSXA-sized (4,963 images, 256 px -> 256)", n_images=4963, min_side=256, max_side=256, size=256),
+        *bench_atlas(
+            "demo atlas (200 images, 256-512 px -> 64)",
+            n_images=200,
+            min_side=256,
+            max_side=512,
+            size=64,
+        ),
+        *bench_atlas(
+            "CSXA-sized (4,963 images, 256 px -> 256)",
+            n_images=4963,
+            min_side=256,
+            max_side=256,
+            size=256,
+        ),
     ]

@@ -31,7 +31,13 @@ from radsynth.data.preprocess import resize_image, to_uint8
 from radsynth.demo.phantom import render_phantom, sample_params
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+]
 N_IMAGES = 9_000
 SIDES = (64, 256)
 PAGE_SIZE = 48
@@ -64,7 +70,9 @@ def phantom_images(n: int, side: int) -> np.ndarray:
     base = []
     for index in range(PHANTOMS):
         rng = np.random.default_rng([SEED, index])
-        phantom = render_phantom(rng, sample_params(rng, min_side=side, max_side=side + side // 4, negative=False))
+        phantom = render_phantom(
+            rng, sample_params(rng, min_side=side, max_side=side + side // 4, negative=False)
+        )
         base.append(to_uint8(resize_image(phantom.image, side, "resize")[0]).astype(np.float32))
     rng = np.random.default_rng(SEED)
     images = np.empty((n, side, side), dtype=np.uint8)
@@ -77,15 +85,30 @@ def phantom_images(n: int, side: int) -> np.ndarray:
 def manifest(n: int) -> pd.DataFrame:
     rng = np.random.default_rng(SEED)
     plausibility = rng.random(n).round(6)
-    return pd.DataFrame({
-        "row": np.arange(1, n + 1), "image_id": [f"large-ckpt040_{i:06d}" for i in range(n)],
-        "checkpoint": "large/ckpt040",
-        "shard": [f"shard{i // 1000}.zarr" for i in range(n)], "index": np.arange(n) % 1000, "seed": np.arange(n),
-        "flipped": False, "plausibility": plausibility, "atypical_x": 0.5, "atypical_y": 0.5,
-        "nearest_real_id": "real000", "nearest_real_similarity": 0.9, "mean": 100.0, "std": 40.0, "p01": 3.0,
-        "p99": 250.0, "proposed": np.where(plausibility < 0.05, "exclude", "include"), "decision": "", "reason": "",
-        "reviewer": "",
-    }).loc[:, list(MANIFEST_COLUMNS)]
+    return pd.DataFrame(
+        {
+            "row": np.arange(1, n + 1),
+            "image_id": [f"large-ckpt040_{i:06d}" for i in range(n)],
+            "checkpoint": "large/ckpt040",
+            "shard": [f"shard{i // 1000}.zarr" for i in range(n)],
+            "index": np.arange(n) % 1000,
+            "seed": np.arange(n),
+            "flipped": False,
+            "plausibility": plausibility,
+            "atypical_x": 0.5,
+            "atypical_y": 0.5,
+            "nearest_real_id": "real000",
+            "nearest_real_similarity": 0.9,
+            "mean": 100.0,
+            "std": 40.0,
+            "p01": 3.0,
+            "p99": 250.0,
+            "proposed": np.where(plausibility < 0.05, "exclude", "include"),
+            "decision": "",
+            "reason": "",
+            "reviewer": "",
+        }
+    ).loc[:, list(MANIFEST_COLUMNS)]
 
 
 def browse(page_html: Path) -> dict[str, float]:
@@ -113,14 +136,23 @@ def bench_side(side: int) -> str:
         manifest_csv, out = Path(tmp) / "screening_manifest.csv", Path(tmp) / "review.html"
         write_table(manifest(N_IMAGES), manifest_csv, provenance={"bench": "review"})
         started = time.perf_counter()
-        info = write_screening_review(manifest_csv, images, out, reasons=("implausible anatomy", "artefact", "other"),
-                                      page_size=PAGE_SIZE, title="bench", provenance={})
+        info = write_screening_review(
+            manifest_csv,
+            images,
+            out,
+            reasons=("implausible anatomy", "artefact", "other"),
+            page_size=PAGE_SIZE,
+            title="bench",
+            provenance={},
+        )
         built = time.perf_counter() - started
         times = browse(out)
-    return (f"review page, {N_IMAGES} images {side}x{side}, {info['n_pages']} pages of {PAGE_SIZE}: "
-            f"{info['html_bytes'] / 1e6:.1f} MB, built in {built:.1f} s; loaded {times['load'] / 1000:.2f} s, "
-            f"first page {times['first']:.0f} ms after start, page {FAR_PAGE} {times['far']:.0f} ms, "
-            f"page {FAR_PAGE + 1} {times['after']:.0f} ms; JS heap {times['heap'] / 1e6:.0f} MB")
+    return (
+        f"review page, {N_IMAGES} images {side}x{side}, {info['n_pages']} pages of {PAGE_SIZE}: "
+        f"{info['html_bytes'] / 1e6:.1f} MB, built in {built:.1f} s; loaded {times['load'] / 1000:.2f} s, "
+        f"first page {times['first']:.0f} ms after start, page {FAR_PAGE} {times['far']:.0f} ms, "
+        f"page {FAR_PAGE + 1} {times['after']:.0f} ms; JS heap {times['heap'] / 1e6:.0f} MB"
+    )
 
 
 def run() -> list[str]:

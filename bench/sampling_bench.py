@@ -30,7 +30,6 @@ import yaml
 import zarr
 from bench_common import torch_threads
 
-from radsynth.train.model import build_unet, count_parameters
 from radsynth.demo.phantom import render_phantom, sample_params
 from radsynth.sample.sampler import (
     ShardRequest,
@@ -40,13 +39,16 @@ from radsynth.sample.sampler import (
     make_sampler_scheduler,
     sample_batch,
 )
+from radsynth.train.model import build_unet, count_parameters
 from radsynth.train.settings import RunSettings, run_settings_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "config" / "config.yaml"
 
 BATCH = 16
-LOOP_STEPS = 50  # DDPM steps of the loop-overhead figure (set_timesteps(50) on the 1,000-step schedule)
+LOOP_STEPS = (
+    50  # DDPM steps of the loop-overhead figure (set_timesteps(50) on the 1,000-step schedule)
+)
 LOOP_BATCHES = 4
 SAMPLER_ROUNDS = 3
 #: (sampler, steps, steps actually run): DDPM 1,000 is timed at 50 steps and scaled, since its
@@ -61,7 +63,9 @@ WRITE_BATCHES = 32  # 32 MiB per content type
 
 def load_settings(config: Path) -> RunSettings:
     sections = yaml.safe_load(config.read_text())
-    return run_settings_from_dict({key: sections[key] for key in ("model", "diffusion", "training")})
+    return run_settings_from_dict(
+        {key: sections[key] for key in ("model", "diffusion", "training")}
+    )
 
 
 def random_unet(settings: RunSettings) -> torch.nn.Module:
@@ -114,15 +118,29 @@ class PairedForwards:
 def timed_sample_batch(model: Any, scheduler: Any, steps: int, first_seed: int, size: int) -> float:
     """Wall seconds of one `sample_batch` call of BATCH images (fp32 CPU, x0 clamped, rounded)."""
     start = time.perf_counter()
-    sample_batch(model, scheduler, seeds(first_seed, BATCH), steps=steps, image_size=size,
-                 device="cpu", quantization="round")
+    sample_batch(
+        model,
+        scheduler,
+        seeds(first_seed, BATCH),
+        steps=steps,
+        image_size=size,
+        device="cpu",
+        quantization="round",
+    )
     return time.perf_counter() - start
 
 
-def loop_overhead_lines(settings: RunSettings, unet: torch.nn.Module, betas: torch.Tensor) -> list[str]:
+def loop_overhead_lines(
+    settings: RunSettings, unet: torch.nn.Module, betas: torch.Tensor
+) -> list[str]:
     size = settings.model.sample_size
-    scheduler = make_sampler_scheduler("ddpm", betas, prediction_type="v_prediction", clip_sample=True,
-                                       num_train_timesteps=len(betas))
+    scheduler = make_sampler_scheduler(
+        "ddpm",
+        betas,
+        prediction_type="v_prediction",
+        clip_sample=True,
+        num_train_timesteps=len(betas),
+    )
     timed_sample_batch(PairedForwards(unet, paired=False), scheduler, 2, 0, size)  # warm-up
     subject, bare = [], []
     for batch in range(LOOP_BATCHES):
@@ -157,8 +175,13 @@ def sampler_lines(settings: RunSettings, unet: torch.nn.Module, betas: torch.Ten
     """Each sampler in turn, SAMPLER_ROUNDS rounds; speed ratios to DDPM 1,000 within each round."""
     size = settings.model.sample_size
     schedulers = {
-        (name, steps): make_sampler_scheduler(name, betas, prediction_type="v_prediction", clip_sample=True,
-                                              num_train_timesteps=len(betas))
+        (name, steps): make_sampler_scheduler(
+            name,
+            betas,
+            prediction_type="v_prediction",
+            clip_sample=True,
+            num_train_timesteps=len(betas),
+        )
         for name, steps, _ in SAMPLERS
     }
     seconds: dict[tuple[str, int], list[float]] = {key: [] for key in schedulers}
@@ -166,15 +189,25 @@ def sampler_lines(settings: RunSettings, unet: torch.nn.Module, betas: torch.Ten
     for round_ in range(SAMPLER_ROUNDS):
         for name, steps, run_steps in SAMPLERS:
             model = PairedForwards(unet, paired=False)
-            elapsed = timed_sample_batch(model, schedulers[name, steps], run_steps, round_ * BATCH, size)
+            elapsed = timed_sample_batch(
+                model, schedulers[name, steps], run_steps, round_ * BATCH, size
+            )
             seconds[name, steps].append(elapsed * steps / run_steps)
             scaled = run_steps != steps
-            evaluations[name, steps] = full_length(schedulers[name, steps], steps) if scaled else model.calls
+            evaluations[name, steps] = (
+                full_length(schedulers[name, steps], steps) if scaled else model.calls
+            )
     reference = seconds["ddpm", 1000]
-    lines = [f"samplers (same model and batch {BATCH}; v-prediction, x0 clamped; {SAMPLER_ROUNDS} rounds):"]
+    lines = [
+        f"samplers (same model and batch {BATCH}; v-prediction, x0 clamped; {SAMPLER_ROUNDS} rounds):"
+    ]
     for name, steps, run_steps in SAMPLERS:
         speed = [r / s for r, s in zip(reference, seconds[name, steps])]
-        note = f" (timed at {run_steps} steps, scaled x{steps // run_steps})" if run_steps != steps else ""
+        note = (
+            f" (timed at {run_steps} steps, scaled x{steps // run_steps})"
+            if run_steps != steps
+            else ""
+        )
         lines.append(
             f"  {name:<11} {steps:>4} steps: {evaluations[name, steps]:>4} network evaluations/image, "
             f"{BATCH / statistics.median(seconds[name, steps]):7.3f} images/s, "
@@ -190,8 +223,10 @@ def sampler_lines(settings: RunSettings, unet: torch.nn.Module, betas: torch.Ten
 def radiograph_batch(n: int, side: int) -> np.ndarray:
     """Phantom lateral c-spine films as uint8: compressible like real (and sampled) radiographs."""
     rng = np.random.default_rng(0)
-    films = [render_phantom(rng, sample_params(rng, min_side=side, max_side=side, negative=False)).image
-             for _ in range(n)]
+    films = [
+        render_phantom(rng, sample_params(rng, min_side=side, max_side=side, negative=False)).image
+        for _ in range(n)
+    ]
     return np.round(np.stack(films) * 255).astype(np.uint8)
 
 
@@ -203,10 +238,23 @@ def noise_batch(n: int, side: int) -> np.ndarray:
 def bench_request(n_images: int) -> ShardRequest:
     """A shard request for the store layout only: no model or sampler runs in this figure."""
     return ShardRequest(
-        checkpoint="bench", sampler="ddpm", steps=1000, weights="online", clip_sample=True,
-        quantization="round", prediction_type="v_prediction", base_seed=0, shard_index=0,
-        first_global_index=0, n_images=n_images, batch_size=BATCH, image_size=WRITE_SIDE,
-        model_dtype="torch.float32", model_sha256="-", betas_sha256="-", scheduler={},
+        checkpoint="bench",
+        sampler="ddpm",
+        steps=1000,
+        weights="online",
+        clip_sample=True,
+        quantization="round",
+        prediction_type="v_prediction",
+        base_seed=0,
+        shard_index=0,
+        first_global_index=0,
+        n_images=n_images,
+        batch_size=BATCH,
+        image_size=WRITE_SIDE,
+        model_dtype="torch.float32",
+        model_sha256="-",
+        betas_sha256="-",
+        scheduler={},
     )
 
 
@@ -229,8 +277,14 @@ def images_array(root: Path, name: str, compressed: bool) -> zarr.Array:
     group = zarr.open_group(root / name, mode="w", zarr_format=3)
     shape = (WRITE_BATCHES * BATCH, WRITE_SIDE, WRITE_SIDE)
     extra = {} if compressed else {"compressors": None}
-    return group.create_array("images", shape=shape, chunks=(BATCH, WRITE_SIDE, WRITE_SIDE), dtype="uint8",
-                              fill_value=0, **extra)
+    return group.create_array(
+        "images",
+        shape=shape,
+        chunks=(BATCH, WRITE_SIDE, WRITE_SIDE),
+        dtype="uint8",
+        fill_value=0,
+        **extra,
+    )
 
 
 def timed(function: Any, *args: Any) -> float:
@@ -271,14 +325,20 @@ def paired_speed(baseline: list[float], subject: list[float]) -> float:
 
 def zarr_lines() -> list[str]:
     megabytes = BATCH * WRITE_SIDE * WRITE_SIDE / 1e6
-    lines = [f"zarr writes, uint8 batches ({BATCH}, {WRITE_SIDE}, {WRITE_SIDE}) = {megabytes:.2f} MB, "
-             f"{WRITE_BATCHES} batches, each written in turn by np.save and the zarr paths (no fsync in any):"]
-    for label, images in (("phantom radiographs", radiograph_batch(BATCH, WRITE_SIDE)),
-                          ("uniform noise", noise_batch(BATCH, WRITE_SIDE))):
+    lines = [
+        f"zarr writes, uint8 batches ({BATCH}, {WRITE_SIDE}, {WRITE_SIDE}) = {megabytes:.2f} MB, "
+        f"{WRITE_BATCHES} batches, each written in turn by np.save and the zarr paths (no fsync in any):"
+    ]
+    for label, images in (
+        ("phantom radiographs", radiograph_batch(BATCH, WRITE_SIDE)),
+        ("uniform noise", noise_batch(BATCH, WRITE_SIDE)),
+    ):
         with tempfile.TemporaryDirectory(prefix="radsynth-bench-zarr-") as tmp:
             times, stored = write_batches(images, Path(tmp))
-        rate = {name: megabytes / statistics.median(getattr(times, name))
-                for name in ("numpy", "shard", "chunk", "raw_chunk")}
+        rate = {
+            name: megabytes / statistics.median(getattr(times, name))
+            for name in ("numpy", "shard", "chunk", "raw_chunk")
+        }
         shard_ms = statistics.median(times.shard) * 1e3
         lines += [
             f"  {label}: np.save {rate['numpy']:.0f} MB/s; sample_shard batch write {rate['shard']:.0f} MB/s "

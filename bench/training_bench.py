@@ -27,8 +27,9 @@ import importlib.metadata
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from unittest import mock
 
 import numpy as np
@@ -39,10 +40,10 @@ from denoising_diffusion_pytorch import GaussianDiffusion, Unet
 from ema_pytorch import EMA
 
 from radsynth.data.atlas import atlas_from_images, load_atlas, write_atlas
-from radsynth.train.diffusion import make_tables, q_sample, v_target, weighted_v_loss_per_image
-from radsynth.train.model import build_unet, count_parameters
 from radsynth.train.checkpoint_io import model_config_json, save_history_checkpoint, save_state
+from radsynth.train.diffusion import make_tables, q_sample, v_target, weighted_v_loss_per_image
 from radsynth.train.loop import train
+from radsynth.train.model import build_unet, count_parameters
 from radsynth.train.settings import RunSettings, run_settings_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +59,9 @@ REPEATS = 1
 #: One intra-op thread: with 2 on the 2 shared cores, steps took 3-20x longer, erratically, whenever
 #: other work held a core (a forward: 60-2,200 ms against 80-140 ms with one thread).
 TORCH_THREADS = 1
-ATLAS_IMAGES = 32  # a multiple of the micro-batch of 8: no short batch, so the same shapes as the floor
+ATLAS_IMAGES = (
+    32  # a multiple of the micro-batch of 8: no short batch, so the same shapes as the floor
+)
 
 #: I-SynMed's checkpoint: lucidrains' Trainer saves the model, Adam (m and v per parameter), the EMA
 #: wrapper (its EMA model and its own online copy), all float32, for Unet(dim=64, (1, 2, 4, 8)).
@@ -80,8 +83,12 @@ def bench_settings() -> RunSettings:
     return load_settings(
         PAPER_CONFIG,
         model={"sample_size": BENCH_SIDE},
-        training={"num_steps": TRAIN_STEPS, "mixed_precision": "no", "checkpoint_every": SAVE_EVERY,
-                  "state_every": SAVE_EVERY},
+        training={
+            "num_steps": TRAIN_STEPS,
+            "mixed_precision": "no",
+            "checkpoint_every": SAVE_EVERY,
+            "state_every": SAVE_EVERY,
+        },
     )
 
 
@@ -104,7 +111,9 @@ def bare_step_function(settings: RunSettings) -> Callable[[], None]:
     training = settings.training
     size = settings.model.sample_size
     model = build_unet(settings.model).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=training.learning_rate, betas=training.adam_betas)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=training.learning_rate, betas=training.adam_betas
+    )
     tables = make_tables(settings.diffusion.betas())
     generator = torch.Generator().manual_seed(0)
     x0 = torch.rand((training.batch_size, 1, size, size), generator=generator) * 2 - 1
@@ -114,7 +123,9 @@ def bare_step_function(settings: RunSettings) -> Callable[[], None]:
     def step() -> None:
         for _ in range(training.gradient_accumulation_steps):
             prediction = model(q_sample(tables, x0, noise, t), t)
-            loss = weighted_v_loss_per_image(tables, prediction, v_target(tables, x0, noise, t), t).mean()
+            loss = weighted_v_loss_per_image(
+                tables, prediction, v_target(tables, x0, noise, t), t
+            ).mean()
             (loss / training.gradient_accumulation_steps).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), training.max_grad_norm)
         optimizer.step()
@@ -128,11 +139,19 @@ def lucidrains_diffusion(settings: RunSettings) -> GaussianDiffusion:
     model = settings.model
     torch.manual_seed(0)
     unet = Unet(
-        dim=model.base_channels, dim_mults=model.channel_multipliers, channels=1, dropout=model.dropout,
-        attn_dim_head=model.attention_head_dim, full_attn=model.attention_levels, flash_attn=True,
+        dim=model.base_channels,
+        dim_mults=model.channel_multipliers,
+        channels=1,
+        dropout=model.dropout,
+        attn_dim_head=model.attention_head_dim,
+        full_attn=model.attention_levels,
+        flash_attn=True,
     )
     return GaussianDiffusion(
-        unet, image_size=model.sample_size, timesteps=settings.diffusion.timesteps, objective="pred_v",
+        unet,
+        image_size=model.sample_size,
+        timesteps=settings.diffusion.timesteps,
+        objective="pred_v",
         beta_schedule="sigmoid",
     )
 
@@ -145,10 +164,14 @@ def lucidrains_step_function(settings: RunSettings, atlas: Path) -> Callable[[],
     """
     training = settings.training
     diffusion = lucidrains_diffusion(settings).train()
-    optimizer = torch.optim.Adam(diffusion.parameters(), lr=training.learning_rate, betas=training.adam_betas)
+    optimizer = torch.optim.Adam(
+        diffusion.parameters(), lr=training.learning_rate, betas=training.adam_betas
+    )
     ema = EMA(diffusion, beta=training.ema.decay, update_every=training.ema.update_every)
     update_ema = EMA.update
-    images = torch.from_numpy(load_atlas(atlas).images).float().div(255).unsqueeze(1)  # lucidrains takes [0, 1]
+    images = (
+        torch.from_numpy(load_atlas(atlas).images).float().div(255).unsqueeze(1)
+    )  # lucidrains takes [0, 1]
     accumulation, batch = training.gradient_accumulation_steps, training.batch_size
     micro_batches = [images[j * batch : (j + 1) * batch] for j in range(accumulation)]
 
@@ -177,11 +200,15 @@ class StepInterleaver:
     train() does between steps (loss log, checkpoint and state of step k - 1) and nothing else.
     """
 
-    def __init__(self, update_ema: Callable[..., None], baselines: dict[str, Callable[[], None]]) -> None:
+    def __init__(
+        self, update_ema: Callable[..., None], baselines: dict[str, Callable[[], None]]
+    ) -> None:
         self.update_ema = update_ema
         self.baselines = baselines
         self.train_s: list[float] = []  # steps 2..n
-        self.baseline_s: dict[str, list[float]] = {name: [] for name in baselines}  # after steps 1..n
+        self.baseline_s: dict[str, list[float]] = {
+            name: [] for name in baselines
+        }  # after steps 1..n
         self.first_call: float | None = None
         self.resumed: float | None = None
 
@@ -211,7 +238,10 @@ class PairedRun:
 
 def paired_train_run(settings: RunSettings, atlas: Path, run_dir: Path) -> PairedRun:
     """A fresh full-data run (manifest None) of `settings.training.num_steps` interleaved steps."""
-    baselines = {"bare": bare_step_function(settings), "lucidrains": lucidrains_step_function(settings, atlas)}
+    baselines = {
+        "bare": bare_step_function(settings),
+        "lucidrains": lucidrains_step_function(settings, atlas),
+    }
     interleaver = StepInterleaver(EMA.update, baselines)
     start = time.perf_counter()
     with mock.patch.object(EMA, "update", lambda ema: interleaver(ema)):
@@ -219,7 +249,9 @@ def paired_train_run(settings: RunSettings, atlas: Path, run_dir: Path) -> Paire
     end = time.perf_counter()
     return PairedRun(
         np.array(interleaver.train_s),
-        {name: np.array(times[1:]) for name, times in interleaver.baseline_s.items()},  # step 1 unpaired
+        {
+            name: np.array(times[1:]) for name, times in interleaver.baseline_s.items()
+        },  # step 1 unpaired
         interleaver.first_call - start,
         end - interleaver.resumed,
     )
@@ -242,7 +274,10 @@ def interleaved_runs(settings: RunSettings) -> list[PairedRun]:
         atlas = Path(tmp) / "atlas.h5"
         write_random_atlas(atlas, ATLAS_IMAGES, settings.model.sample_size)
         bare_step_function(settings)()  # warm-up: first-call allocations and kernel selection
-        return [paired_train_run(settings, atlas, Path(tmp) / f"run{repeat}") for repeat in range(REPEATS)]
+        return [
+            paired_train_run(settings, atlas, Path(tmp) / f"run{repeat}")
+            for repeat in range(REPEATS)
+        ]
 
 
 def paired_ratio(baseline: np.ndarray, subject: np.ndarray) -> str:
@@ -280,7 +315,11 @@ def throughput_lines(settings: RunSettings, runs: list[PairedRun]) -> list[str]:
 
 
 def lucidrains_lines(
-    settings: RunSettings, runs: list[PairedRun], bare_s: np.ndarray, train_s: np.ndarray, quiet: np.ndarray
+    settings: RunSettings,
+    runs: list[PairedRun],
+    bare_s: np.ndarray,
+    train_s: np.ndarray,
+    quiet: np.ndarray,
 ) -> list[str]:
     """lucidrains' Trainer step against radsynth's loop: the same network, 16 images per optimizer step."""
     lucid_s = np.concatenate([run.baselines["lucidrains"] for run in runs])
@@ -328,7 +367,9 @@ def checkpoint_bytes_lines() -> list[str]:
     ]
     with tempfile.TemporaryDirectory(prefix="radsynth-bench-ckpt-") as tmp:
         for dtype in (settings.training.checkpoint_dtype, "float16"):
-            nbytes = save_history_checkpoint(Path(tmp) / f"{dtype}.safetensors", online, ema, dtype, metadata)
+            nbytes = save_history_checkpoint(
+                Path(tmp) / f"{dtype}.safetensors", online, ema, dtype, metadata
+            )
             label = "as configured" if dtype == settings.training.checkpoint_dtype else "option"
             lines.append(
                 f"  history checkpoint (online + EMA, {dtype}, {label}): {nbytes:,} B, "

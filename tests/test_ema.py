@@ -14,20 +14,26 @@ import pytest
 import torch
 from ema_pytorch import EMA
 from safetensors.torch import load_file, save_file
+from test_training import PROVENANCE, tiny_config
 
 from radsynth.data.atlas import atlas_from_images, write_atlas
 from radsynth.train.checkpoint_io import latest_state_dir
 from radsynth.train.loop import train
 from radsynth.train.model import build_unet
 from radsynth.train.settings import RunSettings, run_settings_from_dict
-from test_training import PROVENANCE, tiny_config
 
 torch.set_num_threads(1)
 
 # Small enough to cross every branch of EMA.update in 14 steps: the first call copies (step 1), calls
 # at counter 3 <= update_after_step copy (step 4), calls at counters 6, 9, 12 lerp (steps 7, 10, 13),
 # the last with its decay 1 - 8^(-2/3) = 0.75 capped at beta 0.7; every other step skips.
-EMA_SETTINGS = {"decay": 0.7, "update_every": 3, "update_after_step": 5, "inv_gamma": 1.0, "power": 2 / 3}
+EMA_SETTINGS = {
+    "decay": 0.7,
+    "update_every": 3,
+    "update_after_step": 5,
+    "inv_gamma": 1.0,
+    "power": 2 / 3,
+}
 N_STEPS = 14
 
 
@@ -55,7 +61,9 @@ def whole_run(atlas: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def weights(run_dir: Path, step: int, prefix: str) -> dict[str, torch.Tensor]:
     tensors = load_file(str(run_dir / "checkpoints" / f"step{step:06d}.safetensors"))
-    return {name[len(prefix) :]: value for name, value in tensors.items() if name.startswith(prefix)}
+    return {
+        name[len(prefix) :]: value for name, value in tensors.items() if name.startswith(prefix)
+    }
 
 
 def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -65,15 +73,17 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 def test_ema_equals_ema_pytorch_replayed_once_after_every_optimizer_step(whole_run: Path) -> None:
     online = build_unet(settings().model)
     # as Trainer.__init__ builds it: EMA(model, beta=ema_decay, update_every=ema_update_every), the rest given
-    reference = EMA(online, beta=0.7, update_every=3, update_after_step=5, inv_gamma=1.0, power=2 / 3)
+    reference = EMA(
+        online, beta=0.7, update_every=3, update_after_step=5, inv_gamma=1.0, power=2 / 3
+    )
     copies, changes, previous = [], [], None
     for step in range(1, N_STEPS + 1):
         online.load_state_dict(weights(whole_run, step, "online."))
         reference.update()  # the Trainer: opt.step(), then step += 1, then ema.update()
         ema = weights(whole_run, step, "ema.")
-        assert same(
-            ema, reference.ema_model.state_dict()
-        ), f"EMA weights differ from ema_pytorch after step {step}"
+        assert same(ema, reference.ema_model.state_dict()), (
+            f"EMA weights differ from ema_pytorch after step {step}"
+        )
         copies += [step] if same(ema, online.state_dict()) else []
         changes += [step] if previous is None or not same(ema, previous) else []
         previous = ema
@@ -93,7 +103,9 @@ def test_resume_between_ema_updates_continues_the_schedule(
     atlas: Path, whole_run: Path, tmp_path: Path
 ) -> None:
     """Stopped after step 8 (counter 8: the next update lerps at step 10), then resumed to the end."""
-    first = train(atlas, None, tmp_path, settings(), provenance=PROVENANCE, until_step=8, progress=False)
+    first = train(
+        atlas, None, tmp_path, settings(), provenance=PROVENANCE, until_step=8, progress=False
+    )
     assert (first.step, latest_state_dir(tmp_path).name) == (8, "step000008")
     assert train(atlas, None, tmp_path, settings(), provenance=PROVENANCE, progress=False).finished
     for step in range(1, N_STEPS + 1):
@@ -112,7 +124,9 @@ def test_state_without_ema_counters_is_refused_naming_the_file(
     path = folder / "ema.safetensors"
     prefix = "ema_model."
     inner = {
-        name[len(prefix) :]: value for name, value in load_file(str(path)).items() if name.startswith(prefix)
+        name[len(prefix) :]: value
+        for name, value in load_file(str(path)).items()
+        if name.startswith(prefix)
     }
     save_file(inner, str(path))
     info = json.loads((folder / "state.json").read_text())

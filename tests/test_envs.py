@@ -20,7 +20,6 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-
 from test_workflow_static import REPO, rule_directives
 
 RULES_DIR = REPO / "workflow/rules"
@@ -29,7 +28,9 @@ ENVS = REPO / "envs"
 CONDA_NAMES = {"torch": "pytorch", "matplotlib": "matplotlib-base"}
 PYPI_NAMES = {conda: pypi for pypi, conda in CONDA_NAMES.items()}
 #: A conda dependency as the env files write it: `name`, `name =version` or `name =version=build`.
-CONDA_SPEC = re.compile(r"(?P<name>[A-Za-z0-9_.-]+)(?:\s*=(?P<version>[^=\s]+)(?:=(?P<build>\S+))?)?")
+CONDA_SPEC = re.compile(
+    r"(?P<name>[A-Za-z0-9_.-]+)(?:\s*=(?P<version>[^=\s]+)(?:=(?P<build>\S+))?)?"
+)
 #: What the statistics env (R through rpy2) must not need: the deep-learning stack.
 TORCH_STACK = {"torch", "torchvision", "diffusers", "accelerate", "safetensors"}
 
@@ -38,8 +39,13 @@ def script_rules() -> dict[str, tuple[Path, Path]]:
     """Rule -> (its conda env file, its script), resolved as Snakemake resolves them."""
     found = {}
     for rule, directives in rule_directives().items():
-        assert "conda" in directives and "script" in directives, f"rule {rule} lacks a conda: or script: line"
-        found[rule] = ((RULES_DIR / directives["conda"]).resolve(), (RULES_DIR / directives["script"]).resolve())
+        assert "conda" in directives and "script" in directives, (
+            f"rule {rule} lacks a conda: or script: line"
+        )
+        found[rule] = (
+            (RULES_DIR / directives["conda"]).resolve(),
+            (RULES_DIR / directives["script"]).resolve(),
+        )
     return found
 
 
@@ -54,7 +60,11 @@ def module_file(module: str) -> Path | None:
 
 def imports_of(path: Path) -> set[str]:
     """Every module name a file imports anywhere in it, relative imports made absolute."""
-    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1]) if path.is_relative_to(REPO / "radsynth") else ""
+    package = (
+        ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+        if path.is_relative_to(REPO / "radsynth")
+        else ""
+    )
     names = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
@@ -83,7 +93,9 @@ def third_party_imports(script: Path) -> dict[str, Path]:
             top = name.split(".")[0]
             if top == "radsynth":
                 parts = name.split(".")
-                pending.extend(f for i in range(1, len(parts) + 1) if (f := module_file(".".join(parts[:i]))))
+                pending.extend(
+                    f for i in range(1, len(parts) + 1) if (f := module_file(".".join(parts[:i])))
+                )
             elif top not in sys.stdlib_module_names:
                 found.setdefault(top, path)
     return found
@@ -104,7 +116,9 @@ def needed_distributions(script: Path) -> dict[str, str]:
     owners = import_owners()
     needed = {}
     for name, path in sorted(third_party_imports(script).items()):
-        assert name in owners, f"{shown(path)} imports {name}, which no installed distribution provides"
+        assert name in owners, (
+            f"{shown(path)} imports {name}, which no installed distribution provides"
+        )
         for distribution in owners[name]:
             needed.setdefault(canonicalize_name(distribution), f"import {name} in {shown(path)}")
     return needed
@@ -119,7 +133,10 @@ def env_dependencies(env_file: Path) -> dict[str, tuple[str | None, str]]:
             for line in entry["pip"]:
                 requirement = Requirement(line)
                 pins = [spec.version for spec in requirement.specifier if spec.operator == "=="]
-                deps[canonicalize_name(requirement.name)] = (pins[0] if len(pins) == 1 else None, "pip")
+                deps[canonicalize_name(requirement.name)] = (
+                    pins[0] if len(pins) == 1 else None,
+                    "pip",
+                )
         else:
             spec = CONDA_SPEC.fullmatch(entry)
             assert spec, f"{env_file.name}: cannot read the dependency {entry!r}"
@@ -155,7 +172,9 @@ def test_rule_env_holds_every_package_its_script_imports(rule):
     assert not missing, f"rule {rule}: envs/{env_file.name} lacks {missing}"
 
 
-def test_import_walk_follows_radsynth_modules_packages_and_function_level_imports(tmp_path, monkeypatch):
+def test_import_walk_follows_radsynth_modules_packages_and_function_level_imports(
+    tmp_path, monkeypatch
+):
     """Planted tree: each third-party package is reachable only one way (an enclosing package,
     a function body, a relative import, the script itself)."""
     turing = tmp_path / "radsynth/turing"
@@ -163,10 +182,14 @@ def test_import_walk_follows_radsynth_modules_packages_and_function_level_import
     (tmp_path / "radsynth/__init__.py").write_text("import yaml\n")
     (turing / "__init__.py").write_text("")
     (turing / "stats.py").write_text("import json\n\n\ndef r():\n    import rpy2.robjects as ro\n")
-    (turing / "figures.py").write_text("from . import stats\nfrom matplotlib.figure import Figure\n")
+    (turing / "figures.py").write_text(
+        "from . import stats\nfrom matplotlib.figure import Figure\n"
+    )
     (turing / "form.py").write_text("import jinja2\n")
     script = tmp_path / "script.py"
-    script.write_text("import numpy as np\nfrom radsynth.turing.figures import plot_rating_violins\n")
+    script.write_text(
+        "import numpy as np\nfrom radsynth.turing.figures import plot_rating_violins\n"
+    )
     monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
     assert third_party_imports(script) == {
         "numpy": script,
@@ -189,7 +212,9 @@ def test_statistics_env_needs_and_holds_no_torch():
     assert rules == ["simulate_ratings", "turing_figures", "turing_stats"]
     for rule in rules:
         needed = needed_distributions(script_rules()[rule][1])
-        assert not TORCH_STACK & set(needed), f"rule {rule} needs {sorted(TORCH_STACK & set(needed))}"
+        assert not TORCH_STACK & set(needed), (
+            f"rule {rule} needs {sorted(TORCH_STACK & set(needed))}"
+        )
     assert not TORCH_STACK & set(env_dependencies(ENVS / "stats.yaml"))
 
 
@@ -201,7 +226,9 @@ def test_env_pins_the_versions_of_constraints(env_file):
             continue
         assert version is not None, f"{env_file.name}: {name} has no version"
         if name in pinned:
-            assert version == pinned[name], f"{env_file.name}: {name} {version}, constraints.txt {pinned[name]}"
+            assert version == pinned[name], (
+                f"{env_file.name}: {name} {version}, constraints.txt {pinned[name]}"
+            )
 
 
 @pytest.mark.parametrize("env_file", env_files(), ids=lambda path: path.name)
@@ -215,7 +242,9 @@ def test_pip_installs_nothing_the_env_does_not_list(env_file):
         try:
             requirements = [Requirement(line) for line in requires(name) or []]
         except PackageNotFoundError:
-            pytest.fail(f"{env_file.name}: {name} is not installed in the venv to read its requirements")
+            pytest.fail(
+                f"{env_file.name}: {name} is not installed in the venv to read its requirements"
+            )
         for requirement in requirements:
             if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
                 assert canonicalize_name(requirement.name) in deps, (

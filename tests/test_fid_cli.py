@@ -16,11 +16,11 @@ import zarr
 from PIL import Image
 from test_sampling import BETAS, shard_kwargs, tiny_unet
 
-from radsynth.cli import main
-from radsynth.data.atlas import atlas_from_images, write_atlas
-from radsynth.core.features import RANDOM_INIT, random_cnn
-from radsynth.evaluate.metrics import fidelity_row
 from radsynth.audit.image_sets import load_synthetic
+from radsynth.cli import main
+from radsynth.core.features import RANDOM_INIT, random_cnn
+from radsynth.data.atlas import atlas_from_images, write_atlas
+from radsynth.evaluate.metrics import fidelity_row
 from radsynth.sample.sampler import sample_shard
 
 SIZE = 16  # the tiny UNet's side; the random CNN resizes to 32 px itself
@@ -36,15 +36,28 @@ def data(tmp_path_factory) -> Path:
     write_atlas(root / "atlas.h5", atlas_from_images(real, [f"{i:07d}" for i in range(len(real))]))
     unet = tiny_unet()
     for shard in range(2):
-        sample_shard(unet, BETAS, root / "samples" / f"shard{shard}.zarr", **shard_kwargs(
-            root, shard_index=shard, first_global_index=SHARD_IMAGES * shard, n_images=SHARD_IMAGES,
-            batch_size=SHARD_IMAGES, sampler="ddim", steps=2))
+        sample_shard(
+            unet,
+            BETAS,
+            root / "samples" / f"shard{shard}.zarr",
+            **shard_kwargs(
+                root,
+                shard_index=shard,
+                first_global_index=SHARD_IMAGES * shard,
+                n_images=SHARD_IMAGES,
+                batch_size=SHARD_IMAGES,
+                sampler="ddim",
+                steps=2,
+            ),
+        )
     return root
 
 
 def stored_images(*stores: Path) -> np.ndarray:
     """The stores' image arrays concatenated, read with zarr alone (shard order = global order here)."""
-    return np.concatenate([zarr.open_group(store, mode="r", zarr_format=3)["images"][:] for store in stores])
+    return np.concatenate(
+        [zarr.open_group(store, mode="r", zarr_format=3)["images"][:] for store in stores]
+    )
 
 
 def write_pngs(folder: Path, images, mode: str | None = None) -> Path:
@@ -55,27 +68,57 @@ def write_pngs(folder: Path, images, mode: str | None = None) -> Path:
 
 
 def fid_cli(data: Path, synthetic: Path, out: Path, *extra: str) -> int:
-    return main(["fid", "--real", str(data / "atlas.h5"), "--synthetic", str(synthetic), "--out", str(out),
-                 "--extractor", "random-cnn-test-only", "--kid-subsets", str(KID_SUBSETS), *extra])
+    return main(
+        [
+            "fid",
+            "--real",
+            str(data / "atlas.h5"),
+            "--synthetic",
+            str(synthetic),
+            "--out",
+            str(out),
+            "--extractor",
+            "random-cnn-test-only",
+            "--kid-subsets",
+            str(KID_SUBSETS),
+            *extra,
+        ]
+    )
 
 
 def expected_row(data: Path, images: np.ndarray, cache: Path):
-    return fidelity_row(images, data / "atlas.h5", random_cnn(num_features=16, input_size=32), cache,
-                        synthetic_name="expected", kid_subsets=KID_SUBSETS)
+    return fidelity_row(
+        images,
+        data / "atlas.h5",
+        random_cnn(num_features=16, input_size=32),
+        cache,
+        synthetic_name="expected",
+        kid_subsets=KID_SUBSETS,
+    )
 
 
 def test_zarr_folder_gives_the_fidelity_row_of_its_images(data, tmp_path, capsys):
     assert fid_cli(data, data / "samples", tmp_path / "out") == 0
     record = json.loads((tmp_path / "out" / "fid.json").read_text())
-    expected = expected_row(data, stored_images(data / "samples/shard0.zarr", data / "samples/shard1.zarr"),
-                            tmp_path / "expected-cache")
+    expected = expected_row(
+        data,
+        stored_images(data / "samples/shard0.zarr", data / "samples/shard1.zarr"),
+        tmp_path / "expected-cache",
+    )
     assert record["fid"] == pytest.approx(expected.fid, rel=1e-9)
-    assert (record["kid_mean"], record["kid_std"]) == pytest.approx((expected.kid_mean, expected.kid_std), rel=1e-9)
-    assert (record["precision"], record["coverage"]) == pytest.approx((expected.precision, expected.coverage))
+    assert (record["kid_mean"], record["kid_std"]) == pytest.approx(
+        (expected.kid_mean, expected.kid_std), rel=1e-9
+    )
+    assert (record["precision"], record["coverage"]) == pytest.approx(
+        (expected.precision, expected.coverage)
+    )
     assert (record["n_real"], record["n_synthetic"], record["kid_subsets"]) == (12, 8, KID_SUBSETS)
     assert record["extractor_weights"] == RANDOM_INIT
     assert record["real"] == str(data / "atlas.h5")
-    assert record["synthetic_source"] == f"8 images of checkpoint step000010 from 2 Zarr stores in {data / 'samples'}"
+    assert (
+        record["synthetic_source"]
+        == f"8 images of checkpoint step000010 from 2 Zarr stores in {data / 'samples'}"
+    )
     assert {"radsynth_version", "code_revision", "config_hash"} <= set(record["provenance"])
     assert list((tmp_path / "out" / "cache").glob("real_features_*.npz"))  # the default cache dir
     printed = capsys.readouterr().out
@@ -95,14 +138,18 @@ def test_png_folder_and_zarr_store_of_the_same_pixels_give_the_same_fid(data, tm
     assert from_png["fid"] == pytest.approx(from_zarr["fid"], rel=1e-12)
     assert from_png["synthetic_source"] == f"4 PNG files in {pngs}"
     assert from_zarr["synthetic_source"] == f"4 images of checkpoint step000010 from {store}"
-    assert from_zarr["precision"] is None  # 4 images: PRDC undefined, written as null, explained in warnings
+    assert (
+        from_zarr["precision"] is None
+    )  # 4 images: PRDC undefined, written as null, explained in warnings
     assert "PRDC with k=5 needs at least 7" in from_zarr["warnings"]
 
 
 def test_load_synthetic_reads_each_kind_in_order(data, tmp_path):
     both = stored_images(data / "samples/shard0.zarr", data / "samples/shard1.zarr")
     np.testing.assert_array_equal(load_synthetic(data / "samples")[0], both)
-    np.testing.assert_array_equal(load_synthetic(data / "samples/shard1.zarr")[0], both[SHARD_IMAGES:])
+    np.testing.assert_array_equal(
+        load_synthetic(data / "samples/shard1.zarr")[0], both[SHARD_IMAGES:]
+    )
     shuffled = write_pngs(tmp_path / "pngs", both)
     (shuffled / "007.png").rename(shuffled / "000a.png")  # name order, not write order
     images, source = load_synthetic(shuffled)
@@ -139,7 +186,9 @@ def other_files_folder(folder: Path) -> tuple[Path, str]:
 
 
 def one_image_folder(folder: Path) -> tuple[Path, str]:
-    return write_pngs(folder, np.zeros((1, SIZE, SIZE), np.uint8)), f"synthetic set {folder}: 1 image"
+    return write_pngs(
+        folder, np.zeros((1, SIZE, SIZE), np.uint8)
+    ), f"synthetic set {folder}: 1 image"
 
 
 def missing_path(folder: Path) -> tuple[Path, str]:
@@ -153,11 +202,25 @@ def not_a_png(folder: Path) -> tuple[Path, str]:
 
 
 def wrong_size_for_the_atlas(folder: Path) -> tuple[Path, str]:
-    return write_pngs(folder, np.zeros((3, 8, 8), np.uint8)), f"synthetic set {folder}: images are 8x8"
+    return write_pngs(
+        folder, np.zeros((3, 8, 8), np.uint8)
+    ), f"synthetic set {folder}: images are 8x8"
 
 
-@pytest.mark.parametrize("make", [rgb_folder, sixteen_bit_folder, mixed_size_folder, empty_folder, other_files_folder,
-                                  one_image_folder, missing_path, not_a_png, wrong_size_for_the_atlas])
+@pytest.mark.parametrize(
+    "make",
+    [
+        rgb_folder,
+        sixteen_bit_folder,
+        mixed_size_folder,
+        empty_folder,
+        other_files_folder,
+        one_image_folder,
+        missing_path,
+        not_a_png,
+        wrong_size_for_the_atlas,
+    ],
+)
 def test_bad_synthetic_input_exits_2_naming_the_file(data, tmp_path, capsys, make):
     synthetic, message = make(tmp_path / "synthetic")
     assert fid_cli(data, synthetic, tmp_path / "out") == 2
@@ -175,10 +238,24 @@ def test_a_folder_mixing_stores_and_pngs_is_refused(data, tmp_path, capsys):
 
 
 def test_fid_inception_needs_weights_and_weights_need_fid_inception(data, tmp_path, capsys):
-    args = ["fid", "--real", str(data / "atlas.h5"), "--synthetic", str(data / "samples"), "--out", str(tmp_path)]
+    args = [
+        "fid",
+        "--real",
+        str(data / "atlas.h5"),
+        "--synthetic",
+        str(data / "samples"),
+        "--out",
+        str(tmp_path),
+    ]
     assert main([*args, "--extractor", "fid-inception"]) == 2
-    assert "extractor fid-inception needs the path of the FID Inception weights" in capsys.readouterr().err
-    assert main([*args, "--extractor", "random-cnn-test-only", "--weights", str(tmp_path / "w.pth")]) == 2
+    assert (
+        "extractor fid-inception needs the path of the FID Inception weights"
+        in capsys.readouterr().err
+    )
+    assert (
+        main([*args, "--extractor", "random-cnn-test-only", "--weights", str(tmp_path / "w.pth")])
+        == 2
+    )
     assert "--weights is used only with --extractor fid-inception" in capsys.readouterr().err
     assert main([*args, "--extractor", "fid-inception", "--weights", str(tmp_path / "w.pth")]) == 2
     assert f"{tmp_path / 'w.pth'}: no FID Inception weights there" in capsys.readouterr().err
@@ -189,11 +266,27 @@ def test_help_names_the_test_only_extractor(capsys):
         main(["fid", "-h"])
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "random-cnn-test-only" in text and "for tests only" in text and "--kid-subset-size" in text
+    assert (
+        "random-cnn-test-only" in text and "for tests only" in text and "--kid-subset-size" in text
+    )
 
 
 def test_a_missing_atlas_exits_2_naming_it(data, tmp_path, capsys):
     synthetic = write_pngs(tmp_path / "pngs", np.zeros((3, SIZE, SIZE), np.uint8))
-    assert main(["fid", "--real", str(tmp_path / "missing.h5"), "--synthetic", str(synthetic), "--out",
-                 str(tmp_path), "--extractor", "random-cnn-test-only"]) == 2
+    assert (
+        main(
+            [
+                "fid",
+                "--real",
+                str(tmp_path / "missing.h5"),
+                "--synthetic",
+                str(synthetic),
+                "--out",
+                str(tmp_path),
+                "--extractor",
+                "random-cnn-test-only",
+            ]
+        )
+        == 2
+    )
     assert "missing.h5" in capsys.readouterr().err

@@ -10,37 +10,79 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from radsynth.core.tables import read_table, read_table_provenance
 from radsynth.core.features import ExtractorDescription
+from radsynth.core.tables import read_table, read_table_provenance
 from radsynth.evaluate.metrics import FidelityRow
-from radsynth.evaluate.table import LEADING_COLUMNS, checkpoint_record, fid_table, plot_fid_curve, write_fid_table
+from radsynth.evaluate.table import (
+    LEADING_COLUMNS,
+    checkpoint_record,
+    fid_table,
+    plot_fid_curve,
+    write_fid_table,
+)
 from radsynth.train.selection import read_fid_table
 
 EXTRACTOR = ExtractorDescription(
-    name="inception-v3 (test)", weights="ab" * 32, input_size=299, resize="bilinear", antialias=True,
-    channel_rule="gray", scaling="(x - 128) / 128", num_features=2048,
+    name="inception-v3 (test)",
+    weights="ab" * 32,
+    input_size=299,
+    resize="bilinear",
+    antialias=True,
+    channel_rule="gray",
+    scaling="(x - 128) / 128",
+    num_features=2048,
 )
 SAMPLING = {"sampler": "dpmsolver++", "steps": 25, "weights": "online", "image_size": 32}
 
 
 def fidelity(fid: float, warnings: tuple[str, ...] = (), precision: float = 0.5) -> FidelityRow:
     return FidelityRow(
-        n_real=200, n_synthetic=64, extractor=EXTRACTOR, atlas_digest="cd" * 32, fid=fid, kid_mean=fid / 1000,
-        kid_std=0.001, kid_subsets=100, kid_subset_size=64, precision=precision, recall=0.4, density=0.9,
-        coverage=0.3, prdc_k=5, warnings=warnings,
+        n_real=200,
+        n_synthetic=64,
+        extractor=EXTRACTOR,
+        atlas_digest="cd" * 32,
+        fid=fid,
+        kid_mean=fid / 1000,
+        kid_std=0.001,
+        kid_subsets=100,
+        kid_subset_size=64,
+        precision=precision,
+        recall=0.4,
+        density=0.9,
+        coverage=0.3,
+        prdc_k=5,
+        warnings=warnings,
     )
 
 
 def record(step: int, fid: float, **kwargs) -> dict:
-    return checkpoint_record(fidelity(fid, **kwargs), step=step, checkpoint=step // 50, sampling=SAMPLING,
-                             synthetic_source=f"results/samples/fid/ckpt{step // 50:03d}")
+    return checkpoint_record(
+        fidelity(fid, **kwargs),
+        step=step,
+        checkpoint=step // 50,
+        sampling=SAMPLING,
+        synthetic_source=f"results/samples/fid/ckpt{step // 50:03d}",
+    )
 
 
 def test_rows_come_in_step_order_with_the_issue_columns_first():
     frame = fid_table([record(300, 80.0), record(150, 200.0), record(450, 60.0)])
     assert list(frame.columns[: len(LEADING_COLUMNS)]) == [
-        "step", "checkpoint", "n_real", "n_synthetic", "sampler", "steps", "weights", "extractor",
-        "fid", "kid_mean", "kid_std", "precision", "recall", "density", "coverage",
+        "step",
+        "checkpoint",
+        "n_real",
+        "n_synthetic",
+        "sampler",
+        "steps",
+        "weights",
+        "extractor",
+        "fid",
+        "kid_mean",
+        "kid_std",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
     ]
     assert frame["step"].tolist() == [150, 300, 450]
     assert frame["checkpoint"].tolist() == [3, 6, 9]
@@ -85,15 +127,23 @@ def test_selection_reader_names_the_file_line_after_provenance_lines(tmp_path):
     path = tmp_path / "fid.csv"
     write_fid_table([record(150, 200.0), record(300, 80.0)], path, provenance={"a": "1", "b": "2"})
     lines = path.read_text().splitlines()
-    lines[4] = lines[4].replace("80.0", "eighty", 1)  # 2 provenance lines, header, row 1, row 2 = line 5
+    lines[4] = lines[4].replace(
+        "80.0", "eighty", 1
+    )  # 2 provenance lines, header, row 1, row 2 = line 5
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match=rf"{path} line 5, column 'fid': 'eighty' is not a finite number"):
+    with pytest.raises(
+        ValueError, match=rf"{path} line 5, column 'fid': 'eighty' is not a finite number"
+    ):
         read_fid_table(path)
 
 
 def test_figure_marks_the_best_fid_and_records_its_provenance(tmp_path):
-    frame = fid_table([record(150, 200.0), record(300, 80.0), record(450, 95.0, warnings=("small set",))])
-    out = plot_fid_curve(frame, tmp_path / "fid.png", provenance={"config_hash": "x1"}, title="FID test")
+    frame = fid_table(
+        [record(150, 200.0), record(300, 80.0), record(450, 95.0, warnings=("small set",))]
+    )
+    out = plot_fid_curve(
+        frame, tmp_path / "fid.png", provenance={"config_hash": "x1"}, title="FID test"
+    )
     with Image.open(out) as image:
         assert json.loads(image.text["provenance"]) == {"config_hash": "x1"}
         assert image.text["Description"] == "3 evaluated checkpoints; 1 with warnings"

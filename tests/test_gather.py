@@ -2,18 +2,23 @@
 facing classifier: what is checked is the bookkeeping (facing, flips, manifest, reader), not
 image quality."""
 
-
 import numpy as np
 import pytest
 from PIL import Image
+from test_sampling import BETAS, PROVENANCE, read_store, shard_kwargs, tiny_unet
 
-from radsynth.sample.facing import LEFT, Architecture, new_classifier, predict_facing, save_classifier
+from radsynth.core.tables import read_table, read_table_provenance
+from radsynth.sample.facing import (
+    LEFT,
+    Architecture,
+    new_classifier,
+    predict_facing,
+    save_classifier,
+)
 from radsynth.sample.gather import gather_checkpoint, plot_checkpoint_grid
-from radsynth.sample.store import image_id, open_left_facing
 from radsynth.sample.plan import seed_label, shard_plan
 from radsynth.sample.sampler import image_seed, sample_shard
-from radsynth.core.tables import read_table, read_table_provenance
-from test_sampling import BETAS, PROVENANCE, read_store, shard_kwargs, tiny_unet
+from radsynth.sample.store import image_id, open_left_facing
 
 BASE_SEED = 1
 #: The label the shard jobs of set "initial" at checkpoint 2 seed their images from.
@@ -27,18 +32,42 @@ def gathered(tmp_path_factory):
     stores = []
     for shard, (first, count) in enumerate(shard_plan(10, 4)):
         out = root / f"shard{shard}.zarr"
-        sample_shard(unet, BETAS, out, **shard_kwargs(root, checkpoint_label=SEED_LABEL, base_seed=BASE_SEED,
-                                                       shard_index=shard, first_global_index=first,
-                                                       n_images=count, batch_size=2, steps=3))
+        sample_shard(
+            unet,
+            BETAS,
+            out,
+            **shard_kwargs(
+                root,
+                checkpoint_label=SEED_LABEL,
+                base_seed=BASE_SEED,
+                shard_index=shard,
+                first_global_index=first,
+                n_images=count,
+                batch_size=2,
+                steps=3,
+            ),
+        )
         stores.append(out)
-    classifier = new_classifier(Architecture(channels=(4, 8), analysis_size=16), image_size=16, seed=3)
+    classifier = new_classifier(
+        Architecture(channels=(4, 8), analysis_size=16), image_size=16, seed=3
+    )
     save_classifier(classifier, root / "facing.safetensors")
     manifest = gather_checkpoint(
-        stores, root / "facing.safetensors", root / "manifest.csv",
-        checkpoint_label="ckpt002", batch_size=4, provenance=PROVENANCE, progress=False,
+        stores,
+        root / "facing.safetensors",
+        root / "manifest.csv",
+        checkpoint_label="ckpt002",
+        batch_size=4,
+        provenance=PROVENANCE,
+        progress=False,
     )
-    plot_checkpoint_grid(root / "manifest.csv", root / "grid.png", checkpoint_label="ckpt002", grid_images=8,
-                         provenance=PROVENANCE)
+    plot_checkpoint_grid(
+        root / "manifest.csv",
+        root / "grid.png",
+        checkpoint_label="ckpt002",
+        grid_images=8,
+        provenance=PROVENANCE,
+    )
     return root, stores, classifier, manifest
 
 
@@ -58,7 +87,8 @@ def test_shard_plan_covers_every_image_once():
 
 def test_sets_of_one_checkpoint_get_distinct_seed_labels():
     assert [seed_label(sample_set, "ckpt034") for sample_set in ("initial", "large")] == [
-        "initial/ckpt034", "large/ckpt034"
+        "initial/ckpt034",
+        "large/ckpt034",
     ]
 
 
@@ -85,7 +115,9 @@ def test_recorded_flips_make_every_image_face_left(gathered):
     _, stores, classifier, manifest = gathered
     assert 0 < manifest["flipped"].sum() < 10
     stored = stored_images(stores)
-    standardized = np.where(manifest["flipped"].to_numpy()[:, None, None], stored[:, :, ::-1], stored)
+    standardized = np.where(
+        manifest["flipped"].to_numpy()[:, None, None], stored[:, :, ::-1], stored
+    )
     facing, _ = predict_facing(classifier, standardized, batch_size=3)
     assert facing.tolist() == [LEFT] * 10
 
@@ -113,5 +145,12 @@ def test_classifier_for_another_size_is_refused(gathered, tmp_path):
     other = new_classifier(Architecture(channels=(4,), analysis_size=16), image_size=32, seed=0)
     save_classifier(other, tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="other.safetensors"):
-        gather_checkpoint(stores, tmp_path / "other.safetensors", tmp_path / "m.csv",
-                          checkpoint_label="x", batch_size=4, provenance={}, progress=False)
+        gather_checkpoint(
+            stores,
+            tmp_path / "other.safetensors",
+            tmp_path / "m.csv",
+            checkpoint_label="x",
+            batch_size=4,
+            provenance={},
+            progress=False,
+        )

@@ -53,7 +53,11 @@ def test_result_settings_leave_out_num_steps_and_operational_keys() -> None:
     assert OPERATIONAL_TRAINING_KEYS == ("val_batch_size", "state_every")
     before = copy.deepcopy(CONFIG)
     settings = result_settings(CONFIG)
-    assert set(CONFIG["training"]) - set(settings["training"]) == {"num_steps", "val_batch_size", "state_every"}
+    assert set(CONFIG["training"]) - set(settings["training"]) == {
+        "num_steps",
+        "val_batch_size",
+        "state_every",
+    }
     assert "sampling" not in settings
     assert CONFIG == before  # the config itself is left alone
 
@@ -64,5 +68,7 @@ def test_identity_module_imports_nothing_heavy() -> None:
         "import sys, radsynth.train.identity; "
         "print(sorted(m for m in ('torch', 'numpy', 'pandas') if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert result.stdout.strip() == "[]"

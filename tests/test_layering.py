@@ -47,7 +47,9 @@ def module_name(path: Path) -> str:
 
 def existing_modules() -> set[str]:
     return {module_name(path) for path in PACKAGE.rglob("*.py")} | {
-        ".".join(("radsynth", *path.relative_to(PACKAGE).parts)) for path in PACKAGE.rglob("*") if path.is_dir()
+        ".".join(("radsynth", *path.relative_to(PACKAGE).parts))
+        for path in PACKAGE.rglob("*")
+        if path.is_dir()
     }
 
 
@@ -68,12 +70,16 @@ def violations(stage: str) -> list[str]:
             elif STAGE_ORDER.index(other) > STAGE_ORDER.index(stage):
                 found.append(f"{module_name(path)} imports {target} of the later stage {other!r}")
             elif target not in FORMAT_MODULES and f"radsynth.{other}" != target:
-                found.append(f"{module_name(path)} imports {target}, which is {other}'s work, not its file format")
+                found.append(
+                    f"{module_name(path)} imports {target}, which is {other}'s work, not its file format"
+                )
     return found
 
 
 def test_every_stage_is_a_subpackage_named_after_its_rule_file():
-    rules = {path.stem for path in (PACKAGE.parent / "workflow" / "rules").glob("*.smk")} - {"common"}
+    rules = {path.stem for path in (PACKAGE.parent / "workflow" / "rules").glob("*.smk")} - {
+        "common"
+    }
     packages = {path.name for path in PACKAGE.iterdir() if (path / "__init__.py").is_file()}
     assert set(STAGE_ORDER) <= packages
     assert rules <= packages, f"rule files without a package: {sorted(rules - packages)}"
@@ -85,7 +91,11 @@ def test_stage_imports_only_core_and_earlier_file_formats(stage):
 
 
 def test_core_imports_no_stage():
-    core = [t for path in (PACKAGE / "core").rglob("*.py") for t in imported_modules(path) & existing_modules()]
+    core = [
+        t
+        for path in (PACKAGE / "core").rglob("*.py")
+        for t in imported_modules(path) & existing_modules()
+    ]
     assert sorted({t for t in core if stage_of(t) != "core"}) == []
 
 
@@ -98,7 +108,9 @@ def test_the_check_catches_a_later_stage_import(tmp_path, monkeypatch):
     (fake / "sample" / "gather.py").write_text("")
     (fake / "sample" / "store.py").write_text("")
     (fake / "train" / "loop.py").write_text("from radsynth.sample.store import open_samples\n")
-    (fake / "turing" / "study.py").write_text("import radsynth.sample.gather\nfrom radsynth.sample.store import x\n")
+    (fake / "turing" / "study.py").write_text(
+        "import radsynth.sample.gather\nfrom radsynth.sample.store import x\n"
+    )
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
     assert violations("train") == [
         "radsynth.train.loop imports radsynth.sample.store of the later stage 'sample'"

@@ -65,7 +65,9 @@ def test_a_script_that_fails_leaves_its_traceback_in_the_log_and_fails(tmp_path)
             raise RuntimeError("CUDA out of memory at step 401")
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 1
     text = path.read_text()
     assert "INFO radsynth.train.loop: resumed at step 400" in text
@@ -88,7 +90,9 @@ def test_a_status_set_inside_is_the_exit_status_after(tmp_path):
         sys.exit(status)
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 75
     assert "wall-time budget spent" in path.read_text()
     assert result.stderr == ""

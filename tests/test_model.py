@@ -26,7 +26,10 @@ from radsynth.train.settings import run_settings_from_dict
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-LUCIDRAINS_MODEL = {**{k: v for k, v in TINY_MODEL.items() if k not in DIFFUSERS_ONLY}, "architecture": "lucidrains"}
+LUCIDRAINS_MODEL = {
+    **{k: v for k, v in TINY_MODEL.items() if k not in DIFFUSERS_ONLY},
+    "architecture": "lucidrains",
+}
 #: The diffusers model section as settings stored it before `model.architecture` existed.
 UNNAMED_MODEL = {k: v for k, v in TINY_MODEL.items() if k != "architecture"}
 
@@ -47,11 +50,18 @@ def test_diffusers_only_keys_are_required_or_refused() -> None:
     with pytest.raises(ConfigError) as caught:
         model_settings(**{**LUCIDRAINS_MODEL, "layers_per_block": 1, "norm_num_groups": 4})
     assert str(caught.value).splitlines() == [
-        f"model.{key}: diffusers-only key: remove it for architecture lucidrains" for key in DIFFUSERS_ONLY
+        f"model.{key}: diffusers-only key: remove it for architecture lucidrains"
+        for key in DIFFUSERS_ONLY
     ]
-    with pytest.raises(ConfigError, match=r"^model\.norm_num_groups: missing key \(architecture diffusers needs it\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^model\.norm_num_groups: missing key \(architecture diffusers needs it\)$",
+    ):
         model_settings(**{k: v for k, v in TINY_MODEL.items() if k != "norm_num_groups"})
-    with pytest.raises(ConfigError, match=r"^model\.architecture: expected 'lucidrains' or 'diffusers', got 'unet'$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^model\.architecture: expected 'lucidrains' or 'diffusers', got 'unet'$",
+    ):
         model_settings(**{**LUCIDRAINS_MODEL, "architecture": "unet"})
 
 
@@ -83,16 +93,28 @@ def test_both_architectures_build_and_predict_a_tensor(architecture: str) -> Non
 
 @pytest.mark.parametrize("attention_levels", [[False, True], [True, True], [False, False]])
 def test_lucidrains_network_is_lucidrains_unet(attention_levels: list[bool]) -> None:
-    settings = model_settings(**{**LUCIDRAINS_MODEL, "attention_levels": attention_levels, "dropout": 0.1})
+    settings = model_settings(
+        **{**LUCIDRAINS_MODEL, "attention_levels": attention_levels, "dropout": 0.1}
+    )
     ours = build_unet(settings).eval()
     theirs = Unet(
-        dim=8, dim_mults=(1, 2), channels=1, attn_dim_head=8, dropout=0.1, full_attn=tuple(attention_levels),
+        dim=8,
+        dim_mults=(1, 2),
+        channels=1,
+        attn_dim_head=8,
+        dropout=0.1,
+        full_attn=tuple(attention_levels),
         flash_attn=True,
     ).eval()
-    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {
+        k: v.shape for k, v in theirs.state_dict().items()
+    }
     assert [type(m) for m in ours.modules()][1:] == [type(m) for m in theirs.modules()][1:]
     theirs.load_state_dict(ours.state_dict())
-    x, t = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(1)), torch.tensor([3, 870])
+    x, t = (
+        torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(1)),
+        torch.tensor([3, 870]),
+    )
     with torch.no_grad():
         assert torch.equal(ours(x, t), theirs(x, t))
 
@@ -112,7 +134,9 @@ def test_model_command_names_the_file_and_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=rf"^{config}: model\.architecture: missing key$"):
         main(["model", "--configfile", str(config)])
     config.write_text(yaml.safe_dump({"model": {**LUCIDRAINS_MODEL, "norm_num_groups": 4}}))
-    with pytest.raises(ConfigError, match=rf"^{config}: model\.norm_num_groups: diffusers-only key"):
+    with pytest.raises(
+        ConfigError, match=rf"^{config}: model\.norm_num_groups: diffusers-only key"
+    ):
         main(["model", "--configfile", str(config)])
 
 
@@ -122,7 +146,13 @@ def test_model_command_names_the_file_and_key(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def lucidrains_run(data: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("lucidrains") / "run"
-    result = train(*data, run_dir, run_settings_from_dict(lucidrains_config()), provenance=PROVENANCE, progress=False)
+    result = train(
+        *data,
+        run_dir,
+        run_settings_from_dict(lucidrains_config()),
+        provenance=PROVENANCE,
+        progress=False,
+    )
     assert (result.step, result.finished) == (12, True)
     return run_dir
 
@@ -136,8 +166,13 @@ def test_lucidrains_run_resumes_bit_identically(
     assert train(*data, tmp_path, settings, provenance=PROVENANCE, progress=False).finished
     assert loss_columns(tmp_path) == loss_columns(lucidrains_run)
     for name in ("online.safetensors", "ema.safetensors"):
-        whole, resumed = (load_file(str(run / "state" / "step000012" / name)) for run in (lucidrains_run, tmp_path))
-        assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole), name
+        whole, resumed = (
+            load_file(str(run / "state" / "step000012" / name))
+            for run in (lucidrains_run, tmp_path)
+        )
+        assert whole.keys() == resumed.keys() and all(
+            torch.equal(whole[k], resumed[k]) for k in whole
+        ), name
 
 
 def test_lucidrains_checkpoint_loads_and_samples(lucidrains_run: Path, tmp_path: Path) -> None:
@@ -150,24 +185,55 @@ def test_lucidrains_checkpoint_loads_and_samples(lucidrains_run: Path, tmp_path:
     net.register_forward_pre_hook(lambda module, args: times.append(args[1]))
     betas = settings.diffusion.betas()
     store = sample_shard(
-        net, betas, tmp_path / "shard0.zarr", work_dir=tmp_path / "work", checkpoint_label="step000012",
-        shard_index=0, first_global_index=0, n_images=3, batch_size=3, base_seed=1, sampler="ddim", steps=4,
-        clip_sample=True, quantization="round", weights="online", prediction_type="v_prediction", device="cpu",
-        provenance=PROVENANCE, progress=False,
+        net,
+        betas,
+        tmp_path / "shard0.zarr",
+        work_dir=tmp_path / "work",
+        checkpoint_label="step000012",
+        shard_index=0,
+        first_global_index=0,
+        n_images=3,
+        batch_size=3,
+        base_seed=1,
+        sampler="ddim",
+        steps=4,
+        clip_sample=True,
+        quantization="round",
+        weights="online",
+        prediction_type="v_prediction",
+        device="cpu",
+        provenance=PROVENANCE,
+        progress=False,
     )
     # lucidrains' Unet takes one timestep per image, as GaussianDiffusion passes them: shape (B,), integers.
     assert [(tuple(t.shape), t.dtype) for t in times] == [((3,), torch.int64)] * 4
-    assert [int(t[0]) for t in times] == [999, 749, 499, 249] and all(bool((t == t[0]).all()) for t in times)
+    assert [int(t[0]) for t in times] == [999, 749, 499, 249] and all(
+        bool((t == t[0]).all()) for t in times
+    )
     samples = open_samples([store])
-    scheduler = make_sampler_scheduler("ddim", betas, prediction_type="v_prediction", clip_sample=True,
-                                       num_train_timesteps=len(betas))
-    again = sample_batch(net, scheduler, [s.seed for s in samples], steps=4, image_size=16, device="cpu",
-                         quantization="round")
+    scheduler = make_sampler_scheduler(
+        "ddim",
+        betas,
+        prediction_type="v_prediction",
+        clip_sample=True,
+        num_train_timesteps=len(betas),
+    )
+    again = sample_batch(
+        net,
+        scheduler,
+        [s.seed for s in samples],
+        steps=4,
+        image_size=16,
+        device="cpu",
+        quantization="round",
+    )
     assert np.array_equal(samples.images([0, 1, 2]), again) and again.shape == (3, 16, 16)
 
 
 def test_checkpoint_of_the_other_architecture_is_refused(lucidrains_run: Path) -> None:
     checkpoint = lucidrains_run / "checkpoints" / "step000004.safetensors"
     diffusers = run_settings_from_dict(tiny_config()).model
-    with pytest.raises(ValueError, match=r"step000004\.safetensors: model config differs .*'architecture'"):
+    with pytest.raises(
+        ValueError, match=r"step000004\.safetensors: model config differs .*'architecture'"
+    ):
         load_checkpoint_weights(checkpoint, "ema", diffusers)

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from radsynth.demo import phantom
 from radsynth.data.csxa import KEYPOINT_LABELS, STEM_PATTERN
+from radsynth.demo import phantom
 from radsynth.demo.phantom import (
     Storage,
     build_scene,
@@ -20,8 +20,15 @@ from radsynth.demo.phantom import (
     sample_params,
 )
 
-SETTINGS = dict(seed=5, negative_fraction=0.25, sixteen_bit_fraction=0.15, rgb_fraction=0.15,
-                min_side=96, max_side=160, progress=False)
+SETTINGS = dict(
+    seed=5,
+    negative_fraction=0.25,
+    sixteen_bit_fraction=0.15,
+    rgb_fraction=0.15,
+    min_side=96,
+    max_side=160,
+    progress=False,
+)
 N_IMAGES = 40
 LABELME_KEYS = ["version", "flags", "shapes", "imagePath", "imageData", "imageHeight", "imageWidth"]
 
@@ -29,8 +36,11 @@ LABELME_KEYS = ["version", "flags", "shapes", "imagePath", "imageData", "imageHe
 def make_atlas(root: Path, n_images: int, **overrides) -> tuple[Path, pd.DataFrame]:
     settings = {**SETTINGS, **overrides}
     generate_atlas(root, root / "truth.csv", n_images=n_images, **settings)
-    return root, pd.read_csv(root / "truth.csv", dtype={"stem": str, "polygon_labels": str,
-                                                        "duplicate_label": str}, keep_default_na=False)
+    return root, pd.read_csv(
+        root / "truth.csv",
+        dtype={"stem": str, "polygon_labels": str, "duplicate_label": str},
+        keep_default_na=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +49,9 @@ def atlas(tmp_path_factory):
 
 
 def files_of(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def as_grey(path: Path, value_max: int) -> np.ndarray:
@@ -55,7 +67,9 @@ def test_same_seed_gives_byte_identical_files(atlas, tmp_path):
     assert files_of(again) == files_of(root)
     other, _ = make_atlas(tmp_path / "other", N_IMAGES, seed=6)
     images = {content for name, content in files_of(root).items() if name.startswith("images/")}
-    assert images.isdisjoint(content for name, content in files_of(other).items() if name.startswith("images/"))
+    assert images.isdisjoint(
+        content for name, content in files_of(other).items() if name.startswith("images/")
+    )
 
 
 def test_a_smaller_atlas_is_a_prefix_of_a_larger_one(atlas, tmp_path):
@@ -102,13 +116,13 @@ def test_quirks_polygons_and_exactly_one_repeated_label(atlas):
     for stem in truth["stem"]:
         shapes = json.loads((root / "annotations" / f"{stem}.json").read_text())["shapes"]
         counts = Counter(shape["label"] for shape in shapes)
-        repeated.update({stem: label for label, n in counts.items() if n > 1})
+        repeated.update((stem, label) for label, n in counts.items() if n > 1)
         polygons[stem] = ";".join(s["label"] for s in shapes if s["shape_type"] == "polygon")
         assert {s["shape_type"] for s in shapes} <= {"point", "polygon"}
     assert dict(zip(truth["stem"], truth["polygon_labels"])) == polygons
     assert any(polygons.values())
     assert len(repeated) == 1
-    (stem, label), = repeated.items()
+    ((stem, label),) = repeated.items()
     assert truth.set_index("stem").loc[stem, "duplicate_label"] == label
     shapes = json.loads((root / "annotations" / f"{stem}.json").read_text())["shapes"]
     first, second = (np.array(s["points"][0]) for s in shapes if s["label"] == label)
@@ -164,7 +178,9 @@ def test_sizes_stay_within_bounds_and_films_are_not_wide(atlas):
 
 
 def params_for(index: int, **changes) -> phantom.PhantomParams:
-    params = sample_params(np.random.default_rng([11, index]), min_side=128, max_side=192, negative=False)
+    params = sample_params(
+        np.random.default_rng([11, index]), min_side=128, max_side=192, negative=False
+    )
     return dataclasses.replace(params, **changes)
 
 
@@ -198,8 +214,9 @@ def test_mirroring_swaps_left_and_right_keypoints():
         assert left[twin] == pytest.approx((width - x, y), abs=1e-9)
 
 
-@pytest.mark.parametrize("curvature, cobb, sign", [("lordotic", -30.0, 1), ("straight", 0.0, 0),
-                                                   ("kyphotic", 25.0, -1)])
+@pytest.mark.parametrize(
+    "curvature, cobb, sign", [("lordotic", -30.0, 1), ("straight", 0.0, 0), ("kyphotic", 25.0, -1)]
+)
 def test_curvature_bends_the_mid_column_anterior_or_posterior(curvature, cobb, sign):
     params = params_for(3, facing="right", rotation_deg=0.0, curvature=curvature)
     params = dataclasses.replace(params, anatomy=dataclasses.replace(params.anatomy, cobb_deg=cobb))
@@ -219,21 +236,26 @@ def test_curvature_bends_the_mid_column_anterior_or_posterior(curvature, cobb, s
 def test_render_is_a_float_film_with_dark_air_on_positives():
     params = params_for(4)
     film = render_phantom(np.random.default_rng(0), params).image
-    negative = render_phantom(np.random.default_rng(0), dataclasses.replace(params, negative=True)).image
+    negative = render_phantom(
+        np.random.default_rng(0), dataclasses.replace(params, negative=True)
+    ).image
     assert film.dtype == np.float32 and film.shape == (params.height, params.width)
     assert film.min() >= 0.0 and film.max() <= 1.0
     np.testing.assert_allclose(negative, 1.0 - film, atol=1e-6)
     assert np.percentile(film, 2) < 0.1 and 0.2 < np.median(film) < 0.8
 
 
-@pytest.mark.parametrize("storage, expected_mode, codes", [
-    (Storage("L", 255), "L", [0, 128, 255]),
-    (Storage("I;16", 4095), "I;16", [0, 2048, 4095]),
-    (Storage("I;16", 65535), "I;16", [0, 32768, 65535]),
-    (Storage("RGB", 255), "RGB", [0, 128, 255]),
-    (Storage("RGBA", 255), "RGBA", [0, 128, 255]),
-    (Storage("LA", 255), "LA", [0, 128, 255]),
-])
+@pytest.mark.parametrize(
+    "storage, expected_mode, codes",
+    [
+        (Storage("L", 255), "L", [0, 128, 255]),
+        (Storage("I;16", 4095), "I;16", [0, 2048, 4095]),
+        (Storage("I;16", 65535), "I;16", [0, 32768, 65535]),
+        (Storage("RGB", 255), "RGB", [0, 128, 255]),
+        (Storage("RGBA", 255), "RGBA", [0, 128, 255]),
+        (Storage("LA", 255), "LA", [0, 128, 255]),
+    ],
+)
 def test_encode_image_writes_the_requested_mode_and_codes(storage, expected_mode, codes):
     film = np.array([[0.0, 0.5, 1.0]], dtype=np.float32)
     image = encode_image(film, storage)
@@ -244,21 +266,33 @@ def test_encode_image_writes_the_requested_mode_and_codes(storage, expected_mode
 
 def test_labelme_document_marks_polygons_and_repeats_one_label():
     keypoints = {label: (float(i), float(i) + 0.5) for i, label in enumerate(KEYPOINT_LABELS)}
-    document = labelme_document("0001035", keypoints, 300, 400, ["C3 top left"], ("C5 bottom right", (9.0, 9.0)))
+    document = labelme_document(
+        "0001035", keypoints, 300, 400, ["C3 top left"], ("C5 bottom right", (9.0, 9.0))
+    )
     shapes = document["shapes"]
     assert len(shapes) == 24
     assert [s["label"] for s in shapes if s["shape_type"] == "polygon"] == ["C3 top left"]
     repeat = [s["points"] for s in shapes if s["label"] == "C5 bottom right"]
-    assert repeat == [[[keypoints["C5 bottom right"][0], keypoints["C5 bottom right"][1]]], [[9.0, 9.0]]]
-    assert (document["imageWidth"], document["imageHeight"], document["imagePath"]) == (300, 400, "0001035.png")
+    assert repeat == [
+        [[keypoints["C5 bottom right"][0], keypoints["C5 bottom right"][1]]],
+        [[9.0, 9.0]],
+    ]
+    assert (document["imageWidth"], document["imageHeight"], document["imagePath"]) == (
+        300,
+        400,
+        "0001035.png",
+    )
 
 
-@pytest.mark.parametrize("change, key", [
-    (dict(n_images=0), "data.demo.n_images"),
-    (dict(negative_fraction=1.5), "data.demo.negative_fraction"),
-    (dict(sixteen_bit_fraction=0.6, rgb_fraction=0.6), "data.demo.sixteen_bit_fraction"),
-    (dict(min_side=200, max_side=100), "data.demo.min_side"),
-])
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        (dict(n_images=0), "data.demo.n_images"),
+        (dict(negative_fraction=1.5), "data.demo.negative_fraction"),
+        (dict(sixteen_bit_fraction=0.6, rgb_fraction=0.6), "data.demo.sixteen_bit_fraction"),
+        (dict(min_side=200, max_side=100), "data.demo.min_side"),
+    ],
+)
 def test_bad_settings_name_the_config_key(tmp_path, change, key):
     settings = {**SETTINGS, "n_images": 5, **change}
     with pytest.raises(ValueError, match=key):

@@ -17,6 +17,7 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 from radsynth.data.atlas import load_atlas
 from radsynth.data.csxa import KEYPOINT_LABELS
 from radsynth.data.preprocess import (
+    PAPER_NEGATIVE_DETECTION,
     Affine,
     AnnotationError,
     NegativeDetection,
@@ -27,7 +28,6 @@ from radsynth.data.preprocess import (
     is_negative,
     map_keypoints,
     negative_score,
-    PAPER_NEGATIVE_DETECTION,
     preprocess_atlas,
     read_labelme,
     read_radiograph,
@@ -39,7 +39,9 @@ DETECTION = PAPER_NEGATIVE_DETECTION
 PROVENANCE = {"config_hash": "abc123", "code_revision": "deadbeef", "radsynth_version": "0.1.0"}
 
 
-def spine_like(rng: np.random.Generator, height: int, width: int, collimation: int = 0) -> np.ndarray:
+def spine_like(
+    rng: np.random.Generator, height: int, width: int, collimation: int = 0
+) -> np.ndarray:
     """A crude positive lateral c-spine: dark air, grey neck, bright vertebrae, skull and shoulder."""
     ys, xs = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
     image = np.full((height, width), rng.uniform(0.02, 0.12))
@@ -47,10 +49,12 @@ def spine_like(rng: np.random.Generator, height: int, width: int, collimation: i
     image[(xs > front + 0.05 * np.sin(6 * ys)) & (xs < back)] = rng.uniform(0.3, 0.45)
     spine_left = rng.uniform(0.42, 0.5)
     for top in np.arange(rng.uniform(0.05, 0.12), 0.9, 0.13):
-        image[(ys > top) & (ys < top + 0.1) & (xs > spine_left) & (xs < spine_left + 0.14)] = rng.uniform(
-            0.65, 0.85
+        image[(ys > top) & (ys < top + 0.1) & (xs > spine_left) & (xs < spine_left + 0.14)] = (
+            rng.uniform(0.65, 0.85)
         )
-    image[((xs - rng.uniform(0.6, 0.8)) / 0.35) ** 2 + ((ys + 0.05) / 0.15) ** 2 < 1] = rng.uniform(0.6, 0.8)
+    image[((xs - rng.uniform(0.6, 0.8)) / 0.35) ** 2 + ((ys + 0.05) / 0.15) ** 2 < 1] = rng.uniform(
+        0.6, 0.8
+    )
     image[((xs - 0.7) / 0.35) ** 2 + ((ys - 1.05) / 0.12) ** 2 < 1] = rng.uniform(0.55, 0.75)
     image += rng.normal(0, 0.02, image.shape)
     if collimation:
@@ -65,13 +69,17 @@ def write_png(path: Path, image: np.ndarray, mode: str = "L") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     grey = Image.fromarray(to_uint8(image))
     if mode == "I;16":
-        Image.fromarray(np.rint(image * 4095).astype(np.uint16)).save(path)  # 12-bit codes in 16 bits
+        Image.fromarray(np.rint(image * 4095).astype(np.uint16)).save(
+            path
+        )  # 12-bit codes in 16 bits
     else:
         grey.convert(mode).save(path)
     return path
 
 
-def write_dicom(path: Path, stored: np.ndarray, photometric: str, slope: float, intercept: float) -> Path:
+def write_dicom(
+    path: Path, stored: np.ndarray, photometric: str, slope: float, intercept: float
+) -> Path:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -84,16 +92,32 @@ def write_dicom(path: Path, stored: np.ndarray, photometric: str, slope: float, 
     )
     dataset.Rows, dataset.Columns = stored.shape
     dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, photometric
-    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 16, 12, 11, 0
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = (
+        16,
+        12,
+        11,
+        0,
+    )
     dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
     dataset.PixelData = stored.astype(np.uint16).tobytes()
     dataset.save_as(path, enforce_file_format=True)
     return path
 
 
-def labelme(points: dict[str, tuple[float, float]], height: int, width: int, **extra_shapes) -> dict:
-    shapes = [{"label": label, "points": [list(xy)], "shape_type": "point"} for label, xy in points.items()]
-    return {"version": "5.2.1", "shapes": shapes, "imageHeight": height, "imageWidth": width, **extra_shapes}
+def labelme(
+    points: dict[str, tuple[float, float]], height: int, width: int, **extra_shapes
+) -> dict:
+    shapes = [
+        {"label": label, "points": [list(xy)], "shape_type": "point"}
+        for label, xy in points.items()
+    ]
+    return {
+        "version": "5.2.1",
+        "shapes": shapes,
+        "imageHeight": height,
+        "imageWidth": width,
+        **extra_shapes,
+    }
 
 
 def write_json(path: Path, document: dict) -> Path:
@@ -118,7 +142,13 @@ def test_eight_bit_modes_read_as_luminance_over_255(tmp_path, ramp, mode):
     expected = to_uint8(ramp) / 255.0
     assert pixels.dtype == np.float32 and pixels.shape == (40, 60)
     np.testing.assert_allclose(pixels, expected, atol=1.5 / 255 if mode == "P" else 1e-6)
-    assert (info.source, info.height, info.width, info.bit_depth, info.mode) == (path.name, 40, 60, 8, mode)
+    assert (info.source, info.height, info.width, info.bit_depth, info.mode) == (
+        path.name,
+        40,
+        60,
+        8,
+        mode,
+    )
 
 
 def test_rgb_luminance_weights_and_alpha_ignored(tmp_path):
@@ -135,14 +165,18 @@ def test_sixteen_bit_png_is_min_max_scaled(tmp_path, ramp):
     path = write_png(tmp_path / "x16.png", 0.25 + 0.5 * ramp, "I;16")
     pixels, info = read_radiograph(path)
     codes = np.rint((0.25 + 0.5 * ramp) * 4095)
-    np.testing.assert_allclose(pixels, (codes - codes.min()) / (codes.max() - codes.min()), atol=1e-6)
+    np.testing.assert_allclose(
+        pixels, (codes - codes.min()) / (codes.max() - codes.min()), atol=1e-6
+    )
     assert (info.bit_depth, info.mode) == (16, "I;16")
 
 
 def test_dicom_monochrome2_applies_rescale(tmp_path):
     stored = np.arange(30 * 40).reshape(30, 40) % 4096
     # A negative slope is the only linear rescale min-max scaling cannot hide: it flips the image.
-    pixels, info = read_radiograph(write_dicom(tmp_path / "a.dcm", stored, "MONOCHROME2", -1.5, 5000.0))
+    pixels, info = read_radiograph(
+        write_dicom(tmp_path / "a.dcm", stored, "MONOCHROME2", -1.5, 5000.0)
+    )
     real = stored * -1.5 + 5000.0
     np.testing.assert_allclose(pixels, (real - real.min()) / (real.max() - real.min()), atol=1e-6)
     assert (info.bit_depth, info.mode, info.height, info.width) == (12, "DICOM MONOCHROME2", 30, 40)
@@ -152,7 +186,9 @@ def test_dicom_monochrome1_is_inverted_so_bone_is_bright(tmp_path):
     stored = np.full((20, 20), 3000, np.uint16)  # MONOCHROME1: air has the high values
     stored[5:15, 5:15] = 1000  # soft tissue
     stored[8:12, 8:12] = 300  # bone, the lowest
-    pixels, info = read_radiograph(write_dicom(tmp_path / "m1.dicom", stored, "MONOCHROME1", 2.0, -100.0))
+    pixels, info = read_radiograph(
+        write_dicom(tmp_path / "m1.dicom", stored, "MONOCHROME1", 2.0, -100.0)
+    )
     assert pixels[10, 10] == pytest.approx(1.0) and pixels[0, 0] == pytest.approx(0.0)
     assert pixels[6, 6] == pytest.approx(1.0 - (1900.0 - 500.0) / (5900.0 - 500.0))
     assert info.mode == "DICOM MONOCHROME1"
@@ -193,22 +229,28 @@ def test_negative_detection_on_fixtures_and_their_inverses():
         height, width = int(rng.integers(60, 121)), int(rng.integers(50, 111))
         collimation = int(rng.choice([0, 1, 2]) * 0.04 * min(height, width))
         image = spine_like(rng, height, width, collimation)
-        assert not is_negative(
-            image, DETECTION
-        ), f"fixture {number} (collimation {collimation}) called negative"
+        assert not is_negative(image, DETECTION), (
+            f"fixture {number} (collimation {collimation}) called negative"
+        )
         assert is_negative(1.0 - image, DETECTION), f"inverse of fixture {number} called positive"
 
 
 def test_bright_collimation_border_does_not_flip_a_positive():
-    image = spine_like(np.random.default_rng(3), 100, 80, collimation=9)  # 11% of the width, all sides
+    image = spine_like(
+        np.random.default_rng(3), 100, 80, collimation=9
+    )  # 11% of the width, all sides
     untrimmed = NegativeDetection(**{**DETECTION.__dict__, "max_trim_fraction": 0.0})
     assert negative_score(image, untrimmed) > 0  # without trimming the band would win
     assert negative_score(image, DETECTION) < -0.05
-    assert negative_score(1 - image, DETECTION) == pytest.approx(-negative_score(image, DETECTION), abs=1e-6)
+    assert negative_score(1 - image, DETECTION) == pytest.approx(
+        -negative_score(image, DETECTION), abs=1e-6
+    )
 
 
 def test_detection_settings_are_validated():
-    with pytest.raises(ValueError, match=r"negative_detection.side_fraction 0.6 is not in \[0.001, 0.4\]"):
+    with pytest.raises(
+        ValueError, match=r"negative_detection.side_fraction 0.6 is not in \[0.001, 0.4\]"
+    ):
         NegativeDetection(**{**DETECTION.__dict__, "side_fraction": 0.6})
 
 
@@ -219,7 +261,11 @@ def test_labelme_points_polygons_duplicates_unknown_and_missing(tmp_path):
     document = labelme({"C2 centroid": (10.0, 20.0), "C3 top left": (1.5, 2.5)}, 50, 40)
     document["shapes"] += [
         {"label": "C3 top right", "points": [[4.0, 5.0]], "shape_type": "polygon"},
-        {"label": "C4 top left", "points": [[0.0, 0.0], [2.0, 0.0], [2.0, 4.0]], "shape_type": "polygon"},
+        {
+            "label": "C4 top left",
+            "points": [[0.0, 0.0], [2.0, 0.0], [2.0, 4.0]],
+            "shape_type": "polygon",
+        },
         {"label": "C2 centroid", "points": [[99.0, 99.0]], "shape_type": "point"},
         {"label": "C9 nowhere", "points": [[1.0, 1.0]], "shape_type": "point"},
         {"label": "C5 top left", "points": [[1.0, 1.0], [3.0, 3.0]], "shape_type": "rectangle"},
@@ -228,14 +274,25 @@ def test_labelme_points_polygons_duplicates_unknown_and_missing(tmp_path):
     points, notes = read_labelme(path, KEYPOINT_LABELS)
     index = {label: i for i, label in enumerate(KEYPOINT_LABELS)}
     assert points.shape == (23, 2)
-    np.testing.assert_array_equal(points[index["C2 centroid"]], [10.0, 20.0])  # first of the repeated
+    np.testing.assert_array_equal(
+        points[index["C2 centroid"]], [10.0, 20.0]
+    )  # first of the repeated
     np.testing.assert_array_equal(points[index["C3 top right"]], [4.0, 5.0])
     np.testing.assert_allclose(points[index["C4 top left"]], [4 / 3, 4 / 3])
-    assert np.isnan(points[index["C5 top left"]]).all() and np.isnan(points[index["C7 bottom right"]]).all()
+    assert (
+        np.isnan(points[index["C5 top left"]]).all()
+        and np.isnan(points[index["C7 bottom right"]]).all()
+    )
     assert "0001035.json shape 4 label 'C2 centroid': label repeated; kept the first" in notes
     assert "0001035.json shape 5 label 'C9 nowhere': unknown label; ignored" in notes
-    assert "0001035.json shape 3 label 'C4 top left': polygon with 3 vertices; used their mean" in notes
-    assert "0001035.json shape 6 label 'C5 top left': shape_type 'rectangle' is not a point; ignored" in notes
+    assert (
+        "0001035.json shape 3 label 'C4 top left': polygon with 3 vertices; used their mean"
+        in notes
+    )
+    assert (
+        "0001035.json shape 6 label 'C5 top left': shape_type 'rectangle' is not a point; ignored"
+        in notes
+    )
     assert notes[-1].startswith(
         "0001035.json: missing labels: C2 bottom left, C2 bottom right, C3 bottom left"
     )
@@ -282,7 +339,10 @@ def test_letterbox_keeps_aspect_pads_background_and_dot_stays_under_keypoint():
     assert resized[int(y), int(x)] == pytest.approx(1.0)
     small, small_affine = resize_image(image, 40, "letterbox")
     x, y = map_keypoints(np.array([81.0, 11.0]), small_affine)
-    assert small.shape == (40, 40) and np.unravel_index(np.argmax(small), small.shape) == (round(y), round(x))
+    assert small.shape == (40, 40) and np.unravel_index(np.argmax(small), small.shape) == (
+        round(y),
+        round(x),
+    )
 
 
 def test_unknown_resize_mode_is_rejected():
@@ -296,7 +356,12 @@ def test_unknown_resize_mode_is_rejected():
 def make_atlas(root: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Six images of different flavours (one negative), their LabelMe files and two bad apples."""
     images, annotations = root / "png", root / "json"
-    flavours = {"0003020.png": "L", "0001035.png": "RGB", "sub/0002045.png": "I;16", "0004050.png": "LA"}
+    flavours = {
+        "0003020.png": "L",
+        "0001035.png": "RGB",
+        "sub/0002045.png": "I;16",
+        "0004050.png": "LA",
+    }
     originals = {}
     for number, (name, mode) in enumerate(flavours.items()):
         image = spine_like(rng, 60 + 8 * number, 50 + 4 * number)
@@ -328,7 +393,11 @@ def run(root: Path, **overrides):
     )
     arguments.update(overrides)
     return preprocess_atlas(
-        root / "png", root / "json", root / "out" / "atlas.h5", root / "out" / "rejects.csv", **arguments
+        root / "png",
+        root / "json",
+        root / "out" / "atlas.h5",
+        root / "out" / "rejects.csv",
+        **arguments,
     )
 
 
@@ -340,7 +409,12 @@ def read_rejects(path: Path) -> list[dict[str, str]]:
 def test_atlas_layout_content_and_rejects(tmp_path):
     originals = make_atlas(tmp_path, np.random.default_rng(11))
     summary = run(tmp_path)
-    assert (summary.n_found, summary.n_images, summary.n_rejected, summary.n_inverted) == (7, 6, 1, 1)
+    assert (summary.n_found, summary.n_images, summary.n_rejected, summary.n_inverted) == (
+        7,
+        6,
+        1,
+        1,
+    )
     assert (summary.n_annotation_missing, summary.n_annotation_rejected) == (1, 1)
     with h5py.File(tmp_path / "out" / "atlas.h5") as h5:
         assert h5["images"].dtype == np.uint8 and h5["images"].shape == (6, 32, 32)
@@ -349,7 +423,12 @@ def test_atlas_layout_content_and_rejects(tmp_path):
         assert tuple(h5["keypoints"].attrs["labels"]) == KEYPOINT_LABELS
         assert h5["meta/source_name"].dtype == h5py.string_dtype("utf-8")
         assert h5["meta/inverted"].dtype == bool and h5["meta/negative_score"].dtype == np.float64
-        assert (h5.attrs["size"], h5.attrs["resize_mode"], h5.attrs["n_images"], h5.attrs["n_rejected"]) == (
+        assert (
+            h5.attrs["size"],
+            h5.attrs["resize_mode"],
+            h5.attrs["n_images"],
+            h5.attrs["n_rejected"],
+        ) == (
             32,
             "resize",
             6,
@@ -393,7 +472,10 @@ def test_atlas_layout_content_and_rejects(tmp_path):
         "annotation_rejected",
         "annotation_note",
     }
-    assert next(row for row in rows if row["kind"] == "image_rejected")["reason"] == "empty file (0 bytes)"
+    assert (
+        next(row for row in rows if row["kind"] == "image_rejected")["reason"]
+        == "empty file (0 bytes)"
+    )
 
 
 def test_rerun_gives_identical_content(tmp_path):
@@ -418,10 +500,14 @@ def test_too_many_rejected_fails_but_writes_rejects_and_no_atlas(tmp_path):
     with pytest.raises(TooManyRejected) as caught:
         run(tmp_path, max_rejected_fraction=0.2)
     message = str(caught.value)
-    assert "2 of 8 images rejected (fraction 0.2500) exceeds max_rejected_fraction 0.2000" in message
+    assert (
+        "2 of 8 images rejected (fraction 0.2500) exceeds max_rejected_fraction 0.2000" in message
+    )
     assert str(tmp_path / "out" / "rejects.csv") in message
     assert not (tmp_path / "out" / "atlas.h5").exists()
-    assert list((tmp_path / "out").iterdir()) == [tmp_path / "out" / "rejects.csv"]  # no temp file left
+    assert list((tmp_path / "out").iterdir()) == [
+        tmp_path / "out" / "rejects.csv"
+    ]  # no temp file left
     rejected = [
         row["source"]
         for row in read_rejects(tmp_path / "out" / "rejects.csv")
@@ -459,7 +545,10 @@ def test_odd_shapes_and_ambiguous_annotations_are_recorded_not_fatal(tmp_path):
     np.testing.assert_array_equal(points[0], [3.0, 4.0])
     assert "0001035.json shape 1 label ['C3 top left']: unknown label; ignored" in notes
     assert "0001035.json shape 2 label None: unknown label; ignored" in notes
-    assert "0001035.json shape 3 label 'C3 top left': points are not a list of [x, y] pairs; ignored" in notes
+    assert (
+        "0001035.json shape 3 label 'C3 top left': points are not a list of [x, y] pairs; ignored"
+        in notes
+    )
     twin = write_json(tmp_path / "b" / "0001035.json", document)
     keypoints, rows = annotation_for("0001035.png", [path, twin], (10, 10), KEYPOINT_LABELS)
     assert np.isnan(keypoints).all()
@@ -469,7 +558,9 @@ def test_odd_shapes_and_ambiguous_annotations_are_recorded_not_fatal(tmp_path):
 
 
 def test_missing_directories_and_foreign_files_are_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match=f"image directory {tmp_path / 'nowhere'} does not exist"):
+    with pytest.raises(
+        FileNotFoundError, match=f"image directory {tmp_path / 'nowhere'} does not exist"
+    ):
         preprocess_atlas(
             tmp_path / "nowhere",
             tmp_path,

@@ -10,13 +10,12 @@ import shutil
 from types import SimpleNamespace
 
 import pytest
+from conftest import REPO, run_snakemake
 from snakemake.cli import parse_args
 from snakemake.iocontainers import Namedlist
 from snakemake_executor_plugin_slurm.submit_string import get_submit_command
 from snakemake_executor_plugin_slurm.utils import set_gres_string
 from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
-
-from conftest import REPO, run_snakemake
 
 SLURM_PROFILE = REPO / "profiles/slurm"
 #: Paper 2.4: every job is bounded by the 24-hour institutional runtime limit.
@@ -48,8 +47,14 @@ def sbatch_call(job: dict[str, str]) -> str:
     which the plugin checks against the live cluster, left out)."""
     resources = {key: int(value) if value.isdigit() else value for key, value in job.items()}
     planned = SimpleNamespace(resources=Namedlist(fromdict=resources), threads=resources["threads"])
-    params = {"run_uuid": "dry-run", "slurm_logfile": "slurm.log", "comment_str": "dry-run",
-              "account": "", "partition": "", "workdir": ""}
+    params = {
+        "run_uuid": "dry-run",
+        "slurm_logfile": "slurm.log",
+        "comment_str": "dry-run",
+        "account": "",
+        "partition": "",
+        "workdir": "",
+    }
     return get_submit_command(planned, params) + set_gres_string(planned)
 
 
@@ -69,11 +74,16 @@ def slurm_plan(tmp_path_factory):
     (workdir / "config").mkdir()
     shutil.copy(REPO / "config/config.yaml", workdir / "config/config.yaml")
     result = run_snakemake(
-        workdir, "-n", "--configfile", str(REPO / "config/csxa.yaml"),
-        "--workflow-profile", str(SLURM_PROFILE),
+        workdir,
+        "-n",
+        "--configfile",
+        str(REPO / "config/csxa.yaml"),
+        "--workflow-profile",
+        str(SLURM_PROFILE),
         # On the cluster a job's threads are not capped by this machine's cores (the last
         # --cores given wins over the 2 that run_snakemake passes).
-        "--cores", "64",
+        "--cores",
+        "64",
     )
     return planned_jobs(result.stdout + result.stderr)
 
@@ -82,8 +92,17 @@ def slurm_plan(tmp_path_factory):
 def slurm_settings(tmp_path_factory):
     """The profile as Snakemake's command line and the SLURM plugin read it."""
     workdir = tmp_path_factory.mktemp("slurm_settings")
-    _, args = parse_args(["-s", str(REPO / "Snakefile"), "-d", str(workdir), "-n",
-                          "--workflow-profile", str(SLURM_PROFILE)])
+    _, args = parse_args(
+        [
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(workdir),
+            "-n",
+            "--workflow-profile",
+            str(SLURM_PROFILE),
+        ]
+    )
     return args, ExecutorPluginRegistry().get_plugin(args.executor).get_settings(args)
 
 

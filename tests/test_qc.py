@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# Fixture builders shared with the preprocessing tests (pytest puts tests/ on sys.path).
+from test_preprocess import DETECTION, PROVENANCE, labelme, spine_like, write_json, write_png
+
 from radsynth.data.csxa import KEYPOINT_LABELS
 from radsynth.data.preprocess import preprocess_atlas
 from radsynth.data.qc import (
@@ -21,9 +24,6 @@ from radsynth.data.qc import (
     plot_preprocess_qc,
     read_qc_content,
 )
-
-# Fixture builders shared with the preprocessing tests (pytest puts tests/ on sys.path).
-from test_preprocess import DETECTION, PROVENANCE, labelme, spine_like, write_json, write_png
 
 
 def build_atlas(root: Path, n_positive: int, n_negative: int, side: int) -> Path:
@@ -92,12 +92,15 @@ def test_examples_are_capped_by_the_atlas_size(small_atlas):
 
 
 def test_mosaic_places_each_thumbnail_under_its_label_band():
-    thumbnails = np.stack([np.full((THUMBNAIL_PX, THUMBNAIL_PX), value, np.uint8) for value in (10, 20, 30)])
+    thumbnails = np.stack(
+        [np.full((THUMBNAIL_PX, THUMBNAIL_PX), value, np.uint8) for value in (10, 20, 30)]
+    )
     mosaic, label_px = inverted_mosaic(thumbnails, columns=2)
     cell = THUMBNAIL_PX + label_px
     assert mosaic.shape == (2 * cell, 2 * cell)
     assert (
-        mosaic[label_px + 1, label_px // 2 + 1] == 10 and mosaic[label_px + 1, cell + label_px // 2 + 1] == 20
+        mosaic[label_px + 1, label_px // 2 + 1] == 10
+        and mosaic[label_px + 1, cell + label_px // 2 + 1] == 20
     )
     assert mosaic[cell + label_px + 1, label_px // 2 + 1] == 30 and (mosaic[:label_px] == 255).all()
 
@@ -111,8 +114,13 @@ def test_many_inverted_images_stay_legible_up_to_the_cap(tmp_path):
     )
     atlas = build_atlas(tmp_path, n_positive=2, n_negative=MAX_INVERTED_SHOWN + 5, side=40)
     content = read_qc_content(atlas, n_examples=4, seed=0)
-    assert content.n_inverted == MAX_INVERTED_SHOWN + 5 and len(content.inverted_names) == MAX_INVERTED_SHOWN
-    assert caption(content).startswith(f"607 images, 605 inverted ({MAX_INVERTED_SHOWN} shown), 1 rejected")
+    assert (
+        content.n_inverted == MAX_INVERTED_SHOWN + 5
+        and len(content.inverted_names) == MAX_INVERTED_SHOWN
+    )
+    assert caption(content).startswith(
+        f"607 images, 605 inverted ({MAX_INVERTED_SHOWN} shown), 1 rejected"
+    )
     out = tmp_path / "many.png"
     plot_preprocess_qc(atlas, out, n_examples=4, seed=0)
     with Image.open(out) as png:

@@ -40,7 +40,13 @@ def make_pools(n_real: int = 7, n_synthetic: int = 6) -> tuple[dict, dict, dict[
 
 def build(tmp_path: Path, name: str = "turing", **overrides) -> tuple[pd.DataFrame, Path]:
     real, synthetic, _ = make_pools()
-    arguments = {"n_quartets": 5, "seed": 11, "provenance": PROVENANCE, "progress": False, **overrides}
+    arguments = {
+        "n_quartets": 5,
+        "seed": 11,
+        "provenance": PROVENANCE,
+        "progress": False,
+        **overrides,
+    }
     out_dir = tmp_path / name
     return build_quartets(real, synthetic, out_dir, **arguments), out_dir
 
@@ -55,7 +61,12 @@ def test_every_quartet_holds_one_image_per_group_at_positions_one_to_four(tmp_pa
         assert sorted(rows["position"]) == [1, 2, 3, 4], quartet
     assert sorted(key["quartet"].unique()) == [1, 2, 3, 4, 5]
     assert plan["source_id"].is_unique
-    assert plan.groupby("group").size().to_dict() == {"ckpt034": 5, "ckpt040": 5, "ckpt080": 5, "real": 5}
+    assert plan.groupby("group").size().to_dict() == {
+        "ckpt034": 5,
+        "ckpt040": 5,
+        "ckpt080": 5,
+        "real": 5,
+    }
     pd.testing.assert_frame_equal(plan.drop(columns="source_id"), key)
 
 
@@ -98,7 +109,11 @@ def test_image_names_and_images_folder_are_group_blind(tmp_path):
 def test_key_sources_and_provenance_live_apart_from_images(tmp_path):
     _, out_dir = build(tmp_path)
     assert sorted(p.name for p in out_dir.iterdir()) == ["images", "key"]
-    assert sorted(p.name for p in (out_dir / "key").iterdir()) == ["key.csv", "provenance.json", "sources.csv"]
+    assert sorted(p.name for p in (out_dir / "key").iterdir()) == [
+        "key.csv",
+        "provenance.json",
+        "sources.csv",
+    ]
     sidecar = json.loads((out_dir / "key" / "provenance.json").read_text())
     assert sidecar == {**PROVENANCE, "n_quartets": 5, "seed": 11, "groups": ["real", *CHECKPOINTS]}
     assert not list(tmp_path.glob(".*partial"))
@@ -114,10 +129,18 @@ def test_same_seed_gives_identical_files_whatever_the_key_order(tmp_path):
     _, first = build(tmp_path, "first")
     real, synthetic, _ = make_pools()
     reversed_real = dict(reversed(list(real.items())))
-    reversed_synthetic = {label: dict(reversed(list(synthetic[label].items()))) for label in reversed(CHECKPOINTS)}
+    reversed_synthetic = {
+        label: dict(reversed(list(synthetic[label].items()))) for label in reversed(CHECKPOINTS)
+    }
     second = tmp_path / "second"
     build_quartets(
-        reversed_real, reversed_synthetic, second, n_quartets=5, seed=11, provenance=PROVENANCE, progress=False
+        reversed_real,
+        reversed_synthetic,
+        second,
+        n_quartets=5,
+        seed=11,
+        provenance=PROVENANCE,
+        progress=False,
     )
     for relative in ["key/key.csv", "key/sources.csv", "images/layout.csv"]:
         assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
@@ -135,11 +158,18 @@ def test_eligible_restricts_the_draw(tmp_path):
     kept = ["ckpt040_s001", "ckpt040_s003", "ckpt040_s004"]
     plan, _ = build(tmp_path, n_quartets=3, eligible={"ckpt040": kept})
     assert sorted(plan.loc[plan["group"] == "ckpt040", "source_id"]) == kept
-    assert plan.groupby("group").size().to_dict() == {"ckpt034": 3, "ckpt040": 3, "ckpt080": 3, "real": 3}
+    assert plan.groupby("group").size().to_dict() == {
+        "ckpt034": 3,
+        "ckpt040": 3,
+        "ckpt080": 3,
+        "real": 3,
+    }
 
 
 def test_eligible_id_outside_the_pool_is_named(tmp_path):
-    with pytest.raises(ValueError, match=r"\['ckpt040_s999'\] of group 'ckpt040' are not in its image pool"):
+    with pytest.raises(
+        ValueError, match=r"\['ckpt040_s999'\] of group 'ckpt040' are not in its image pool"
+    ):
         build(tmp_path, eligible={"ckpt040": ["ckpt040_s001", "ckpt040_s999"]})
     assert not (tmp_path / "turing").exists()
 
@@ -150,25 +180,51 @@ def test_eligible_for_an_unknown_group_is_an_error(tmp_path):
 
 
 def test_pool_too_small_names_the_group(tmp_path):
-    with pytest.raises(ValueError, match=r"group 'ckpt080' has 2 eligible image\(s\); 3 quartets need 3"):
+    with pytest.raises(
+        ValueError, match=r"group 'ckpt080' has 2 eligible image\(s\); 3 quartets need 3"
+    ):
         build(tmp_path, n_quartets=3, eligible={"ckpt080": ["ckpt080_s000", "ckpt080_s001"]})
-    with pytest.raises(ValueError, match=r"group 'real' has 7 eligible image\(s\); 8 quartets need 8"):
+    with pytest.raises(
+        ValueError, match=r"group 'real' has 7 eligible image\(s\); 8 quartets need 8"
+    ):
         build(tmp_path, n_quartets=8)
 
 
 def test_bad_image_is_named_and_leaves_nothing_behind(tmp_path):
     real, synthetic, _ = make_pools()
-    synthetic["ckpt034"] = {key: image.astype(np.float32) for key, image in synthetic["ckpt034"].items()}
-    with pytest.raises(ValueError, match=r"image 'ckpt034_s\d{3}' of group 'ckpt034' is float32 \(8, 6\)"):
-        build_quartets(real, synthetic, tmp_path / "turing", n_quartets=2, seed=1, provenance={}, progress=False)
+    synthetic["ckpt034"] = {
+        key: image.astype(np.float32) for key, image in synthetic["ckpt034"].items()
+    }
+    with pytest.raises(
+        ValueError, match=r"image 'ckpt034_s\d{3}' of group 'ckpt034' is float32 \(8, 6\)"
+    ):
+        build_quartets(
+            real,
+            synthetic,
+            tmp_path / "turing",
+            n_quartets=2,
+            seed=1,
+            provenance={},
+            progress=False,
+        )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_mismatched_shapes_are_refused(tmp_path):
     real, synthetic, _ = make_pools()
     synthetic["ckpt080"] = {key: np.zeros((8, 7), np.uint8) for key in synthetic["ckpt080"]}
-    with pytest.raises(ValueError, match=r"of group 'ckpt080' has shape \(8, 7\), the real images \(8, 6\)"):
-        build_quartets(real, synthetic, tmp_path / "turing", n_quartets=2, seed=1, provenance={}, progress=False)
+    with pytest.raises(
+        ValueError, match=r"of group 'ckpt080' has shape \(8, 7\), the real images \(8, 6\)"
+    ):
+        build_quartets(
+            real,
+            synthetic,
+            tmp_path / "turing",
+            n_quartets=2,
+            seed=1,
+            provenance={},
+            progress=False,
+        )
 
 
 def test_existing_study_is_never_overwritten(tmp_path):
@@ -182,7 +238,14 @@ def test_existing_study_is_never_overwritten(tmp_path):
 def test_real_is_a_reserved_checkpoint_label(tmp_path):
     real, synthetic, _ = make_pools()
     with pytest.raises(ValueError, match="'real' is reserved"):
-        build_quartets(real, {"real": synthetic["ckpt034"]}, tmp_path / "t", n_quartets=1, seed=1, provenance={})
+        build_quartets(
+            real,
+            {"real": synthetic["ckpt034"]},
+            tmp_path / "t",
+            n_quartets=1,
+            seed=1,
+            provenance={},
+        )
 
 
 def test_a_study_needs_a_synthetic_group(tmp_path):
@@ -196,5 +259,7 @@ def test_layout_with_a_missing_position_is_refused(tmp_path):
     layout_csv = out_dir / "images" / "layout.csv"
     layout = pd.read_csv(layout_csv)
     layout.drop(index=2).to_csv(layout_csv, index=False)
-    with pytest.raises(ValueError, match=r"layout.csv: quartet 1 has positions \[1, 2, 4\], expected 1..4"):
+    with pytest.raises(
+        ValueError, match=r"layout.csv: quartet 1 has positions \[1, 2, 4\], expected 1..4"
+    ):
         read_layout(out_dir / "images")

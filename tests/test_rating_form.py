@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from radsynth.turing.quartets import build_quartets, read_layout
 from conftest import CHROMIUM, CHROMIUM_ARGS
+
 from radsynth.core.html import script_json
 from radsynth.turing.form import read_png, render_form, write_rating_form
+from radsynth.turing.quartets import build_quartets, read_layout
 
 CHECKPOINTS = ("ckpt034", "ckpt040", "ckpt080")
 PROVENANCE = {"config_hash": "f00d", "code_revision": "cafe-dirty"}
@@ -36,22 +36,36 @@ def study(tmp_path: Path, n_quartets: int = 3) -> tuple[Path, pd.DataFrame]:
         for label in CHECKPOINTS
     }
     plan = build_quartets(
-        real, synthetic, tmp_path / "turing", n_quartets=n_quartets, seed=3, provenance=PROVENANCE, progress=False
+        real,
+        synthetic,
+        tmp_path / "turing",
+        n_quartets=n_quartets,
+        seed=3,
+        provenance=PROVENANCE,
+        progress=False,
     )
     shutil.rmtree(tmp_path / "turing" / "key")
     return tmp_path / "turing" / "images", plan
 
 
-def write_form(tmp_path: Path, images_dir: Path, name: str = "form.html", title: str = "Spine test") -> Path:
+def write_form(
+    tmp_path: Path, images_dir: Path, name: str = "form.html", title: str = "Spine test"
+) -> Path:
     out_html = tmp_path / name
     write_rating_form(
-        images_dir, out_html, title=title, instructions="Pick the real image.\n\nRate all four.", provenance=PROVENANCE
+        images_dir,
+        out_html,
+        title=title,
+        instructions="Pick the real image.\n\nRate all four.",
+        provenance=PROVENANCE,
     )
     return out_html
 
 
 def embedded_data(page_html: str) -> dict:
-    match = re.search(r'<script type="application/json" id="form-data">(.*?)</script>', page_html, re.S)
+    match = re.search(
+        r'<script type="application/json" id="form-data">(.*?)</script>', page_html, re.S
+    )
     return json.loads(match.group(1))
 
 
@@ -95,7 +109,9 @@ def test_title_is_escaped_and_scripts_cannot_be_closed_early(tmp_path):
 
 
 def test_template_fields_must_match_placeholders():
-    with pytest.raises(ValueError, match=r"placeholders \['TITLE'\] do not match fields \['TITLE', 'X'\]"):
+    with pytest.raises(
+        ValueError, match=r"placeholders \['TITLE'\] do not match fields \['TITLE', 'X'\]"
+    ):
         render_form("<h1>{{TITLE}}</h1>", {"TITLE": "t", "X": "x"})
     assert render_form("{{TITLE}}|{{TITLE}}", {"TITLE": "{{TITLE}}"}) == "{{TITLE}}|{{TITLE}}"
 
@@ -111,7 +127,9 @@ def fill_quartet(page, quartet: int) -> None:
     """Answer one quartet through the accessible labels; Next must wait for the last answer."""
     real_position, ratings = ANSWERS[quartet]
     for letter, rating in zip(LETTERS, ratings):
-        page.get_by_label(f"Image {letter}: {rating}{LIKERT_ANCHORS.get(rating, '')}", exact=True).check()
+        page.get_by_label(
+            f"Image {letter}: {rating}{LIKERT_ANCHORS.get(rating, '')}", exact=True
+        ).check()
     assert page.is_disabled("#next-button")
     page.get_by_label(f"Image {LETTERS[real_position - 1]} is the real image").check()
     assert page.is_enabled("#next-button")
@@ -135,7 +153,9 @@ def expected_ratings(rater: str) -> pd.DataFrame:
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (Debian package chromium)")
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (Debian package chromium)"
+)
 def test_rater_completes_resumes_and_exports_in_chromium(tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -159,7 +179,9 @@ def test_rater_completes_resumes_and_exports_in_chromium(tmp_path):
             page.click("#start-button")
             assert page.inner_text("#quartet-title") == "Quartet 1 of 3"
             assert page.is_disabled("#prev-button") and page.is_disabled("#next-button")
-            widths = page.eval_on_selector_all("#grid img", "images => images.map(i => i.naturalWidth)")
+            widths = page.eval_on_selector_all(
+                "#grid img", "images => images.map(i => i.naturalWidth)"
+            )
             assert widths == [16, 16, 16, 16]
             fill_quartet(page, 1)
             page.click("#next-button")

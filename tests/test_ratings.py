@@ -51,7 +51,13 @@ def key(key_csv: Path) -> pd.DataFrame:
 
 def rater_rows(rater: str, n_quartets: int = 3, chosen: int = 1, rating: int = 3) -> list[dict]:
     return [
-        {"rater": rater, "quartet": q, "position": p, "chosen_real": int(p == chosen), "rating": rating}
+        {
+            "rater": rater,
+            "quartet": q,
+            "position": p,
+            "chosen_real": int(p == chosen),
+            "rating": rating,
+        }
         for q in range(1, n_quartets + 1)
         for p in range(1, 5)
     ]
@@ -73,7 +79,12 @@ def test_load_key_types_and_order(key_csv: Path) -> None:
     key = load_key(key_csv)
     assert list(key.columns) == ["quartet", "position", "group", "image"]
     assert key["quartet"].tolist() == [1] * 4 + [2] * 4 + [3] * 4
-    assert key.loc[key["quartet"] == 2, "group"].tolist() == ["ckpt080", "real", "ckpt034", "ckpt040"]
+    assert key.loc[key["quartet"] == 2, "group"].tolist() == [
+        "ckpt080",
+        "real",
+        "ckpt034",
+        "ckpt040",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -92,7 +103,10 @@ def test_load_key_types_and_order(key_csv: Path) -> None:
             lambda k: k.assign(group=k["group"].where(k.index != 1, "real")),
             "{path}: quartet 1 has 2 real images, expected exactly 1",
         ),
-        (lambda k: k[k.index != 3], "{path}: quartet 1 has positions [1, 2, 3], expected 1, 2, 3, 4 (one per group)"),
+        (
+            lambda k: k[k.index != 3],
+            "{path}: quartet 1 has positions [1, 2, 3], expected 1, 2, 3, 4 (one per group)",
+        ),
         (
             lambda k: k.assign(quartet=k["quartet"].replace({3: 4})),
             "{path}: quartets 1, 2, 4 are not numbered 1..3 without gaps",
@@ -157,7 +171,8 @@ def test_row_value_errors_name_file_and_row(tmp_path: Path, key: pd.DataFrame) -
 
 def test_missing_columns(tmp_path: Path, key: pd.DataFrame) -> None:
     path = write_rows(
-        tmp_path / "r" / "a.csv", [{k: v for k, v in row.items() if k != "rating"} for row in rater_rows("A")]
+        tmp_path / "r" / "a.csv",
+        [{k: v for k, v in row.items() if k != "rating"} for row in rater_rows("A")],
     )
     assert problems_of(tmp_path / "r", key) == [f"{path}: missing column(s) rating"]
 
@@ -175,7 +190,9 @@ def test_chosen_real_count_per_quartet(tmp_path: Path, key: pd.DataFrame) -> Non
 
 def test_missing_quartet_and_position(tmp_path: Path, key: pd.DataFrame) -> None:
     rows = [
-        row for row in rater_rows("A") if row["quartet"] != 2 and (row["quartet"], row["position"]) != (3, 4)
+        row
+        for row in rater_rows("A")
+        if row["quartet"] != 2 and (row["quartet"], row["position"]) != (3, 4)
     ]
     path = write_rows(tmp_path / "r" / "a.csv", rows)
     assert problems_of(tmp_path / "r", key) == [
@@ -223,7 +240,9 @@ def write_qualtrics(path: Path, ratings: pd.DataFrame, extra: dict[str, str] | N
     """A choice-text export: ids, question texts, ImportId JSON, then one row per rater."""
     quartets = sorted(ratings["quartet"].unique())
     positions = range(1, ratings["position"].max() + 1)
-    questions = [c for q in quartets for c in [f"Q{q}_real", *[f"Q{q}_rating_{p}" for p in positions]]]
+    questions = [
+        c for q in quartets for c in [f"Q{q}_real", *[f"Q{q}_rating_{p}" for p in positions]]
+    ]
     columns = ["StartDate", "ResponseId", "Status", "rater_id", *questions, *(extra or {})]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -253,7 +272,9 @@ def test_qualtrics_round_trip(tmp_path: Path, key: pd.DataFrame) -> None:
     path = write_qualtrics(tmp_path / "export.csv", original)
     converted = from_qualtrics(path, key, rater_column="rater_id")
     pd.testing.assert_frame_equal(
-        converted, original.sort_values(["rater", "quartet", "position"], ignore_index=True), check_like=False
+        converted,
+        original.sort_values(["rater", "quartet", "position"], ignore_index=True),
+        check_like=False,
     )
 
 
@@ -313,7 +334,9 @@ def test_simulated_ratings_are_valid_and_flagged(tmp_path: Path, key: pd.DataFra
     write_ratings_csv(ratings, tmp_path / "r" / "sim.csv")
     reloaded = load_ratings(tmp_path / "r", key)
     pd.testing.assert_frame_equal(
-        reloaded, ratings.sort_values(["rater", "quartet", "position"], ignore_index=True), check_like=False
+        reloaded,
+        ratings.sort_values(["rater", "quartet", "position"], ignore_index=True),
+        check_like=False,
     )
     pd.testing.assert_frame_equal(
         ratings, simulate_ratings(key, n_raters=4, seed=11, p_identify=0.29, mean_ratings=MEANS)
@@ -342,7 +365,9 @@ def test_simulation_hits_its_parameters() -> None:
 
 def test_simulation_rejects_bad_parameters() -> None:
     with pytest.raises(RatingsError) as caught:
-        simulate_ratings(key_frame(2), n_raters=0, seed=0, p_identify=1.5, mean_ratings={"real": 5.0})
+        simulate_ratings(
+            key_frame(2), n_raters=0, seed=0, p_identify=1.5, mean_ratings={"real": 5.0}
+        )
     assert caught.value.problems == [
         "n_raters 0 must be at least 1",
         "p_identify 1.5 must lie in [0, 1]",
@@ -354,15 +379,19 @@ def test_simulation_rejects_bad_parameters() -> None:
 def study_key(checkpoints: list[str], n_quartets: int = 2) -> pd.DataFrame:
     """A key of 1 real + len(checkpoints) images per quartet, the real one at position 1."""
     groups = ["real", *checkpoints]
-    return pd.DataFrame([
-        {"quartet": q, "position": p, "group": g, "image": f"q{q}_{g}.png"}
-        for q in range(1, n_quartets + 1)
-        for p, g in enumerate(groups, start=1)
-    ])
+    return pd.DataFrame(
+        [
+            {"quartet": q, "position": p, "group": g, "image": f"q{q}_{g}.png"}
+            for q in range(1, n_quartets + 1)
+            for p, g in enumerate(groups, start=1)
+        ]
+    )
 
 
 @pytest.mark.parametrize("n_checkpoints", [1, 2, 4, 8])
-def test_studies_of_any_checkpoint_count_validate_and_round_trip(tmp_path: Path, n_checkpoints: int) -> None:
+def test_studies_of_any_checkpoint_count_validate_and_round_trip(
+    tmp_path: Path, n_checkpoints: int
+) -> None:
     checkpoints = [f"ckpt{10 * (i + 1):03d}" for i in range(n_checkpoints)]
     path = tmp_path / "key.csv"
     study_key(checkpoints).to_csv(path, index=False)
@@ -373,7 +402,9 @@ def test_studies_of_any_checkpoint_count_validate_and_round_trip(tmp_path: Path,
     write_ratings_csv(ratings, tmp_path / "ratings" / "r.csv")
     loaded = load_ratings(tmp_path / "ratings", key)
     assert len(loaded) == 2 * 2 * (n_checkpoints + 1)
-    converted = from_qualtrics(write_qualtrics(tmp_path / "export.csv", ratings), key, rater_column="rater_id")
+    converted = from_qualtrics(
+        write_qualtrics(tmp_path / "export.csv", ratings), key, rater_column="rater_id"
+    )
     assert converted["position"].max() == n_checkpoints + 1
 
 

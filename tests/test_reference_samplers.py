@@ -10,7 +10,6 @@ ancestral sampler's per-step noise is shared.
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from denoising_diffusion_pytorch import GaussianDiffusion, Unet
@@ -35,10 +34,16 @@ class RecordingNet(torch.nn.Module):
     def __init__(self, net: Unet) -> None:
         super().__init__()
         self.net = net
-        self.channels, self.out_dim, self.self_condition = net.channels, net.out_dim, net.self_condition
+        self.channels, self.out_dim, self.self_condition = (
+            net.channels,
+            net.out_dim,
+            net.self_condition,
+        )
         self.visited: list[int] = []
 
-    def forward(self, x: torch.Tensor, time: torch.Tensor, x_self_cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, time: torch.Tensor, x_self_cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
         self.visited.append(int(time[0]))
         return self.net(x, time, x_self_cond)
 
@@ -46,7 +51,9 @@ class RecordingNet(torch.nn.Module):
 @pytest.fixture(scope="module")
 def net() -> RecordingNet:
     torch.manual_seed(0)
-    return RecordingNet(Unet(dim=8, dim_mults=(1, 2), channels=1, attn_dim_head=8, attn_heads=2)).eval()
+    return RecordingNet(
+        Unet(dim=8, dim_mults=(1, 2), channels=1, attn_dim_head=8, attn_heads=2)
+    ).eval()
 
 
 def lucidrains_images(diffusion: GaussianDiffusion) -> torch.Tensor:
@@ -56,17 +63,29 @@ def lucidrains_images(diffusion: GaussianDiffusion) -> torch.Tensor:
 
 
 def radsynth_images(net: RecordingNet, name: str, timesteps: int, steps: int) -> torch.Tensor:
-    scheduler = make_sampler_scheduler(name, sigmoid_beta_schedule(timesteps), prediction_type="v_prediction",
-                                       clip_sample=True, num_train_timesteps=timesteps)
+    scheduler = make_sampler_scheduler(
+        name,
+        sigmoid_beta_schedule(timesteps),
+        prediction_type="v_prediction",
+        clip_sample=True,
+        num_train_timesteps=timesteps,
+    )
     generator = torch.Generator().manual_seed(SEED)
-    return sample_images(net, scheduler, [generator] * BATCH, steps=steps, image_size=SIDE,
-                         device="cpu")
+    return sample_images(
+        net, scheduler, [generator] * BATCH, steps=steps, image_size=SIDE, device="cpu"
+    )
 
 
 def test_ddim_matches_lucidrains_ddim_sample(net: RecordingNet) -> None:
     # The paper's schedule: 1,000 training steps, sigmoid betas, v objective, 25 DDIM steps.
-    diffusion = GaussianDiffusion(net, image_size=SIDE, timesteps=1000, sampling_timesteps=25,
-                                  objective="pred_v", beta_schedule="sigmoid").eval()
+    diffusion = GaussianDiffusion(
+        net,
+        image_size=SIDE,
+        timesteps=1000,
+        sampling_timesteps=25,
+        objective="pred_v",
+        beta_schedule="sigmoid",
+    ).eval()
     net.visited.clear()
     reference = lucidrains_images(diffusion)
     reference_steps = list(net.visited)
@@ -81,8 +100,9 @@ def test_ddim_matches_lucidrains_ddim_sample(net: RecordingNet) -> None:
 
 def test_ddpm_matches_lucidrains_p_sample_loop(net: RecordingNet) -> None:
     # Ancestral sampling over every training step, at 50 timesteps to keep the test fast.
-    diffusion = GaussianDiffusion(net, image_size=SIDE, timesteps=50, objective="pred_v",
-                                  beta_schedule="sigmoid").eval()
+    diffusion = GaussianDiffusion(
+        net, image_size=SIDE, timesteps=50, objective="pred_v", beta_schedule="sigmoid"
+    ).eval()
     net.visited.clear()
     reference = lucidrains_images(diffusion)
     assert net.visited == list(range(49, -1, -1))

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from test_sampling import BETAS, PROVENANCE, shard_kwargs, tiny_unet
 
 from radsynth.core.tables import write_table
 from radsynth.data.atlas import atlas_from_images, load_atlas, write_atlas
@@ -29,15 +30,25 @@ from radsynth.sample.facing import Architecture, new_classifier, save_classifier
 from radsynth.sample.gather import gather_checkpoint
 from radsynth.sample.sampler import sample_shard
 from radsynth.sample.store import open_left_facing
-from test_sampling import BETAS, PROVENANCE, shard_kwargs, tiny_unet
 
 LABELS = ("large/ckpt002", "large/ckpt004")
 #: Screening outcome of the excluded images: who excluded them.
-EXCLUDED = {"large-ckpt002_000001": "r1", "large-ckpt004_000000": "automated screen",
-            "large-ckpt004_000005": "r1;r2"}
-KEPT = ["large-ckpt002_000000", "large-ckpt002_000002", "large-ckpt002_000003", "large-ckpt002_000004",
-        "large-ckpt002_000005", "large-ckpt004_000001", "large-ckpt004_000002", "large-ckpt004_000003",
-        "large-ckpt004_000004"]
+EXCLUDED = {
+    "large-ckpt002_000001": "r1",
+    "large-ckpt004_000000": "automated screen",
+    "large-ckpt004_000005": "r1;r2",
+}
+KEPT = [
+    "large-ckpt002_000000",
+    "large-ckpt002_000002",
+    "large-ckpt002_000003",
+    "large-ckpt002_000004",
+    "large-ckpt002_000005",
+    "large-ckpt004_000001",
+    "large-ckpt004_000002",
+    "large-ckpt004_000003",
+    "large-ckpt004_000004",
+]
 #: Kept images a reviewer looked at and included; all others were left to the screen.
 INCLUDED_BY = {"large-ckpt002_000003": "r2"}
 N_REAL = 8
@@ -53,8 +64,12 @@ SETTINGS = {
     "max_archive_bytes": 1800,
     "near_duplicate_patch_distance": 0.05,
 }
-RUN_PROVENANCE = {"radsynth_version": "test", "code_revision": "abc123", "config_hash": "cfg456",
-                  "created_utc": "2030-01-01T00:00:00+00:00"}
+RUN_PROVENANCE = {
+    "radsynth_version": "test",
+    "code_revision": "abc123",
+    "config_hash": "cfg456",
+    "created_utc": "2030-01-01T00:00:00+00:00",
+}
 CONFIG_VALUES = {"training.checkpoint_every": 50, "sampling.sampler": "ddpm", "sampling.steps": 3}
 
 
@@ -64,30 +79,72 @@ def inputs(tmp_path_factory) -> dict:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("release")
     unet = tiny_unet()
-    classifier = new_classifier(Architecture(channels=(4, 8), analysis_size=16), image_size=16, seed=3)
+    classifier = new_classifier(
+        Architecture(channels=(4, 8), analysis_size=16), image_size=16, seed=3
+    )
     save_classifier(classifier, root / "facing.safetensors")
     manifests = []
     for label in LABELS:
         folder = root / "samples" / label
         stores = []
         for shard, first in enumerate((0, 3)):
-            stores.append(sample_shard(unet, BETAS, folder / f"shard{shard}.zarr", **shard_kwargs(
-                folder, checkpoint_label=label, shard_index=shard, first_global_index=first, n_images=3, batch_size=3,
-                steps=3)))
-        gather_checkpoint(stores, root / "facing.safetensors", folder / "manifest.csv",
-                          checkpoint_label=label.split("/")[1], batch_size=6, provenance=PROVENANCE, progress=False)
+            stores.append(
+                sample_shard(
+                    unet,
+                    BETAS,
+                    folder / f"shard{shard}.zarr",
+                    **shard_kwargs(
+                        folder,
+                        checkpoint_label=label,
+                        shard_index=shard,
+                        first_global_index=first,
+                        n_images=3,
+                        batch_size=3,
+                        steps=3,
+                    ),
+                )
+            )
+        gather_checkpoint(
+            stores,
+            root / "facing.safetensors",
+            folder / "manifest.csv",
+            checkpoint_label=label.split("/")[1],
+            batch_size=6,
+            provenance=PROVENANCE,
+            progress=False,
+        )
         manifests.append(folder / "manifest.csv")
     write_table(merged_table(manifests), root / "merged.csv", provenance=PROVENANCE)
-    write_table(pd.DataFrame([["large/ckpt002", 6, 1, 5, 1, 0], ["large/ckpt004", 6, 2, 4, 1, 1],
-                              ["total", 12, 3, 9, 2, 1]],
-                             columns=["checkpoint", "generated", "excluded", "kept", "excluded_by_reviewers",
-                                      "excluded_by_screen"]), root / "counts.csv", provenance=PROVENANCE)
+    write_table(
+        pd.DataFrame(
+            [
+                ["large/ckpt002", 6, 1, 5, 1, 0],
+                ["large/ckpt004", 6, 2, 4, 1, 1],
+                ["total", 12, 3, 9, 2, 1],
+            ],
+            columns=[
+                "checkpoint",
+                "generated",
+                "excluded",
+                "kept",
+                "excluded_by_reviewers",
+                "excluded_by_screen",
+            ],
+        ),
+        root / "counts.csv",
+        provenance=PROVENANCE,
+    )
     memorization = root / "memorization"
     write_memorization(memorization, nearest_rows())
     real = np.random.default_rng(7).integers(0, 256, size=(N_REAL, 16, 16), dtype=np.uint8)
     write_atlas(root / "atlas.h5", atlas_from_images(real, [f"real{i:03d}" for i in range(N_REAL)]))
-    return {"merged_csv": root / "merged.csv", "counts_csv": root / "counts.csv", "manifests": manifests,
-            "memorization_dir": memorization, "atlas_h5": root / "atlas.h5"}
+    return {
+        "merged_csv": root / "merged.csv",
+        "counts_csv": root / "counts.csv",
+        "manifests": manifests,
+        "memorization_dir": memorization,
+        "atlas_h5": root / "atlas.h5",
+    }
 
 
 def merged_table(manifests: list[Path]) -> pd.DataFrame:
@@ -96,29 +153,64 @@ def merged_table(manifests: list[Path]) -> pd.DataFrame:
     for label, manifest_csv in zip(LABELS, manifests):
         manifest = open_left_facing(manifest_csv).manifest
         for image, record in manifest.iterrows():
-            rows.append({"row": len(rows) + 1, "image_id": image, "checkpoint": label, "shard": record["shard"],
-                         "index": record["index"], "seed": record["seed"], "flipped": record["flipped"],
-                         "plausibility": 0.5, "atypical_x": 0.5, "atypical_y": 0.5, "nearest_real_id": "real000",
-                         "nearest_real_similarity": 0.5, "mean": 100.0, "std": 30.0, "p01": 2.0, "p99": 250.0,
-                         "proposed": "exclude" if image in EXCLUDED else "include",
-                         "final_decision": "exclude" if image in EXCLUDED else "include",
-                         "decided_by": EXCLUDED.get(image, INCLUDED_BY.get(image, "automated screen")),
-                         "reasons": "", "conflict": False})
+            rows.append(
+                {
+                    "row": len(rows) + 1,
+                    "image_id": image,
+                    "checkpoint": label,
+                    "shard": record["shard"],
+                    "index": record["index"],
+                    "seed": record["seed"],
+                    "flipped": record["flipped"],
+                    "plausibility": 0.5,
+                    "atypical_x": 0.5,
+                    "atypical_y": 0.5,
+                    "nearest_real_id": "real000",
+                    "nearest_real_similarity": 0.5,
+                    "mean": 100.0,
+                    "std": 30.0,
+                    "p01": 2.0,
+                    "p99": 250.0,
+                    "proposed": "exclude" if image in EXCLUDED else "include",
+                    "final_decision": "exclude" if image in EXCLUDED else "include",
+                    "decided_by": EXCLUDED.get(image, INCLUDED_BY.get(image, "automated screen")),
+                    "reasons": "",
+                    "conflict": False,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def nearest_rows() -> pd.DataFrame:
     """nearest_real.csv of all 12 synthetic images: real image i % 8, similarity 0.50 + i / 100."""
     ids = [f"large-ckpt00{c}_{i:06d}" for c in (2, 4) for i in range(6)]
-    return pd.DataFrame({"image_id": ids, "nearest_real_id": [f"real{i % N_REAL:03d}" for i in range(12)],
-                         "similarity": [0.5 + i / 100 for i in range(12)], "patch_distance": 0.3})
+    return pd.DataFrame(
+        {
+            "image_id": ids,
+            "nearest_real_id": [f"real{i % N_REAL:03d}" for i in range(12)],
+            "similarity": [0.5 + i / 100 for i in range(12)],
+            "patch_distance": 0.3,
+        }
+    )
 
 
 def write_memorization(folder: Path, nearest: pd.DataFrame) -> None:
     encoder = {"encoder_name": "random-test", "encoder_weights": "random-init"}
-    write_table(pd.DataFrame({"rank": [1], "real_id": ["real003"], "synthetic_id": ["large-ckpt004_000003"],
-                              "similarity": [0.61], "patch_distance": [0.3], "encoder": ["random-test"],
-                              "encoder_weights": ["random-init"]}), folder / "pairs.csv", provenance=encoder)
+    write_table(
+        pd.DataFrame(
+            {
+                "rank": [1],
+                "real_id": ["real003"],
+                "synthetic_id": ["large-ckpt004_000003"],
+                "similarity": [0.61],
+                "patch_distance": [0.3],
+                "encoder": ["random-test"],
+                "encoder_weights": ["random-init"],
+            }
+        ),
+        folder / "pairs.csv",
+        provenance=encoder,
+    )
     Image.new("L", (8, 8), 128).save(folder / "pairs_page01.png")
     write_table(nearest, folder / "nearest_real.csv", provenance=encoder)
 
@@ -129,8 +221,14 @@ def kept_path(image: str) -> str:
 
 
 def build(out: Path, inputs: dict, **overrides) -> list[str]:
-    arguments = {**inputs, "settings": SETTINGS, "checkpoint_every": 50, "config_values": CONFIG_VALUES,
-                 "provenance": RUN_PROVENANCE, **overrides}
+    arguments = {
+        **inputs,
+        "settings": SETTINGS,
+        "checkpoint_every": 50,
+        "config_values": CONFIG_VALUES,
+        "provenance": RUN_PROVENANCE,
+        **overrides,
+    }
     return build_package(out, **arguments)
 
 
@@ -164,8 +262,18 @@ def archive_members(package: Path) -> dict[str, tuple[str, bytes]]:
 def test_package_holds_exactly_the_upload_files(package):
     names = sorted(path.name for path in package.iterdir())
     parts = [name for name in names if name.startswith("images_part")]
-    assert names == sorted(["README.md", "checksums.md5", "counts.csv", "figshare.json", "images.csv",
-                            "memorization_pairs.zip", "privacy_gate.json", *parts])
+    assert names == sorted(
+        [
+            "README.md",
+            "checksums.md5",
+            "counts.csv",
+            "figshare.json",
+            "images.csv",
+            "memorization_pairs.zip",
+            "privacy_gate.json",
+            *parts,
+        ]
+    )
     assert parts == [f"images_part{n:03d}.zip" for n in range(1, len(parts) + 1)]
 
 
@@ -193,8 +301,8 @@ def png_chunks(data: bytes) -> list[str]:
     """Chunk types of a PNG, merging repeated IDAT chunks."""
     chunks, position = [], 8
     while position < len(data):
-        length = int.from_bytes(data[position:position + 4], "big")
-        kind = data[position + 4:position + 8].decode("ascii")
+        length = int.from_bytes(data[position : position + 4], "big")
+        kind = data[position + 4 : position + 8].decode("ascii")
         if not chunks or chunks[-1] != kind:
             chunks.append(kind)
         position += 12 + length
@@ -212,16 +320,31 @@ def test_archive_members_have_a_fixed_time_and_path_order(package):
 
 def test_metadata_rows(package, inputs):
     table = pd.read_csv(package / "images.csv", dtype={"decided_by": str}, keep_default_na=False)
-    assert list(table.columns) == ["image_id", "sample_set", "checkpoint", "training_step", "sampler",
-                                   "sampler_steps", "weights", "seed", "flipped", "screening_decision",
-                                   "decided_by", "archive", "path"]
+    assert list(table.columns) == [
+        "image_id",
+        "sample_set",
+        "checkpoint",
+        "training_step",
+        "sampler",
+        "sampler_steps",
+        "weights",
+        "seed",
+        "flipped",
+        "screening_decision",
+        "decided_by",
+        "archive",
+        "path",
+    ]
     assert list(table["image_id"]) == KEPT
     assert list(table["checkpoint"]) == ["ckpt002"] * 5 + ["ckpt004"] * 4
     assert list(table["training_step"]) == [100] * 5 + [200] * 4
     assert set(table["sample_set"]) == {"large"} and set(table["sampler"]) == {"ddpm"}
     assert set(table["sampler_steps"]) == {3} and set(table["weights"]) == {"ema"}
     assert set(table["screening_decision"]) == {"include"}
-    assert list(table["decided_by"]) == ["automated screen", "automated screen", "r2"] + ["automated screen"] * 6
+    assert (
+        list(table["decided_by"])
+        == ["automated screen", "automated screen", "r2"] + ["automated screen"] * 6
+    )
     assert list(table["path"]) == [kept_path(image) for image in KEPT]
     for label, manifest_csv in zip(LABELS, inputs["manifests"]):
         manifest = open_left_facing(manifest_csv).manifest
@@ -237,20 +360,31 @@ def test_counts_table_is_table_s1(package):
         "checkpoint,generated,excluded,kept,excluded_by_reviewers,excluded_by_screen\n"
         "large/ckpt002,6,1,5,1,0\n"
         "large/ckpt004,6,2,4,1,1\n"
-        "total,12,3,9,2,1\n")
+        "total,12,3,9,2,1\n"
+    )
 
 
 def test_memorization_pairs_are_one_archive_of_the_audits_files(package, inputs):
     with zipfile.ZipFile(package / "memorization_pairs.zip") as opened:
-        assert opened.namelist() == ["memorization_pairs/pairs.csv", "memorization_pairs/pairs_page01.png"]
+        assert opened.namelist() == [
+            "memorization_pairs/pairs.csv",
+            "memorization_pairs/pairs_page01.png",
+        ]
         for name in ("pairs.csv", "pairs_page01.png"):
-            assert opened.read(f"memorization_pairs/{name}") == (inputs["memorization_dir"] / name).read_bytes()
+            assert (
+                opened.read(f"memorization_pairs/{name}")
+                == (inputs["memorization_dir"] / name).read_bytes()
+            )
 
 
 def test_md5sum_verifies_every_other_file(package):
-    result = subprocess.run(["md5sum", "-c", "checksums.md5"], cwd=package, capture_output=True, text=True)
+    result = subprocess.run(
+        ["md5sum", "-c", "checksums.md5"], cwd=package, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    listed = [line.split("  ", 1)[1] for line in (package / "checksums.md5").read_text().splitlines()]
+    listed = [
+        line.split("  ", 1)[1] for line in (package / "checksums.md5").read_text().splitlines()
+    ]
     assert listed == sorted(path.name for path in package.iterdir() if path.name != "checksums.md5")
 
 
@@ -261,38 +395,71 @@ def test_figshare_metadata(package):
         "keywords": ["radiograph", "diffusion model"],
         "categories": [24, 25],
         "license": 1,
-        "authors": [{"name": "Ada Author", "orcid_id": "0000-0002-1825-0097"}, {"name": "Bo Builder"}],
+        "authors": [
+            {"name": "Ada Author", "orcid_id": "0000-0002-1825-0097"},
+            {"name": "Bo Builder"},
+        ],
         "defined_type": "dataset",
     }
 
 
 def test_dataset_card(package):
     card = (package / "README.md").read_text()
-    for text in ("# Synthetic lateral cervical spine radiographs (test)", "9 synthetic lateral cervical-spine",
-                 "| large | ckpt002 | 100 | ddpm | 3 | ema | 5 |", "| large | ckpt004 | 200 | ddpm | 3 | ema | 4 |",
-                 "| training.checkpoint_every | 50 |", "| large/ckpt004 | 6 | 2 | 4 | 1 | 1 |",
-                 "Of 12 generated images, 3 were excluded (2 by reviewers, 1 by the screen alone)",
-                 "against the 8 real atlas images", "random-test encoder (weights random-init)",
-                 "CC BY 4.0, the licence of the Cervical Spine X-ray Atlas (CSXA)",
-                 "Author A, Builder B. Synthetic spines. 2030.", "| code_revision | abc123 |",
-                 "| images_part001.zip |", "| memorization_pairs.zip |"):
+    for text in (
+        "# Synthetic lateral cervical spine radiographs (test)",
+        "9 synthetic lateral cervical-spine",
+        "| large | ckpt002 | 100 | ddpm | 3 | ema | 5 |",
+        "| large | ckpt004 | 200 | ddpm | 3 | ema | 4 |",
+        "| training.checkpoint_every | 50 |",
+        "| large/ckpt004 | 6 | 2 | 4 | 1 | 1 |",
+        "Of 12 generated images, 3 were excluded (2 by reviewers, 1 by the screen alone)",
+        "against the 8 real atlas images",
+        "random-test encoder (weights random-init)",
+        "CC BY 4.0, the licence of the Cervical Spine X-ray Atlas (CSXA)",
+        "Author A, Builder B. Synthetic spines. 2030.",
+        "| code_revision | abc123 |",
+        "| images_part001.zip |",
+        "| memorization_pairs.zip |",
+    ):
         assert text in card, text
     assert "created_utc" not in card and "2030-01-01" not in card
 
 
 def test_privacy_gate_record(package, inputs):
     gate = json.loads((package / "privacy_gate.json").read_text())
-    assert {key: gate[key] for key in ("passed", "n_checked", "n_real_images", "identical_matches", "atlas_file",
-                                       "near_duplicate_patch_distance", "nearest_real_file", "nearest_real_encoder",
-                                       "max_similarity", "max_similarity_image_id", "max_similarity_real_id")} == {
-        "passed": True, "n_checked": 9, "n_real_images": 8, "identical_matches": 0, "atlas_file": "atlas.h5",
-        "near_duplicate_patch_distance": 0.05, "nearest_real_file": "nearest_real.csv",
+    assert {
+        key: gate[key]
+        for key in (
+            "passed",
+            "n_checked",
+            "n_real_images",
+            "identical_matches",
+            "atlas_file",
+            "near_duplicate_patch_distance",
+            "nearest_real_file",
+            "nearest_real_encoder",
+            "max_similarity",
+            "max_similarity_image_id",
+            "max_similarity_real_id",
+        )
+    } == {
+        "passed": True,
+        "n_checked": 9,
+        "n_real_images": 8,
+        "identical_matches": 0,
+        "atlas_file": "atlas.h5",
+        "near_duplicate_patch_distance": 0.05,
+        "nearest_real_file": "nearest_real.csv",
         "nearest_real_encoder": "random-test",
         # kept image with the highest similarity in nearest_rows: large-ckpt004_000004 (index 10)
-        "max_similarity": 0.6, "max_similarity_image_id": "large-ckpt004_000004", "max_similarity_real_id": "real002",
+        "max_similarity": 0.6,
+        "max_similarity_image_id": "large-ckpt004_000004",
+        "max_similarity_real_id": "real002",
     }
-    expected = min((hand_patch_distance(left_facing(inputs, image), real), image)
-                   for image, real in zip(*nearest_of_kept(inputs)))
+    expected = min(
+        (hand_patch_distance(left_facing(inputs, image), real), image)
+        for image, real in zip(*nearest_of_kept(inputs))
+    )
     assert gate["min_patch_distance"] == pytest.approx(expected[0], abs=1e-6)
     assert gate["min_patch_distance_image_id"] == expected[1]
     assert gate["min_patch_distance"] > 0.05
@@ -302,22 +469,34 @@ def nearest_of_kept(inputs: dict) -> tuple[list[str], list[np.ndarray]]:
     nearest = nearest_rows().set_index("image_id")
     with load_atlas(inputs["atlas_h5"]) as atlas:
         position = {name: i for i, name in enumerate(atlas.source_names)}
-        reals = [np.asarray(atlas.images[position[nearest.loc[image, "nearest_real_id"]]]) for image in KEPT]
+        reals = [
+            np.asarray(atlas.images[position[nearest.loc[image, "nearest_real_id"]]])
+            for image in KEPT
+        ]
     return KEPT, reals
 
 
 def hand_patch_distance(synthetic: np.ndarray, real: np.ndarray) -> float:
     """MediSyn's distance written out for 16 px images (4 x 4 patches of 4 x 4 pixels), smaller
     of the real image as stored and mirrored."""
+
     def one(a: np.ndarray) -> float:
         diff = (a.astype(float) - synthetic.astype(float)) / 255
-        return max(np.sqrt(np.mean(diff[r:r + 4, c:c + 4] ** 2)) for r in range(0, 16, 4) for c in range(0, 16, 4))
+        return max(
+            np.sqrt(np.mean(diff[r : r + 4, c : c + 4] ** 2))
+            for r in range(0, 16, 4)
+            for c in range(0, 16, 4)
+        )
+
     return min(one(real), one(real[:, ::-1]))
 
 
 def test_rebuild_is_byte_identical(package, inputs, tmp_path):
-    uploads = build(tmp_path / "again", inputs,
-                    provenance={**RUN_PROVENANCE, "created_utc": "2031-06-30T12:00:00+00:00"})
+    uploads = build(
+        tmp_path / "again",
+        inputs,
+        provenance={**RUN_PROVENANCE, "created_utc": "2031-06-30T12:00:00+00:00"},
+    )
     names = sorted(path.name for path in package.iterdir())
     assert uploads == [name for name in names if name != "checksums.md5"]
     assert sorted(path.name for path in (tmp_path / "again").iterdir()) == names
@@ -329,23 +508,43 @@ def test_rebuild_is_byte_identical(package, inputs, tmp_path):
 
 
 def test_an_image_larger_than_the_limit_fails_and_writes_nothing(inputs, tmp_path):
-    with pytest.raises(ValueError, match=r"images/large-ckpt002/large-ckpt002_000000\.png: .*release\.max_archive_"
-                                         r"bytes 300"):
+    with pytest.raises(
+        ValueError,
+        match=r"images/large-ckpt002/large-ckpt002_000000\.png: .*release\.max_archive_"
+        r"bytes 300",
+    ):
         build(tmp_path / "package", inputs, settings={**SETTINGS, "max_archive_bytes": 300})
     assert list(tmp_path.iterdir()) == []
 
 
 def test_stale_counts_fail_naming_the_file(inputs, tmp_path):
-    write_table(pd.DataFrame([["large/ckpt002", 6, 0, 6, 0, 0], ["large/ckpt004", 6, 2, 4, 1, 1],
-                              ["total", 12, 2, 10, 1, 1]],
-                             columns=["checkpoint", "generated", "excluded", "kept", "excluded_by_reviewers",
-                                      "excluded_by_screen"]), tmp_path / "counts.csv", provenance={})
+    write_table(
+        pd.DataFrame(
+            [
+                ["large/ckpt002", 6, 0, 6, 0, 0],
+                ["large/ckpt004", 6, 2, 4, 1, 1],
+                ["total", 12, 2, 10, 1, 1],
+            ],
+            columns=[
+                "checkpoint",
+                "generated",
+                "excluded",
+                "kept",
+                "excluded_by_reviewers",
+                "excluded_by_screen",
+            ],
+        ),
+        tmp_path / "counts.csv",
+        provenance={},
+    )
     with pytest.raises(ValueError, match=r"counts\.csv: row 1 is \['large/ckpt002', '6', '0', '6'"):
         build(tmp_path / "package", {**inputs, "counts_csv": tmp_path / "counts.csv"})
     assert not (tmp_path / "package").exists()
 
 
-def with_atlas(inputs: dict, folder: Path, extra: np.ndarray, nearest: pd.DataFrame | None = None) -> dict:
+def with_atlas(
+    inputs: dict, folder: Path, extra: np.ndarray, nearest: pd.DataFrame | None = None
+) -> dict:
     """The inputs with `extra` planted in the atlas as real image 'planted', and optionally another
     nearest_real.csv (the memorization folder copied)."""
     real = np.random.default_rng(7).integers(0, 256, size=(N_REAL, 16, 16), dtype=np.uint8)
@@ -366,8 +565,10 @@ def test_a_real_image_among_the_kept_fails_naming_both(inputs, tmp_path, orienta
     planted = image if orientation == "as stored" else image[:, ::-1]
     with pytest.raises(PrivacyGateError) as error:
         build(tmp_path / "package", with_atlas(inputs, tmp_path, planted))
-    assert (f"images/large-ckpt004/large-ckpt004_000003.png (large-ckpt004_000003): pixel-identical to real image "
-            f"planted {orientation}") in str(error.value)
+    assert (
+        f"images/large-ckpt004/large-ckpt004_000003.png (large-ckpt004_000003): pixel-identical to real image "
+        f"planted {orientation}"
+    ) in str(error.value)
     assert "1 problem(s) in 9 packaged images" in str(error.value)
     assert not (tmp_path / "package").exists()
 
@@ -379,9 +580,11 @@ def test_a_near_copy_fails_naming_both(inputs, tmp_path):
     assert not np.array_equal(near, image)
     nearest = nearest_rows()
     nearest.loc[nearest["image_id"] == "large-ckpt002_000004", "nearest_real_id"] = "planted"
-    with pytest.raises(PrivacyGateError,
-                       match=r"images/large-ckpt002/large-ckpt002_000004\.png \(large-ckpt002_000004\): patch distance "
-                             r"0\.0\d+ <= 0\.05 to real image planted as stored"):
+    with pytest.raises(
+        PrivacyGateError,
+        match=r"images/large-ckpt002/large-ckpt002_000004\.png \(large-ckpt002_000004\): patch distance "
+        r"0\.0\d+ <= 0\.05 to real image planted as stored",
+    ):
         build(tmp_path / "package", with_atlas(inputs, tmp_path, near, nearest))
     assert not (tmp_path / "package").exists()
 
@@ -389,6 +592,12 @@ def test_a_near_copy_fails_naming_both(inputs, tmp_path):
 def test_an_image_missing_from_nearest_real_fails_naming_it(inputs, tmp_path):
     nearest = nearest_rows()
     nearest = nearest[nearest["image_id"] != "large-ckpt004_000002"]
-    with pytest.raises(PrivacyGateError, match=r"images/large-ckpt004/large-ckpt004_000002\.png "
-                                               r"\(large-ckpt004_000002\): not in .*nearest_real\.csv"):
-        build(tmp_path / "package", with_atlas(inputs, tmp_path, np.zeros((16, 16), np.uint8), nearest))
+    with pytest.raises(
+        PrivacyGateError,
+        match=r"images/large-ckpt004/large-ckpt004_000002\.png "
+        r"\(large-ckpt004_000002\): not in .*nearest_real\.csv",
+    ):
+        build(
+            tmp_path / "package",
+            with_atlas(inputs, tmp_path, np.zeros((16, 16), np.uint8), nearest),
+        )

@@ -13,12 +13,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import CHROMIUM, CHROMIUM_ARGS
 from PIL import Image
 
-from conftest import CHROMIUM, CHROMIUM_ARGS
-from radsynth.audit.review import (DISAGREEMENT, UNREVIEWED, VERDICT_RECORD_COLUMNS, merge_pair_verdicts,
-                                   render_page, sprite_sheet, write_pairs_review, write_screening_review)
-from radsynth.audit.screening import AUTOMATED, MANIFEST_COLUMNS, read_review, merge_reviews
+from radsynth.audit.review import (
+    DISAGREEMENT,
+    UNREVIEWED,
+    VERDICT_RECORD_COLUMNS,
+    merge_pair_verdicts,
+    render_page,
+    sprite_sheet,
+    write_pairs_review,
+    write_screening_review,
+)
+from radsynth.audit.screening import AUTOMATED, MANIFEST_COLUMNS, merge_reviews, read_review
 from radsynth.core.tables import read_table, write_table
 
 PROVENANCE = {"config_hash": "f00d", "code_revision": "cafe-dirty"}
@@ -27,8 +35,9 @@ CHECKPOINT = "initial/ckpt004"
 SIDE = 32
 #: The paper's large set per checkpoint, and the pages the scale test opens.
 LARGE_SET, LARGE_SIDE, LARGE_PAGE_SIZE, FAR_PAGE = 9_000, 64, 48, 50
-needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(),
-                                    reason=f"{CHROMIUM} is not installed (Debian package chromium)")
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (Debian package chromium)"
+)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -38,14 +47,30 @@ def manifest_frame(n: int, seed: int = 1) -> pd.DataFrame:
     """A screening manifest as the screen writes it: random plausibility, blank review columns."""
     rng = np.random.default_rng(seed)
     plausibility = rng.random(n).round(6)
-    return pd.DataFrame({
-        "row": np.arange(1, n + 1), "image_id": [f"initial-ckpt004_{i:06d}" for i in range(n)],
-        "checkpoint": CHECKPOINT, "shard": "shard0.zarr", "index": np.arange(n), "seed": np.arange(n) + 1000,
-        "flipped": rng.random(n) < 0.5, "plausibility": plausibility, "atypical_x": 0.5, "atypical_y": 0.25,
-        "nearest_real_id": "real000", "nearest_real_similarity": 0.912345, "mean": 101.5, "std": 40.0, "p01": 3.0,
-        "p99": 250.0, "proposed": np.where(plausibility < 0.2, "exclude", "include"),
-        "decision": "", "reason": "", "reviewer": "",
-    }).loc[:, list(MANIFEST_COLUMNS)]
+    return pd.DataFrame(
+        {
+            "row": np.arange(1, n + 1),
+            "image_id": [f"initial-ckpt004_{i:06d}" for i in range(n)],
+            "checkpoint": CHECKPOINT,
+            "shard": "shard0.zarr",
+            "index": np.arange(n),
+            "seed": np.arange(n) + 1000,
+            "flipped": rng.random(n) < 0.5,
+            "plausibility": plausibility,
+            "atypical_x": 0.5,
+            "atypical_y": 0.25,
+            "nearest_real_id": "real000",
+            "nearest_real_similarity": 0.912345,
+            "mean": 101.5,
+            "std": 40.0,
+            "p01": 3.0,
+            "p99": 250.0,
+            "proposed": np.where(plausibility < 0.2, "exclude", "include"),
+            "decision": "",
+            "reason": "",
+            "reviewer": "",
+        }
+    ).loc[:, list(MANIFEST_COLUMNS)]
 
 
 def structured_images(n: int, side: int, seed: int = 2) -> np.ndarray:
@@ -59,29 +84,46 @@ def structured_images(n: int, side: int, seed: int = 2) -> np.ndarray:
     return images
 
 
-def screening_inputs(tmp_path: Path, n: int, side: int = SIDE) -> tuple[Path, pd.DataFrame, np.ndarray]:
+def screening_inputs(
+    tmp_path: Path, n: int, side: int = SIDE
+) -> tuple[Path, pd.DataFrame, np.ndarray]:
     manifest = manifest_frame(n)
     path = tmp_path / "screening_manifest.csv"
     write_table(manifest, path, provenance={"plausibility": "radsynth screen", "threshold": "0.2"})
     return path, manifest, structured_images(n, side)
 
 
-def write_review(tmp_path: Path, n: int = 30, page_size: int = 12,
-                 **kwargs) -> tuple[Path, pd.DataFrame, np.ndarray, dict]:
+def write_review(
+    tmp_path: Path, n: int = 30, page_size: int = 12, **kwargs
+) -> tuple[Path, pd.DataFrame, np.ndarray, dict]:
     manifest_csv, manifest, images = screening_inputs(tmp_path, n)
     out = tmp_path / "review.html"
-    info = write_screening_review(manifest_csv, images, out, reasons=REASONS, page_size=page_size,
-                                  title="Screening <initial/ckpt004>", provenance=PROVENANCE, **kwargs)
+    info = write_screening_review(
+        manifest_csv,
+        images,
+        out,
+        reasons=REASONS,
+        page_size=page_size,
+        title="Screening <initial/ckpt004>",
+        provenance=PROVENANCE,
+        **kwargs,
+    )
     return out, manifest, images, info
 
 
 def embedded(page_html: str) -> dict:
-    return json.loads(re.search(r'<script type="application/json" id="review-data">(.*?)</script>', page_html, re.S)[1])
+    return json.loads(
+        re.search(
+            r'<script type="application/json" id="review-data">(.*?)</script>', page_html, re.S
+        )[1]
+    )
 
 
 def sheets(page_html: str) -> list[np.ndarray]:
-    found = re.findall(r'<script type="application/octet-stream" id="sheet-(\d+)">([A-Za-z0-9+/=]*)</script>',
-                       page_html)
+    found = re.findall(
+        r'<script type="application/octet-stream" id="sheet-(\d+)">([A-Za-z0-9+/=]*)</script>',
+        page_html,
+    )
     assert [int(page) for page, _ in found] == list(range(len(found)))
     return [np.asarray(Image.open(io.BytesIO(base64.b64decode(text)))) for _, text in found]
 
@@ -103,8 +145,12 @@ def test_screening_page_is_self_contained_and_escaped(tmp_path):
     assert '<meta name="radsynth:code_revision" content="cafe-dirty">' in page_html
     assert "Nothing leaves this computer" in page_html
     assert {key: value for key, value in info.items() if key != "sheet_bytes"} == {
-        "content_id": embedded(page_html)["content_id"], "n_images": 30, "n_pages": 3, "page_size": 12,
-        "html_bytes": out.stat().st_size}
+        "content_id": embedded(page_html)["content_id"],
+        "n_images": 30,
+        "n_pages": 3,
+        "page_size": 12,
+        "html_bytes": out.stat().st_size,
+    }
     assert 0 < info["sheet_bytes"] < info["html_bytes"]
 
 
@@ -117,10 +163,10 @@ def test_sprite_sheets_hold_each_page_least_plausible_first(tmp_path):
     pages = sheets(page_html)
     assert [sheet.shape for sheet in pages] == [(3 * SIDE, 4 * SIDE)] * 2 + [(2 * SIDE, 4 * SIDE)]
     for page, sheet in enumerate(pages):
-        shown = order[page * 12:(page + 1) * 12]
+        shown = order[page * 12 : (page + 1) * 12]
         for tile, position in enumerate(shown):
             y, x = tile // 4 * SIDE, tile % 4 * SIDE
-            np.testing.assert_array_equal(sheet[y:y + SIDE, x:x + SIDE], images[position])
+            np.testing.assert_array_equal(sheet[y : y + SIDE, x : x + SIDE], images[position])
     assert data["columns"] == list(MANIFEST_COLUMNS)
     assert data["rows"][0][:3] == ["1", "initial-ckpt004_000000", CHECKPOINT]
     assert data["comments"][:2] == ["# plausibility: radsynth screen", "# threshold: 0.2"]
@@ -144,21 +190,35 @@ def test_content_id_follows_images_and_manifest_not_page_layout(tmp_path):
     """Progress saved in a browser is kept when only the page size changes, never shared with another set."""
     manifest_csv, _, images = screening_inputs(tmp_path, 20)
     kwargs = {"reasons": REASONS, "title": "t", "provenance": {}}
-    first = write_screening_review(manifest_csv, images, tmp_path / "a.html", page_size=8, **kwargs)["content_id"]
-    again = write_screening_review(manifest_csv, images, tmp_path / "b.html", page_size=5, **kwargs)["content_id"]
+    first = write_screening_review(
+        manifest_csv, images, tmp_path / "a.html", page_size=8, **kwargs
+    )["content_id"]
+    again = write_screening_review(
+        manifest_csv, images, tmp_path / "b.html", page_size=5, **kwargs
+    )["content_id"]
     changed_image = images.copy()
     changed_image[3, 5, 5] ^= 1
-    changed = write_screening_review(manifest_csv, changed_image, tmp_path / "c.html", page_size=8, **kwargs)
-    assert re.fullmatch(r"[0-9a-f]{16}", first) and first == again and changed["content_id"] != first
+    changed = write_screening_review(
+        manifest_csv, changed_image, tmp_path / "c.html", page_size=8, **kwargs
+    )
+    assert (
+        re.fullmatch(r"[0-9a-f]{16}", first) and first == again and changed["content_id"] != first
+    )
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"images": "one short"}, r"20 rows need as many uint8 gray images \(N, H, W\), got uint8 \(19, 32, 32\)"),
-    ({"sort": "random"}, "sort 'random' is not one of plausibility, row"),
-    ({"reasons": ()}, "give 1 to 9 exclusion reasons, got 0"),
-    ({"reasons": ("a", "a")}, "exclusion reasons must be distinct"),
-    ({"page_size": 0}, "page_size must be at least 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"images": "one short"},
+            r"20 rows need as many uint8 gray images \(N, H, W\), got uint8 \(19, 32, 32\)",
+        ),
+        ({"sort": "random"}, "sort 'random' is not one of plausibility, row"),
+        ({"reasons": ()}, "give 1 to 9 exclusion reasons, got 0"),
+        ({"reasons": ("a", "a")}, "exclusion reasons must be distinct"),
+        ({"page_size": 0}, "page_size must be at least 1, got 0"),
+    ],
+)
 def test_bad_screening_inputs_are_named(tmp_path, change, message):
     manifest_csv, _, images = screening_inputs(tmp_path, 20)
     kwargs = {"reasons": REASONS, "page_size": 8, "title": "t", "provenance": {}, **change}
@@ -169,11 +229,20 @@ def test_bad_screening_inputs_are_named(tmp_path, change, message):
 
 
 def test_a_manifest_with_decisions_is_refused(tmp_path):
-    manifest = manifest_frame(4).assign(decision=["", "exclude", "", ""], reviewer=["", "alice", "", ""])
+    manifest = manifest_frame(4).assign(
+        decision=["", "exclude", "", ""], reviewer=["", "alice", "", ""]
+    )
     write_table(manifest, tmp_path / "m.csv", provenance={})
     with pytest.raises(ValueError, match=r"m.csv: row 2: a decision is filled in"):
-        write_screening_review(tmp_path / "m.csv", structured_images(4, 8), tmp_path / "r.html", reasons=REASONS,
-                               page_size=2, title="t", provenance={})
+        write_screening_review(
+            tmp_path / "m.csv",
+            structured_images(4, 8),
+            tmp_path / "r.html",
+            reasons=REASONS,
+            page_size=2,
+            title="t",
+            provenance={},
+        )
 
 
 def test_template_fields_must_match_placeholders():
@@ -187,33 +256,57 @@ def test_template_fields_must_match_placeholders():
 def pairs_inputs(tmp_path: Path) -> tuple[Path, dict, dict]:
     """Four pairs of 16x16 images; real r2 is in two pairs."""
     rng = np.random.default_rng(3)
-    pairs = pd.DataFrame({"rank": [1, 2, 3, 4], "real_id": ["r1", "r2", "r2", "r4"],
-                          "synthetic_id": ["s1", "s2", "s3", "s4"], "similarity": [0.99, 0.98, 0.97, 0.96],
-                          "patch_distance": [0.05, 0.12, 0.2, 0.3], "flag_le_0.15": [True, True, False, False],
-                          "encoder": "imagededup ViT", "encoder_weights": "vit-base"})
+    pairs = pd.DataFrame(
+        {
+            "rank": [1, 2, 3, 4],
+            "real_id": ["r1", "r2", "r2", "r4"],
+            "synthetic_id": ["s1", "s2", "s3", "s4"],
+            "similarity": [0.99, 0.98, 0.97, 0.96],
+            "patch_distance": [0.05, 0.12, 0.2, 0.3],
+            "flag_le_0.15": [True, True, False, False],
+            "encoder": "imagededup ViT",
+            "encoder_weights": "vit-base",
+        }
+    )
     path = tmp_path / "pairs.csv"
     write_table(pairs, path, provenance={"encoder_name": "imagededup ViT"})
     real = {name: rng.integers(0, 256, (16, 16), dtype=np.uint8) for name in ("r1", "r2", "r4")}
-    synthetic = {name: rng.integers(0, 256, (16, 16), dtype=np.uint8) for name in ("s1", "s2", "s3", "s4")}
+    synthetic = {
+        name: rng.integers(0, 256, (16, 16), dtype=np.uint8) for name in ("s1", "s2", "s3", "s4")
+    }
     return path, real, synthetic
 
 
 def verdict_file(path: Path, body: str) -> Path:
-    path.write_text("# review_page: 0123 (radsynth.audit.review)\nrank,real_id,synthetic_id,verdict,reviewer,note\n"
-                    + body, encoding="utf-8")
+    path.write_text(
+        "# review_page: 0123 (radsynth.audit.review)\nrank,real_id,synthetic_id,verdict,reviewer,note\n"
+        + body,
+        encoding="utf-8",
+    )
     return path
 
 
 def test_merge_of_two_reviewers_verdicts(tmp_path):
     pairs_csv, _, _ = pairs_inputs(tmp_path)
-    alice = verdict_file(tmp_path / "alice.csv", "1,r1,s1,memorized,alice,same fracture line\n"
-                                                 "2,r2,s2,unrelated,alice,\n"
-                                                 "3,r2,s3,Similar but  distinct,alice,\n4,r4,s4,,,\n")
-    bob = verdict_file(tmp_path / "bob.csv", "1,r1,s1,memorized,bob,\n"
-                                             "2,r2,s2,similar but distinct,bob,\"collar, left\"\n")
+    alice = verdict_file(
+        tmp_path / "alice.csv",
+        "1,r1,s1,memorized,alice,same fracture line\n"
+        "2,r2,s2,unrelated,alice,\n"
+        "3,r2,s3,Similar but  distinct,alice,\n4,r4,s4,,,\n",
+    )
+    bob = verdict_file(
+        tmp_path / "bob.csv",
+        '1,r1,s1,memorized,bob,\n2,r2,s2,similar but distinct,bob,"collar, left"\n',
+    )
     merged, disagreements = merge_pair_verdicts(pairs_csv, [alice, bob])
-    assert list(merged.columns[-6:]) == ["verdict_alice", "verdict_bob", "n_verdicts", "consensus", "any_memorized",
-                                         "notes"]
+    assert list(merged.columns[-6:]) == [
+        "verdict_alice",
+        "verdict_bob",
+        "n_verdicts",
+        "consensus",
+        "any_memorized",
+        "notes",
+    ]
     shown = ["rank", "verdict_alice", "verdict_bob", "n_verdicts", "consensus", "any_memorized"]
     assert merged[shown].values.tolist() == [
         [1, "memorized", "memorized", 2, "memorized", True],
@@ -224,7 +317,9 @@ def test_merge_of_two_reviewers_verdicts(tmp_path):
     assert list(merged["notes"]) == ["alice: same fracture line", "bob: collar, left", "", ""]
     assert list(disagreements.columns) == list(VERDICT_RECORD_COLUMNS)
     assert disagreements[["rank", "reviewer", "verdict", "file", "line"]].values.tolist() == [
-        [2, "alice", "unrelated", str(alice), 4], [2, "bob", "similar but distinct", str(bob), 4]]
+        [2, "alice", "unrelated", str(alice), 4],
+        [2, "bob", "similar but distinct", str(bob), 4],
+    ]
 
 
 def test_without_verdict_files_every_pair_is_unreviewed(tmp_path):
@@ -234,16 +329,27 @@ def test_without_verdict_files_every_pair_is_unreviewed(tmp_path):
     assert list(disagreements.columns) == list(VERDICT_RECORD_COLUMNS) and disagreements.empty
 
 
-@pytest.mark.parametrize("body, message", [
-    ("1,r1,s9,memorized,alice,\n", "line 3: column synthetic_id: pair 'r1' x 's9' is not in"),
-    ("1,r9,s1,memorized,alice,\n", "line 3: column real_id: pair 'r9' x 's1' is not in"),
-    ("1,r1,s1,copied,alice,\n", "line 3: column verdict: 'copied' is not one of memorized, similar but distinct, "
-                                "unrelated or blank"),
-    ("1,r1,s1,unrelated,alice,\n2,r2,s2,memorized,,\n", "line 4: column reviewer: blank, but the row has verdict "
-                                                        "'memorized'"),
-    ("1,r1,s1,unrelated,alice,\n1,r1,s1,memorized,alice,\n", "line 4: column reviewer: 'alice' judges pair rank 1 "
-                                                             "again \\(first in .*alice.csv: line 3\\)"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("1,r1,s9,memorized,alice,\n", "line 3: column synthetic_id: pair 'r1' x 's9' is not in"),
+        ("1,r9,s1,memorized,alice,\n", "line 3: column real_id: pair 'r9' x 's1' is not in"),
+        (
+            "1,r1,s1,copied,alice,\n",
+            "line 3: column verdict: 'copied' is not one of memorized, similar but distinct, "
+            "unrelated or blank",
+        ),
+        (
+            "1,r1,s1,unrelated,alice,\n2,r2,s2,memorized,,\n",
+            "line 4: column reviewer: blank, but the row has verdict 'memorized'",
+        ),
+        (
+            "1,r1,s1,unrelated,alice,\n1,r1,s1,memorized,alice,\n",
+            "line 4: column reviewer: 'alice' judges pair rank 1 "
+            "again \\(first in .*alice.csv: line 3\\)",
+        ),
+    ],
+)
 def test_bad_verdict_file_names_file_line_and_column(tmp_path, body, message):
     pairs_csv, _, _ = pairs_inputs(tmp_path)
     path = verdict_file(tmp_path / "alice.csv", body)
@@ -254,9 +360,14 @@ def test_bad_verdict_file_names_file_line_and_column(tmp_path, body, message):
 def test_a_reviewer_judging_a_pair_in_two_files_is_refused(tmp_path):
     pairs_csv, _, _ = pairs_inputs(tmp_path)
     first = verdict_file(tmp_path / "a.csv", "1,r1,s1,unrelated,alice,\n")
-    second = verdict_file(tmp_path / "b.csv", "4,r4,s4,unrelated,alice,\n1,r1,s1,unrelated,alice,\n")
-    with pytest.raises(ValueError, match=f"^{re.escape(str(second))}: line 4: .* \\(first in {re.escape(str(first))}: "
-                                         f"line 3\\)"):
+    second = verdict_file(
+        tmp_path / "b.csv", "4,r4,s4,unrelated,alice,\n1,r1,s1,unrelated,alice,\n"
+    )
+    with pytest.raises(
+        ValueError,
+        match=f"^{re.escape(str(second))}: line 4: .* \\(first in {re.escape(str(first))}: "
+        f"line 3\\)",
+    ):
         merge_pair_verdicts(pairs_csv, [first, second])
 
 
@@ -264,26 +375,44 @@ def test_verdict_file_without_reviewer_column_is_refused(tmp_path):
     pairs_csv, _, _ = pairs_inputs(tmp_path)
     path = tmp_path / "v.csv"
     path.write_text("real_id,synthetic_id,verdict\nr1,s1,memorized\n")
-    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: line 1: missing column\\(s\\) reviewer"):
+    with pytest.raises(
+        ValueError, match=f"^{re.escape(str(path))}: line 1: missing column\\(s\\) reviewer"
+    ):
         merge_pair_verdicts(pairs_csv, [path])
 
 
 def test_pairs_page_embeds_each_pair_and_names_a_missing_image(tmp_path):
     pairs_csv, real, synthetic = pairs_inputs(tmp_path)
-    info = write_pairs_review(pairs_csv, real, synthetic, tmp_path / "pairs.html", title="Pairs", provenance=PROVENANCE)
+    info = write_pairs_review(
+        pairs_csv, real, synthetic, tmp_path / "pairs.html", title="Pairs", provenance=PROVENANCE
+    )
     page_html = (tmp_path / "pairs.html").read_text(encoding="utf-8")
     data = embedded(page_html)
-    assert info == {"content_id": data["content_id"], "n_pairs": 4,
-                    "html_bytes": (tmp_path / "pairs.html").stat().st_size}
+    assert info == {
+        "content_id": data["content_id"],
+        "n_pairs": 4,
+        "html_bytes": (tmp_path / "pairs.html").stat().st_size,
+    }
     assert "http://" not in page_html and "https://" not in page_html
     assert [(pair["rank"], pair["real_id"], pair["synthetic_id"]) for pair in data["pairs"]] == [
-        (1, "r1", "s1"), (2, "r2", "s2"), (3, "r2", "s3"), (4, "r4", "s4")]
-    shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(data["pairs"][2]["synthetic"].split(",", 1)[1]))))
+        (1, "r1", "s1"),
+        (2, "r2", "s2"),
+        (3, "r2", "s3"),
+        (4, "r4", "s4"),
+    ]
+    shown = np.asarray(
+        Image.open(io.BytesIO(base64.b64decode(data["pairs"][2]["synthetic"].split(",", 1)[1])))
+    )
     np.testing.assert_array_equal(shown, synthetic["s3"])
-    assert data["encoder"] == "imagededup ViT" and data["comments"][0] == "# encoder_name: imagededup ViT"
+    assert (
+        data["encoder"] == "imagededup ViT"
+        and data["comments"][0] == "# encoder_name: imagededup ViT"
+    )
     del synthetic["s3"]
     with pytest.raises(ValueError, match="pairs.csv: pair rank 3: no synthetic image 's3' given"):
-        write_pairs_review(pairs_csv, real, synthetic, tmp_path / "p.html", title="Pairs", provenance={})
+        write_pairs_review(
+            pairs_csv, real, synthetic, tmp_path / "p.html", title="Pairs", provenance={}
+        )
 
 
 # ----------------------------------------------------------------------------- in the browser
@@ -296,10 +425,18 @@ def open_browser(playwright):
 def watch(page, url: str) -> tuple[list[str], list[str]]:
     """Requests other than the page file itself and blob: exports, and script errors, as they happen."""
     requests, errors = [], []
-    page.on("request", lambda request: requests.append(request.url)
-            if request.url != url and not request.url.startswith("blob:") else None)
+    page.on(
+        "request",
+        lambda request: (
+            requests.append(request.url)
+            if request.url != url and not request.url.startswith("blob:")
+            else None
+        ),
+    )
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on(
+        "console", lambda message: errors.append(message.text) if message.type == "error" else None
+    )
     return requests, errors
 
 
@@ -313,8 +450,11 @@ def wait_drawn(page, number: int) -> None:
 
 
 def shown_tiles(page) -> list[dict]:
-    return page.eval_on_selector_all(".tile:not([hidden])", """tiles => tiles.map(tile => ({
-        id: tile.dataset.imageId, decision: tile.dataset.decision, reason: tile.querySelector("select").value}))""")
+    return page.eval_on_selector_all(
+        ".tile:not([hidden])",
+        """tiles => tiles.map(tile => ({
+        id: tile.dataset.imageId, decision: tile.dataset.decision, reason: tile.querySelector("select").value}))""",
+    )
 
 
 def tile(page, index: int):
@@ -346,7 +486,9 @@ def test_reviewer_excludes_resumes_and_exports_the_merged_format_in_chromium(tmp
             requests, errors = watch(page, out.as_uri())
             page.goto(out.as_uri())
             start(page, "bad id!")
-            assert "Enter a reviewer ID" in page.inner_text("#reviewer-error") and page.is_hidden("#review-view")
+            assert "Enter a reviewer ID" in page.inner_text("#reviewer-error") and page.is_hidden(
+                "#review-view"
+            )
             start(page, "alice")
             wait_drawn(page, 1)
             assert page.inner_text("#page-title") == "Page 1 of 3"
@@ -364,14 +506,21 @@ def test_reviewer_excludes_resumes_and_exports_the_merged_format_in_chromium(tmp
             assert shown_tiles(page)[4]["decision"] == "exclude"
             page.keyboard.press(" ")
             assert [(t["decision"], t["reason"]) for t in shown_tiles(page)[:6]] == [
-                ("", ""), ("", ""), ("exclude", REASONS[1]), ("", ""), ("", ""), ("exclude", REASONS[0])]
+                ("", ""),
+                ("", ""),
+                ("exclude", REASONS[1]),
+                ("", ""),
+                ("", ""),
+                ("exclude", REASONS[0]),
+            ]
             page.keyboard.press("Enter")
             wait_drawn(page, 2)
             assert page.inner_text("#page-title") == "Page 2 of 3"
 
             # page 2: one row down with the keyboard, one click; the page is not marked reviewed
             columns = page.evaluate(
-                "getComputedStyle(document.getElementById('grid')).gridTemplateColumns.split(' ').length")
+                "getComputedStyle(document.getElementById('grid')).gridTemplateColumns.split(' ').length"
+            )
             page.keyboard.press("ArrowDown")
             page.keyboard.press("3")
             tile(page, columns + 1).locator(".shot").click()
@@ -380,15 +529,21 @@ def test_reviewer_excludes_resumes_and_exports_the_merged_format_in_chromium(tmp
             page.reload()
             assert page.input_value("#reviewer-id") == "alice"
             assert page.inner_text("#resume-note").startswith(
-                "Saved progress found for alice: 4 excluded, 14 of 30 images decided, on page 2 of 3")
+                "Saved progress found for alice: 4 excluded, 14 of 30 images decided, on page 2 of 3"
+            )
             start(page, "alice")
             wait_drawn(page, 2)
             assert shown_tiles(page) == page_two
             page.keyboard.press("PageUp")
             wait_drawn(page, 1)
             assert [(t["decision"], t["reason"]) for t in shown_tiles(page)[:6]] == [
-                ("include", ""), ("include", ""), ("exclude", REASONS[1]), ("include", ""), ("include", ""),
-                ("exclude", REASONS[0])]
+                ("include", ""),
+                ("include", ""),
+                ("exclude", REASONS[1]),
+                ("include", ""),
+                ("include", ""),
+                ("exclude", REASONS[0]),
+            ]
             page.keyboard.press("n")
             wait_drawn(page, 2)
             page.keyboard.press("n")
@@ -404,28 +559,41 @@ def test_reviewer_excludes_resumes_and_exports_the_merged_format_in_chromium(tmp
     assert errors == [] and requests == []
 
     decisions = read_review(exported, set(ids))
-    excluded = {ids[order[2]]: REASONS[1], ids[order[5]]: REASONS[0], ids[order[12 + columns]]: REASONS[2],
-                ids[order[12 + columns + 1]]: ""}
+    excluded = {
+        ids[order[2]]: REASONS[1],
+        ids[order[5]]: REASONS[0],
+        ids[order[12 + columns]]: REASONS[2],
+        ids[order[12 + columns + 1]]: "",
+    }
     included = {ids[i] for i in order[:12]} - set(excluded)
     assert dict(zip(decisions["image_id"], decisions["decision"])) == {
-        **{image: "exclude" for image in excluded}, **{image: "include" for image in included}}
-    assert dict(zip(decisions["image_id"], decisions["reason"])) == {**excluded, **{image: "" for image in included}}
+        **{image: "exclude" for image in excluded},
+        **{image: "include" for image in included},
+    }
+    assert dict(zip(decisions["image_id"], decisions["reason"])) == {
+        **excluded,
+        **{image: "" for image in included},
+    }
     assert set(decisions["reviewer"]) == {"alice"}
 
     merged, conflicts = merge_reviews(manifest, [exported])
     by_person = merged["decided_by"] == "alice"
     assert set(merged.loc[by_person, "image_id"]) == set(excluded) | included and conflicts.empty
-    assert set(merged.loc[merged["final_decision"] == "exclude", "image_id"]) == set(excluded) | set(
-        merged.loc[~by_person & (merged["proposed"] == "exclude"), "image_id"])
+    assert set(merged.loc[merged["final_decision"] == "exclude", "image_id"]) == set(
+        excluded
+    ) | set(merged.loc[~by_person & (merged["proposed"] == "exclude"), "image_id"])
     assert (merged.loc[~by_person, "decided_by"] == AUTOMATED).all()
 
     as_written = read_table(tmp_path / "screening_manifest.csv", dtype=str, keep_default_na=False)
     exported_text = read_table(exported, dtype=str, keep_default_na=False)
     assert list(exported_text.columns) == list(MANIFEST_COLUMNS)
-    kept = [column for column in MANIFEST_COLUMNS if column not in ("decision", "reason", "reviewer")]
+    kept = [
+        column for column in MANIFEST_COLUMNS if column not in ("decision", "reason", "reviewer")
+    ]
     pd.testing.assert_frame_equal(exported_text[kept], as_written[kept])
-    assert exported.read_text(encoding="utf-8").startswith("# plausibility: radsynth screen\n# threshold: 0.2\n"
-                                                           "# review_page: ")
+    assert exported.read_text(encoding="utf-8").startswith(
+        "# plausibility: radsynth screen\n# threshold: 0.2\n# review_page: "
+    )
 
 
 CHANGE_PAGE = """async (target) => {
@@ -451,11 +619,18 @@ def test_nine_thousand_images_load_and_page_in_chromium(tmp_path):
     manifest_csv, manifest, images = screening_inputs(tmp_path, LARGE_SET, LARGE_SIDE)
     out = tmp_path / "large.html"
     started = time.perf_counter()
-    info = write_screening_review(manifest_csv, images, out, reasons=REASONS, page_size=LARGE_PAGE_SIZE,
-                                  title="large set", provenance=PROVENANCE)
+    info = write_screening_review(
+        manifest_csv,
+        images,
+        out,
+        reasons=REASONS,
+        page_size=LARGE_PAGE_SIZE,
+        title="large set",
+        provenance=PROVENANCE,
+    )
     built = time.perf_counter() - started
     order = least_plausible_first(manifest)
-    far = order[(FAR_PAGE - 1) * LARGE_PAGE_SIZE:FAR_PAGE * LARGE_PAGE_SIZE]
+    far = order[(FAR_PAGE - 1) * LARGE_PAGE_SIZE : FAR_PAGE * LARGE_PAGE_SIZE]
     with sync_playwright() as playwright:
         browser = open_browser(playwright)
         try:
@@ -469,20 +644,29 @@ def test_nine_thousand_images_load_and_page_in_chromium(tmp_path):
             first_page = time.perf_counter() - started
             to_far_page = page.evaluate(CHANGE_PAGE, FAR_PAGE)
             assert page.inner_text("#page-title") == f"Page {FAR_PAGE} of {info['n_pages']}"
-            assert [shown["id"] for shown in shown_tiles(page)] == list(manifest["image_id"].iloc[far])
-            pixels = page.eval_on_selector_all(".tile:not([hidden]) canvas", """canvases => canvases.map(canvas =>
+            assert [shown["id"] for shown in shown_tiles(page)] == list(
+                manifest["image_id"].iloc[far]
+            )
+            pixels = page.eval_on_selector_all(
+                ".tile:not([hidden]) canvas",
+                """canvases => canvases.map(canvas =>
                 Array.from(canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data
-                           .filter((_, i) => i % 4 === 0)))""")
-            np.testing.assert_array_equal(np.array(pixels, dtype=np.uint8).reshape(images[far].shape), images[far])
+                           .filter((_, i) => i % 4 === 0)))""",
+            )
+            np.testing.assert_array_equal(
+                np.array(pixels, dtype=np.uint8).reshape(images[far].shape), images[far]
+            )
             to_next_page = page.evaluate(CHANGE_PAGE, FAR_PAGE + 1)
         finally:
             browser.close()
     assert errors == [] and requests == []
-    print(f"\n{LARGE_SET} images {LARGE_SIDE}x{LARGE_SIDE}, {info['n_pages']} pages: "
-          f"html {info['html_bytes'] / 1e6:.1f} MB "
-          f"(sprite sheets {info['sheet_bytes'] / 1e6:.1f} MB), built in {built:.1f} s; opened in {loaded:.2f} s, "
-          f"first page drawn {first_page:.2f} s after navigation; page {FAR_PAGE} in {to_far_page:.0f} ms, "
-          f"page {FAR_PAGE + 1} in {to_next_page:.0f} ms")
+    print(
+        f"\n{LARGE_SET} images {LARGE_SIDE}x{LARGE_SIDE}, {info['n_pages']} pages: "
+        f"html {info['html_bytes'] / 1e6:.1f} MB "
+        f"(sprite sheets {info['sheet_bytes'] / 1e6:.1f} MB), built in {built:.1f} s; opened in {loaded:.2f} s, "
+        f"first page drawn {first_page:.2f} s after navigation; page {FAR_PAGE} in {to_far_page:.0f} ms, "
+        f"page {FAR_PAGE + 1} in {to_next_page:.0f} ms"
+    )
 
 
 @pytest.mark.browser
@@ -492,7 +676,9 @@ def test_pair_verdicts_resume_export_and_merge_with_a_second_reviewer_in_chromiu
 
     pairs_csv, real, synthetic = pairs_inputs(tmp_path)
     out = tmp_path / "pairs.html"
-    write_pairs_review(pairs_csv, real, synthetic, out, title="Memorization pairs", provenance=PROVENANCE)
+    write_pairs_review(
+        pairs_csv, real, synthetic, out, title="Memorization pairs", provenance=PROVENANCE
+    )
     with sync_playwright() as playwright:
         browser = open_browser(playwright)
         try:
@@ -501,7 +687,9 @@ def test_pair_verdicts_resume_export_and_merge_with_a_second_reviewer_in_chromiu
             page.goto(out.as_uri())
             start(page, "alice")
             assert page.inner_text("#pair-title") == "Pair 1 of 4 (rank 1)"
-            assert page.eval_on_selector("#real-image", "image => [image.naturalWidth, image.width]") == [16, 512]
+            assert page.eval_on_selector(
+                "#real-image", "image => [image.naturalWidth, image.width]"
+            ) == [16, 512]
             page.keyboard.press("1")
             page.fill("#note", "same clip, same noise")
             page.click("#next-button")
@@ -524,13 +712,26 @@ def test_pair_verdicts_resume_export_and_merge_with_a_second_reviewer_in_chromiu
     assert errors == [] and requests == []
 
     assert read_table(exported, dtype=str, keep_default_na=False).values.tolist() == [
-        ["1", "r1", "s1", "memorized", "alice", "same clip, same noise"], ["2", "r2", "s2", "unrelated", "alice", ""],
-        ["3", "r2", "s3", "similar but distinct", "alice", ""], ["4", "r4", "s4", "", "", ""]]
-    bob = verdict_file(tmp_path / "pair_verdicts_bob.csv", "1,r1,s1,memorized,bob,\n2,r2,s2,memorized,bob,\n"
-                                                           "3,r2,s3,similar but distinct,bob,\n"
-                                                           "4,r4,s4,unrelated,bob,\n")
+        ["1", "r1", "s1", "memorized", "alice", "same clip, same noise"],
+        ["2", "r2", "s2", "unrelated", "alice", ""],
+        ["3", "r2", "s3", "similar but distinct", "alice", ""],
+        ["4", "r4", "s4", "", "", ""],
+    ]
+    bob = verdict_file(
+        tmp_path / "pair_verdicts_bob.csv",
+        "1,r1,s1,memorized,bob,\n2,r2,s2,memorized,bob,\n"
+        "3,r2,s3,similar but distinct,bob,\n"
+        "4,r4,s4,unrelated,bob,\n",
+    )
     merged, disagreements = merge_pair_verdicts(pairs_csv, [exported, bob])
-    assert list(merged["consensus"]) == ["memorized", DISAGREEMENT, "similar but distinct", "unrelated"]
+    assert list(merged["consensus"]) == [
+        "memorized",
+        DISAGREEMENT,
+        "similar but distinct",
+        "unrelated",
+    ]
     assert list(merged["any_memorized"]) == [True, True, False, False]
     assert disagreements[["rank", "reviewer", "verdict"]].values.tolist() == [
-        [2, "alice", "unrelated"], [2, "bob", "memorized"]]
+        [2, "alice", "unrelated"],
+        [2, "bob", "memorized"],
+    ]

@@ -36,9 +36,8 @@ import pandas as pd
 import pytest
 import yaml
 import zarr
-from safetensors.numpy import load_file
-
 from conftest import REPO, SNAKEMAKE, load_demo_config, write_workdir_config
+from safetensors.numpy import load_file
 from test_e2e import tiny
 
 sys.path.insert(0, str(REPO / "tools/slurm-cluster"))
@@ -46,20 +45,35 @@ from cluster import Cluster, marked_processes  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
-PLACEHOLDERS = {"<SLURM_ACCOUNT>": "radsynth-test", "<CPU_PARTITION>": "cpu", "<GPU_PARTITION>": "gpu"}
+PLACEHOLDERS = {
+    "<SLURM_ACCOUNT>": "radsynth-test",
+    "<CPU_PARTITION>": "cpu",
+    "<GPU_PARTITION>": "gpu",
+}
 #: Options for this cluster only, on the command line rather than in the profile: no slurmdbd (so
 #: no sacct: poll squeue), status checks from 5 s after a job ends instead of 40 s, SLURM logs kept.
-TEST_CLUSTER_OPTIONS = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5",
-                        "--slurm-keep-successful-logs")
+TEST_CLUSTER_OPTIONS = (
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "5",
+    "--slurm-keep-successful-logs",
+)
 #: What the rater files feed (the Turing study's statistics and its figures).
-STATISTICS = ["results/turing/statistics/statistics.json", "results/turing/figures/rating_violins.png"]
+STATISTICS = [
+    "results/turing/statistics/statistics.json",
+    "results/turing/figures/rating_violins.png",
+]
 #: The study: 3 pairs (one selected checkpoint) of the real image and a synthetic one.
 QUARTETS, POSITIONS = (1, 2, 3), (1, 2)
 CHECKPOINT = "ckpt001"
 SHARDS = [f"results/samples/initial/{CHECKPOINT}/shard{k}.zarr" for k in range(2)]
 #: The two training jobs the shards and the study need: the split run to its last step (2), the
 #: full run to the selected checkpoint (step 1).
-TRAINED = {"split": "results/train/split/reached/step2.json", "full": "results/train/full/reached/step1.json"}
+TRAINED = {
+    "split": "results/train/split/reached/step2.json",
+    "full": "results/train/full/reached/step1.json",
+}
 WORK_STORE = "results/samples/.work/initial/" + CHECKPOINT + "/shard{shard}.zarr.partial"
 RUN_TIMEOUT_S = 900
 
@@ -90,10 +104,16 @@ def tiny_for_slurm(workdir: Path, *, max_wall_time_h: float) -> dict:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     if os.geteuid() != 0:
-        pytest.skip("the test cluster needs root: slurmd starts jobs as their user and runs as root here")
-    if shutil.which("apt-get") is None and not all(map(shutil.which, ("slurmctld", "slurmd", "munged", "sbatch"))):
+        pytest.skip(
+            "the test cluster needs root: slurmd starts jobs as their user and runs as root here"
+        )
+    if shutil.which("apt-get") is None and not all(
+        map(shutil.which, ("slurmctld", "slurmd", "munged", "sbatch"))
+    ):
         pytest.skip("SLURM and munge are not installed and there is no apt-get to install them")
-    subprocess.run([str(REPO / "tools/ensure-system-deps.sh"), "slurm"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [str(REPO / "tools/ensure-system-deps.sh"), "slurm"], check=True, stdout=subprocess.DEVNULL
+    )
     cluster = Cluster(tmp_path_factory.mktemp("slurm-cluster"))
     with cluster:
         yield cluster
@@ -130,7 +150,8 @@ def test_the_profile_copy_differs_only_by_the_placeholders(profile_home):
     assert filled["default-resources"]["slurm_partition"] == "cpu"
     assert filled["set-resources"]["train"]["slurm_partition"] == "gpu"
     assert sorted(p.name for p in (profile_home / "snakemake/slurm").iterdir()) == sorted(
-        p.name for p in (REPO / "profiles/slurm").iterdir())
+        p.name for p in (REPO / "profiles/slurm").iterdir()
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -161,7 +182,9 @@ class Run:
         return counts
 
     def of_rule(self, rule: str) -> list[dict[str, str]]:
-        return sorted((job for job in self.jobs if job_rule(job) == rule), key=lambda job: int(job["JobId"]))
+        return sorted(
+            (job for job in self.jobs if job_rule(job) == rule), key=lambda job: int(job["JobId"])
+        )
 
 
 def job_rule(job: dict[str, str]) -> str:
@@ -193,12 +216,16 @@ def snakemake_command(workdir: Path, *args: str) -> list[str]:
 def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     handle = open(log, "w")
     try:
-        return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        return subprocess.Popen(
+            command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     finally:
         handle.close()
 
 
-def finish(process: subprocess.Popen, log: Path, started: float, timeout: float = RUN_TIMEOUT_S) -> Run:
+def finish(
+    process: subprocess.Popen, log: Path, started: float, timeout: float = RUN_TIMEOUT_S
+) -> Run:
     try:
         process.wait(timeout=max(1.0, started + timeout - time.monotonic()))
     except subprocess.TimeoutExpired:
@@ -206,7 +233,9 @@ def finish(process: subprocess.Popen, log: Path, started: float, timeout: float 
         process.wait(60)
     run = Run(output=log.read_text())
     if process.returncode != 0:
-        raise AssertionError(f"{process.args}\nfailed ({process.returncode}):\n{run.output[-20000:]}")
+        raise AssertionError(
+            f"{process.args}\nfailed ({process.returncode}):\n{run.output[-20000:]}"
+        )
     found = re.search(r"SLURM run ID: (\S+)", run.output)
     run.run_id = found.group(1) if found else ""
     return run
@@ -225,7 +254,9 @@ def finished_batches(store: Path) -> np.ndarray | None:
         return None
 
 
-def cancel_the_shards_between_batches(cluster: Cluster, workdir: Path, run: subprocess.Popen) -> dict:
+def cancel_the_shards_between_batches(
+    cluster: Cluster, workdir: Path, run: subprocess.Popen
+) -> dict:
     """Watch the shards' work stores; once one has finished a batch and none is complete, scancel
     the job array sampling them (all its tasks: with snakemake-executor-plugin-slurm 2.8.0 a task
     cancelled alone makes the array's other tasks delete or wait for the first task's output,
@@ -235,12 +266,21 @@ def cancel_the_shards_between_batches(cluster: Cluster, workdir: Path, run: subp
         done = [finished_batches(store) for store in stores]
         seen = [flags for flags in done if flags is not None]
         if any(flags.any() for flags in seen) and not any(flags.all() for flags in seen):
-            running = cluster.run("squeue", "--noheader", "--states=RUNNING", "--format=%F|%k").stdout.split()
-            arrays = {line.split("|")[0] for line in running if line.split("|")[1].startswith("rule_sample_shard")}
+            running = cluster.run(
+                "squeue", "--noheader", "--states=RUNNING", "--format=%F|%k"
+            ).stdout.split()
+            arrays = {
+                line.split("|")[0]
+                for line in running
+                if line.split("|")[1].startswith("rule_sample_shard")
+            }
             if len(arrays) == 1:
                 (array,) = arrays
                 cluster.run("scancel", array)
-                return {"array": array, "batches_done": [0 if flags is None else int(flags.sum()) for flags in done]}
+                return {
+                    "array": array,
+                    "batches_done": [0 if flags is None else int(flags.sum()) for flags in done],
+                }
         time.sleep(0.05)
     return {}
 
@@ -252,8 +292,15 @@ def write_rater(folder: Path, number: int) -> None:
     for quartet in QUARTETS:
         chosen = POSITIONS[(quartet + number) % len(POSITIONS)]
         for position in POSITIONS:
-            rows.append({"rater": f"expert-{number:02d}", "quartet": quartet, "position": position,
-                         "chosen_real": int(position == chosen), "rating": 1 + (quartet + number + position) % 4})
+            rows.append(
+                {
+                    "rater": f"expert-{number:02d}",
+                    "quartet": quartet,
+                    "position": position,
+                    "chosen_real": int(position == chosen),
+                    "rating": 1 + (quartet + number + position) % 4,
+                }
+            )
     folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(folder / f"expert-{number:02d}.csv", index=False)
 
@@ -261,8 +308,11 @@ def write_rater(folder: Path, number: int) -> None:
 def correct_choices(key: pd.DataFrame, raters: range) -> int:
     """How many of the raters' picks (write_rater) are the real image of their pair."""
     real = {(row.quartet, row.position) for row in key.itertuples() if row.group == "real"}
-    return sum((quartet, POSITIONS[(quartet + number) % len(POSITIONS)]) in real
-               for number in raters for quartet in QUARTETS)
+    return sum(
+        (quartet, POSITIONS[(quartet + number) % len(POSITIONS)]) in real
+        for number in raters
+        for quartet in QUARTETS
+    )
 
 
 @dataclass
@@ -295,17 +345,40 @@ def scenario(cluster, profile_home, tmp_path_factory) -> Scenario:
     processes: list[subprocess.Popen] = []
     try:
         started = time.monotonic()
-        slurm = start(snakemake_command(workdir, "--profile", "slurm", "--workflow-profile", "none",
-                                        *TEST_CLUSTER_OPTIONS, *TRAINED.values(), *SHARDS),
-                      env, workdir / "snakemake.log")
+        slurm = start(
+            snakemake_command(
+                workdir,
+                "--profile",
+                "slurm",
+                "--workflow-profile",
+                "none",
+                *TEST_CLUSTER_OPTIONS,
+                *TRAINED.values(),
+                *SHARDS,
+            ),
+            env,
+            workdir / "snakemake.log",
+        )
         processes.append(slurm)
         # The reference, on this machine: the same training and shards with the threads the
         # cluster's jobs get (the profile's, capped by the cores here; CPU results depend on them),
         # and the Turing study with the statistics of the first 4 raters.
         threads = [f"{rule}={n}" for rule, n in profile["set-threads"].items()]
-        local = start(snakemake_command(reference, "--cores", "all", "--set-threads", *threads,
-                                        "--", *TRAINED.values(), *SHARDS, *STATISTICS),
-                      {**os.environ, **quiet_threads}, reference / "snakemake.log")
+        local = start(
+            snakemake_command(
+                reference,
+                "--cores",
+                "all",
+                "--set-threads",
+                *threads,
+                "--",
+                *TRAINED.values(),
+                *SHARDS,
+                *STATISTICS,
+            ),
+            {**os.environ, **quiet_threads},
+            reference / "snakemake.log",
+        )
         processes.append(local)
         cancelled = cancel_the_shards_between_batches(cluster, workdir, slurm)
         local_run = finish(local, reference / "snakemake.log", started)
@@ -315,8 +388,17 @@ def scenario(cluster, profile_home, tmp_path_factory) -> Scenario:
         statistics_before = json.loads((reference / STATISTICS[0]).read_text())
         write_rater(reference / "resources/ratings", 5)
         ratings_started = time.monotonic()
-        ratings = start(snakemake_command(reference, "--workflow-profile", str(profile_home / "snakemake/slurm"),
-                                          *TEST_CLUSTER_OPTIONS, *STATISTICS), env, reference / "snakemake-ratings.log")
+        ratings = start(
+            snakemake_command(
+                reference,
+                "--workflow-profile",
+                str(profile_home / "snakemake/slurm"),
+                *TEST_CLUSTER_OPTIONS,
+                *STATISTICS,
+            ),
+            env,
+            reference / "snakemake-ratings.log",
+        )
         processes.append(ratings)
         study = finish(slurm, workdir / "snakemake.log", started)
         study.jobs = slurm_jobs(cluster, study.run_id)
@@ -327,8 +409,16 @@ def scenario(cluster, profile_home, tmp_path_factory) -> Scenario:
             if process.poll() is None:  # a step above failed: no Snakemake outlives the module
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-    return Scenario(workdir, reference, study, local_run, cancelled, statistics_before, ratings_run,
-                    (cluster.root / "log/jobcomp.txt").read_text())
+    return Scenario(
+        workdir,
+        reference,
+        study,
+        local_run,
+        cancelled,
+        statistics_before,
+        ratings_run,
+        (cluster.root / "log/jobcomp.txt").read_text(),
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -344,17 +434,24 @@ RATINGS_JOBS = {"turing_stats": 1, "turing_figures": 1}
 
 
 def test_every_job_went_to_slurm(scenario):
-    for run, expected, workdir in ((scenario.study, STUDY_JOBS, scenario.workdir),
-                                   (scenario.ratings, RATINGS_JOBS, scenario.reference)):
+    for run, expected, workdir in (
+        (scenario.study, STUDY_JOBS, scenario.workdir),
+        (scenario.ratings, RATINGS_JOBS, scenario.reference),
+    ):
         assert run.started_rules() == expected, "no localrule, no job outside SLURM"
         assert run.slurm_rules() == expected
-        assert all(job["UserId"].startswith("root(") and job["WorkDir"] == str(workdir) for job in run.jobs)
+        assert all(
+            job["UserId"].startswith("root(") and job["WorkDir"] == str(workdir) for job in run.jobs
+        )
 
 
 def test_training_jobs_asked_for_an_a100_on_the_gpu_partition(scenario):
     jobs = scenario.study.of_rule("train")
     assert sorted(job["Comment"] for job in jobs) == [
-        "rule_train_wildcards_full_1", "rule_train_wildcards_split_2", "rule_train_wildcards_split_2"]
+        "rule_train_wildcards_full_1",
+        "rule_train_wildcards_split_2",
+        "rule_train_wildcards_split_2",
+    ]
     assert {job["Partition"] for job in jobs} == {"gpu"}
     assert {job["TresPerJob"] for job in jobs} == {"gres:gpu:a100:1"}
     # A budget of 1e-6 h rounds to 0 minutes, plus the 45 minutes a job needs to save its state.
@@ -365,11 +462,16 @@ def test_sampling_shards_asked_for_a_v100_each_and_went_as_one_job_array(scenari
     jobs = scenario.study.of_rule("sample_shard")
     assert all(job["Partition"] == "gpu" and job["TresPerJob"] == "gres:gpu:v100:1" for job in jobs)
     first = [job for job in jobs if job.get("ArrayJobId") == scenario.cancelled["array"]]
-    assert sorted(job["ArrayTaskId"] for job in first) == ["1", "2"], "both shards in one sbatch --array"
+    assert sorted(job["ArrayTaskId"] for job in first) == ["1", "2"], (
+        "both shards in one sbatch --array"
+    )
 
 
 def test_cpu_jobs_went_to_the_cpu_partition_without_gpus(scenario):
-    for run, rules in ((scenario.study, ("demo_atlas", "preprocess", "split_manifest")), (scenario.ratings, RATINGS_JOBS)):
+    for run, rules in (
+        (scenario.study, ("demo_atlas", "preprocess", "split_manifest")),
+        (scenario.ratings, RATINGS_JOBS),
+    ):
         for rule in rules:
             (job,) = run.of_rule(rule)
             assert job["Partition"] == "cpu" and "TresPerJob" not in job, rule
@@ -380,14 +482,20 @@ def test_jobs_take_the_cores_of_their_node_not_of_the_submit_host(scenario):
     """Neither `--profile slurm --workflow-profile none` nor `--workflow-profile profiles/slurm`
     loads profiles/default, whose `cores: all`, resolved on the submit host, would be handed to
     every job as its core count."""
-    logs = [*(scenario.workdir / ".snakemake/slurm_logs/rule_train").rglob("*.log"),
-            *(scenario.reference / ".snakemake/slurm_logs/rule_turing_stats").rglob("*.log")]
+    logs = [
+        *(scenario.workdir / ".snakemake/slurm_logs/rule_train").rglob("*.log"),
+        *(scenario.reference / ".snakemake/slurm_logs/rule_turing_stats").rglob("*.log"),
+    ]
     assert len(logs) == 4
     for log in logs:
         command = re.search(r"Command: (.*)", log.read_text()).group(1)
         assert " --cores all " in command and "--executor slurm-jobstep" in command
-    assert "Using profile slurm for setting default command line arguments." in scenario.study.output
-    assert re.search(r"Using workflow specific profile \S+/snakemake/slurm for setting", scenario.ratings.output)
+    assert (
+        "Using profile slurm for setting default command line arguments." in scenario.study.output
+    )
+    assert re.search(
+        r"Using workflow specific profile \S+/snakemake/slurm for setting", scenario.ratings.output
+    )
     assert "profiles/default" not in scenario.study.output + scenario.ratings.output
 
 
@@ -401,10 +509,14 @@ def test_training_stops_at_its_budget_with_exit_status_75_and_the_retry_resumes(
     assert (first["JobState"], second["JobState"]) == ("FAILED", "COMPLETED")
     # Snakemake's job wrapper exits 1 for any failed rule: the 75 is in the job's log, not in SLURM.
     assert (first["ExitCode"], second["ExitCode"]) == ("1:0", "0:0")
-    jobcomp = {re.search(r"JobId=(\d+)", line).group(1): line for line in scenario.jobcomp.splitlines()}
+    jobcomp = {
+        re.search(r"JobId=(\d+)", line).group(1): line for line in scenario.jobcomp.splitlines()
+    }
     assert re.search(r"JobState=FAILED .* ExitCode=1:0", jobcomp[first["JobId"]])
     assert re.search(r"JobState=COMPLETED .* ExitCode=0:0", jobcomp[second["JobId"]])
-    slurm_log = scenario.workdir / ".snakemake/slurm_logs/rule_train/split_2" / f"{first['JobId']}.log"
+    slurm_log = (
+        scenario.workdir / ".snakemake/slurm_logs/rule_train/split_2" / f"{first['JobId']}.log"
+    )
     assert "returned non-zero exit status 75" in slurm_log.read_text()
     marker = json.loads((scenario.workdir / TRAINED["split"]).read_text())
     train_log = (scenario.workdir / marker["run_dir"] / "train.log").read_text()
@@ -416,7 +528,9 @@ def test_training_stops_at_its_budget_with_exit_status_75_and_the_retry_resumes(
     assert full["JobState"] == "COMPLETED"
 
 
-def test_shards_cancelled_part_way_are_resubmitted_and_continue_from_their_finished_batches(scenario):
+def test_shards_cancelled_part_way_are_resubmitted_and_continue_from_their_finished_batches(
+    scenario,
+):
     cancelled = scenario.cancelled
     assert cancelled, "the shards were never seen between batches"
     jobs = scenario.study.of_rule("sample_shard")
@@ -426,12 +540,20 @@ def test_shards_cancelled_part_way_are_resubmitted_and_continue_from_their_finis
     assert [job["JobState"] for job in retries] == ["COMPLETED", "COMPLETED"]
     assert min(int(job["JobId"]) for job in retries) > max(int(job["JobId"]) for job in killed)
     for shard, done in enumerate(cancelled["batches_done"]):
-        log = (scenario.workdir / f"logs/sample_shard/initial/{CHECKPOINT}/shard{shard}.log").read_text()
-        resumed = int(re.search(rf"shard{shard}.zarr.partial: (\d) of 3 batches done and verified", log).group(1))
+        log = (
+            scenario.workdir / f"logs/sample_shard/initial/{CHECKPOINT}/shard{shard}.log"
+        ).read_text()
+        resumed = int(
+            re.search(
+                rf"shard{shard}.zarr.partial: (\d) of 3 batches done and verified", log
+            ).group(1)
+        )
         assert done <= resumed < 3, (shard, done, resumed)
         if done:
             store = zarr.open_group(str(scenario.workdir / SHARDS[shard]), mode="r")
-            assert len(store.attrs["resume_provenance"]) == 1, "the store records its one resumed attempt"
+            assert len(store.attrs["resume_provenance"]) == 1, (
+                "the store records its one resumed attempt"
+            )
     assert max(cancelled["batches_done"]) >= 1
 
 
@@ -447,12 +569,17 @@ def test_weights_and_images_equal_an_uninterrupted_local_run(scenario):
             assert ours.keys() == theirs.keys() and len(ours) > 10
             for tensor in ours:
                 assert ours[tensor].tobytes() == theirs[tensor].tobytes(), (run, step, tensor)
-        ours, theirs = (pd.read_csv(root / marker["run_dir"] / "loss_log.csv").drop(columns="wall_time_s")
-                        for root, marker in ((scenario.workdir, slurm), (scenario.reference, local)))
+        ours, theirs = (
+            pd.read_csv(root / marker["run_dir"] / "loss_log.csv").drop(columns="wall_time_s")
+            for root, marker in ((scenario.workdir, slurm), (scenario.reference, local))
+        )
         assert ours["step"].tolist() == list(steps)
         pd.testing.assert_frame_equal(ours, theirs)
     for shard in SHARDS:
-        ours, theirs = (zarr.open_group(str(root / shard), mode="r") for root in (scenario.workdir, scenario.reference))
+        ours, theirs = (
+            zarr.open_group(str(root / shard), mode="r")
+            for root in (scenario.workdir, scenario.reference)
+        )
         for array in ("images", "seed", "global_index"):
             assert ours[array][:].tobytes() == theirs[array][:].tobytes(), (shard, array)
         assert ours["images"].shape == (3, 32, 32)

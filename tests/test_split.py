@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from radsynth.core.tables import read_table_provenance, write_table
 from radsynth.data.atlas import atlas_from_images, write_atlas
 from radsynth.data.split import read_manifest, split_manifest, split_sizes, write_split_for_atlas
-from radsynth.core.tables import read_table_provenance, write_table
 
 
 def test_paper_split_sizes():
@@ -58,7 +58,14 @@ def test_read_manifest_names_file_and_row(tmp_path):
 
 def test_split_for_atlas_reads_source_names(tmp_path):
     atlas = tmp_path / "atlas.h5"
-    write_atlas(atlas, atlas_from_images(np.zeros((20, 8, 8), dtype=np.uint8), [f"{i:07d}.png" for i in range(20)]))
-    manifest = write_split_for_atlas(atlas, tmp_path / "m.csv", val_fraction=0.15, seed=3, provenance={})
+    write_atlas(
+        atlas,
+        atlas_from_images(
+            np.zeros((20, 8, 8), dtype=np.uint8), [f"{i:07d}.png" for i in range(20)]
+        ),
+    )
+    manifest = write_split_for_atlas(
+        atlas, tmp_path / "m.csv", val_fraction=0.15, seed=3, provenance={}
+    )
     assert manifest["source_name"].iloc[5] == "0000005.png"
     assert (manifest["subset"] == "val").sum() == 3

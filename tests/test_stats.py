@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from rpy2.rinterface_lib.embedded import RRuntimeError
 from scipy.stats import binomtest, wilcoxon
-from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa as sm_fleiss_kappa
+from statsmodels.stats.inter_rater import aggregate_raters
+from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 from statsmodels.stats.multitest import multipletests
 
 from radsynth.turing import stats
@@ -104,7 +105,11 @@ def test_fleiss_1971_worked_example() -> None:
 @pytest.mark.parametrize("seed", range(5))
 def test_fleiss_kappa_matches_statsmodels_on_random_tables(seed: int) -> None:
     rng = np.random.default_rng(seed)
-    n_subjects, n_categories, n_raters = rng.integers(5, 60), rng.integers(2, 6), rng.integers(2, 10)
+    n_subjects, n_categories, n_raters = (
+        rng.integers(5, 60),
+        rng.integers(2, 6),
+        rng.integers(2, 10),
+    )
     table = np.stack(
         [rng.multinomial(n_raters, rng.dirichlet(np.ones(n_categories))) for _ in range(n_subjects)]
     )
@@ -123,13 +128,16 @@ def signif7(values: np.ndarray) -> np.ndarray:
     return np.array([float(f"{value:.7g}") for value in values])
 
 
-def check_signed_rank_tests(tests: tuple[stats.SignedRankTest, ...], wide: pd.DataFrame, rounding) -> None:
+def check_signed_rank_tests(
+    tests: tuple[stats.SignedRankTest, ...], wide: pd.DataFrame, rounding
+) -> None:
     """p-values against scipy on the differences R ranks, Holm against statsmodels."""
     for test in tests:
         differences = rounding((wide["real"] - wide[test.group]).to_numpy())
         method = "exact" if test.exact else "approx"
         assert test.p_value == pytest.approx(
-            wilcoxon(differences, zero_method="wilcox", correction=True, method=method).pvalue, rel=1e-9
+            wilcoxon(differences, zero_method="wilcox", correction=True, method=method).pvalue,
+            rel=1e-9,
         ), test
     finite = [t for t in tests if not math.isnan(t.p_value)]
     # R's p.adjust counts only the non-missing p-values, as multipletests on the finite ones
@@ -138,7 +146,9 @@ def check_signed_rank_tests(tests: tuple[stats.SignedRankTest, ...], wide: pd.Da
     )
 
 
-def check_against_python(results: stats.TuringResults, ratings: pd.DataFrame, key: pd.DataFrame) -> None:
+def check_against_python(
+    results: stats.TuringResults, ratings: pd.DataFrame, key: pd.DataFrame
+) -> None:
     """Every number R returned, recomputed with pandas / scipy / statsmodels."""
     grouped = ratings.merge(key, on=["quartet", "position"])
     chosen = grouped[grouped["chosen_real"] == 1]
@@ -159,7 +169,9 @@ def check_against_python(results: stats.TuringResults, ratings: pd.DataFrame, ke
     correct_table, _ = aggregate_raters(
         chosen.pivot(index="quartet", columns="rater", values="group").eq("real").to_numpy()
     )
-    assert results.kappa_correct.kappa == pytest.approx(sm_fleiss_kappa(correct_table), rel=1e-10, abs=1e-12)
+    assert results.kappa_correct.kappa == pytest.approx(
+        sm_fleiss_kappa(correct_table), rel=1e-10, abs=1e-12
+    )
 
     expected_means = grouped.groupby(["rater", "group"])["rating"].mean()
     got_means = results.per_rater_means.set_index(["rater", "group"])["mean_rating"]
@@ -263,7 +275,11 @@ def test_run_stats_from_files_expert_labels(tmp_path: Path) -> None:
     for rater, rows in ratings.groupby("rater"):
         write_ratings_csv(rows, tmp_path / "ratings" / f"{rater}.csv")
     results = run_stats(
-        tmp_path / "ratings", tmp_path / "key.csv", tmp_path / "out", simulated=False, provenance=PROVENANCE
+        tmp_path / "ratings",
+        tmp_path / "key.csv",
+        tmp_path / "out",
+        simulated=False,
+        provenance=PROVENANCE,
     )
     direct = turing_statistics(ratings.drop_duplicates(), key, simulated=False)
     assert results.identification == direct.identification and results.tests == direct.tests
@@ -273,7 +289,10 @@ def test_run_stats_from_files_expert_labels(tmp_path: Path) -> None:
         f"| Identification accuracy | {100 * ident.accuracy:.1f}% ({ident.n_correct}/120 trials) |"
         in markdown
     )
-    assert f"| 95% CI, exact binomial | {100 * ident.ci_low:.1f}% to {100 * ident.ci_high:.1f}% |" in markdown
+    assert (
+        f"| 95% CI, exact binomial | {100 * ident.ci_low:.1f}% to {100 * ident.ci_high:.1f}% |"
+        in markdown
+    )
     for path in (tmp_path / "out").iterdir():
         assert "SIMULATED" not in path.read_text(), path
     assert pd.read_csv(tmp_path / "out" / "tests.csv")["ratings_origin"].eq("expert raters").all()
@@ -289,7 +308,9 @@ def ratings_with_sums(key: pd.DataFrame, sums: dict[str, list[int]]) -> pd.DataF
             assert 100 <= total <= 200, (group, rater, total)
             n_four, n_two = max(total - 150, 0), max(150 - total, 0)
             values = [4] * n_four + [2] * n_two + [3] * (len(cells) - n_four - n_two)
-            for (quartet, position), rating in zip(cells[["quartet", "position"]].to_numpy(), values):
+            for (quartet, position), rating in zip(
+                cells[["quartet", "position"]].to_numpy(), values
+            ):
                 rows.append(
                     {
                         "rater": f"expert-{rater + 1}",
@@ -323,7 +344,10 @@ def test_primary_is_r_default_and_digits_rank_7_is_the_sensitivity_analysis(tmp_
     ratings = ratings_with_sums(key, sums)
     results = turing_statistics(ratings, key, simulated=False)
     wide = (
-        ratings.merge(key, on=["quartet", "position"]).groupby(["rater", "group"])["rating"].mean().unstack()
+        ratings.merge(key, on=["quartet", "position"])
+        .groupby(["rater", "group"])["rating"]
+        .mean()
+        .unstack()
     )
     differences = (wide["real"] - wide["ckpt034"]).to_numpy()
     # the data do what the test needs: equal on paper, different in floating point, equal at 7 digits
@@ -331,15 +355,20 @@ def test_primary_is_r_default_and_digits_rank_7_is_the_sensitivity_analysis(tmp_
 
     r_primary = {g: r_wilcox_p(wide["real"], wide[g]) for g in ("ckpt034", "ckpt040", "ckpt080")}
     r_sensitivity = {
-        g: r_wilcox_p(wide["real"], wide[g], **{"digits.rank": 7}) for g in ("ckpt034", "ckpt040", "ckpt080")
+        g: r_wilcox_p(wide["real"], wide[g], **{"digits.rank": 7})
+        for g in ("ckpt034", "ckpt040", "ckpt080")
     }
     assert {t.group: t.p_value for t in results.tests} == pytest.approx(r_primary, rel=1e-12)
-    assert {t.group: t.p_value for t in results.sensitivity_tests} == pytest.approx(r_sensitivity, rel=1e-12)
+    assert {t.group: t.p_value for t in results.sensitivity_tests} == pytest.approx(
+        r_sensitivity, rel=1e-12
+    )
     primary, sensitivity = results.tests[0], results.sensitivity_tests[0]
     assert (primary.group, primary.exact, primary.warnings) == ("ckpt034", True, "")
     assert (sensitivity.exact, sensitivity.continuity_correction) == (False, True)
     assert sensitivity.warnings == "cannot compute exact p-value with ties"
-    assert f"{primary.p_value:.3f}" != f"{sensitivity.p_value:.3f}"  # so the outputs tell them apart
+    assert (
+        f"{primary.p_value:.3f}" != f"{sensitivity.p_value:.3f}"
+    )  # so the outputs tell them apart
     check_against_python(results, ratings, key)
 
     write_results(results, tmp_path, provenance=PROVENANCE)
@@ -347,8 +376,13 @@ def test_primary_is_r_default_and_digits_rank_7_is_the_sensitivity_analysis(tmp_
     assert record["tests"][0]["p_value"] == pytest.approx(r_primary["ckpt034"], rel=1e-12)
     assert record["tests"][0]["digits_rank"] == "Inf"
     assert record["sensitivity"]["label"] == "sensitivity: digits.rank = 7"
-    assert "166/50" in record["sensitivity"]["why"] and "not counted as ties" in record["sensitivity"]["why"]
-    assert record["sensitivity"]["tests"][0]["p_value"] == pytest.approx(r_sensitivity["ckpt034"], rel=1e-12)
+    assert (
+        "166/50" in record["sensitivity"]["why"]
+        and "not counted as ties" in record["sensitivity"]["why"]
+    )
+    assert record["sensitivity"]["tests"][0]["p_value"] == pytest.approx(
+        r_sensitivity["ckpt034"], rel=1e-12
+    )
     assert record["sensitivity"]["tests"][0]["digits_rank"] == 7
     assert record["settings"]["sensitivity_digits_rank"] == 7
     table = pd.read_csv(tmp_path / "tests.csv").set_index("group")
@@ -364,7 +398,9 @@ def test_primary_is_r_default_and_digits_rank_7_is_the_sensitivity_analysis(tmp_
         f"| ckpt034 | {results.group_means['ckpt034']:.3f} | {r_primary['ckpt034']:.3f} | {primary.p_holm:.3f} "
         f"| {r_sensitivity['ckpt034']:.3f} | {sensitivity.p_holm:.3f} |"
     ) in markdown
-    assert "Why the sensitivity: digits.rank = 7 columns exist:" in markdown and "166/50" in markdown
+    assert (
+        "Why the sensitivity: digits.rank = 7 columns exist:" in markdown and "166/50" in markdown
+    )
     assert "ckpt034, primary (digits.rank = Inf): Wilcoxon signed rank exact test" in markdown
 
 

@@ -24,25 +24,27 @@ import pytest
 import torch
 import yaml
 from denoising_diffusion_pytorch import GaussianDiffusion, Trainer
-from denoising_diffusion_pytorch.denoising_diffusion_pytorch import sigmoid_beta_schedule as lucidrains_sigmoid_beta_schedule
+from denoising_diffusion_pytorch.denoising_diffusion_pytorch import (
+    sigmoid_beta_schedule as lucidrains_sigmoid_beta_schedule,
+)
 from ema_pytorch import EMA
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from radsynth.core.config import ConfigError
 import radsynth.train.loop as loop
+from radsynth.core.config import ConfigError
 from radsynth.data.atlas import atlas_from_images, load_atlas, write_atlas
-from radsynth.train.model import UNetSettings, build_unet, parameter_count
 from radsynth.train.checkpoint_io import (
+    RunMarker,
     latest_state_dir,
     load_checkpoint_weights,
     marker_checkpoint,
     read_checkpoint_settings,
     read_run_marker,
-    RunMarker,
     save_history_checkpoint,
 )
 from radsynth.train.loop import EXIT_RESUME_LATER, train, train_job
+from radsynth.train.model import UNetSettings, build_unet, parameter_count
 from radsynth.train.seeds import micro_batch_draws, micro_batch_positions
 from radsynth.train.settings import RunSettings, run_settings_from_dict
 
@@ -79,7 +81,13 @@ TINY_MODEL = {
     "attention_head_dim": 8,
     "norm_num_groups": 4,
 }
-PAPER_EMA = {"decay": 0.995, "update_every": 10, "update_after_step": 100, "inv_gamma": 1.0, "power": 2 / 3}
+PAPER_EMA = {
+    "decay": 0.995,
+    "update_every": 10,
+    "update_after_step": 100,
+    "inv_gamma": 1.0,
+    "power": 2 / 3,
+}
 N_TRAIN, N_VAL = 20, 4
 PROVENANCE = {"code_revision": "test"}
 
@@ -119,8 +127,13 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A 16x16 atlas of 24 images and a manifest with the last 4 as validation."""
     folder = tmp_path_factory.mktemp("data")
     images = np.random.default_rng(0).integers(0, 256, (N_TRAIN + N_VAL, 16, 16), dtype=np.uint8)
-    write_atlas(folder / "atlas.h5", atlas_from_images(images, [f"img{i:03d}" for i in range(N_TRAIN + N_VAL)]))
-    rows = [f"{i},img{i:03d},{'val' if i >= N_TRAIN else 'train'}\n" for i in range(N_TRAIN + N_VAL)]
+    write_atlas(
+        folder / "atlas.h5",
+        atlas_from_images(images, [f"img{i:03d}" for i in range(N_TRAIN + N_VAL)]),
+    )
+    rows = [
+        f"{i},img{i:03d},{'val' if i >= N_TRAIN else 'train'}\n" for i in range(N_TRAIN + N_VAL)
+    ]
     (folder / "manifest.csv").write_text("index,source_name,subset\n" + "".join(rows))
     return folder / "atlas.h5", folder / "manifest.csv"
 
@@ -166,9 +179,16 @@ def test_paper_preset_is_i_synmed() -> None:
     where its command line overrode them, the preset holds I-SynMed's values."""
 
     def defaults(function) -> dict:
-        return {name: parameter.default for name, parameter in inspect.signature(function).parameters.items()}
+        return {
+            name: parameter.default
+            for name, parameter in inspect.signature(function).parameters.items()
+        }
 
-    trainer, diffusion, ema = defaults(Trainer.__init__), defaults(GaussianDiffusion.__init__), defaults(EMA.__init__)
+    trainer, diffusion, ema = (
+        defaults(Trainer.__init__),
+        defaults(GaussianDiffusion.__init__),
+        defaults(EMA.__init__),
+    )
     paper = run_settings_from_dict(preset("csxa.yaml"))
     training = paper.training
     # Kept: the Trainer's optimizer, clipping and augmentation ...
@@ -176,18 +196,28 @@ def test_paper_preset_is_i_synmed() -> None:
     assert training.max_grad_norm == trainer["max_grad_norm"]
     assert training.horizontal_flip == trainer["augment_horizontal_flip"]
     # ... its EMA(model, beta=ema_decay, update_every=ema_update_every), the rest EMA's own defaults ...
-    assert (training.ema.decay, training.ema.update_every) == (trainer["ema_decay"], trainer["ema_update_every"])
+    assert (training.ema.decay, training.ema.update_every) == (
+        trainer["ema_decay"],
+        trainer["ema_update_every"],
+    )
     assert (training.ema.update_after_step, training.ema.inv_gamma, training.ema.power) == (
-        ema["update_after_step"], ema["inv_gamma"], ema["power"]
+        ema["update_after_step"],
+        ema["inv_gamma"],
+        ema["power"],
     )
     # ... and GaussianDiffusion's schedule, which radsynth.train.diffusion rebuilds with the v objective
     # and the unclipped snr weight.
-    assert (diffusion["objective"], diffusion["beta_schedule"], diffusion["min_snr_loss_weight"]) == (
-        "pred_v", "sigmoid", False
-    )
+    assert (
+        diffusion["objective"],
+        diffusion["beta_schedule"],
+        diffusion["min_snr_loss_weight"],
+    ) == ("pred_v", "sigmoid", False)
     assert paper.diffusion.timesteps == diffusion["timesteps"]
     torch.testing.assert_close(
-        paper.diffusion.betas(), lucidrains_sigmoid_beta_schedule(diffusion["timesteps"]), rtol=1e-12, atol=0
+        paper.diffusion.betas(),
+        lucidrains_sigmoid_beta_schedule(diffusion["timesteps"]),
+        rtol=1e-12,
+        atol=0,
     )
     # Overridden on I-SynMed's command line (and in the paper): --batch_size 8, gradient accumulation 2,
     # --lr 5e-5, 160,000 steps, a checkpoint every 2,000 steps, --amp (the Trainer's fp16).
@@ -210,16 +240,26 @@ def test_unknown_missing_and_mistyped_keys_are_named() -> None:
         run_settings_from_dict(tiny_config(batch_size=8.5))
     with pytest.raises(ConfigError, match=r"^training\.batch_size: expected an integer, got '8'$"):
         run_settings_from_dict(tiny_config(batch_size="8"))
-    with pytest.raises(ConfigError, match=r"^training\.mixed_precision: expected 'no', 'fp16' or 'bf16', got 'fp32'$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^training\.mixed_precision: expected 'no', 'fp16' or 'bf16', got 'fp32'$",
+    ):
         run_settings_from_dict(tiny_config(mixed_precision="fp32"))
-    with pytest.raises(ConfigError, match=r"^training\.adam_betas: expected at least 2 values, got \[0\.9\]$"):
+    with pytest.raises(
+        ConfigError, match=r"^training\.adam_betas: expected at least 2 values, got \[0\.9\]$"
+    ):
         run_settings_from_dict(tiny_config(adam_betas=[0.9]))
     with pytest.raises(ConfigError, match=r"^training\.state_every: must be at least 1, got 0$"):
         run_settings_from_dict(tiny_config(state_every=0))
     settings = run_settings_from_dict(tiny_config())
     assert isinstance(settings, RunSettings)
-    assert settings.training.adam_betas == (0.9, 0.99) and settings.model.channel_multipliers == (1, 2)
-    assert settings.diffusion.sigmoid_start == -3.0 and isinstance(settings.diffusion.sigmoid_start, float)
+    assert settings.training.adam_betas == (0.9, 0.99) and settings.model.channel_multipliers == (
+        1,
+        2,
+    )
+    assert settings.diffusion.sigmoid_start == -3.0 and isinstance(
+        settings.diffusion.sigmoid_start, float
+    )
 
 
 def test_every_bad_key_is_named_in_one_error() -> None:
@@ -250,8 +290,14 @@ def test_settings_written_by_the_dataclass_code_still_load(tmp_path: Path) -> No
     save_file({"x": torch.zeros(1)}, str(tmp_path / "old.safetensors"), {"settings": written})
     settings = read_checkpoint_settings(tmp_path / "old.safetensors")
     assert settings == run_settings_from_dict(tiny_config())
-    save_file({"x": torch.zeros(1)}, str(tmp_path / "bad.safetensors"), {"settings": written.replace("seed", "sed")})
-    with pytest.raises(ValueError, match=r"(?s)bad\.safetensors: settings .*training\.sed: unknown key"):
+    save_file(
+        {"x": torch.zeros(1)},
+        str(tmp_path / "bad.safetensors"),
+        {"settings": written.replace("seed", "sed")},
+    )
+    with pytest.raises(
+        ValueError, match=r"(?s)bad\.safetensors: settings .*training\.sed: unknown key"
+    ):
         read_checkpoint_settings(tmp_path / "bad.safetensors")
 
 
@@ -259,7 +305,11 @@ def test_model_shape_errors_name_the_key() -> None:
     with pytest.raises(ValueError, match="model.attention_levels"):
         build_unet(UNetSettings(**{**TINY_MODEL, "attention_levels": [True]}))
     with pytest.raises(ValueError, match="model.sample_size"):
-        shape = {"sample_size": 18, "channel_multipliers": [1, 2, 4], "attention_levels": [False, False, True]}
+        shape = {
+            "sample_size": 18,
+            "channel_multipliers": [1, 2, 4],
+            "attention_levels": [False, False, True],
+        }
         build_unet(UNetSettings(**{**TINY_MODEL, **shape}))
 
 
@@ -328,7 +378,9 @@ def test_checkpoint_holds_online_and_ema_weights_with_metadata(tiny_run: Path) -
     assert '"code_revision": "test"' in metadata["provenance"]
     names = set(
         build_unet(
-            UNetSettings(**{**TINY_MODEL, "channel_multipliers": (1, 2), "attention_levels": (False, True)})
+            UNetSettings(
+                **{**TINY_MODEL, "channel_multipliers": (1, 2), "attention_levels": (False, True)}
+            )
         ).state_dict()
     )
     assert keys == {f"online.{n}" for n in names} | {f"ema.{n}" for n in names}
@@ -360,20 +412,33 @@ def test_float16_history_halves_the_bytes(tmp_path: Path) -> None:
 
 def _train_child(atlas: Path, manifest: Path, run_dir: Path, config: dict) -> None:
     torch.set_num_threads(1)
-    train(atlas, manifest, run_dir, run_settings_from_dict(config), provenance=PROVENANCE, progress=False)
+    train(
+        atlas,
+        manifest,
+        run_dir,
+        run_settings_from_dict(config),
+        provenance=PROVENANCE,
+        progress=False,
+    )
 
 
-def test_sigkilled_run_resumes_to_identical_log_and_weights(data: tuple[Path, Path], tmp_path: Path) -> None:
+def test_sigkilled_run_resumes_to_identical_log_and_weights(
+    data: tuple[Path, Path], tmp_path: Path
+) -> None:
     config = tiny_config(num_steps=24, checkpoint_every=6, state_every=3)
     settings = run_settings_from_dict(config)
     train(*data, tmp_path / "whole", settings, provenance=PROVENANCE, progress=False)
 
     kill_after = random.randint(4, 20)  # rows in the loss log; the first state is saved at step 3
     killed = tmp_path / "killed"
-    child = multiprocessing.get_context("fork").Process(target=_train_child, args=(*data, killed, config))
+    child = multiprocessing.get_context("fork").Process(
+        target=_train_child, args=(*data, killed, config)
+    )
     child.start()
     log = killed / "loss_log.csv"
-    while child.is_alive() and (not log.exists() or len(log.read_text().splitlines()) <= kill_after):
+    while child.is_alive() and (
+        not log.exists() or len(log.read_text().splitlines()) <= kill_after
+    ):
         time.sleep(0.002)
     os.kill(child.pid, signal.SIGKILL)
     child.join()
@@ -383,13 +448,16 @@ def test_sigkilled_run_resumes_to_identical_log_and_weights(data: tuple[Path, Pa
 
     result = train(*data, killed, settings, provenance=PROVENANCE, progress=False)
     assert result.finished, kill_after
-    assert loss_columns(killed) == loss_columns(tmp_path / "whole"), f"killed after step {kill_after}"
+    assert loss_columns(killed) == loss_columns(tmp_path / "whole"), (
+        f"killed after step {kill_after}"
+    )
     for name in ("online.safetensors", "ema.safetensors"):
         a = load_file(str(tmp_path / "whole" / "state" / "step000024" / name))
         b = load_file(str(killed / "state" / "step000024" / name))
         assert all(torch.equal(a[k], b[k]) for k in a), (name, kill_after)
     index = [
-        {k: v for k, v in r.items() if k != "bytes"} for r in read_rows(killed / "checkpoints" / "index.csv")
+        {k: v for k, v in r.items() if k != "bytes"}
+        for r in read_rows(killed / "checkpoints" / "index.csv")
     ]
     assert index == [
         {k: v for k, v in r.items() if k != "bytes"}
@@ -412,7 +480,9 @@ def test_until_step_and_wall_time_budget_split_a_run(
     first = train(*data, tmp_path, settings, provenance=PROVENANCE, until_step=5, progress=False)
     assert (first.step, first.finished) == (5, False)
     assert latest_state_dir(tmp_path).name == "step000005"
-    second = train(*data, tmp_path, settings, provenance=PROVENANCE, max_wall_time_s=0.0, progress=False)
+    second = train(
+        *data, tmp_path, settings, provenance=PROVENANCE, max_wall_time_s=0.0, progress=False
+    )
     assert (second.step, second.finished) == (6, False)
     third = train(*data, tmp_path, settings, provenance=PROVENANCE, progress=False)
     assert third.finished and loss_columns(tmp_path) == loss_columns(tiny_run)
@@ -424,13 +494,20 @@ def test_until_step_and_wall_time_budget_split_a_run(
 def test_image_size_mismatch_names_key_and_file(data: tuple[Path, Path], tmp_path: Path) -> None:
     config = tiny_config()
     config["model"]["sample_size"] = 32
-    with pytest.raises(ValueError, match=rf"{data[0].name}: /images is uint8 \(24, 16, 16\), but model.sample_size 32"):
-        train(*data, tmp_path, run_settings_from_dict(config), provenance=PROVENANCE, progress=False)
+    with pytest.raises(
+        ValueError,
+        match=rf"{data[0].name}: /images is uint8 \(24, 16, 16\), but model.sample_size 32",
+    ):
+        train(
+            *data, tmp_path, run_settings_from_dict(config), provenance=PROVENANCE, progress=False
+        )
 
 
 def good_rows() -> list[list[str]]:
     """The fixture's manifest rows (index, source_name, subset), one list per image."""
-    return [[str(i), f"img{i:03d}", "val" if i >= N_TRAIN else "train"] for i in range(N_TRAIN + N_VAL)]
+    return [
+        [str(i), f"img{i:03d}", "val" if i >= N_TRAIN else "train"] for i in range(N_TRAIN + N_VAL)
+    ]
 
 
 def all_subsets(subset: str) -> list[list[str]]:
@@ -452,14 +529,19 @@ def with_cell(row: int, column: int, value: str) -> list[list[str]]:
         (with_cell(1, 0, "99"), "data row 2: index 99 is not a row"),
         (with_cell(1, 0, "0"), "atlas index 0 appears more than once"),
         (good_rows()[:-1], "lists 23 images but the atlas holds 24"),
-        (with_cell(2, 1, "other"), "data row 3: source_name 'other' differs from the atlas's 'img002'"),
+        (
+            with_cell(2, 1, "other"),
+            "data row 3: source_name 'other' differs from the atlas's 'img002'",
+        ),
     ],
 )
 def test_bad_manifest_names_the_file(
     data: tuple[Path, Path], tmp_path: Path, rows: list[list[str]], message: str
 ) -> None:
     manifest = tmp_path / "bad_manifest.csv"
-    manifest.write_text("index,source_name,subset\n" + "".join(",".join(row) + "\n" for row in rows))
+    manifest.write_text(
+        "index,source_name,subset\n" + "".join(",".join(row) + "\n" for row in rows)
+    )
     with pytest.raises(ValueError, match=f"bad_manifest.csv.*{message}"):
         train(
             data[0],
@@ -479,8 +561,12 @@ def test_bad_checkpoints_name_the_file(tiny_run: Path, tmp_path: Path) -> None:
     broken.write_bytes((tiny_run / "checkpoints" / "step000004.safetensors").read_bytes()[:1000])
     with pytest.raises(ValueError, match="broken.safetensors: not a readable safetensors"):
         load_checkpoint_weights(broken, "ema", settings)
-    other = UNetSettings(**{**TINY_MODEL, "channel_multipliers": (1, 2), "attention_levels": (False, False)})
-    with pytest.raises(ValueError, match=r"step000004.safetensors: model config differs .*down_block_types"):
+    other = UNetSettings(
+        **{**TINY_MODEL, "channel_multipliers": (1, 2), "attention_levels": (False, False)}
+    )
+    with pytest.raises(
+        ValueError, match=r"step000004.safetensors: model config differs .*down_block_types"
+    ):
         load_checkpoint_weights(tiny_run / "checkpoints" / "step000004.safetensors", "ema", other)
 
 
@@ -490,12 +576,20 @@ def test_corrupt_state_or_changed_settings_refuse_to_resume(
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
     settings = run_settings_from_dict(tiny_config(learning_rate=2e-3))
-    with pytest.raises(ValueError, match="state.json: state was written for different inputs or settings"):
+    with pytest.raises(
+        ValueError, match="state.json: state was written for different inputs or settings"
+    ):
         train(*data, run_dir, settings, provenance=PROVENANCE, progress=False)
     optimizer = run_dir / "state" / "step000012" / "optimizer.pt"
     optimizer.write_bytes(optimizer.read_bytes()[:-10])
     with pytest.raises(ValueError, match="optimizer.pt: state file is missing or corrupt"):
-        train(*data, run_dir, run_settings_from_dict(tiny_config()), provenance=PROVENANCE, progress=False)
+        train(
+            *data,
+            run_dir,
+            run_settings_from_dict(tiny_config()),
+            provenance=PROVENANCE,
+            progress=False,
+        )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal of fp16")
@@ -525,8 +619,22 @@ def test_sample_command_samples_a_checkpoint(tiny_run: Path, tmp_path: Path) -> 
     from radsynth.sample.store import open_samples
 
     checkpoint = tiny_run / "checkpoints" / "step000008.safetensors"
-    command = [str(Path(sys.executable).parent / "radsynth"), "sample", "--checkpoint", str(checkpoint), "--n", "3",
-               "--out", str(tmp_path / "s.zarr"), "--sampler", "ddim", "--steps", "3", "--batch-size", "2"]
+    command = [
+        str(Path(sys.executable).parent / "radsynth"),
+        "sample",
+        "--checkpoint",
+        str(checkpoint),
+        "--n",
+        "3",
+        "--out",
+        str(tmp_path / "s.zarr"),
+        "--sampler",
+        "ddim",
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     samples = open_samples([tmp_path / "s.zarr"])
@@ -539,8 +647,12 @@ def test_sample_command_samples_a_checkpoint(tiny_run: Path, tmp_path: Path) -> 
 # ---------------------------------------------------------------- run identity, segments and markers (train_job)
 
 
-def job(data: tuple[Path, Path], runs_root: Path, config: dict, marker: Path, **options: object) -> int:
-    return train_job(*data, runs_root, config, marker, max_wall_time_s=None, provenance=PROVENANCE, **options)
+def job(
+    data: tuple[Path, Path], runs_root: Path, config: dict, marker: Path, **options: object
+) -> int:
+    return train_job(
+        *data, runs_root, config, marker, max_wall_time_s=None, provenance=PROVENANCE, **options
+    )
 
 
 def count_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -557,7 +669,9 @@ def count_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def tree_bytes(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def weight_bytes(path: Path) -> dict[str, bytes]:
@@ -582,7 +696,9 @@ def test_raising_num_steps_continues_the_run_exactly(
     grown = read_run_marker(tmp_path / "16.json")
     assert (grown.run_dir, grown.step) == (first.run_dir, 16)
     assert taken == [12, 13, 14, 15]  # only steps 13..16 were trained ...
-    assert (grown.run_dir / "loss_log.csv").read_text().splitlines()[:13] == rows_at_12  # ... rows 1..12 kept
+    assert (grown.run_dir / "loss_log.csv").read_text().splitlines()[
+        :13
+    ] == rows_at_12  # ... rows 1..12 kept
 
     assert job(data, tmp_path / "direct", tiny_config(num_steps=16), tmp_path / "direct.json") == 0
     direct = read_run_marker(tmp_path / "direct.json")
@@ -594,7 +710,9 @@ def test_raising_num_steps_continues_the_run_exactly(
     assert names == [f"step{s:06d}.safetensors" for s in (4, 8, 12, 16)]
     assert sorted(p.name for p in (grown.run_dir / "checkpoints").glob("*.safetensors")) == names
     for name in names:
-        assert weight_bytes(grown.run_dir / "checkpoints" / name) == weight_bytes(direct.run_dir / "checkpoints" / name)
+        assert weight_bytes(grown.run_dir / "checkpoints" / name) == weight_bytes(
+            direct.run_dir / "checkpoints" / name
+        )
 
 
 @pytest.mark.parametrize("change", ["atlas", "manifest"])
@@ -629,12 +747,18 @@ def test_changed_atlas_or_manifest_trains_a_new_run_beside_the_old(
     assert taken == [0, 1, 2, 3]
     assert [row[0] for row in loss_columns(new.run_dir)] == ["1", "2", "3", "4"]
     assert tree_bytes(old.run_dir) == old_files
-    messages = [r.getMessage() for r in caplog.records if r.name == "radsynth.train.loop" and r.levelno == logging.INFO]
+    messages = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "radsynth.train.loop" and r.levelno == logging.INFO
+    ]
     assert any("inputs changed" in m and str(old.run_dir) in m for m in messages), messages
     old_inputs = json.loads((tmp_path / "old.json").read_text())["inputs"]
     new_inputs = json.loads((tmp_path / "new.json").read_text())["inputs"]
     assert (old_inputs["atlas_digest"] != new_inputs["atlas_digest"]) == (change == "atlas")
-    assert (old_inputs["manifest_digest"] != new_inputs["manifest_digest"]) == (change == "manifest")
+    assert (old_inputs["manifest_digest"] != new_inputs["manifest_digest"]) == (
+        change == "manifest"
+    )
     assert old_inputs["result_settings_hash"] == new_inputs["result_settings_hash"]
 
 
@@ -658,7 +782,9 @@ def test_identity_ignores_key_order_operational_keys_and_the_atlas_file(
     for name, (inputs, config) in same.items():
         assert job(inputs, runs, config, tmp_path / f"{name}.json") == 0
         marker = read_run_marker(tmp_path / f"{name}.json")
-        assert (marker.identity, marker.run_dir, marker.step) == (base.identity, base.run_dir, 4), name
+        assert (marker.identity, marker.run_dir, marker.step) == (base.identity, base.run_dir, 4), (
+            name
+        )
     assert taken == []
     assert job(data, runs, tiny_config(num_steps=4, learning_rate=2e-3), tmp_path / "lr.json") == 0
     other = read_run_marker(tmp_path / "lr.json")
@@ -670,7 +796,13 @@ def test_segments_write_markers_and_earlier_ones_need_no_training(
 ) -> None:
     runs, config = tmp_path / "runs", tiny_config()  # 12 steps, a checkpoint every 4
     out_of_time = train_job(
-        *data, runs, config, tmp_path / "s6.json", until_step=6, max_wall_time_s=0.0, provenance=PROVENANCE
+        *data,
+        runs,
+        config,
+        tmp_path / "s6.json",
+        until_step=6,
+        max_wall_time_s=0.0,
+        provenance=PROVENANCE,
     )
     assert out_of_time == EXIT_RESUME_LATER and not (tmp_path / "s6.json").exists()
     assert job(data, runs, config, tmp_path / "s6.json", until_step=6) == 0
@@ -695,17 +827,32 @@ def test_segments_write_markers_and_earlier_ones_need_no_training(
     s8 = read_run_marker(tmp_path / "s8.json")
     assert (s8.run_dir, s8.step) == (s6.run_dir, 8)
     assert s8.checkpoint == s6.run_dir / "checkpoints" / "step000008.safetensors"
-    assert job(data, runs, tiny_config(num_steps=8), tmp_path / "n8.json") == 0  # lowered onto a checkpoint
+    assert (
+        job(data, runs, tiny_config(num_steps=8), tmp_path / "n8.json") == 0
+    )  # lowered onto a checkpoint
     assert read_run_marker(tmp_path / "n8.json").checkpoint == s8.checkpoint
     folder = re.escape(str(s6.run_dir))
-    with pytest.raises(ValueError, match=rf"^until_step 6 is below step 12, which run {folder} already reached"):
+    with pytest.raises(
+        ValueError, match=rf"^until_step 6 is below step 12, which run {folder} already reached"
+    ):
         job(data, runs, config, tmp_path / "again6.json", until_step=6)
-    with pytest.raises(ValueError, match=rf"^training\.num_steps 10 is below step 12, which run {folder}"):
+    with pytest.raises(
+        ValueError, match=rf"^training\.num_steps 10 is below step 12, which run {folder}"
+    ):
         job(data, runs, tiny_config(num_steps=10), tmp_path / "n10.json")
-    assert taken == [] and not (tmp_path / "again6.json").exists() and not (tmp_path / "n10.json").exists()
+    assert (
+        taken == []
+        and not (tmp_path / "again6.json").exists()
+        and not (tmp_path / "n10.json").exists()
+    )
 
-    assert marker_checkpoint(tmp_path / "s8.json", 4) == s6.run_dir / "checkpoints" / "step000004.safetensors"
-    with pytest.raises(ValueError, match=r"s8\.json: the run reached step 8 only; no checkpoint of step 12"):
+    assert (
+        marker_checkpoint(tmp_path / "s8.json", 4)
+        == s6.run_dir / "checkpoints" / "step000004.safetensors"
+    )
+    with pytest.raises(
+        ValueError, match=r"s8\.json: the run reached step 8 only; no checkpoint of step 12"
+    ):
         marker_checkpoint(tmp_path / "s8.json", 12)
     with pytest.raises(FileNotFoundError, match=r"s8\.json: run .* has no checkpoint of step 6"):
         marker_checkpoint(tmp_path / "s8.json", 6)
@@ -716,7 +863,9 @@ def test_bad_run_markers_name_the_file_and_key(tmp_path: Path) -> None:
     marker = tmp_path / "marker.json"
     marker.write_text(json.dumps(good))
     assert read_run_marker(marker) == RunMarker(Path("runs/abc"), "abc", 8, None)
-    marker.write_text(json.dumps({**good, "checkpoint": "runs/abc/checkpoints/step000008.safetensors"}))
+    marker.write_text(
+        json.dumps({**good, "checkpoint": "runs/abc/checkpoints/step000008.safetensors"})
+    )
     assert read_run_marker(marker).checkpoint == Path("runs/abc/checkpoints/step000008.safetensors")
     marker.write_text(json.dumps({k: v for k, v in good.items() if k != "identity"}))
     with pytest.raises(ValueError, match=r"marker\.json: run marker lacks the key 'identity'"):

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_checkpoints import PROVENANCE, paper_shaped_losses, write_index, write_loss_log
 
 from radsynth.train.figures import SELECTED_COLOUR, VAL_COLOURS, plot_loss_curves
-from test_checkpoints import PROVENANCE, paper_shaped_losses, write_index, write_loss_log
 
 EVERY = 20  # steps per checkpoint: 80 checkpoints in 1,600 logged steps keep the test fast
 
@@ -21,9 +21,17 @@ def write_run(run_dir: Path, with_val: bool) -> tuple[Path, Path]:
     rng = np.random.default_rng(1)
     per_step = np.repeat(train_at_checkpoint, EVERY) * rng.lognormal(0, 0.3, 80 * EVERY)
     per_step[EVERY - 1 :: EVERY] = train_at_checkpoint  # the index holds the checkpoint step's loss
-    val_at = {(i + 1) * EVERY: (float(v), float(v) * 0.98) for i, v in enumerate(val)} if with_val else {}
+    val_at = (
+        {(i + 1) * EVERY: (float(v), float(v) * 0.98) for i, v in enumerate(val)}
+        if with_val
+        else {}
+    )
     index = write_index(
-        run_dir, EVERY, train_at_checkpoint, val if with_val else None, val * 0.98 if with_val else None
+        run_dir,
+        EVERY,
+        train_at_checkpoint,
+        val if with_val else None,
+        val * 0.98 if with_val else None,
     )
     return write_loss_log(run_dir, per_step, val_at), index
 
@@ -59,10 +67,15 @@ def test_split_run_figure_carries_provenance_and_shows_selection(tmp_path: Path)
     assert image.size == (1125, 780)  # 7.5 x 5.2 inches at 150 dpi
     assert json.loads(image.text["provenance"]) == PROVENANCE
     assert image.text["Title"] == "Split run"
-    assert "validation loss (online weights) and validation loss (EMA weights)" in image.text["Description"]
+    assert (
+        "validation loss (online weights) and validation loss (EMA weights)"
+        in image.text["Description"]
+    )
     assert "80 checkpoints" in image.text["Description"]
     assert image.text["Description"].endswith("dashed: selected checkpoints 34, 40, 80.")
-    assert colour_pixels(plain, SELECTED_COLOUR) == 0  # nothing selected: no highlight, no legend entry
+    assert (
+        colour_pixels(plain, SELECTED_COLOUR) == 0
+    )  # nothing selected: no highlight, no legend entry
     assert colour_pixels(marked, SELECTED_COLOUR) > 1000  # three dashed lines and their labels
     assert colour_pixels(marked, VAL_COLOURS["val_loss"]) > 500
 

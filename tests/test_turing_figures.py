@@ -14,8 +14,8 @@ from PIL import Image
 
 from radsynth.core.figures import save_figure
 from radsynth.turing import figures as turing_figures
-from radsynth.turing.ratings import RatingsError, simulate_ratings
 from radsynth.turing.figures import group_order, per_image_means, plot_rating_violins
+from radsynth.turing.ratings import RatingsError, simulate_ratings
 
 MEANS = {"real": 3.323, "ckpt034": 3.228, "ckpt040": 3.258, "ckpt080": 3.320}  # paper, Results
 PROVENANCE = {"code_revision": "abc123", "config_hash": "none"}
@@ -68,12 +68,16 @@ def test_simulated_figure_is_watermarked_and_carries_provenance(tmp_path: Path) 
     assert text["Title"] == "Clinical Turing test realism ratings (SIMULATED)"
     assert text["simulated"] == "true"
     assert json.loads(text["provenance"]) == PROVENANCE
-    assert "per-image mean realism rating over 8 raters (20 images per group)" in text["Description"]
+    assert (
+        "per-image mean realism rating over 8 raters (20 images per group)" in text["Description"]
+    )
     assert text["Description"].startswith("SIMULATED ratings - not expert data.")
 
     expert = ratings.assign(rater=ratings["rater"].str.replace("simulated-", "expert-"))
     expert.attrs.clear()  # stand-in for expert ratings: the unlabelled figure
-    plain = plot_rating_violins(expert, key, tmp_path / "plain.png", simulated=False, provenance=PROVENANCE)
+    plain = plot_rating_violins(
+        expert, key, tmp_path / "plain.png", simulated=False, provenance=PROVENANCE
+    )
     assert Image.open(plain).text["Title"] == "Clinical Turing test realism ratings"
     assert Image.open(plain).text["simulated"] == "false"
     assert red_pixels(out) > 20 * red_pixels(plain) + 1000
@@ -93,16 +97,24 @@ def saved_figures(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
 
 def test_constant_group_still_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = key_frame(6)
-    ratings = simulate_ratings(key, n_raters=3, seed=0, p_identify=0.3, mean_ratings={**MEANS, "real": 4.0})
+    ratings = simulate_ratings(
+        key, n_raters=3, seed=0, p_identify=0.3, mean_ratings={**MEANS, "real": 4.0}
+    )
     rated = ratings.merge(key, on=["quartet", "position"])
-    assert rated.loc[rated["group"] == "real", "rating"].eq(4).all()  # every real image: mean 4, no spread
+    assert (
+        rated.loc[rated["group"] == "real", "rating"].eq(4).all()
+    )  # every real image: mean 4, no spread
     figures = saved_figures(monkeypatch)
-    out = plot_rating_violins(ratings, key, tmp_path / "v.png", simulated=True, provenance=PROVENANCE)
+    out = plot_rating_violins(
+        ratings, key, tmp_path / "v.png", simulated=True, provenance=PROVENANCE
+    )
     assert out.is_file() and len(figures) == 1
     axes = figures[0].axes[0]
     labels = [label.get_text() for label in axes.get_xticklabels()]
     assert labels == ["real", "synthetic\nckpt034", "synthetic\nckpt040", "synthetic\nckpt080"]
-    bodies = [collection for collection in axes.collections if isinstance(collection, PolyCollection)]
+    bodies = [
+        collection for collection in axes.collections if isinstance(collection, PolyCollection)
+    ]
     assert [len(body.get_paths()) for body in bodies] == [1, 1, 1, 1]  # one drawn outline per group
     outlines = [body.get_paths()[0].vertices for body in bodies]
     assert all(np.isfinite(outline).all() for outline in outlines)
@@ -124,5 +136,7 @@ def test_simulated_ratings_need_the_flag(tmp_path: Path) -> None:
     key = key_frame(2)
     ratings = simulate_ratings(key, n_raters=2, seed=0, p_identify=0.3, mean_ratings=MEANS)
     with pytest.raises(RatingsError, match="pass simulated=True"):
-        plot_rating_violins(ratings, key, tmp_path / "v.png", simulated=False, provenance=PROVENANCE)
+        plot_rating_violins(
+            ratings, key, tmp_path / "v.png", simulated=False, provenance=PROVENANCE
+        )
     assert not (tmp_path / "v.png").exists()

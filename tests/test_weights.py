@@ -30,10 +30,14 @@ def served(tmp_path):
     root = tmp_path / "served"
     root.mkdir()
     (root / "inception.pth").write_bytes(WEIGHTS)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(CountingHandler, directory=str(root)))
+    httpd = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(CountingHandler, directory=str(root))
+    )
     httpd.daemon_threads = True
     httpd.requests = []
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    ).start()
     stopped = []
 
     def stop() -> None:
@@ -48,8 +52,14 @@ def served(tmp_path):
 
 def fetch(url: str, dest, sha256: str = WEIGHTS_SHA256, algorithm: str = "sha256"):
     return fetch_weights(
-        url, dest, checksum=f"{algorithm}:{sha256}", landing_page=LANDING, timeout_s=5, max_attempts=1,
-        chunk_bytes=512, progress=False,
+        url,
+        dest,
+        checksum=f"{algorithm}:{sha256}",
+        landing_page=LANDING,
+        timeout_s=5,
+        max_attempts=1,
+        chunk_bytes=512,
+        progress=False,
     )
 
 
@@ -105,8 +115,13 @@ def test_a_sha256_prefix_pin_accepts_the_file_and_refuses_other_bytes(served, tm
     """pytorch-fid names its weights by the first 8 hex digits of their sha256 (torch.hub's check)."""
     url, _, _ = served
     dest = tmp_path / "inception.pth"
-    assert fetch(url, dest, sha256=WEIGHTS_SHA256[:8], algorithm="sha256-prefix").read_bytes() == WEIGHTS
+    assert (
+        fetch(url, dest, sha256=WEIGHTS_SHA256[:8], algorithm="sha256-prefix").read_bytes()
+        == WEIGHTS
+    )
     other = tmp_path / "other.pth"
     other.write_bytes(b"not the weights")
-    with pytest.raises(ArchiveVerificationError, match="expected sha256-prefix:" + WEIGHTS_SHA256[:8]):
+    with pytest.raises(
+        ArchiveVerificationError, match="expected sha256-prefix:" + WEIGHTS_SHA256[:8]
+    ):
         fetch(url, other, sha256=WEIGHTS_SHA256[:8], algorithm="sha256-prefix")

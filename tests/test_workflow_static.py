@@ -42,7 +42,10 @@ def load_config(name: str) -> dict:
 def test_snakemake_lint_is_clean(configfile):
     result = subprocess.run(
         [BIN / "snakemake", "--lint", "--configfile", f"config/{configfile}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Lints for" not in result.stdout + result.stderr
@@ -51,7 +54,10 @@ def test_snakemake_lint_is_clean(configfile):
 def test_snakefmt_check_is_clean():
     result = subprocess.run(
         [BIN / "snakefmt", "--check", "Snakefile", "workflow"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -88,10 +94,17 @@ def test_paper_preset_replaces_the_demo_config_instead_of_merging_into_it(tmp_pa
     demo = load_config("config.yaml")
     assert demo["model"]["architecture"] == "diffusers" and "layers_per_block" in demo["model"]
     assert "layers_per_block" not in load_config("csxa.yaml")["model"]
-    result = subprocess.run([BIN / "snakemake", "-n", "--configfile", "config/csxa.yaml"], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [BIN / "snakemake", "-n", "--configfile", "config/csxa.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"Config file(s): [PosixPath('{REPO}/config/csxa.yaml')]" in result.stdout + result.stderr
+    assert (
+        f"Config file(s): [PosixPath('{REPO}/config/csxa.yaml')]" in result.stdout + result.stderr
+    )
 
 
 def test_rule_parser_reads_every_rule():
@@ -128,9 +141,23 @@ def test_paper_dag_build_imports_nothing_heavy(tmp_path):
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", probe, "-s", REPO / "Snakefile", "-d", tmp_path, "-n",
-         "--configfile", REPO / "config/csxa.yaml", "--cores", "2"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            probe,
+            "-s",
+            REPO / "Snakefile",
+            "-d",
+            tmp_path,
+            "-n",
+            "--configfile",
+            REPO / "config/csxa.yaml",
+            "--cores",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout.splitlines()[-1])
@@ -139,13 +166,24 @@ def test_paper_dag_build_imports_nothing_heavy(tmp_path):
     assert outcome["heavy"] == []
 
 
-@pytest.mark.parametrize("goals, needs", [
-    (["demo"], ["r"]), (["test"], ["r", "chromium", "slurm"]), (["demo", "test"], ["r", "chromium", "slurm"]),
-    (["slurm-test"], ["r", "slurm"]),
-])
+@pytest.mark.parametrize(
+    "goals, needs",
+    [
+        (["demo"], ["r"]),
+        (["test"], ["r", "chromium", "slurm"]),
+        (["demo", "test"], ["r", "chromium", "slurm"]),
+        (["slurm-test"], ["r", "slurm"]),
+    ],
+)
 def test_make_asks_for_chromium_and_slurm_only_for_the_tests(goals, needs):
-    result = subprocess.run(["make", "-n", *goals], cwd=REPO, capture_output=True, text=True, timeout=60)
-    calls = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("tools/ensure-system-deps.sh")]
+    result = subprocess.run(
+        ["make", "-n", *goals], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    calls = [
+        line.split()[1:]
+        for line in result.stdout.splitlines()
+        if line.startswith("tools/ensure-system-deps.sh")
+    ]
     assert calls == [needs], result.stdout + result.stderr
 
 
@@ -161,12 +199,18 @@ def fake_commands(folder: Path, **scripts: str) -> dict[str, str]:
 def test_system_deps_look_only_for_what_is_asked(tmp_path):
     env = fake_commands(tmp_path / "bin", Rscript="true", id="echo 1000")
     script = REPO / "tools/ensure-system-deps.sh"
-    demo = subprocess.run(["/bin/bash", script, "r"], env=env, capture_output=True, text=True, timeout=30)
+    demo = subprocess.run(
+        ["/bin/bash", script, "r"], env=env, capture_output=True, text=True, timeout=30
+    )
     assert (demo.returncode, demo.stderr) == (0, "")
-    tests = subprocess.run(["/bin/bash", script, "r", "chromium"], env=env, capture_output=True, text=True, timeout=30)
+    tests = subprocess.run(
+        ["/bin/bash", script, "r", "chromium"], env=env, capture_output=True, text=True, timeout=30
+    )
     assert tests.returncode == 1
     assert "radsynth needs these Debian packages: chromium\n" in tests.stderr
-    unknown = subprocess.run(["/bin/bash", script, "latex"], env=env, capture_output=True, text=True, timeout=30)
+    unknown = subprocess.run(
+        ["/bin/bash", script, "latex"], env=env, capture_output=True, text=True, timeout=30
+    )
     assert unknown.returncode == 2 and "latex" in unknown.stderr
 
 
@@ -175,12 +219,28 @@ def dry_run_jobs(tmp_path: Path, config: dict) -> dict[str, int]:
     (tmp_path / "config").mkdir(parents=True, exist_ok=True)
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
-         "-n", "--quiet", "rules", "--cores", "2"],
-        capture_output=True, text=True, timeout=300,
+        [
+            str(Path(sys.executable).parent / "snakemake"),
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(tmp_path),
+            "-n",
+            "--quiet",
+            "rules",
+            "--cores",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", result.stdout, re.MULTILINE) if m[1] != "total"}
+    return {
+        m[1]: int(m[2])
+        for m in re.finditer(r"^(\w+)\s+(\d+)$", result.stdout, re.MULTILINE)
+        if m[1] != "total"
+    }
 
 
 def test_auto_selection_plans_sampling_after_the_runs(tmp_path):
@@ -192,7 +252,9 @@ def test_auto_selection_plans_sampling_after_the_runs(tmp_path):
     config["evaluate"]["every_steps"] = 300
     config["evaluate"]["samples"].update(n_images=10, images_per_shard=5)
     jobs = dry_run_jobs(tmp_path, config)
-    assert jobs["train"] == 1 + 2, "the split run, and the full run in segments ending at steps 300 and 600"
+    assert jobs["train"] == 1 + 2, (
+        "the split run, and the full run in segments ending at steps 300 and 600"
+    )
     assert jobs["select_checkpoints"] == 1 and jobs["fid_checkpoint"] == 2
     assert jobs["sample_shard"] == 2 * 2, "two FID shards at each of checkpoints 6 and 12"
     assert "gather_samples" not in jobs and "build_quartets" not in jobs
@@ -206,11 +268,17 @@ def test_configured_checkpoints_train_in_segments(tmp_path):
     config["training"].update(num_steps=600, checkpoint_every=50)
     config["evaluate"]["every_steps"] = 300
     config["evaluate"]["samples"].update(n_images=10, images_per_shard=10)
-    config["sampling"]["sets"] = {"initial": {"n_images": 4, "images_per_shard": 4},
-                                  "large": {"n_images": 8, "images_per_shard": 3}}
+    config["sampling"]["sets"] = {
+        "initial": {"n_images": 4, "images_per_shard": 4},
+        "large": {"n_images": 8, "images_per_shard": 3},
+    }
     jobs = dry_run_jobs(tmp_path, config)
-    assert jobs["train"] == 1 + 4, "split run; full run segments ending at steps 100, 300 (FID), 350, 600"
-    assert jobs["sample_shard"] == 2 * (1 + 3) + 2, "per selected checkpoint 1 + 3 shards; one FID shard each at 300, 600"
+    assert jobs["train"] == 1 + 4, (
+        "split run; full run segments ending at steps 100, 300 (FID), 350, 600"
+    )
+    assert jobs["sample_shard"] == 2 * (1 + 3) + 2, (
+        "per selected checkpoint 1 + 3 shards; one FID shard each at 300, 600"
+    )
 
 
 def test_standard_fid_weights_are_fetched_by_a_localrule_before_any_feature_job(tmp_path):
@@ -221,7 +289,11 @@ def test_standard_fid_weights_are_fetched_by_a_localrule_before_any_feature_job(
     jobs = dry_run_jobs(tmp_path, config)
     assert jobs["fetch_weights"] == 1 and jobs["real_features"] == 1
     assert "fetch_weights" not in dry_run_jobs(tmp_path / "offline", load_config("config.yaml"))
-    assert (REPO / "workflow/rules/evaluate.smk").read_text().startswith("localrules:\n    fetch_weights,")
+    assert (
+        (REPO / "workflow/rules/evaluate.smk")
+        .read_text()
+        .startswith("localrules:\n    fetch_weights,")
+    )
 
 
 def test_the_audits_vit_weights_are_fetched_by_the_same_localrule(tmp_path):
@@ -230,7 +302,22 @@ def test_the_audits_vit_weights_are_fetched_by_the_same_localrule(tmp_path):
     config["evaluate"]["extractor"] = load_config("csxa.yaml")["evaluate"]["extractor"]
     config["audit"]["memorization"] = load_config("csxa.yaml")["audit"]["memorization"]
     assert dry_run_jobs(tmp_path, config)["fetch_weights"] == 2
-    plan = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n", "--cores", "1",
-                           "results/audit/memorization", "--quiet", "rules"], capture_output=True, text=True,
-                          check=True).stdout
+    plan = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "snakemake"),
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(tmp_path),
+            "-n",
+            "--cores",
+            "1",
+            "results/audit/memorization",
+            "--quiet",
+            "rules",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert re.search(r"^fetch_weights\s+1$", plan, re.MULTILINE), plan

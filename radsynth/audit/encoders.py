@@ -23,15 +23,15 @@ import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 from imagededup.methods import CNN
-from imagededup.utils.models import ViT, CustomModel
+from imagededup.utils.models import CustomModel, ViT
+from PIL import Image
 from torch import nn
 from torchvision.models import vit_b_16
 from torchvision.transforms import transforms
@@ -70,7 +70,9 @@ class EncoderDescription:
 
     def digest(self) -> str:
         """sha256 of the description: the key of cached embeddings."""
-        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode("utf-8")).hexdigest()
+        return hashlib.sha256(
+            json.dumps(self.as_dict(), sort_keys=True).encode("utf-8")
+        ).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -114,15 +116,21 @@ class GrayExtractorModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"{self.extractor.description.name}: expects (B, 3, H, W), got {tuple(x.shape)}")
+            raise ValueError(
+                f"{self.extractor.description.name}: expects (B, 3, H, W), got {tuple(x.shape)}"
+            )
         if not torch.equal(x[:, :1].expand_as(x), x):
-            raise ValueError(f"{self.extractor.description.name}: expects gray images repeated to 3 channels, "
-                             f"got unequal channels")
+            raise ValueError(
+                f"{self.extractor.description.name}: expects gray images repeated to 3 channels, "
+                f"got unequal channels"
+            )
         gray = torch.round(x[:, 0] * 255.0).to(torch.uint8)
         return self.extractor(gray)
 
 
-def imagededup_encoder(name: str, model: nn.Module, transform, description: EncoderDescription) -> AuditEncoder:
+def imagededup_encoder(
+    name: str, model: nn.Module, transform, description: EncoderDescription
+) -> AuditEncoder:
     """imagededup's CNN on `model` (put in eval mode: imagededup never does), on the CPU or GPU it picks.
 
     Its constructor logs INFO lines to a stderr handler of its own, at level DEBUG when first built
@@ -131,22 +139,31 @@ def imagededup_encoder(name: str, model: nn.Module, transform, description: Enco
     previous = logging.root.manager.disable
     logging.disable(logging.INFO)
     try:
-        cnn = CNN(verbose=False, model_config=CustomModel(name=name, model=model.eval(), transform=transform))
+        cnn = CNN(
+            verbose=False,
+            model_config=CustomModel(name=name, model=model.eval(), transform=transform),
+        )
     finally:
         logging.disable(previous)
     return AuditEncoder(cnn, description)
 
 
-def read_vit_state_dict(path: Path, sha256_prefix: str | None) -> tuple[dict[str, torch.Tensor], str]:
+def read_vit_state_dict(
+    path: Path, sha256_prefix: str | None
+) -> tuple[dict[str, torch.Tensor], str]:
     """The state dict at `path` and its sha256; with a prefix, a file whose sha256 differs is not unpickled."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no ViT weights there; place torchvision's {VIT_WEIGHTS.name} "
-                                f"(vit_b_16 IMAGENET1K_SWAG_E2E_V1) there by hand")
+        raise FileNotFoundError(
+            f"{path}: no ViT weights there; place torchvision's {VIT_WEIGHTS.name} "
+            f"(vit_b_16 IMAGENET1K_SWAG_E2E_V1) there by hand"
+        )
     sha256 = file_sha256(path)
     if sha256_prefix is not None and not sha256.startswith(sha256_prefix):
-        raise ValueError(f"{path}: sha256 {sha256} does not start with {sha256_prefix}; "
-                         f"not torchvision's {VIT_WEIGHTS.name}")
+        raise ValueError(
+            f"{path}: sha256 {sha256} does not start with {sha256_prefix}; "
+            f"not torchvision's {VIT_WEIGHTS.name}"
+        )
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises pickle, zip and runtime errors alike for a bad file
@@ -154,7 +171,9 @@ def read_vit_state_dict(path: Path, sha256_prefix: str | None) -> tuple[dict[str
     return state_dict, sha256
 
 
-def vit_encoder(weights_path: Path, *, sha256_prefix: str | None = VIT_SHA256_PREFIX) -> AuditEncoder:
+def vit_encoder(
+    weights_path: Path, *, sha256_prefix: str | None = VIT_SHA256_PREFIX
+) -> AuditEncoder:
     """imagededup's ViT (the paper's encoder) with vit_b_16 weights from `weights_path`.
 
     `sha256_prefix` is the file's expected sha256 start (the SWAG file's `9ac1b537`); None accepts
@@ -164,23 +183,33 @@ def vit_encoder(weights_path: Path, *, sha256_prefix: str | None = VIT_SHA256_PR
     try:
         model = StateDictViT(state_dict)
     except RuntimeError as exc:
-        raise ValueError(f"{weights_path}: not a vit_b_16 state dict for {VIT_IMAGE_SIZE} px ({exc})") from exc
-    description = EncoderDescription(name=f"imagededup ViT (vit_b_16, {VIT_IMAGE_SIZE} px, mean of encoder outputs)",
-                                      weights=sha256, embedding_size=VIT_EMBEDDING)
+        raise ValueError(
+            f"{weights_path}: not a vit_b_16 state dict for {VIT_IMAGE_SIZE} px ({exc})"
+        ) from exc
+    description = EncoderDescription(
+        name=f"imagededup ViT (vit_b_16, {VIT_IMAGE_SIZE} px, mean of encoder outputs)",
+        weights=sha256,
+        embedding_size=VIT_EMBEDDING,
+    )
     return imagededup_encoder(ViT.name, model, ViT.transform, description)
 
 
 def extractor_encoder(extractor: FeatureExtractor, name: str) -> AuditEncoder:
     """A radsynth feature extractor run through imagededup, described with its weights and width."""
-    description = EncoderDescription(name=name, weights=extractor.description.weights,
-                                     embedding_size=extractor.num_features)
-    return imagededup_encoder(extractor.description.name, GrayExtractorModel(extractor), UNIT_TENSOR, description)
+    description = EncoderDescription(
+        name=name, weights=extractor.description.weights, embedding_size=extractor.num_features
+    )
+    return imagededup_encoder(
+        extractor.description.name, GrayExtractorModel(extractor), UNIT_TENSOR, description
+    )
 
 
 def offline_inception_encoder() -> AuditEncoder:
     """The FID stage's offline InceptionV3 through imagededup: the fallback where no ViT weights exist."""
     extractor = offline_inception()
-    return extractor_encoder(extractor, f"offline fallback, not the paper's ViT: {extractor.description.name}")
+    return extractor_encoder(
+        extractor, f"offline fallback, not the paper's ViT: {extractor.description.name}"
+    )
 
 
 def random_encoder_for_tests() -> AuditEncoder:
@@ -202,13 +231,17 @@ def encode(encoder: AuditEncoder, images: np.ndarray) -> np.ndarray:
     """
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 3:
-        raise ValueError(f"{encoder.description.name}: expects uint8 gray images (N, H, W), "
-                         f"got {images.dtype} {images.shape}")
+        raise ValueError(
+            f"{encoder.description.name}: expects uint8 gray images (N, H, W), "
+            f"got {images.dtype} {images.shape}"
+        )
     out = np.empty((len(images), encoder.description.embedding_size), dtype=np.float32)
-    with tqdm(total=len(images), desc=f"encoding ({encoder.description.name})", unit="image") as bar:
+    with tqdm(
+        total=len(images), desc=f"encoding ({encoder.description.name})", unit="image"
+    ) as bar:
         for first in range(0, len(images), ENCODE_BLOCK):
-            block = images[first:first + ENCODE_BLOCK]
-            out[first:first + len(block)] = encode_block(encoder, block)
+            block = images[first : first + ENCODE_BLOCK]
+            out[first : first + len(block)] = encode_block(encoder, block)
             bar.update(len(block))
     return out
 
@@ -216,14 +249,19 @@ def encode(encoder: AuditEncoder, images: np.ndarray) -> np.ndarray:
 def encode_block(encoder: AuditEncoder, images: np.ndarray) -> np.ndarray:
     """One block through `encode_images` on a temporary folder of PNG files named by position."""
     names = [f"{index:06d}.png" for index in range(len(images))]
-    with tempfile.TemporaryDirectory(prefix="radsynth-encode-") as folder, quiet(encoder.cnn.logger):
+    with (
+        tempfile.TemporaryDirectory(prefix="radsynth-encode-") as folder,
+        quiet(encoder.cnn.logger),
+    ):
         for name, image in zip(names, images):
             Image.fromarray(np.ascontiguousarray(image)).save(Path(folder) / name)
         encodings = encoder.cnn.encode_images(folder)
     missing = [name for name in names if name not in encodings]
     if missing:
-        raise RuntimeError(f"imagededup returned no embedding for {len(missing)} image(s) of the block, "
-                           f"e.g. {missing[0]}")
+        raise RuntimeError(
+            f"imagededup returned no embedding for {len(missing)} image(s) of the block, "
+            f"e.g. {missing[0]}"
+        )
     return np.stack([np.asarray(encodings[name], dtype=np.float32).reshape(-1) for name in names])
 
 

@@ -46,7 +46,9 @@ def load_synthetic_with_ids(path: Path) -> tuple[np.ndarray, list[str], str]:
     stores = sorted(child for child in path.iterdir() if child.suffix == ".zarr" and child.is_dir())
     pngs = png_files(path)
     if stores and pngs:
-        raise ValueError(f"{path}: holds both *.zarr stores and PNG files; point at one kind (expected {EXPECTED})")
+        raise ValueError(
+            f"{path}: holds both *.zarr stores and PNG files; point at one kind (expected {EXPECTED})"
+        )
     if stores:
         return load_zarr_stores(stores)
     if pngs:
@@ -62,7 +64,9 @@ def is_zarr_store(path: Path) -> bool:
 
 def png_files(folder: Path) -> list[Path]:
     """The folder's PNG files (any case of .png), sorted by name so the order is reproducible."""
-    return sorted(child for child in folder.iterdir() if child.suffix.lower() == ".png" and child.is_file())
+    return sorted(
+        child for child in folder.iterdir() if child.suffix.lower() == ".png" and child.is_file()
+    )
 
 
 def load_zarr_stores(stores: list[Path]) -> tuple[np.ndarray, list[str], str]:
@@ -71,9 +75,13 @@ def load_zarr_stores(stores: list[Path]) -> tuple[np.ndarray, list[str], str]:
     images = samples.images(samples.global_indices)
     label = samples.attrs.get("checkpoint")
     if not isinstance(label, str):
-        raise ValueError(f"{stores[0]}: sample store has no checkpoint label (attribute 'checkpoint')")
+        raise ValueError(
+            f"{stores[0]}: sample store has no checkpoint label (attribute 'checkpoint')"
+        )
     ids = [image_id(label, int(index)) for index in samples.global_indices]
-    where = str(stores[0]) if len(stores) == 1 else f"{len(stores)} Zarr stores in {stores[0].parent}"
+    where = (
+        str(stores[0]) if len(stores) == 1 else f"{len(stores)} Zarr stores in {stores[0].parent}"
+    )
     return images, ids, f"{len(images)} images of checkpoint {label} from {where}"
 
 
@@ -85,8 +93,10 @@ def load_pngs(files: list[Path]) -> np.ndarray:
     for index, file in enumerate(files[1:], start=1):
         image = read_gray_png(file)
         if image.shape != first.shape:
-            raise ValueError(f"{file}: {size_text(image)} differs from {size_text(first)} of {files[0]}; "
-                             f"all PNG files must share one size")
+            raise ValueError(
+                f"{file}: {size_text(image)} differs from {size_text(first)} of {files[0]}; "
+                f"all PNG files must share one size"
+            )
         images[index] = image
     return images
 
@@ -102,8 +112,10 @@ def read_gray_png(file: Path) -> np.ndarray:
     if image_format != "PNG":
         raise ValueError(f"{file}: not a PNG file (PIL reads it as {image_format})")
     if mode != "L":
-        raise ValueError(f"{file}: PNG mode {mode!r}, expected 8-bit grayscale 'L' "
-                         f"(16-bit, colour, alpha and palette images are not converted)")
+        raise ValueError(
+            f"{file}: PNG mode {mode!r}, expected 8-bit grayscale 'L' "
+            f"(16-bit, colour, alpha and palette images are not converted)"
+        )
     return pixels
 
 

@@ -25,8 +25,8 @@ ascending; `nearest_real` takes the lowest real index.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -41,8 +41,12 @@ def check_embeddings(embeddings: np.ndarray, what: str) -> np.ndarray:
     """A non-empty 2-D numeric array, or an error naming `what`; values are checked per chunk."""
     embeddings = np.asarray(embeddings)
     if embeddings.ndim != 2 or len(embeddings) == 0 or embeddings.shape[1] == 0:
-        raise ValueError(f"{what} embeddings must be a non-empty 2-D array (N, D), got shape {embeddings.shape}")
-    if not (np.issubdtype(embeddings.dtype, np.floating) or np.issubdtype(embeddings.dtype, np.integer)):
+        raise ValueError(
+            f"{what} embeddings must be a non-empty 2-D array (N, D), got shape {embeddings.shape}"
+        )
+    if not (
+        np.issubdtype(embeddings.dtype, np.floating) or np.issubdtype(embeddings.dtype, np.integer)
+    ):
         raise ValueError(f"{what} embeddings must be numeric, got {embeddings.dtype}")
     return embeddings
 
@@ -56,12 +60,16 @@ def unit_rows(rows: np.ndarray, what: str, first: int) -> torch.Tensor:
     norms = torch.linalg.vector_norm(rows, dim=1)
     bad = torch.nonzero(~torch.isfinite(norms))[:, 0]
     if len(bad):
-        raise ValueError(f"{what} embedding row {first + int(bad[0])} holds a non-finite value "
-                         f"({len(bad)} such row(s) in rows {first}..{first + len(rows) - 1})")
+        raise ValueError(
+            f"{what} embedding row {first + int(bad[0])} holds a non-finite value "
+            f"({len(bad)} such row(s) in rows {first}..{first + len(rows) - 1})"
+        )
     zero = torch.nonzero(norms == 0)[:, 0]
     if len(zero):
-        raise ValueError(f"{what} embedding row {first + int(zero[0])} is a zero vector: "
-                         f"its cosine similarity is undefined")
+        raise ValueError(
+            f"{what} embedding row {first + int(zero[0])} is a zero vector: "
+            f"its cosine similarity is undefined"
+        )
     return rows.div_(norms[:, None]).float()
 
 
@@ -69,29 +77,42 @@ def unit_matrix(embeddings: np.ndarray, what: str, chunk_size: int) -> torch.Ten
     """All rows of `embeddings` as unit float32 rows, normalised in chunks (the float64 rows are transient)."""
     unit = torch.empty(embeddings.shape, dtype=torch.float32)
     for first in range(0, len(embeddings), chunk_size):
-        unit[first:first + chunk_size] = unit_rows(embeddings[first:first + chunk_size], what, first)
+        unit[first : first + chunk_size] = unit_rows(
+            embeddings[first : first + chunk_size], what, first
+        )
     return unit
 
 
-def checked_pair(real: np.ndarray, synthetic: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
+def checked_pair(
+    real: np.ndarray, synthetic: np.ndarray, chunk_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     real = check_embeddings(real, "real")
     synthetic = check_embeddings(synthetic, "synthetic")
     if real.shape[1] != synthetic.shape[1]:
-        raise ValueError(f"real embeddings have {real.shape[1]} dimensions, synthetic ones {synthetic.shape[1]}")
+        raise ValueError(
+            f"real embeddings have {real.shape[1]} dimensions, synthetic ones {synthetic.shape[1]}"
+        )
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     return real, synthetic
 
 
-def similarity_chunks(real: np.ndarray, synthetic: np.ndarray, chunk_size: int) -> Iterator[tuple[int, torch.Tensor]]:
+def similarity_chunks(
+    real: np.ndarray, synthetic: np.ndarray, chunk_size: int
+) -> Iterator[tuple[int, torch.Tensor]]:
     """(first synthetic row, cosine similarities (chunk, n_real)) for consecutive chunks of synthetic rows."""
     real, synthetic = checked_pair(real, synthetic, chunk_size)
     real_unit = unit_matrix(real, "real", chunk_size)
     for first in range(0, len(synthetic), chunk_size):
-        yield first, unit_rows(synthetic[first:first + chunk_size], "synthetic", first) @ real_unit.T
+        yield (
+            first,
+            unit_rows(synthetic[first : first + chunk_size], "synthetic", first) @ real_unit.T,
+        )
 
 
-def best_first(similarity: np.ndarray, real_index: np.ndarray, synthetic_index: np.ndarray, k: int) -> np.ndarray:
+def best_first(
+    similarity: np.ndarray, real_index: np.ndarray, synthetic_index: np.ndarray, k: int
+) -> np.ndarray:
     """Positions of the k best pairs: similarity descending, then real index, then synthetic index."""
     return np.lexsort((synthetic_index, real_index, -similarity))[:k]
 
@@ -106,7 +127,7 @@ GATHER_LIMIT = 1 / 32
 
 def rounding_margin(dimensions: int) -> float:
     """Twice the float32 error bound of a unit-vector dot product, gamma_D = D u / (1 - D u), u = 2^-24."""
-    unit_roundoff = 2.0 ** -24
+    unit_roundoff = 2.0**-24
     return 2 * dimensions * unit_roundoff / (1 - dimensions * unit_roundoff)
 
 
@@ -127,7 +148,9 @@ def _split(unit: torch.Tensor, order: torch.Tensor, head: int) -> _SplitRows:
     return _SplitRows(unit, torch.cat([leading, tail_norm[:, None]], dim=1))
 
 
-def _dense_candidates(similarity: torch.Tensor, k: int, floor: float, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _dense_candidates(
+    similarity: torch.Tensor, k: int, floor: float, margin: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, col) of every pair within `margin` of the chunk's k-th best or above `floor` less margin,
     whichever is higher (rows whose maximum is below it are skipped unread)."""
     rows = torch.nonzero(similarity.amax(dim=1) >= floor - margin)[:, 0]
@@ -141,8 +164,9 @@ def _dense_candidates(similarity: torch.Tensor, k: int, floor: float, margin: fl
     return rows[picked], cols
 
 
-def _chunk_candidates(synthetic: _SplitRows, real: _SplitRows, k: int, floor: float,
-                      margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _chunk_candidates(
+    synthetic: _SplitRows, real: _SplitRows, k: int, floor: float, margin: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, col) pairs of a chunk that may reach the running k-th best `floor`: a superset of them."""
     if np.isfinite(floor):
         bound = synthetic.head_and_tail_norm @ real.head_and_tail_norm.T
@@ -156,8 +180,9 @@ def _chunk_candidates(synthetic: _SplitRows, real: _SplitRows, k: int, floor: fl
     return _dense_candidates(synthetic.unit @ real.unit.T, k, floor, margin)
 
 
-def _exact_similarity(synthetic: torch.Tensor, real: torch.Tensor, rows: torch.Tensor,
-                      cols: torch.Tensor) -> np.ndarray:
+def _exact_similarity(
+    synthetic: torch.Tensor, real: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+) -> np.ndarray:
     """float64 dot products of the given float32 unit rows, rounded to float32."""
     return torch.einsum("ij,ij->i", synthetic[rows].double(), real[cols].double()).float().numpy()
 
@@ -179,19 +204,35 @@ def top_pairs(real: np.ndarray, synthetic: np.ndarray, *, k: int, chunk_size: in
         head = max(1, round(HEAD_FRACTION * real.shape[1]))
         real_split, margin = _split(real_unit, order, head), rounding_margin(real.shape[1])
         for first in range(0, len(synthetic), chunk_size):
-            synthetic_unit = unit_rows(synthetic[first:first + chunk_size], "synthetic", first)
+            synthetic_unit = unit_rows(synthetic[first : first + chunk_size], "synthetic", first)
             floor = float(similarity[-1]) if len(similarity) == k else -np.inf
-            rows, cols = _chunk_candidates(_split(synthetic_unit, order, head), real_split, k, floor, margin)
-            similarity = np.concatenate([similarity, _exact_similarity(synthetic_unit, real_unit, rows, cols)])
+            rows, cols = _chunk_candidates(
+                _split(synthetic_unit, order, head), real_split, k, floor, margin
+            )
+            similarity = np.concatenate(
+                [similarity, _exact_similarity(synthetic_unit, real_unit, rows, cols)]
+            )
             real_index = np.concatenate([real_index, cols.numpy()])
             synthetic_index = np.concatenate([synthetic_index, rows.numpy() + first])
             keep = best_first(similarity, real_index, synthetic_index, k)
-            similarity, real_index, synthetic_index = similarity[keep], real_index[keep], synthetic_index[keep]
-    return pd.DataFrame({"rank": np.arange(1, len(similarity) + 1), "real_index": real_index,
-                         "synthetic_index": synthetic_index, "similarity": similarity})
+            similarity, real_index, synthetic_index = (
+                similarity[keep],
+                real_index[keep],
+                synthetic_index[keep],
+            )
+    return pd.DataFrame(
+        {
+            "rank": np.arange(1, len(similarity) + 1),
+            "real_index": real_index,
+            "synthetic_index": synthetic_index,
+            "similarity": similarity,
+        }
+    )
 
 
-def nearest_real(real: np.ndarray, synthetic: np.ndarray, *, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
+def nearest_real(
+    real: np.ndarray, synthetic: np.ndarray, *, chunk_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """For each synthetic row: the index of its most cosine-similar real row (lowest index on ties)
     and that similarity, as int64 and float32 arrays of length n_synthetic."""
     index = np.empty(len(check_embeddings(synthetic, "synthetic")), np.int64)
@@ -199,6 +240,6 @@ def nearest_real(real: np.ndarray, synthetic: np.ndarray, *, chunk_size: int) ->
     with torch.inference_mode():
         for first, chunk in similarity_chunks(real, synthetic, chunk_size):
             best = torch.argmax(chunk, dim=1)  # documented: the first maximal value on ties
-            index[first:first + len(chunk)] = best.numpy()
-            similarity[first:first + len(chunk)] = chunk.gather(1, best[:, None])[:, 0].numpy()
+            index[first : first + len(chunk)] = best.numpy()
+            similarity[first : first + len(chunk)] = chunk.gather(1, best[:, None])[:, 0].numpy()
     return index, similarity

@@ -28,13 +28,19 @@ def check_pairs(real: np.ndarray, synthetic: np.ndarray) -> None:
     """Paired uint8 gray images (N, H, W) of one shape, with sides divisible by the grid."""
     for what, images in (("real", real), ("synthetic", synthetic)):
         if images.dtype != np.uint8 or images.ndim != 3:
-            raise ValueError(f"{what} images must be uint8 gray (N, H, W), got {images.dtype} {images.shape}")
+            raise ValueError(
+                f"{what} images must be uint8 gray (N, H, W), got {images.dtype} {images.shape}"
+            )
     if real.shape != synthetic.shape:
-        raise ValueError(f"paired images differ in shape: real {real.shape}, synthetic {synthetic.shape}")
+        raise ValueError(
+            f"paired images differ in shape: real {real.shape}, synthetic {synthetic.shape}"
+        )
     height, width = real.shape[1:]
     if height % GRID or width % GRID:
-        raise ValueError(f"images are {width}x{height}: both sides must be divisible by {GRID} "
-                         f"for {GRID * GRID} equal patches")
+        raise ValueError(
+            f"images are {width}x{height}: both sides must be divisible by {GRID} "
+            f"for {GRID * GRID} equal patches"
+        )
 
 
 def patch_distances(real_images: np.ndarray, synthetic_images: np.ndarray) -> np.ndarray:

@@ -56,9 +56,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -89,10 +90,12 @@ class ScreenSettings(ConfigModel):
     calibration_seed: int
 
     @model_validator(mode="after")
-    def _whole_cells(self) -> "ScreenSettings":
+    def _whole_cells(self) -> ScreenSettings:
         """The grid must tile the analysis image exactly."""
         if self.analysis_size % self.cell:
-            raise ValueError(f"analysis_size {self.analysis_size} is not a multiple of cell {self.cell}")
+            raise ValueError(
+                f"analysis_size {self.analysis_size} is not a multiple of cell {self.cell}"
+            )
         return self
 
     @property
@@ -101,8 +104,15 @@ class ScreenSettings(ConfigModel):
 
 
 #: The settings measured best on the demo (module docstring).
-DEFAULT_SETTINGS = ScreenSettings(analysis_size=20, cell=2, orientation_bins=8, neighbourhood=1, shrinkage=0.01,
-                                  calibration_folds=5, calibration_seed=0)
+DEFAULT_SETTINGS = ScreenSettings(
+    analysis_size=20,
+    cell=2,
+    orientation_bins=8,
+    neighbourhood=1,
+    shrinkage=0.01,
+    calibration_folds=5,
+    calibration_seed=0,
+)
 
 
 # ----------------------------------------------------------------------------- features
@@ -112,11 +122,15 @@ def check_images(images: np.ndarray, settings: ScreenSettings, what: str) -> np.
     """uint8 gray images (N >= 1, H, W) at least the analysis size, or an error naming `what`."""
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 3 or len(images) == 0:
-        raise ValueError(f"{what} images must be a non-empty uint8 gray array (N, H, W), "
-                         f"got {images.dtype} {images.shape}")
+        raise ValueError(
+            f"{what} images must be a non-empty uint8 gray array (N, H, W), "
+            f"got {images.dtype} {images.shape}"
+        )
     if min(images.shape[1:]) < settings.analysis_size:
-        raise ValueError(f"{what} images are {images.shape[2]}x{images.shape[1]}, smaller than the screen's "
-                         f"analysis size {settings.analysis_size}")
+        raise ValueError(
+            f"{what} images are {images.shape[2]}x{images.shape[1]}, smaller than the screen's "
+            f"analysis size {settings.analysis_size}"
+        )
     return images
 
 
@@ -125,7 +139,9 @@ def layout_maps(images: np.ndarray, settings: ScreenSettings) -> np.ndarray:
     level per cell of the standardized, area-averaged image."""
     x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).unsqueeze(1) / 255.0
     x = torch.nn.functional.adaptive_avg_pool2d(x, settings.analysis_size)
-    x = (x - x.mean(dim=(2, 3), keepdim=True)) / x.std(dim=(2, 3), keepdim=True).clamp_min(1.0 / 255.0)
+    x = (x - x.mean(dim=(2, 3), keepdim=True)) / x.std(dim=(2, 3), keepdim=True).clamp_min(
+        1.0 / 255.0
+    )
     gx = torch.nn.functional.pad(x[..., :, 2:] - x[..., :, :-2], (1, 1, 0, 0))
     gy = torch.nn.functional.pad(x[..., 2:, :] - x[..., :-2, :], (0, 0, 1, 1))
     width = 2 * math.pi / settings.orientation_bins
@@ -137,8 +153,12 @@ def layout_maps(images: np.ndarray, settings: ScreenSettings) -> np.ndarray:
 
 def blocked_layout_maps(images: np.ndarray, settings: ScreenSettings) -> np.ndarray:
     """`layout_maps` SCORE_BLOCK images at a time: float copies of full-size images stay small."""
-    return np.concatenate([layout_maps(images[first:first + SCORE_BLOCK], settings)
-                           for first in range(0, len(images), SCORE_BLOCK)])
+    return np.concatenate(
+        [
+            layout_maps(images[first : first + SCORE_BLOCK], settings)
+            for first in range(0, len(images), SCORE_BLOCK)
+        ]
+    )
 
 
 def local_descriptors(maps: np.ndarray, neighbourhood: int) -> np.ndarray:
@@ -146,9 +166,16 @@ def local_descriptors(maps: np.ndarray, neighbourhood: int) -> np.ndarray:
     neighbours (zeros beyond the border), cells in row-major order."""
     n, channels, grid, _ = maps.shape
     side = 2 * neighbourhood + 1
-    padded = np.pad(maps.astype(np.float64), ((0, 0), (0, 0), (neighbourhood,) * 2, (neighbourhood,) * 2))
-    windows = np.stack([padded[:, :, dy:dy + grid, dx:dx + grid] for dy in range(side) for dx in range(side)], axis=2)
-    return np.ascontiguousarray(windows.reshape(n, channels * side * side, grid * grid).transpose(0, 2, 1))
+    padded = np.pad(
+        maps.astype(np.float64), ((0, 0), (0, 0), (neighbourhood,) * 2, (neighbourhood,) * 2)
+    )
+    windows = np.stack(
+        [padded[:, :, dy : dy + grid, dx : dx + grid] for dy in range(side) for dx in range(side)],
+        axis=2,
+    )
+    return np.ascontiguousarray(
+        windows.reshape(n, channels * side * side, grid * grid).transpose(0, 2, 1)
+    )
 
 
 # ----------------------------------------------------------------------------- local Gaussians
@@ -163,10 +190,16 @@ class LocalGaussians:
 def fit_gaussians(descriptors: np.ndarray, shrinkage: float) -> LocalGaussians:
     """One Gaussian per grid cell; covariance + shrinkage * (its mean variance) * identity."""
     mean = descriptors.mean(axis=0)
-    centred = np.ascontiguousarray((descriptors - mean).transpose(1, 0, 2))  # (cells, N, D): batched per cell
+    centred = np.ascontiguousarray(
+        (descriptors - mean).transpose(1, 0, 2)
+    )  # (cells, N, D): batched per cell
     covariance = centred.transpose(0, 2, 1) @ centred / (len(descriptors) - 1)
     scale = np.trace(covariance, axis1=1, axis2=2) / covariance.shape[1]
-    covariance += shrinkage * np.maximum(scale, np.finfo(float).tiny)[:, None, None] * np.eye(covariance.shape[1])
+    covariance += (
+        shrinkage
+        * np.maximum(scale, np.finfo(float).tiny)[:, None, None]
+        * np.eye(covariance.shape[1])
+    )
     return LocalGaussians(mean, np.linalg.inv(covariance))
 
 
@@ -178,7 +211,10 @@ def cell_distances(gaussians: LocalGaussians, descriptors: np.ndarray) -> np.nda
 
 def out_of_fold_atypicality(descriptors: np.ndarray, settings: ScreenSettings) -> np.ndarray:
     """Each real image's atypicality under Gaussians fitted on the other folds."""
-    folds = np.random.default_rng(settings.calibration_seed).permutation(len(descriptors)) % settings.calibration_folds
+    folds = (
+        np.random.default_rng(settings.calibration_seed).permutation(len(descriptors))
+        % settings.calibration_folds
+    )
     atypicality = np.empty(len(descriptors))
     for fold in range(settings.calibration_folds):
         held = folds == fold
@@ -209,14 +245,18 @@ class PlausibilityModel:
     settings: ScreenSettings
     gaussians: LocalGaussians
     real_atypicality: np.ndarray  # out-of-fold, sorted ascending
-    real_features: np.ndarray  # (n_real, grid * grid * channels) float32, the real mean grid subtracted
+    real_features: (
+        np.ndarray
+    )  # (n_real, grid * grid * channels) float32, the real mean grid subtracted
     feature_mean: np.ndarray  # the real mean grid, flattened
     real_ids: tuple[str, ...]
     description: dict[str, Any]  # what it was fitted on, settings, provenance (JSON-serialisable)
 
     def plausibility(self, atypicality: np.ndarray) -> np.ndarray:
         """Fraction of real images whose out-of-fold atypicality is at least `atypicality`."""
-        at_least = len(self.real_atypicality) - np.searchsorted(self.real_atypicality, atypicality, side="left")
+        at_least = len(self.real_atypicality) - np.searchsorted(
+            self.real_atypicality, atypicality, side="left"
+        )
         return at_least / len(self.real_atypicality)
 
     def score(self, images: np.ndarray, *, chunk_size: int) -> Scores:
@@ -224,46 +264,70 @@ class PlausibilityModel:
         images = check_images(images, self.settings, "synthetic")
         atypicality, worst, features = [], [], []
         for first in range(0, len(images), SCORE_BLOCK):
-            maps = layout_maps(images[first:first + SCORE_BLOCK], self.settings)
-            distances = cell_distances(self.gaussians, local_descriptors(maps, self.settings.neighbourhood))
+            maps = layout_maps(images[first : first + SCORE_BLOCK], self.settings)
+            distances = cell_distances(
+                self.gaussians, local_descriptors(maps, self.settings.neighbourhood)
+            )
             atypicality.append(distances.max(axis=1))
             worst.append(distances.argmax(axis=1))
             features.append(maps.reshape(len(maps), -1) - self.feature_mean)
         atypicality, worst = np.concatenate(atypicality), np.concatenate(worst)
         grid = self.settings.grid
-        index, similarity = nearest_real(self.real_features, np.concatenate(features), chunk_size=chunk_size)
-        return Scores(atypicality=atypicality, plausibility=self.plausibility(atypicality),
-                      atypical_x=(worst % grid + 0.5) / grid, atypical_y=(worst // grid + 0.5) / grid,
-                      nearest_real_id=[self.real_ids[i] for i in index], nearest_real_similarity=similarity)
+        index, similarity = nearest_real(
+            self.real_features, np.concatenate(features), chunk_size=chunk_size
+        )
+        return Scores(
+            atypicality=atypicality,
+            plausibility=self.plausibility(atypicality),
+            atypical_x=(worst % grid + 0.5) / grid,
+            atypical_y=(worst // grid + 0.5) / grid,
+            nearest_real_id=[self.real_ids[i] for i in index],
+            nearest_real_similarity=similarity,
+        )
 
 
-def fit_plausibility(real_images: np.ndarray, real_ids: Sequence[str], *, settings: ScreenSettings,
-                     fitted_on: Mapping[str, Any]) -> PlausibilityModel:
+def fit_plausibility(
+    real_images: np.ndarray,
+    real_ids: Sequence[str],
+    *,
+    settings: ScreenSettings,
+    fitted_on: Mapping[str, Any],
+) -> PlausibilityModel:
     """Fit the screen on left-facing real images. `fitted_on` says what they are (atlas path, how
     they were oriented); the images' digest, count and the settings are added to the description."""
     real_images = check_images(real_images, settings, "real")
     if len(real_ids) != len(real_images) or len(set(real_ids)) != len(real_ids):
-        raise ValueError(f"need one unique id per real image; got {len(set(real_ids))} unique ids "
-                         f"for {len(real_images)} images")
+        raise ValueError(
+            f"need one unique id per real image; got {len(set(real_ids))} unique ids "
+            f"for {len(real_images)} images"
+        )
     if len(real_images) < 2 * settings.calibration_folds:
-        raise ValueError(f"{len(real_images)} real images cannot fill {settings.calibration_folds} calibration folds "
-                         f"of at least 2 images")
+        raise ValueError(
+            f"{len(real_images)} real images cannot fill {settings.calibration_folds} calibration folds "
+            f"of at least 2 images"
+        )
     maps = blocked_layout_maps(real_images, settings)
     descriptors = local_descriptors(maps, settings.neighbourhood)
     flat = maps.reshape(len(maps), -1)
     feature_mean = flat.mean(axis=0)
     description = {
-        "format": FORMAT, "fitted_on": dict(fitted_on), "n_real": len(real_images),
+        "format": FORMAT,
+        "fitted_on": dict(fitted_on),
+        "n_real": len(real_images),
         "real_images_digest": atlas_digest(np.ascontiguousarray(real_images), list(real_ids)),
-        "real_image_size": list(real_images.shape[1:]), "settings": settings.model_dump(mode="json"),
+        "real_image_size": list(real_images.shape[1:]),
+        "settings": settings.model_dump(mode="json"),
         "plausibility": "fraction of the real images whose out-of-fold atypicality is at least the image's; "
-                        "higher = more plausible",
+        "higher = more plausible",
     }
     return PlausibilityModel(
-        settings=settings, gaussians=fit_gaussians(descriptors, settings.shrinkage),
+        settings=settings,
+        gaussians=fit_gaussians(descriptors, settings.shrinkage),
         real_atypicality=np.sort(out_of_fold_atypicality(descriptors, settings)),
-        real_features=(flat - feature_mean).astype(np.float32), feature_mean=feature_mean,
-        real_ids=tuple(real_ids), description=description,
+        real_features=(flat - feature_mean).astype(np.float32),
+        feature_mean=feature_mean,
+        real_ids=tuple(real_ids),
+        description=description,
     )
 
 
@@ -271,10 +335,14 @@ def save_model(model: PlausibilityModel, path: Path) -> None:
     """A compressed npz: the arrays, and the description (settings included) as JSON text."""
     with atomic_output(Path(path)) as temporary, temporary.open("wb") as handle:
         np.savez_compressed(
-            handle, description=np.array(json.dumps(model.description, sort_keys=True)),
-            mean=model.gaussians.mean, precision=model.gaussians.precision,
-            real_atypicality=model.real_atypicality, real_features=model.real_features,
-            feature_mean=model.feature_mean, real_ids=np.array(model.real_ids, dtype=str),
+            handle,
+            description=np.array(json.dumps(model.description, sort_keys=True)),
+            mean=model.gaussians.mean,
+            precision=model.gaussians.precision,
+            real_atypicality=model.real_atypicality,
+            real_features=model.real_features,
+            feature_mean=model.feature_mean,
+            real_ids=np.array(model.real_ids, dtype=str),
         )
 
 
@@ -292,8 +360,10 @@ def load_model(path: Path) -> PlausibilityModel:
     return PlausibilityModel(
         settings=ScreenSettings.model_validate(description["settings"]),
         gaussians=LocalGaussians(arrays["mean"], arrays["precision"]),
-        real_atypicality=arrays["real_atypicality"], real_features=arrays["real_features"],
-        feature_mean=arrays["feature_mean"], real_ids=tuple(str(i) for i in arrays["real_ids"]),
+        real_atypicality=arrays["real_atypicality"],
+        real_features=arrays["real_features"],
+        feature_mean=arrays["feature_mean"],
+        real_ids=tuple(str(i) for i in arrays["real_ids"]),
         description=description,
     )
 
@@ -306,7 +376,15 @@ def intensity_statistics(images: np.ndarray) -> pd.DataFrame:
     saturated or washed-out samples stand out here before anyone looks."""
     blocks = []
     for first in range(0, len(images), SCORE_BLOCK):
-        flat = np.asarray(images[first:first + SCORE_BLOCK]).reshape(-1, images[0].size).astype(np.float64)
+        flat = (
+            np.asarray(images[first : first + SCORE_BLOCK])
+            .reshape(-1, images[0].size)
+            .astype(np.float64)
+        )
         p01, p99 = np.percentile(flat, [1, 99], axis=1)
-        blocks.append(pd.DataFrame({"mean": flat.mean(axis=1), "std": flat.std(axis=1), "p01": p01, "p99": p99}))
+        blocks.append(
+            pd.DataFrame(
+                {"mean": flat.mean(axis=1), "std": flat.std(axis=1), "p01": p01, "p99": p99}
+            )
+        )
     return pd.concat(blocks, ignore_index=True)

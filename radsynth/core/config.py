@@ -10,7 +10,8 @@ This module imports nothing heavy (no torch, no numpy): the Snakefile imports it
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Iterator, Mapping, TypeVar
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
@@ -123,10 +124,15 @@ def _turing_sample_set(config: Mapping[str, Any]) -> Iterator[str]:
 
 
 def _fid_schedule(config: Mapping[str, Any]) -> Iterator[str]:
-    every, per_checkpoint = config["evaluate"]["every_steps"], config["training"]["checkpoint_every"]
+    every, per_checkpoint = (
+        config["evaluate"]["every_steps"],
+        config["training"]["checkpoint_every"],
+    )
     if every % per_checkpoint:
-        yield (f"evaluate.every_steps {every} is not a multiple of training.checkpoint_every {per_checkpoint}: "
-               "FID is computed on history checkpoints")
+        yield (
+            f"evaluate.every_steps {every} is not a multiple of training.checkpoint_every {per_checkpoint}: "
+            "FID is computed on history checkpoints"
+        )
     if every > config["training"]["num_steps"]:
         yield f"evaluate.every_steps {every} is beyond training.num_steps {config['training']['num_steps']}"
 

@@ -67,7 +67,9 @@ class Checksum:
     def matches(self, actual: Checksum) -> bool:
         """A full pin matches equal digests; a prefix pin any digest that starts with it."""
         if self.algorithm.endswith(PREFIX_SUFFIX):
-            return actual.algorithm == self.hash_name and actual.hexdigest.startswith(self.hexdigest)
+            return actual.algorithm == self.hash_name and actual.hexdigest.startswith(
+                self.hexdigest
+            )
         return actual == self
 
 
@@ -101,7 +103,9 @@ def parse_checksum(text: str | None) -> Checksum | None:
         raise ValueError(f"checksum {text!r} must look like 'md5:<hex>' or 'sha256:<hex>'")
     if algorithm == f"sha256{PREFIX_SUFFIX}":
         if not re.fullmatch(f"[0-9a-f]{{{PREFIX_MIN_DIGITS},63}}", hexdigest):
-            raise ValueError(f"checksum {text!r}: {algorithm} needs {PREFIX_MIN_DIGITS} to 63 hex digits")
+            raise ValueError(
+                f"checksum {text!r}: {algorithm} needs {PREFIX_MIN_DIGITS} to 63 hex digits"
+            )
         return Checksum(algorithm, hexdigest)
     if algorithm not in CHECKSUM_HEX_LENGTHS:
         raise ValueError(
@@ -128,7 +132,9 @@ def verify_file(
 ) -> Verification:
     """Compare a file with the expected size and checksum (sha256 is computed when none is set)."""
     actual_size = path.stat().st_size
-    actual = file_checksum(path, checksum.hash_name if checksum else RECORDED_ALGORITHM, chunk_bytes)
+    actual = file_checksum(
+        path, checksum.hash_name if checksum else RECORDED_ALGORITHM, chunk_bytes
+    )
     problems = []
     if size is not None and actual_size != size:
         problems.append(f"size: expected {size:,} bytes, actual {actual_size:,} bytes")
@@ -163,8 +169,13 @@ def fetch_file(
     part.parent.mkdir(parents=True, exist_ok=True)
     try:
         _download_with_retries(
-            target, part, timeout_s=timeout_s, max_attempts=max_attempts,
-            chunk_bytes=chunk_bytes, retry_wait_s=retry_wait_s, progress=progress,
+            target,
+            part,
+            timeout_s=timeout_s,
+            max_attempts=max_attempts,
+            chunk_bytes=chunk_bytes,
+            retry_wait_s=retry_wait_s,
+            progress=progress,
         )
     except _AccessRefused as exc:
         raise ManualDownloadRequired(manual_download_message(target, str(exc), part)) from exc
@@ -176,7 +187,8 @@ def manual_download_message(target: _Target, reason: str, part: Path) -> str:
     name = target.dest.name
     size = f"{target.size:,} bytes" if target.size is not None else "not configured"
     checksum = (
-        str(target.checksum) if target.checksum is not None
+        str(target.checksum)
+        if target.checksum is not None
         else f"not configured (a sha256 will be recorded in {_sibling(target.dest, '.sha256')})"
     )
     lines = [
@@ -250,14 +262,26 @@ def _record_unpinned(target: _Target, verification: Verification) -> None:
 
 
 def _download_with_retries(
-    target: _Target, part: Path, *, timeout_s: float, max_attempts: int,
-    chunk_bytes: int, retry_wait_s: float, progress: bool,
+    target: _Target,
+    part: Path,
+    *,
+    timeout_s: float,
+    max_attempts: int,
+    chunk_bytes: int,
+    retry_wait_s: float,
+    progress: bool,
 ) -> None:
     """Transfer into `part`, resuming after drops; give up after `max_attempts` tries."""
     resumed = _size_on_disk(part)
     with tqdm(
-        total=target.size, initial=resumed, unit="B", unit_scale=True, unit_divisor=1024,
-        desc=target.dest.name, disable=not progress, file=sys.stderr,
+        total=target.size,
+        initial=resumed,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=target.dest.name,
+        disable=not progress,
+        file=sys.stderr,
     ) as bar:
         for attempt in range(1, max_attempts + 1):
             try:
@@ -314,7 +338,9 @@ def _start_offset(response: requests.Response, offset: int, part: Path) -> int |
     """Byte offset the response body starts at, or None when `part` is already complete."""
     status = response.status_code
     if status in (401, 403):
-        raise _AccessRefused(f"the server answered HTTP {status} {response.reason} (login required?)")
+        raise _AccessRefused(
+            f"the server answered HTTP {status} {response.reason} (login required?)"
+        )
     if status == 416:
         return _after_unsatisfiable_range(response, offset, part)
     if 400 <= status < 500:
@@ -330,7 +356,10 @@ def _start_offset(response: requests.Response, offset: int, part: Path) -> int |
     if status == 206:
         return _checked_partial_start(response, offset, part)
     if offset:
-        tqdm.write(f"{part.name}: server ignored the Range request; restarting from byte 0", file=sys.stderr)
+        tqdm.write(
+            f"{part.name}: server ignored the Range request; restarting from byte 0",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -371,12 +400,17 @@ def _stream_body(
             for chunk in response.iter_content(chunk_size=chunk_bytes):
                 handle.write(chunk)
                 bar.update(len(chunk))
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                requests.Timeout) as exc:
+        except (
+            requests.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+            requests.Timeout,
+        ) as exc:
             raise _TransferInterrupted(f"connection dropped: {exc}") from exc
         finally:
             handle.flush()
             os.fsync(handle.fileno())
     received = part.stat().st_size - start
     if declared is not None and received < int(declared):
-        raise _TransferInterrupted(f"connection closed after {received:,} of {int(declared):,} bytes")
+        raise _TransferInterrupted(
+            f"connection closed after {received:,} of {int(declared):,} bytes"
+        )

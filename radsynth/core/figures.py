@@ -5,15 +5,18 @@ figure pasted into a manuscript can be traced back to the code and config that m
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from matplotlib.figure import Figure
 
 from radsynth.core.atomic import atomic_output
 
 
-def png_metadata(provenance: Mapping[str, Any], *, title: str, description: str = "") -> dict[str, str]:
+def png_metadata(
+    provenance: Mapping[str, Any], *, title: str, description: str = ""
+) -> dict[str, str]:
     return {
         "Title": title,
         "Description": description,
@@ -36,5 +39,7 @@ def save_figure(
     out_png = Path(out_png)
     metadata = {**png_metadata(provenance, title=title, description=description), **extra_metadata}
     with atomic_output(out_png) as temporary:
-        figure.savefig(temporary, format="png", dpi=dpi if dpi is not None else "figure", metadata=metadata)
+        figure.savefig(
+            temporary, format="png", dpi=dpi if dpi is not None else "figure", metadata=metadata
+        )
     return out_png

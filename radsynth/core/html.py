@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 #: A template field: {{NAME}}, filled in one pass so inserted text is never re-substituted.
 PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 #: A timestamp on every line lets a long job's log be read against its benchmark and the
 #: scheduler's records; the logger name says which module spoke.

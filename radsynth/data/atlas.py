@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import h5py
 import numpy as np
@@ -48,7 +48,7 @@ class Atlas:
         if self._file is not None:
             self._file.close()
 
-    def __enter__(self) -> "Atlas":
+    def __enter__(self) -> Atlas:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -104,7 +104,11 @@ def atlas_digest(images: np.ndarray, source_names: Sequence[str]) -> str:
     """SHA-256 of the atlas content later stages read: the images (a C-contiguous array: dtype,
     shape, bytes) and the source names. Not the HDF5 file's bytes, which hold a creation time.
     Training keys its run folders on it, evaluation its cached real-image features."""
-    header = {"dtype": str(images.dtype), "shape": list(images.shape), "source_names": list(source_names)}
+    header = {
+        "dtype": str(images.dtype),
+        "shape": list(images.shape),
+        "source_names": list(source_names),
+    }
     digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode("utf-8"))
     digest.update(memoryview(images))
     return digest.hexdigest()
@@ -126,7 +130,9 @@ def atlas_from_images(
     no keypoints (NaN), nothing inverted, the stored size taken as the original size."""
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1] != images.shape[2]:
-        raise ValueError(f"atlas images must be uint8 (N, size, size), got {images.dtype} {images.shape}")
+        raise ValueError(
+            f"atlas images must be uint8 (N, size, size), got {images.dtype} {images.shape}"
+        )
     if len(source_names) != len(images):
         raise ValueError(f"{len(source_names)} source names for {len(images)} images")
     n, size = len(images), images.shape[1]
@@ -152,12 +158,16 @@ def write_metadata(h5: h5py.File, atlas: Atlas) -> None:
     keypoints = h5.create_dataset("keypoints", data=np.asarray(atlas.keypoints, dtype=np.float32))
     keypoints.attrs["labels"] = list(atlas.labels)
     h5.create_dataset("meta/source_name", data=list(atlas.source_names), dtype=text)
-    h5.create_dataset("meta/original_height", data=np.asarray(atlas.original_height, dtype=np.int32))
+    h5.create_dataset(
+        "meta/original_height", data=np.asarray(atlas.original_height, dtype=np.int32)
+    )
     h5.create_dataset("meta/original_width", data=np.asarray(atlas.original_width, dtype=np.int32))
     h5.create_dataset("meta/bit_depth", data=np.asarray(atlas.bit_depth, dtype=np.int32))
     h5.create_dataset("meta/mode", data=list(atlas.modes), dtype=text)
     h5.create_dataset("meta/inverted", data=np.asarray(atlas.inverted, dtype=bool))
-    h5.create_dataset("meta/negative_score", data=np.asarray(atlas.negative_scores, dtype=np.float64))
+    h5.create_dataset(
+        "meta/negative_score", data=np.asarray(atlas.negative_scores, dtype=np.float64)
+    )
     for key, value in atlas.attrs.items():
         h5.attrs[key] = value
     h5.attrs["n_images"] = len(atlas.source_names)
@@ -169,6 +179,11 @@ def write_metadata(h5: h5py.File, atlas: Atlas) -> None:
 def write_atlas(path: Path, atlas: Atlas) -> None:
     """Write an in-memory atlas atomically, in the layout `load_atlas` reads."""
     with atomic_output(Path(path)) as temporary, h5py.File(temporary, "w") as h5:
-        h5.create_dataset("images", data=np.asarray(atlas.images), chunks=(1, *atlas.images.shape[1:]),
-                          compression="gzip", compression_opts=4)
+        h5.create_dataset(
+            "images",
+            data=np.asarray(atlas.images),
+            chunks=(1, *atlas.images.shape[1:]),
+            compression="gzip",
+            compression_opts=4,
+        )
         write_metadata(h5, atlas)

@@ -10,8 +10,9 @@ import re
 import sys
 import zipfile
 import zlib
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Any
 
 from tqdm import tqdm
 
@@ -72,12 +73,17 @@ def _check_member_name(archive: Path, name: str) -> None:
 
 
 def _extract_members(
-    bundle: zipfile.ZipFile, members: list[zipfile.ZipInfo], staging: Path,
-    *, archive: Path, progress: bool,
+    bundle: zipfile.ZipFile,
+    members: list[zipfile.ZipInfo],
+    staging: Path,
+    *,
+    archive: Path,
+    progress: bool,
 ) -> None:
     """Extract one member at a time so a corrupt entry is reported by name."""
-    for member in tqdm(members, desc=f"extract {archive.name}", unit="file",
-                       disable=not progress, file=sys.stderr):
+    for member in tqdm(
+        members, desc=f"extract {archive.name}", unit="file", disable=not progress, file=sys.stderr
+    ):
         try:
             bundle.extract(member, staging)
         except (zipfile.BadZipFile, zlib.error, EOFError) as exc:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -100,7 +100,9 @@ class NegativeDetection:
     """Settings of the negative-scan detector (radsynth choices; the paper gives no method)."""
 
     analysis_size: int  # side of the downsampled square copy the statistics are taken on
-    uniform_tolerance: float  # spread (5th-95th percentile) at or below which an edge line is a flat band
+    uniform_tolerance: (
+        float  # spread (5th-95th percentile) at or below which an edge line is a flat band
+    )
     max_trim_fraction: float  # at most this fraction of each side is trimmed as flat band
     side_fraction: float  # width of each side strip, as a fraction of the trimmed width
     centre_fraction: float  # width of the central column, as a fraction of the trimmed width
@@ -109,7 +111,9 @@ class NegativeDetection:
 
     def __post_init__(self) -> None:
         if self.analysis_size < 16:
-            raise ValueError(f"negative_detection.analysis_size {self.analysis_size} is below 16 px")
+            raise ValueError(
+                f"negative_detection.analysis_size {self.analysis_size} is below 16 px"
+            )
         bounds = {
             "max_trim_fraction": (0.0, 0.4),
             "side_fraction": (1e-3, 0.4),
@@ -230,10 +234,14 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, ImageInfo]:
         dataset = pydicom.dcmread(path, force=True)
         photometric = str(dataset.get("PhotometricInterpretation") or "missing")
         if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-            raise UnreadableImage(path, f"PhotometricInterpretation {photometric} is not MONOCHROME1/2")
+            raise UnreadableImage(
+                path, f"PhotometricInterpretation {photometric} is not MONOCHROME1/2"
+            )
         raw = dataset.pixel_array
         if raw.ndim != 2:
-            raise UnreadableImage(path, f"pixel data of shape {raw.shape} is not a single greyscale frame")
+            raise UnreadableImage(
+                path, f"pixel data of shape {raw.shape} is not a single greyscale frame"
+            )
         values = np.asarray(apply_modality_lut(raw, dataset), dtype=np.float64)
         bit_depth = int(dataset.get("BitsStored") or raw.dtype.itemsize * 8)
     except _DICOM_ERRORS as err:
@@ -241,7 +249,9 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, ImageInfo]:
     pixels = _scale_to_unit(values, None, path)
     if photometric == "MONOCHROME1":
         pixels = 1.0 - pixels
-    return pixels, ImageInfo(path.name, pixels.shape[0], pixels.shape[1], bit_depth, f"DICOM {photometric}")
+    return pixels, ImageInfo(
+        path.name, pixels.shape[0], pixels.shape[1], bit_depth, f"DICOM {photometric}"
+    )
 
 
 # ----------------------------------------------------------------------------- negative scans
@@ -360,7 +370,9 @@ def _load_json_object(path: Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise AnnotationError(f"{path}: not a readable JSON file ({err})") from err
     if not isinstance(document, dict):
-        raise AnnotationError(f"{path}: top level is {type(document).__name__}, not a LabelMe object")
+        raise AnnotationError(
+            f"{path}: top level is {type(document).__name__}, not a LabelMe object"
+        )
     return document
 
 
@@ -389,7 +401,9 @@ def _shape_point(shape: dict, where: str) -> tuple[np.ndarray | None, str | None
     if len(vertices) == 1:
         return vertices[0], None
     if kind == "polygon":
-        return vertices.mean(axis=0), f"{where}: polygon with {len(vertices)} vertices; used their mean"
+        return vertices.mean(
+            axis=0
+        ), f"{where}: polygon with {len(vertices)} vertices; used their mean"
     return vertices[0], f"{where}: point shape with {len(vertices)} points; used the first"
 
 
@@ -413,7 +427,9 @@ def resize_geometry(height: int, width: int, size: int, mode: str) -> ResizeGeom
     if mode == "letterbox":
         scale = size / max(height, width)
         new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
-        return ResizeGeometry(new_height, new_width, (size - new_height) // 2, (size - new_width) // 2)
+        return ResizeGeometry(
+            new_height, new_width, (size - new_height) // 2, (size - new_width) // 2
+        )
     raise ValueError(f"resize mode {mode!r} is not one of {RESIZE_MODES}")
 
 
@@ -436,10 +452,13 @@ def resize_image(image: np.ndarray, size: int, mode: str) -> tuple[np.ndarray, A
     """
     geometry = resize_geometry(image.shape[0], image.shape[1], size, mode)
     source = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32))
-    content = np.asarray(source.resize((geometry.width, geometry.height), Image.Resampling.BILINEAR))
+    content = np.asarray(
+        source.resize((geometry.width, geometry.height), Image.Resampling.BILINEAR)
+    )
     canvas = np.full((size, size), BACKGROUND, dtype=np.float32)
     canvas[
-        geometry.pad_y : geometry.pad_y + geometry.height, geometry.pad_x : geometry.pad_x + geometry.width
+        geometry.pad_y : geometry.pad_y + geometry.height,
+        geometry.pad_x : geometry.pad_x + geometry.width,
     ] = content
     return canvas, resize_affine(image.shape[0], image.shape[1], geometry)
 
@@ -458,7 +477,12 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def prepare_image(
-    image: np.ndarray, points: np.ndarray, *, size: int, resize_mode: str, detection: NegativeDetection
+    image: np.ndarray,
+    points: np.ndarray,
+    *,
+    size: int,
+    resize_mode: str,
+    detection: NegativeDetection,
 ) -> PreparedImage:
     """Invert a negative, resize, and carry the keypoints along: one image's whole transformation."""
     score = negative_score(image, detection)
@@ -489,7 +513,9 @@ def find_images(image_dir: Path) -> list[str]:
         and not _is_hidden(path.relative_to(image_dir))
     ]
     if not found:
-        raise FileNotFoundError(f"image directory {image_dir} holds no {'/'.join(IMAGE_SUFFIXES)} files")
+        raise FileNotFoundError(
+            f"image directory {image_dir} holds no {'/'.join(IMAGE_SUFFIXES)} files"
+        )
     return sorted(found)
 
 
@@ -519,10 +545,14 @@ def annotation_for(
     """The keypoints of one image (NaN when unusable) and the rows recording why."""
     missing = np.full((len(labels), 2), np.nan)
     if not candidates:
-        return missing, [RejectRow(source, ANNOTATION_MISSING, f"no {Path(source).stem}.json found")]
+        return missing, [
+            RejectRow(source, ANNOTATION_MISSING, f"no {Path(source).stem}.json found")
+        ]
     if len(candidates) > 1:
         listed = ", ".join(str(path) for path in candidates)
-        return missing, [RejectRow(source, ANNOTATION_REJECTED, f"several annotation files: {listed}")]
+        return missing, [
+            RejectRow(source, ANNOTATION_REJECTED, f"several annotation files: {listed}")
+        ]
     try:
         points, notes = read_labelme(candidates[0], labels, image_size=image_size)
     except AnnotationError as err:
@@ -532,13 +562,18 @@ def annotation_for(
 
 def write_rejects(path: Path, rows: Iterable[RejectRow]) -> None:
     """The rejects CSV (header only when there is nothing to report), written atomically."""
-    with atomic_output(Path(path)) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
+    with (
+        atomic_output(Path(path)) as temporary,
+        open(temporary, "w", newline="", encoding="utf-8") as handle,
+    ):
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(REJECT_COLUMNS)
         writer.writerows((row.source, row.kind, row.reason) for row in rows)
 
 
-def check_rejected_fraction(n_rejected: int, n_found: int, max_fraction: float, rejects_csv: Path) -> None:
+def check_rejected_fraction(
+    n_rejected: int, n_found: int, max_fraction: float, rejects_csv: Path
+) -> None:
     """Refuse an atlas with too many unreadable images: that is a wrong download, not bad luck."""
     fraction = n_rejected / n_found
     if fraction > max_fraction:
@@ -599,7 +634,9 @@ def preprocess_atlas(
         annotations = index_annotations(annotation_dir)
         with atomic_output(out_h5) as temporary, h5py.File(temporary, "w") as h5:
             _fill_images(h5, image_dir, sources, annotations, settings, collected, progress)
-            _check_outcome(collected, len(sources), max_rejected_fraction, image_dir, Path(rejects_csv))
+            _check_outcome(
+                collected, len(sources), max_rejected_fraction, image_dir, Path(rejects_csv)
+            )
             _write_tables(h5, collected, settings, provenance)
     finally:
         write_rejects(rejects_csv, collected.rows)
@@ -623,9 +660,15 @@ def _fill_images(
 
 
 def _check_outcome(
-    collected: _Collected, n_found: int, max_rejected_fraction: float, image_dir: Path, rejects_csv: Path
+    collected: _Collected,
+    n_found: int,
+    max_rejected_fraction: float,
+    image_dir: Path,
+    rejects_csv: Path,
 ) -> None:
-    check_rejected_fraction(collected.count(IMAGE_REJECTED), n_found, max_rejected_fraction, rejects_csv)
+    check_rejected_fraction(
+        collected.count(IMAGE_REJECTED), n_found, max_rejected_fraction, rejects_csv
+    )
     if not collected.infos:
         raise TooManyRejected(f"no readable image in {image_dir}; see {rejects_csv}")
 
@@ -647,7 +690,11 @@ def _add_image(
     candidates = annotations.get(Path(source).stem, [])
     points, rows = annotation_for(source, candidates, (info.height, info.width), KEYPOINT_LABELS)
     prepared = prepare_image(
-        pixels, points, size=settings.size, resize_mode=settings.resize_mode, detection=settings.detection
+        pixels,
+        points,
+        size=settings.size,
+        resize_mode=settings.resize_mode,
+        detection=settings.detection,
     )
     images[len(collected.infos)] = prepared.pixels
     collected.rows.extend(rows)
@@ -674,25 +721,28 @@ def _write_tables(
     h5: h5py.File, collected: _Collected, settings: _Settings, provenance: Mapping[str, str]
 ) -> None:
     infos = collected.infos
-    write_metadata(h5, Atlas(
-        images=h5["images"],
-        keypoints=np.stack(collected.keypoints),
-        labels=KEYPOINT_LABELS,
-        source_names=[info.source for info in infos],
-        inverted=np.array(collected.inverted, dtype=bool),
-        negative_scores=np.array(collected.scores, dtype=np.float64),
-        original_height=np.array([info.height for info in infos]),
-        original_width=np.array([info.width for info in infos]),
-        bit_depth=np.array([info.bit_depth for info in infos]),
-        modes=[info.mode for info in infos],
-        attrs={
-            "size": settings.size,
-            "resize_mode": settings.resize_mode,
-            "n_rejected": collected.count(IMAGE_REJECTED),
-            "settings": json.dumps(asdict(settings), sort_keys=True),
-        },
-        provenance=dict(provenance),
-    ))
+    write_metadata(
+        h5,
+        Atlas(
+            images=h5["images"],
+            keypoints=np.stack(collected.keypoints),
+            labels=KEYPOINT_LABELS,
+            source_names=[info.source for info in infos],
+            inverted=np.array(collected.inverted, dtype=bool),
+            negative_scores=np.array(collected.scores, dtype=np.float64),
+            original_height=np.array([info.height for info in infos]),
+            original_width=np.array([info.width for info in infos]),
+            bit_depth=np.array([info.bit_depth for info in infos]),
+            modes=[info.mode for info in infos],
+            attrs={
+                "size": settings.size,
+                "resize_mode": settings.resize_mode,
+                "n_rejected": collected.count(IMAGE_REJECTED),
+                "settings": json.dumps(asdict(settings), sort_keys=True),
+            },
+            provenance=dict(provenance),
+        ),
+    )
 
 
 def _summarise(collected: _Collected, n_found: int) -> PreprocessSummary:

@@ -60,7 +60,9 @@ def read_qc_content(h5_path: Path, n_examples: int, seed: int) -> QcContent:
             examples=atlas.images[picked] if picked.size else np.zeros((0, 1, 1), np.uint8),
             example_names=[atlas.source_names[index] for index in picked],
             example_keypoints=atlas.keypoints[picked],
-            inverted_thumbnails=np.array(thumbnails, dtype=np.uint8).reshape(-1, THUMBNAIL_PX, THUMBNAIL_PX),
+            inverted_thumbnails=np.array(thumbnails, dtype=np.uint8).reshape(
+                -1, THUMBNAIL_PX, THUMBNAIL_PX
+            ),
             inverted_names=[atlas.source_names[index] for index in shown],
             n_images=len(atlas.source_names),
             n_inverted=int(inverted.size),
@@ -70,19 +72,25 @@ def read_qc_content(h5_path: Path, n_examples: int, seed: int) -> QcContent:
 
 
 def _thumbnail(image: np.ndarray, side: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(np.asarray(image)).resize((side, side), Image.Resampling.BILINEAR))
+    return np.asarray(
+        Image.fromarray(np.asarray(image)).resize((side, side), Image.Resampling.BILINEAR)
+    )
 
 
 def plot_preprocess_qc(h5_path: Path, out_png: Path, *, n_examples: int, seed: int) -> None:
     """Write the QC figure of a preprocessed atlas, provenance in the PNG metadata, atomically."""
     content = read_qc_content(Path(h5_path), n_examples, seed)
     figure = build_qc_figure(content, seed)
-    save_figure(figure, out_png, title="radsynth preprocessing QC", provenance=content.provenance, dpi=DPI)
+    save_figure(
+        figure, out_png, title="radsynth preprocessing QC", provenance=content.provenance, dpi=DPI
+    )
 
 
 def caption(content: QcContent) -> str:
     shown = len(content.inverted_names)
-    inverted = f"{content.n_inverted} inverted" + (f" ({shown} shown)" if shown < content.n_inverted else "")
+    inverted = f"{content.n_inverted} inverted" + (
+        f" ({shown} shown)" if shown < content.n_inverted else ""
+    )
     record = content.provenance
     return (
         f"{content.n_images} images, {inverted}, {content.n_rejected} rejected  |  "
@@ -104,7 +112,9 @@ def build_qc_figure(content: QcContent, seed: int) -> Figure:
     columns = mosaic_columns(len(content.inverted_names))
     tile_in = FIGURE_WIDTH_IN / columns
     mosaic_rows = math.ceil(len(content.inverted_names) / columns)
-    inverted_height = max(0.8, mosaic_rows * tile_in + PANEL_TITLE_IN + 0.15)  # 0.15 in: bottom margin
+    inverted_height = max(
+        0.8, mosaic_rows * tile_in + PANEL_TITLE_IN + 0.15
+    )  # 0.15 in: bottom margin
     # A bare Figure (no pyplot): no global backend or figure registry touched by a library call.
     figure = Figure(figsize=(FIGURE_WIDTH_IN, CAPTION_IN + example_height + inverted_height))
     header, top, bottom = figure.subfigures(
@@ -155,12 +165,19 @@ def _draw_inverted(
     mosaic, label_px = inverted_mosaic(content.inverted_thumbnails, columns)
     ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="antialiased", aspect="equal")
     longest = max(len(name) for name in names)
-    font = float(np.clip(0.8 * tile_in * 72 / (0.6 * longest), 2.5, 7.0))  # a name fills 80% of its cell
+    font = float(
+        np.clip(0.8 * tile_in * 72 / (0.6 * longest), 2.5, 7.0)
+    )  # a name fills 80% of its cell
     cell = THUMBNAIL_PX + label_px
     for position, name in enumerate(names):
         row, column = divmod(position, columns)
         ax.text(
-            column * cell + cell / 2, row * cell + label_px / 2, name, ha="center", va="center", fontsize=font
+            column * cell + cell / 2,
+            row * cell + label_px / 2,
+            name,
+            ha="center",
+            va="center",
+            fontsize=font,
         )
 
 

@@ -7,9 +7,9 @@ CSV so that the training stage, the audit and a reader of the results all see th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,9 @@ class Subsets:
 def split_sizes(n_images: int, val_fraction: float) -> SplitSizes:
     """Validation size rounds to the nearest image: 0.15 x 4,963 = 744.45 -> 744, as in the paper."""
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"split.val_fraction must lie strictly between 0 and 1, got {val_fraction}")
+        raise ValueError(
+            f"split.val_fraction must lie strictly between 0 and 1, got {val_fraction}"
+        )
     n_val = int(round(n_images * val_fraction))
     sizes = SplitSizes(train=n_images - n_val, val=n_val)
     if sizes.train == 0 or sizes.val == 0:
@@ -68,7 +70,9 @@ def read_manifest(path: Path) -> pd.DataFrame:
     bad = manifest.loc[~manifest["subset"].isin(["train", "val"])]
     if not bad.empty:
         row = int(bad.index[0]) + 1
-        raise ValueError(f"{path}: data row {row} has subset {bad['subset'].iloc[0]!r}, expected train or val")
+        raise ValueError(
+            f"{path}: data row {row} has subset {bad['subset'].iloc[0]!r}, expected train or val"
+        )
     return manifest
 
 
@@ -88,18 +92,25 @@ def read_subsets(path: Path, source_names: Sequence[str]) -> Subsets:
             f"of the atlas (0..{n_images - 1})"
         )
     if index.duplicated().any():
-        raise ValueError(f"{path}: atlas index {int(index[index.duplicated()].iloc[0])} appears more than once")
+        raise ValueError(
+            f"{path}: atlas index {int(index[index.duplicated()].iloc[0])} appears more than once"
+        )
     if len(index) != n_images:
         raise ValueError(f"{path}: lists {len(index)} images but the atlas holds {n_images}")
     expected = [source_names[int(i)] for i in index]
-    mismatched = [row for row, (got, want) in enumerate(zip(manifest["source_name"], expected)) if got != want]
+    mismatched = [
+        row for row, (got, want) in enumerate(zip(manifest["source_name"], expected)) if got != want
+    ]
     if mismatched:
         row = mismatched[0]
         raise ValueError(
             f"{path}: data row {row + 1}: source_name {manifest['source_name'].iloc[row]!r} differs from "
             f"the atlas's {expected[row]!r} at index {int(index.iloc[row])}"
         )
-    rows = {name: np.sort(index[manifest["subset"] == name].to_numpy(dtype=np.int64)) for name in ("train", "val")}
+    rows = {
+        name: np.sort(index[manifest["subset"] == name].to_numpy(dtype=np.int64))
+        for name in ("train", "val")
+    }
     for name, selected in rows.items():
         if not len(selected):
             raise ValueError(f"{path}: the {name!r} subset is empty")

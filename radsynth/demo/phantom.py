@@ -24,9 +24,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -170,7 +170,9 @@ class SpineCurve:
 
     def frame(self, s: float) -> Frame:
         theta = float(np.interp(s, self.s, self.theta))
-        origin = np.array([np.interp(s, self.s, self.xy[:, 0]), np.interp(s, self.s, self.xy[:, 1])])
+        origin = np.array(
+            [np.interp(s, self.s, self.xy[:, 0]), np.interp(s, self.s, self.xy[:, 1])]
+        )
         tangent = np.array([math.sin(theta), math.cos(theta)])
         return Frame(origin, tangent, np.array([tangent[1], -tangent[0]]))
 
@@ -197,7 +199,9 @@ class Storage:
 # ---------------------------------------------------------------- parameter sampling
 
 
-def sample_params(rng: np.random.Generator, *, min_side: int, max_side: int, negative: bool) -> PhantomParams:
+def sample_params(
+    rng: np.random.Generator, *, min_side: int, max_side: int, negative: bool
+) -> PhantomParams:
     """Draw one film's size, pose, anatomy and exposure; `negative` is decided by the caller."""
     height = int(rng.integers(min_side, max_side + 1))
     aspect = rng.uniform(0.95, 1.35)  # lateral c-spine films are taller than wide or near square
@@ -220,19 +224,27 @@ def _sample_anatomy(rng: np.random.Generator, width: int, height: int, curvature
     tip_y = rng.uniform(0.08, 0.95 - column_fraction) * height
     top = (rng.uniform(0.45, 0.6) * width, tip_y + dens_height * unit)
     return Anatomy(
-        unit=unit, column_top=top, tilt_deg=rng.uniform(-12.0, 4.0),
+        unit=unit,
+        column_top=top,
+        tilt_deg=rng.uniform(-12.0, 4.0),
         cobb_deg=rng.uniform(*COBB_RANGE_DEG[curvature]),
         body_heights=tuple(float(h) for h in body_heights),
         body_depths=tuple(float(d) for d in body_depths),
-        dens_height=dens_height, disc_height=disc,
-        wedge=rng.uniform(-0.03, 0.12), concavity=rng.uniform(0.0, 0.06),
-        spinous_lengths=tuple(float(v) for v in np.array(SPINOUS_LENGTHS) * rng.uniform(0.85, 1.15, 6)),
+        dens_height=dens_height,
+        disc_height=disc,
+        wedge=rng.uniform(-0.03, 0.12),
+        concavity=rng.uniform(0.0, 0.06),
+        spinous_lengths=tuple(
+            float(v) for v in np.array(SPINOUS_LENGTHS) * rng.uniform(0.85, 1.15, 6)
+        ),
         spinous_droop=rng.uniform(0.2, 0.45),
         prevertebral=(rng.uniform(0.2, 0.4), rng.uniform(0.7, 1.1)),
-        airway_width=rng.uniform(0.6, 0.95), neck_front=rng.uniform(1.0, 1.8),
+        airway_width=rng.uniform(0.6, 0.95),
+        neck_front=rng.uniform(1.0, 1.8),
         neck_back=rng.uniform(4.8, 7.0),
         mandible_offset=(rng.uniform(-0.4, 0.4), rng.uniform(-0.3, 0.3)),
-        shoulder_drop=rng.uniform(0.5, 2.5), shoulder_density=rng.uniform(0.3, 0.7),
+        shoulder_drop=rng.uniform(0.5, 2.5),
+        shoulder_density=rng.uniform(0.3, 0.7),
     )
 
 
@@ -243,13 +255,20 @@ def _sample_exposure(rng: np.random.Generator, width: int, height: int, unit: fl
     sides = rng.random(4) < 0.5
     border = tuple(int(round(b)) if (has_border and s) else 0 for b, s in zip(band, sides))
     return Exposure(
-        tissue=rng.uniform(0.25, 0.4), bone=rng.uniform(0.6, 0.9), airway=rng.uniform(0.4, 0.7),
-        tissue_gradient=rng.uniform(0.0, 0.5), beam=rng.uniform(0.8, 1.6),
+        tissue=rng.uniform(0.25, 0.4),
+        bone=rng.uniform(0.6, 0.9),
+        airway=rng.uniform(0.4, 0.7),
+        tissue_gradient=rng.uniform(0.0, 0.5),
+        beam=rng.uniform(0.8, 1.6),
         window=(rng.uniform(-0.06, 0.06), rng.uniform(0.9, 1.1)),
         gamma=math.exp(rng.uniform(math.log(0.7), math.log(1.4))),
-        blur_sigma=rng.uniform(0.35, 0.9) * side / 256, sharpen_sigma=unit * rng.uniform(0.4, 1.2),
-        sharpen_amount=rng.uniform(0.0, 0.9), noise_sigma=rng.uniform(0.005, 0.03),
-        texture=rng.uniform(0.05, 0.2), border=border, border_level=rng.uniform(0.85, 1.0),
+        blur_sigma=rng.uniform(0.35, 0.9) * side / 256,
+        sharpen_sigma=unit * rng.uniform(0.4, 1.2),
+        sharpen_amount=rng.uniform(0.0, 0.9),
+        noise_sigma=rng.uniform(0.005, 0.03),
+        texture=rng.uniform(0.05, 0.2),
+        border=border,
+        border_level=rng.uniform(0.85, 1.0),
     )
 
 
@@ -302,10 +321,17 @@ def _corner_arc(centre: np.ndarray, radius: float, start: float, n: int = 4) -> 
     return centre + radius * np.stack([np.cos(phi), np.sin(phi)], axis=1)
 
 
-_CORNERS = (("bottom anterior", 1, 1), ("bottom posterior", -1, 1), ("top posterior", -1, -1), ("top anterior", 1, -1))
+_CORNERS = (
+    ("bottom anterior", 1, 1),
+    ("bottom posterior", -1, 1),
+    ("top posterior", -1, -1),
+    ("top anterior", 1, -1),
+)
 
 
-def _rounded_rect(depth: float, height: float, radius: float) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+def _rounded_rect(
+    depth: float, height: float, radius: float
+) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
     """Corner arcs of a body outline (a anterior, d caudal) going round, and where a reader
     clicks each corner: the middle of its arc."""
     arcs, clicks = [], {}
@@ -316,11 +342,18 @@ def _rounded_rect(depth: float, height: float, radius: float) -> tuple[list[np.n
     return arcs, clicks
 
 
-def _deform_body(local: np.ndarray, depth: float, height: float, wedge: float, concavity: float) -> np.ndarray:
+def _deform_body(
+    local: np.ndarray, depth: float, height: float, wedge: float, concavity: float
+) -> np.ndarray:
     """Wedge the anterior wall shorter and dip both endplates towards the body's middle."""
     a, d = local[:, 0], local[:, 1]
     d = d * (1 - wedge * (a / depth + 0.5))
-    dip = concavity * height * np.clip(1 - (2 * a / depth) ** 2, 0.0, None) * (np.abs(d) > 0.3 * height)
+    dip = (
+        concavity
+        * height
+        * np.clip(1 - (2 * a / depth) ** 2, 0.0, None)
+        * (np.abs(d) > 0.3 * height)
+    )
     return np.stack([a, d - np.sign(d) * dip], axis=1)
 
 
@@ -343,8 +376,14 @@ def _body(v: Vertebra, anatomy: Anatomy) -> tuple[np.ndarray, dict[str, np.ndarr
         clicks = {**clicks, "centroid": np.zeros(2)}
     else:
         arcs, clicks = _rounded_rect(v.depth, v.height, 0.15 * min(v.depth, v.height))
-        shaped = _deform_body(np.vstack([*arcs, *clicks.values()]), v.depth, v.height, anatomy.wedge, anatomy.concavity)
-        outline, clicks = shaped[: -len(clicks)], dict(zip(clicks, shaped[-len(clicks):]))
+        shaped = _deform_body(
+            np.vstack([*arcs, *clicks.values()]),
+            v.depth,
+            v.height,
+            anatomy.wedge,
+            anatomy.concavity,
+        )
+        outline, clicks = shaped[: -len(clicks)], dict(zip(clicks, shaped[-len(clicks) :]))
     return v.frame.world(outline), {k: v.frame.world(p)[0] for k, p in clicks.items()}
 
 
@@ -352,14 +391,25 @@ def _posterior_elements(v: Vertebra, spinous_length: float, anatomy: Anatomy) ->
     """Pedicle, articular pillar, lamina with spinous process and its tip, behind one body."""
     u, w, h = anatomy.unit, v.depth, v.height
     pillar_a = -w / 2 - 0.55 * u
-    pillar = [(pillar_a + 0.3 * u, -h / 2 - 0.1 * u), (pillar_a - 0.3 * u, -h / 2 + 0.2 * u),
-              (pillar_a - 0.3 * u, h / 2 + 0.35 * u), (pillar_a + 0.3 * u, h / 2 + 0.05 * u)]
+    pillar = [
+        (pillar_a + 0.3 * u, -h / 2 - 0.1 * u),
+        (pillar_a - 0.3 * u, -h / 2 + 0.2 * u),
+        (pillar_a - 0.3 * u, h / 2 + 0.35 * u),
+        (pillar_a + 0.3 * u, h / 2 + 0.05 * u),
+    ]
     wall = -w / 2 + 0.05 * u
     pedicle = [(wall, -0.28 * h), (pillar_a, -0.28 * h), (pillar_a, 0.12 * h), (wall, 0.12 * h)]
     base, length = pillar_a - 0.2 * u, spinous_length * u
-    tip_d, tip_half = 0.35 * h + anatomy.spinous_droop * length, (0.3 if v.level == "C2" else 0.15) * u
-    lamina = [(base + 0.1 * u, -0.3 * h), (base - length, tip_d - tip_half),
-              (base - length, tip_d + tip_half), (base + 0.1 * u, 0.35 * h + 0.2 * u)]
+    tip_d, tip_half = (
+        0.35 * h + anatomy.spinous_droop * length,
+        (0.3 if v.level == "C2" else 0.15) * u,
+    )
+    lamina = [
+        (base + 0.1 * u, -0.3 * h),
+        (base - length, tip_d - tip_half),
+        (base - length, tip_d + tip_half),
+        (base + 0.1 * u, 0.35 * h + 0.2 * u),
+    ]
     tip = _ellipse((base - length, tip_d), tip_half + 0.08 * u, tip_half + 0.05 * u, 12)
     return [v.frame.world(np.array(part)) for part in (pillar, pedicle, lamina, tip)]
 
@@ -368,21 +418,33 @@ def _atlas_c1(c2: Vertebra, anatomy: Anatomy) -> tuple[list[Shape], list[Shape]]
     """C1: its lateral masses (a faint block over the dens) and its anterior and posterior arches."""
     u, w, h = anatomy.unit, c2.depth, c2.height
     dens_mid = -h / 2 - 0.45 * u
-    mass = c2.frame.world(np.array([(-0.85 * u, dens_mid - 0.4 * u), (0.35 * u, dens_mid - 0.45 * u),
-                                    (0.35 * u, dens_mid + 0.35 * u), (-0.85 * u, dens_mid + 0.45 * u)]))
+    mass = c2.frame.world(
+        np.array(
+            [
+                (-0.85 * u, dens_mid - 0.4 * u),
+                (0.35 * u, dens_mid - 0.45 * u),
+                (0.35 * u, dens_mid + 0.35 * u),
+                (-0.85 * u, dens_mid + 0.45 * u),
+            ]
+        )
+    )
     front = c2.frame.world(_ellipse((w / 2 + 0.25 * u, dens_mid), 0.26 * u, 0.36 * u, 16))
     back = c2.frame.world(_ellipse((-w / 2 - 1.9 * u, dens_mid - 0.1 * u), 0.6 * u, 0.23 * u, 16))
     arches = [Shape(front, 0.5, 0.9, 0.08 * u), Shape(back, 0.5, 0.9, 0.08 * u)]
     return [Shape(mass, 0.22)], arches
 
 
-def _spine_shapes(vertebrae: list[Vertebra], anatomy: Anatomy) -> tuple[list[Shape], dict[str, np.ndarray]]:
+def _spine_shapes(
+    vertebrae: list[Vertebra], anatomy: Anatomy
+) -> tuple[list[Shape], dict[str, np.ndarray]]:
     """Posterior elements first, bodies over them; returns the bone shapes and the annotated points."""
     u = anatomy.unit
     lengths = (*anatomy.spinous_lengths, 1.6, 1.6)
     shapes: list[Shape] = []
     for v, length in zip(vertebrae, lengths):
-        shapes += [Shape(part, 0.35, 0.65, 0.07 * u) for part in _posterior_elements(v, length, anatomy)]
+        shapes += [
+            Shape(part, 0.35, 0.65, 0.07 * u) for part in _posterior_elements(v, length, anatomy)
+        ]
     points: dict[str, np.ndarray] = {}
     for v in vertebrae:
         outline, clicks = _body(v, anatomy)
@@ -407,25 +469,51 @@ def _skull_shapes(head: Frame, unit: float) -> list[Shape]:
     return [
         Shape(head.world(np.array(vault)), 0.22),
         Shape(head.world(_ellipse((-1.4, -1.7), 1.1, 0.75)), 0.38),
-        Shape(head.world(np.array([(0.1, -0.55), (0.9, -2.0), (1.5, -3.4)])), 0.45, width=0.7 * unit, closed=False),
+        Shape(
+            head.world(np.array([(0.1, -0.55), (0.9, -2.0), (1.5, -3.4)])),
+            0.45,
+            width=0.7 * unit,
+            closed=False,
+        ),
         Shape(head.world(np.array(inner)), 0.65, width=0.18 * unit, closed=False),
         Shape(head.world(np.array(occiput)), 0.9, width=0.45 * unit, closed=False),
     ]
 
 
 def _teeth(head: Frame, row_d: float, start: float, stop: float, offset: np.ndarray) -> list[Shape]:
-    return [Shape(head.world(_ellipse(np.array([a, row_d]) + offset, 0.2, 0.42, 12)), 0.95)
-            for a in np.arange(start, stop, 0.4)]
+    return [
+        Shape(head.world(_ellipse(np.array([a, row_d]) + offset, 0.2, 0.42, 12)), 0.95)
+        for a in np.arange(start, stop, 0.4)
+    ]
 
 
 def _face_shapes(head: Frame, anatomy: Anatomy) -> list[Shape]:
     """Maxilla with palate and upper teeth, the mandible (moving with the jaw) and the hyoid."""
     u, jaw = anatomy.unit, np.asarray(anatomy.mandible_offset)
-    mandible = np.array([(0.6, -2.4), (1.3, 1.9), (2.5, 2.3), (5.0, 2.1), (6.3, 1.8), (6.8, 1.0),
-                         (6.5, 0.1), (3.4, 0.0), (2.7, -0.4), (2.5, -1.8), (1.7, -1.4), (1.2, -2.3)]) + jaw
+    mandible = (
+        np.array(
+            [
+                (0.6, -2.4),
+                (1.3, 1.9),
+                (2.5, 2.3),
+                (5.0, 2.1),
+                (6.3, 1.8),
+                (6.8, 1.0),
+                (6.5, 0.1),
+                (3.4, 0.0),
+                (2.7, -0.4),
+                (2.5, -1.8),
+                (1.7, -1.4),
+                (1.2, -2.3),
+            ]
+        )
+        + jaw
+    )
     hyoid = _ellipse(np.array([3.0, 3.5]) + jaw / 2, 0.55, 0.18, 12)
     return [
-        Shape(head.world(np.array([(1.6, -3.4), (4, -10), (12, -10), (12, -0.95), (2.3, -0.9)])), 0.22),
+        Shape(
+            head.world(np.array([(1.6, -3.4), (4, -10), (12, -10), (12, -0.95), (2.3, -0.9)])), 0.22
+        ),
         Shape(head.world(np.array([(2.2, -1.0), (6.4, -1.15)])), 0.85, width=0.3 * u, closed=False),
         *_teeth(head, -0.55, 3.7, 6.5, np.zeros(2)),
         Shape(head.world(mandible), 0.4, 0.85, max(1.0, 0.16 * u)),
@@ -434,14 +522,18 @@ def _face_shapes(head: Frame, anatomy: Anatomy) -> list[Shape]:
     ]
 
 
-def _airway_walls(s: np.ndarray, vertebrae: list[Vertebra], anatomy: Anatomy) -> tuple[np.ndarray, np.ndarray]:
+def _airway_walls(
+    s: np.ndarray, vertebrae: list[Vertebra], anatomy: Anatomy
+) -> tuple[np.ndarray, np.ndarray]:
     """Posterior and anterior walls of the air column, px anterior of the spine axis at arclengths s:
     a thin prevertebral stripe down to C4, thicker below; narrowest at the larynx; the
     nasopharynx bends forward above C1 and the trachea drifts forward below C6."""
     u = anatomy.unit
     c2, c4, c5, c6 = (vertebrae[i].s for i in (0, 2, 3, 4))
     prevertebral = np.interp(s, [c4, c6], anatomy.prevertebral) * u
-    width = anatomy.airway_width * u * np.interp(s, [c2, c4 + 0.3 * u, c5, c6], [1.0, 0.7, 0.75, 0.9])
+    width = (
+        anatomy.airway_width * u * np.interp(s, [c2, c4 + 0.3 * u, c5, c6], [1.0, 0.7, 0.75, 0.9])
+    )
     forward = 0.8 * np.clip(-0.5 * u - s, 0.0, None) + 0.12 * np.clip(s - c6, 0.0, None)
     back = 0.5 * u + prevertebral + forward
     return back, back + width
@@ -453,18 +545,26 @@ def _airway(curve: SpineCurve, vertebrae: list[Vertebra], anatomy: Anatomy) -> n
     return np.vstack([curve.offset(s, back), curve.offset(s[::-1], front[::-1])])
 
 
-def _front_air(curve: SpineCurve, vertebrae: list[Vertebra], anatomy: Anatomy, head: Frame) -> np.ndarray:
+def _front_air(
+    curve: SpineCurve, vertebrae: list[Vertebra], anatomy: Anatomy, head: Frame
+) -> np.ndarray:
     """The air in front of the neck: below the chin, before the throat, above the chest."""
     u, c4, c7 = anatomy.unit, vertebrae[2].s, vertebrae[5].s
-    chin = head.world(np.array([(7.4, 1.0), (6.6, 2.4), (5.0, 2.75), (3.9, 3.2)]) + anatomy.mandible_offset)
+    chin = head.world(
+        np.array([(7.4, 1.0), (6.6, 2.4), (5.0, 2.75), (3.9, 3.2)]) + anatomy.mandible_offset
+    )
     s = np.linspace(c4, c7 + 8 * u, 30)
     _, airway_front = _airway_walls(s, vertebrae, anatomy)
-    skin = curve.offset(s, airway_front + anatomy.neck_front * u + 0.7 * np.clip(s - c7 - u, 0.0, None))
+    skin = curve.offset(
+        s, airway_front + anatomy.neck_front * u + 0.7 * np.clip(s - c7 - u, 0.0, None)
+    )
     far = 40 * u
     return np.vstack([chin, skin, skin[-1] + (far, far), (chin[0, 0] + far, chin[0, 1])])
 
 
-def _back_air(curve: SpineCurve, vertebrae: list[Vertebra], anatomy: Anatomy, head: Frame) -> np.ndarray:
+def _back_air(
+    curve: SpineCurve, vertebrae: list[Vertebra], anatomy: Anatomy, head: Frame
+) -> np.ndarray:
     """The air behind the scalp and the (slightly concave) nape."""
     u, c2, c7 = anatomy.unit, vertebrae[0].s, vertebrae[5].s
     scalp = head.world(np.array([(-12.0, -9.0), (-8.2, -4.0), (-6.0, -1.6)]))
@@ -475,13 +575,17 @@ def _back_air(curve: SpineCurve, vertebrae: list[Vertebra], anatomy: Anatomy, he
     return np.vstack([scalp, skin, skin[-1] + (-far, far), (scalp[0, 0] - far, scalp[0, 1])])
 
 
-def _shoulder_shapes(curve: SpineCurve, vertebrae: list[Vertebra], anatomy: Anatomy) -> tuple[list[Shape], Shape]:
+def _shoulder_shapes(
+    curve: SpineCurve, vertebrae: list[Vertebra], anatomy: Anatomy
+) -> tuple[list[Shape], Shape]:
     """The shoulders as extra soft tissue over the cervicothoracic junction (nested ellipses
     for a soft edge), and a clavicle crossing it obliquely."""
     u, level = anatomy.unit, vertebrae[5].s + anatomy.shoulder_drop * anatomy.unit
     centre = curve.offset(np.array([level + 1.5 * u]), np.array([-1.0 * u]))[0]
-    shells = [Shape(_ellipse(centre, 7 * u * (1 - 0.02 * k), 2.3 * u * (1 - 0.05 * k), 32), (k + 1) / 8)
-              for k in range(8)]
+    shells = [
+        Shape(_ellipse(centre, 7 * u * (1 - 0.02 * k), 2.3 * u * (1 - 0.05 * k), 32), (k + 1) / 8)
+        for k in range(8)
+    ]
     clavicle = curve.offset(level + np.array([2.5, 1.3, 0.3]) * u, np.array([3.5, 0.2, -3.0]) * u)
     return shells, Shape(clavicle, 0.35, width=0.45 * u, closed=False)
 
@@ -496,12 +600,19 @@ def _canonical_scene(params: PhantomParams) -> Scene:
     c1_masses, c1_arches = _atlas_c1(vertebrae[0], anatomy)
     shoulders, clavicle = _shoulder_shapes(curve, vertebrae, anatomy)
     return Scene(
-        air=[Shape(_front_air(curve, vertebrae, anatomy, head), 0.0),
-             Shape(_back_air(curve, vertebrae, anatomy, head), 0.0)],
+        air=[
+            Shape(_front_air(curve, vertebrae, anatomy, head), 0.0),
+            Shape(_back_air(curve, vertebrae, anatomy, head), 0.0),
+        ],
         airway=[Shape(_airway(curve, vertebrae, anatomy), 1.0)],
         shoulders=shoulders,
-        bone_groups=[_skull_shapes(head, anatomy.unit), _face_shapes(head, anatomy), c1_masses,
-                     c1_arches + spine, [clavicle]],
+        bone_groups=[
+            _skull_shapes(head, anatomy.unit),
+            _face_shapes(head, anatomy),
+            c1_masses,
+            c1_arches + spine,
+            [clavicle],
+        ],
         keypoints=points,
     )
 
@@ -519,10 +630,15 @@ def _pose(points: np.ndarray, params: PhantomParams) -> np.ndarray:
 
 def _name_corners(points: dict[str, np.ndarray]) -> dict[str, Point]:
     """CSXA's left/right mean smaller/larger image x, whichever way the patient faces."""
-    named: dict[str, Point] = {"C2 centroid": (float(points["C2 centroid"][0]), float(points["C2 centroid"][1]))}
+    named: dict[str, Point] = {
+        "C2 centroid": (float(points["C2 centroid"][0]), float(points["C2 centroid"][1]))
+    }
     for level in LEVELS:
         for end in ("top", "bottom") if level != "C2" else ("bottom",):
-            pair = sorted((points[f"{level} {end} anterior"], points[f"{level} {end} posterior"]), key=lambda p: p[0])
+            pair = sorted(
+                (points[f"{level} {end} anterior"], points[f"{level} {end} posterior"]),
+                key=lambda p: p[0],
+            )
             named[f"{level} {end} left"] = (float(pair[0][0]), float(pair[0][1]))
             named[f"{level} {end} right"] = (float(pair[1][0]), float(pair[1][1]))
     return {label: named[label] for label in KEYPOINT_LABELS}
@@ -536,7 +652,9 @@ def build_scene(params: PhantomParams) -> Scene:
         return [replace(shape, points=_pose(shape.points, params)) for shape in shapes]
 
     return Scene(
-        air=posed(scene.air), airway=posed(scene.airway), shoulders=posed(scene.shoulders),
+        air=posed(scene.air),
+        airway=posed(scene.airway),
+        shoulders=posed(scene.shoulders),
         bone_groups=[posed(group) for group in scene.bone_groups],
         keypoints=_name_corners({k: _pose(p, params)[0] for k, p in scene.keypoints.items()}),
     )
@@ -570,17 +688,23 @@ def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: float
 def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     """Separable Gaussian blur with mirrored edges; direct taps beat an FFT at these radii."""
     radius = max(1, int(math.ceil(3 * sigma)))
-    taps = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma**2))
+    taps = np.exp(-(np.arange(-radius, radius + 1) ** 2) / (2 * sigma**2))
     taps = (taps / taps.sum()).astype(np.float32)
     out = image.astype(np.float32)
     for axis in (0, 1):
-        padded = np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)], mode="reflect")
+        padded = np.pad(
+            out, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)], mode="reflect"
+        )
         length = out.shape[axis]
-        out = sum(w * padded[(slice(None),) * axis + (slice(i, i + length),)] for i, w in enumerate(taps))
+        out = sum(
+            w * padded[(slice(None),) * axis + (slice(i, i + length),)] for i, w in enumerate(taps)
+        )
     return out
 
 
-def _detector_filter(film: np.ndarray, blur_sigma: float, sharpen_sigma: float, amount: float) -> np.ndarray:
+def _detector_filter(
+    film: np.ndarray, blur_sigma: float, sharpen_sigma: float, amount: float
+) -> np.ndarray:
     """Detector blur, then unsharp masking whose wide surround is computed at a reduced
     resolution (it holds only low frequencies), which keeps large films fast."""
     height, width = film.shape
@@ -596,8 +720,8 @@ def _collimate(film: np.ndarray, border: tuple[int, int, int, int], level: float
     """Unexposed bands at the film edges (bright on a positive) left by the collimator."""
     top, bottom, left, right = border
     out = film.copy()
-    out[:top], out[out.shape[0] - bottom:] = level, level
-    out[:, :left], out[:, out.shape[1] - right:] = level, level
+    out[:top], out[out.shape[0] - bottom :] = level, level
+    out[:, :left], out[:, out.shape[1] - right :] = level, level
     return out
 
 
@@ -611,12 +735,20 @@ def _expose(scene: Scene, params: PhantomParams, rng: np.random.Generator) -> np
     rows = np.linspace(-0.5, 0.5, h, dtype=np.float32)[:, None]
     drift, grain = _smooth_noise(rng, h, w, 3 * unit), _smooth_noise(rng, h, w, max(unit / 3, 1.0))
     soft = tissue * (1 + e.tissue_gradient * rows + 0.06 * drift - e.airway * airway)
-    density = e.tissue * (soft + params.anatomy.shoulder_density * shoulders) + e.bone * bone * (1 + e.texture * grain)
-    film = (-np.expm1(-e.beam * density) / -math.expm1(-e.beam * (1.2 * e.tissue + 1.5 * e.bone))).astype(np.float32)
+    density = e.tissue * (soft + params.anatomy.shoulder_density * shoulders) + e.bone * bone * (
+        1 + e.texture * grain
+    )
+    film = (
+        -np.expm1(-e.beam * density) / -math.expm1(-e.beam * (1.2 * e.tissue + 1.5 * e.bone))
+    ).astype(np.float32)
     film = film + rng.normal(0.0, e.noise_sigma, film.shape).astype(np.float32)
     low, high = e.window
     film = np.clip((film - low) / (high - low), 0.0, 1.0) ** e.gamma
-    film = _collimate(_detector_filter(film, e.blur_sigma, e.sharpen_sigma, e.sharpen_amount), e.border, e.border_level)
+    film = _collimate(
+        _detector_filter(film, e.blur_sigma, e.sharpen_sigma, e.sharpen_amount),
+        e.border,
+        e.border_level,
+    )
     return np.clip(1.0 - film if params.negative else film, 0.0, 1.0).astype(np.float32)
 
 
@@ -625,8 +757,13 @@ def render_phantom(rng: np.random.Generator, params: PhantomParams) -> Phantom:
     with a reader's click scatter of about 1% of a body depth."""
     scene = build_scene(params)
     scatter = rng.normal(0.0, 0.012 * params.anatomy.unit, size=(len(KEYPOINT_LABELS), 2))
-    keypoints = {label: (x + dx, y + dy) for (label, (x, y)), (dx, dy) in zip(scene.keypoints.items(), scatter)}
-    return Phantom(_expose(scene, params, rng), {k: (float(x), float(y)) for k, (x, y) in keypoints.items()})
+    keypoints = {
+        label: (x + dx, y + dy)
+        for (label, (x, y)), (dx, dy) in zip(scene.keypoints.items(), scatter)
+    }
+    return Phantom(
+        _expose(scene, params, rng), {k: (float(x), float(y)) for k, (x, y) in keypoints.items()}
+    )
 
 
 # ---------------------------------------------------------------- storage in CSXA's format
@@ -666,26 +803,51 @@ def encode_image(image: np.ndarray, storage: Storage) -> Image.Image:
         return Image.fromarray(codes.astype(np.uint16))
     grey = codes.astype(np.uint8)
     opaque = np.full_like(grey, 255)
-    channels = {"L": [grey], "RGB": [grey] * 3, "RGBA": [grey] * 3 + [opaque], "LA": [grey, opaque]}[storage.mode]
+    channels = {
+        "L": [grey],
+        "RGB": [grey] * 3,
+        "RGBA": [grey] * 3 + [opaque],
+        "LA": [grey, opaque],
+    }[storage.mode]
     return Image.fromarray(channels[0] if len(channels) == 1 else np.stack(channels, axis=-1))
 
 
 def _labelme_shape(label: str, point: Point, shape_type: str) -> dict:
-    return {"label": label, "points": [[round(point[0], 3), round(point[1], 3)]], "group_id": None,
-            "shape_type": shape_type, "flags": {}}
+    return {
+        "label": label,
+        "points": [[round(point[0], 3), round(point[1], 3)]],
+        "group_id": None,
+        "shape_type": shape_type,
+        "flags": {},
+    }
 
 
-def labelme_document(stem: str, keypoints: dict[str, Point], width: int, height: int,
-                     polygon_labels: Sequence[str], duplicate: tuple[str, Point] | None) -> dict:
+def labelme_document(
+    stem: str,
+    keypoints: dict[str, Point],
+    width: int,
+    height: int,
+    polygon_labels: Sequence[str],
+    duplicate: tuple[str, Point] | None,
+) -> dict:
     """One CSXA LabelMe file, quirks included: some points stored as one-point polygons and,
     in one file of the atlas, a label clicked twice."""
     shapes = []
     for label, point in keypoints.items():
-        shapes.append(_labelme_shape(label, point, "polygon" if label in polygon_labels else "point"))
+        shapes.append(
+            _labelme_shape(label, point, "polygon" if label in polygon_labels else "point")
+        )
         if duplicate is not None and duplicate[0] == label:
             shapes.append(_labelme_shape(label, duplicate[1], "point"))
-    return {"version": LABELME_VERSION, "flags": {}, "shapes": shapes, "imagePath": f"{stem}.png",
-            "imageData": None, "imageHeight": height, "imageWidth": width}
+    return {
+        "version": LABELME_VERSION,
+        "flags": {},
+        "shapes": shapes,
+        "imagePath": f"{stem}.png",
+        "imageData": None,
+        "imageHeight": height,
+        "imageWidth": width,
+    }
 
 
 # ---------------------------------------------------------------- the atlas
@@ -704,16 +866,24 @@ class AtlasSettings:
     def __post_init__(self) -> None:
         """Errors name the config keys (under data.demo) the caller passes through."""
         if not 1 <= self.n_images <= 9999:
-            raise ValueError(f"data.demo.n_images={self.n_images}: CSXA stems hold case numbers 1..9999")
+            raise ValueError(
+                f"data.demo.n_images={self.n_images}: CSXA stems hold case numbers 1..9999"
+            )
         for name in ("negative_fraction", "sixteen_bit_fraction", "rgb_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"data.demo.{name}={getattr(self, name)} is not a fraction in [0, 1]")
+                raise ValueError(
+                    f"data.demo.{name}={getattr(self, name)} is not a fraction in [0, 1]"
+                )
         if self.sixteen_bit_fraction + self.rgb_fraction > 1.0:
-            raise ValueError("data.demo.sixteen_bit_fraction + data.demo.rgb_fraction = "
-                             f"{self.sixteen_bit_fraction + self.rgb_fraction} exceeds 1")
+            raise ValueError(
+                "data.demo.sixteen_bit_fraction + data.demo.rgb_fraction = "
+                f"{self.sixteen_bit_fraction + self.rgb_fraction} exceeds 1"
+            )
         if not 64 <= self.min_side <= self.max_side:
-            raise ValueError(f"data.demo.min_side={self.min_side}, data.demo.max_side={self.max_side}: "
-                             "need 64 <= min_side <= max_side")
+            raise ValueError(
+                f"data.demo.min_side={self.min_side}, data.demo.max_side={self.max_side}: "
+                "need 64 <= min_side <= max_side"
+            )
 
 
 @dataclass(frozen=True)
@@ -729,8 +899,9 @@ def duplicate_index(seed: int) -> int:
     return int(np.random.default_rng([seed, 2]).integers(DUPLICATE_WINDOW))
 
 
-def _quirks(rng: np.random.Generator, keypoints: dict[str, Point], unit: float,
-            duplicated: bool) -> tuple[list[str], tuple[str, Point] | None]:
+def _quirks(
+    rng: np.random.Generator, keypoints: dict[str, Point], unit: float, duplicated: bool
+) -> tuple[list[str], tuple[str, Point] | None]:
     """Which labels a file stores as polygons, and the repeated click if this is the duplicate file."""
     chance, picks = rng.random(), rng.choice(len(KEYPOINT_LABELS), size=2, replace=False)
     n_polygons = 0 if chance >= POLYGON_QUIRK_RATE else 2 if chance < POLYGON_QUIRK_RATE / 3 else 1
@@ -747,19 +918,36 @@ def build_atlas_item(settings: AtlasSettings, index: int) -> AtlasItem:
     rng = np.random.default_rng([settings.seed, 0, index])
     stem = make_stem(index + 1, int(rng.integers(18, 90)))
     negative = is_negative(settings.seed, index, settings.negative_fraction)
-    storage = storage_for(settings.seed, index, settings.sixteen_bit_fraction, settings.rgb_fraction)
-    params = sample_params(rng, min_side=settings.min_side, max_side=settings.max_side, negative=negative)
+    storage = storage_for(
+        settings.seed, index, settings.sixteen_bit_fraction, settings.rgb_fraction
+    )
+    params = sample_params(
+        rng, min_side=settings.min_side, max_side=settings.max_side, negative=negative
+    )
     phantom = render_phantom(rng, params)
-    polygons, duplicate = _quirks(rng, phantom.keypoints, params.anatomy.unit,
-                                  index == duplicate_index(settings.seed))
-    document = labelme_document(stem, phantom.keypoints, params.width, params.height, polygons, duplicate)
+    polygons, duplicate = _quirks(
+        rng, phantom.keypoints, params.anatomy.unit, index == duplicate_index(settings.seed)
+    )
+    document = labelme_document(
+        stem, phantom.keypoints, params.width, params.height, polygons, duplicate
+    )
     truth = {
-        "stem": stem, "case": index + 1, "age": int(stem[4:]), "negative": int(negative),
-        "facing": params.facing, "curvature": params.curvature, "bit_depth": storage.bit_depth,
-        "mode": storage.mode, "value_max": storage.value_max, "width": params.width,
-        "height": params.height, "unit_px": round(params.anatomy.unit, 3),
-        "cobb_deg": round(params.anatomy.cobb_deg, 3), "rotation_deg": round(params.rotation_deg, 3),
-        "border": int(any(params.exposure.border)), "polygon_labels": ";".join(polygons),
+        "stem": stem,
+        "case": index + 1,
+        "age": int(stem[4:]),
+        "negative": int(negative),
+        "facing": params.facing,
+        "curvature": params.curvature,
+        "bit_depth": storage.bit_depth,
+        "mode": storage.mode,
+        "value_max": storage.value_max,
+        "width": params.width,
+        "height": params.height,
+        "unit_px": round(params.anatomy.unit, 3),
+        "cobb_deg": round(params.anatomy.cobb_deg, 3),
+        "rotation_deg": round(params.rotation_deg, 3),
+        "border": int(any(params.exposure.border)),
+        "polygon_labels": ";".join(polygons),
         "duplicate_label": duplicate[0] if duplicate else "",
     }
     return AtlasItem(stem, encode_image(phantom.image, storage), document, truth)
@@ -767,26 +955,46 @@ def build_atlas_item(settings: AtlasSettings, index: int) -> AtlasItem:
 
 def _require_empty(directory: Path) -> None:
     if directory.exists() and any(directory.iterdir()):
-        raise FileExistsError(f"{directory} is not empty; remove it before generating a new demo atlas")
+        raise FileExistsError(
+            f"{directory} is not empty; remove it before generating a new demo atlas"
+        )
 
 
 def _stage(settings: AtlasSettings, staging: dict[str, Path], progress: bool) -> pd.DataFrame:
     rows = []
-    for index in tqdm(range(settings.n_images), desc="demo atlas", unit="image", disable=not progress):
+    for index in tqdm(
+        range(settings.n_images), desc="demo atlas", unit="image", disable=not progress
+    ):
         item = build_atlas_item(settings, index)
-        item.image.save(staging["images"] / f"{item.stem}.png", format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-        (staging["annotations"] / f"{item.stem}.json").write_text(json.dumps(item.document, indent=2) + "\n")
+        item.image.save(
+            staging["images"] / f"{item.stem}.png", format="PNG", compress_level=PNG_COMPRESS_LEVEL
+        )
+        (staging["annotations"] / f"{item.stem}.json").write_text(
+            json.dumps(item.document, indent=2) + "\n"
+        )
         rows.append(item.truth)
     return pd.DataFrame(rows)
 
 
-def generate_atlas(out_dir: Path, truth_csv: Path, *, n_images: int, seed: int, negative_fraction: float,
-                   sixteen_bit_fraction: float, rgb_fraction: float, min_side: int, max_side: int,
-                   progress: bool = True) -> pd.DataFrame:
+def generate_atlas(
+    out_dir: Path,
+    truth_csv: Path,
+    *,
+    n_images: int,
+    seed: int,
+    negative_fraction: float,
+    sixteen_bit_fraction: float,
+    rgb_fraction: float,
+    min_side: int,
+    max_side: int,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Write `out_dir/images/{stem}.png`, `out_dir/annotations/{stem}.json` and the ground-truth
     sidecar `truth_csv` (read by tests and benchmarks only); returns the truth table.
     Both folders are built in hidden staging folders and renamed into place when complete."""
-    settings = AtlasSettings(n_images, seed, negative_fraction, sixteen_bit_fraction, rgb_fraction, min_side, max_side)
+    settings = AtlasSettings(
+        n_images, seed, negative_fraction, sixteen_bit_fraction, rgb_fraction, min_side, max_side
+    )
     out_dir = Path(out_dir)
     final = {"images": out_dir / "images", "annotations": out_dir / "annotations"}
     for directory in final.values():

@@ -34,8 +34,8 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from radsynth.core.atomic import atomic_output
-from radsynth.data.atlas import atlas_digest, load_atlas
 from radsynth.core.features import ExtractorDescription, FeatureExtractor, extract_features
+from radsynth.data.atlas import atlas_digest, load_atlas
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,18 @@ class FidelityRow:
     def as_record(self) -> dict[str, object]:
         """Flat columns for a table: the extractor's fields as `extractor_*`, warnings joined by '; ',
         and NaN as None (JSON has no NaN; the warnings say why a number is missing)."""
-        record: dict[str, object] = {name: getattr(self, name) for name in self.__dataclass_fields__
-                                     if name not in ("extractor", "warnings")}
-        record = {name: None if isinstance(value, float) and not math.isfinite(value) else value
-                  for name, value in record.items()}
-        record.update({f"extractor_{key}": value for key, value in self.extractor.as_dict().items()})
+        record: dict[str, object] = {
+            name: getattr(self, name)
+            for name in self.__dataclass_fields__
+            if name not in ("extractor", "warnings")
+        }
+        record = {
+            name: None if isinstance(value, float) and not math.isfinite(value) else value
+            for name, value in record.items()
+        }
+        record.update(
+            {f"extractor_{key}": value for key, value in self.extractor.as_dict().items()}
+        )
         record["warnings"] = "; ".join(self.warnings)
         return record
 
@@ -100,8 +107,10 @@ class PassThrough(nn.Module):
 def check_images(images: np.ndarray, what: str) -> None:
     """uint8 grayscale (N, H, W) with N >= 2 (a covariance needs two images), or an error naming `what`."""
     if images.ndim != 3:
-        raise ValueError(f"{what}: images must be grayscale (N, H, W), got shape {images.shape} "
-                         f"(a channel axis is not accepted)")
+        raise ValueError(
+            f"{what}: images must be grayscale (N, H, W), got shape {images.shape} "
+            f"(a channel axis is not accepted)"
+        )
     if images.dtype != np.uint8:
         raise ValueError(f"{what}: images must be uint8, got {images.dtype}")
     if len(images) < 2:
@@ -110,21 +119,30 @@ def check_images(images: np.ndarray, what: str) -> None:
 
 def frechet_distance(real: np.ndarray, synthetic: np.ndarray) -> float:
     """torchmetrics' FID between two feature arrays (N, D), in float64."""
-    metric = FrechetInceptionDistance(feature=PassThrough(real.shape[1]), reset_real_features=False,
-                                      normalize=False)  # normalize only rescales input for its own Inception
+    metric = FrechetInceptionDistance(
+        feature=PassThrough(real.shape[1]), reset_real_features=False, normalize=False
+    )  # normalize only rescales input for its own Inception
     metric.update(torch.from_numpy(real), real=True)
     metric.update(torch.from_numpy(synthetic), real=False)
     return float(metric.compute())
 
 
-def kernel_distance(real: np.ndarray, synthetic: np.ndarray, *, subsets: int, subset_size: int,
-                    seed: int) -> tuple[float, float]:
+def kernel_distance(
+    real: np.ndarray, synthetic: np.ndarray, *, subsets: int, subset_size: int, seed: int
+) -> tuple[float, float]:
     """torchmetrics' KID (mean, std over `subsets` random subsets of `subset_size`), subsets drawn from `seed`."""
     with warnings.catch_warnings():
         # it warns that it keeps all features in memory: so do we, by design
-        warnings.filterwarnings("ignore", message="Metric `Kernel Inception Distance` will save all")
-        metric = KernelInceptionDistance(feature=PassThrough(real.shape[1]), subsets=subsets,
-                                         subset_size=subset_size, reset_real_features=False, normalize=False)
+        warnings.filterwarnings(
+            "ignore", message="Metric `Kernel Inception Distance` will save all"
+        )
+        metric = KernelInceptionDistance(
+            feature=PassThrough(real.shape[1]),
+            subsets=subsets,
+            subset_size=subset_size,
+            reset_real_features=False,
+            normalize=False,
+        )
     metric.update(torch.from_numpy(real), real=True)
     metric.update(torch.from_numpy(synthetic), real=False)
     with torch.random.fork_rng(devices=[]):
@@ -150,7 +168,9 @@ def feature_cache_path(cache_dir: Path, atlas_hash: str, extractor: ExtractorDes
     return Path(cache_dir) / f"real_features_{atlas_hash[:16]}_{extractor.digest()[:16]}.npz"
 
 
-def read_cached_features(path: Path, atlas_hash: str, extractor: ExtractorDescription) -> np.ndarray | None:
+def read_cached_features(
+    path: Path, atlas_hash: str, extractor: ExtractorDescription
+) -> np.ndarray | None:
     """The cached features, None if there are none; a file recording other inputs fails naming it."""
     if not path.is_file():
         return None
@@ -166,14 +186,22 @@ def read_cached_features(path: Path, atlas_hash: str, extractor: ExtractorDescri
     return features
 
 
-def write_cached_features(path: Path, features: np.ndarray, atlas_hash: str, extractor: ExtractorDescription) -> None:
+def write_cached_features(
+    path: Path, features: np.ndarray, atlas_hash: str, extractor: ExtractorDescription
+) -> None:
     key = json.dumps({"atlas_digest": atlas_hash, "extractor": extractor.as_dict()}, sort_keys=True)
     with atomic_output(path) as temporary, open(temporary, "wb") as stream:
         np.savez(stream, features=features, key=np.array(key))
 
 
-def real_features(images: np.ndarray, atlas_hash: str, extractor: FeatureExtractor, cache_dir: Path, *,
-                  batch_size: int) -> np.ndarray:
+def real_features(
+    images: np.ndarray,
+    atlas_hash: str,
+    extractor: FeatureExtractor,
+    cache_dir: Path,
+    *,
+    batch_size: int,
+) -> np.ndarray:
     """The atlas images' features, from the cache when it holds this atlas and extractor."""
     path = feature_cache_path(cache_dir, atlas_hash, extractor.description)
     cached = read_cached_features(path, atlas_hash, extractor.description)
@@ -196,29 +224,48 @@ class AtlasFeatures:
     cache_file: Path
 
 
-def atlas_features(atlas_path: Path, extractor: FeatureExtractor, cache_dir: Path, *,
-                   batch_size: int = EXTRACTION_BATCH_SIZE) -> AtlasFeatures:
+def atlas_features(
+    atlas_path: Path,
+    extractor: FeatureExtractor,
+    cache_dir: Path,
+    *,
+    batch_size: int = EXTRACTION_BATCH_SIZE,
+) -> AtlasFeatures:
     """Features of every atlas image, computed once per atlas content and extractor (then cached)."""
     with load_atlas(Path(atlas_path)) as atlas:
         images, source_names = np.ascontiguousarray(atlas.images), atlas.source_names
     check_images(images, f"atlas {atlas_path}")
     digest = atlas_digest(images, source_names)
     features = real_features(images, digest, extractor, cache_dir, batch_size=batch_size)
-    return AtlasFeatures(features, digest, images.shape[1:],
-                         feature_cache_path(cache_dir, digest, extractor.description))
+    return AtlasFeatures(
+        features,
+        digest,
+        images.shape[1:],
+        feature_cache_path(cache_dir, digest, extractor.description),
+    )
 
 
-def sample_size_warnings(n_real: int, n_synthetic: int, num_features: int, nearest_k: int,
-                         atlas_name: str, synthetic_name: str) -> list[str]:
+def sample_size_warnings(
+    n_real: int,
+    n_synthetic: int,
+    num_features: int,
+    nearest_k: int,
+    atlas_name: str,
+    synthetic_name: str,
+) -> list[str]:
     """Warnings for sets too small for a stable covariance or for PRDC's k-NN balls."""
     found = []
     for name, n in ((atlas_name, n_real), (synthetic_name, n_synthetic)):
         if n < num_features:
-            found.append(f"{name}: {n} images < {num_features} feature dimensions: "
-                         f"its covariance is singular, FID is unstable")
+            found.append(
+                f"{name}: {n} images < {num_features} feature dimensions: "
+                f"its covariance is singular, FID is unstable"
+            )
         if n < nearest_k + 2:
-            found.append(f"{name}: {n} images; PRDC with k={nearest_k} needs at least {nearest_k + 2} "
-                         f"(prdc partitions at k + 1): precision, recall, density, coverage left NaN")
+            found.append(
+                f"{name}: {n} images; PRDC with k={nearest_k} needs at least {nearest_k + 2} "
+                f"(prdc partitions at k + 1): precision, recall, density, coverage left NaN"
+            )
     return found
 
 
@@ -245,23 +292,39 @@ def fidelity_row(
     check_images(synthetic, synthetic_label)
     atlas = atlas_features(atlas_path, extractor, cache_dir, batch_size=batch_size)
     if atlas.image_shape != synthetic.shape[1:]:
-        raise ValueError(f"{synthetic_label}: images are {synthetic.shape[1]}x{synthetic.shape[2]} but the "
-                         f"{atlas_label} images are {atlas.image_shape[0]}x{atlas.image_shape[1]}")
+        raise ValueError(
+            f"{synthetic_label}: images are {synthetic.shape[1]}x{synthetic.shape[2]} but the "
+            f"{atlas_label} images are {atlas.image_shape[0]}x{atlas.image_shape[1]}"
+        )
     real, atlas_hash = atlas.features, atlas.digest
     fake = extract_features(extractor, synthetic, batch_size=batch_size)
-    found = sample_size_warnings(len(real), len(fake), extractor.num_features, nearest_k,
-                                 atlas_label, synthetic_label)
+    found = sample_size_warnings(
+        len(real), len(fake), extractor.num_features, nearest_k, atlas_label, synthetic_label
+    )
     fid = frechet_distance(real, fake)
     if not math.isfinite(fid):
         found.append(f"{synthetic_label}: FID is {fid}")
     subset_size = min(kid_subset_size, len(real), len(fake))
-    kid_mean, kid_std = kernel_distance(real, fake, subsets=kid_subsets, subset_size=subset_size, seed=kid_seed)
+    kid_mean, kid_std = kernel_distance(
+        real, fake, subsets=kid_subsets, subset_size=subset_size, seed=kid_seed
+    )
     prd = prdc_metrics(real, fake, nearest_k=nearest_k)
     for message in found:
         log.warning(message)
     return FidelityRow(
-        n_real=len(real), n_synthetic=len(fake), extractor=extractor.description, atlas_digest=atlas_hash,
-        fid=fid, kid_mean=kid_mean, kid_std=kid_std, kid_subsets=kid_subsets, kid_subset_size=subset_size,
-        precision=prd["precision"], recall=prd["recall"], density=prd["density"], coverage=prd["coverage"],
-        prdc_k=nearest_k, warnings=tuple(found),
+        n_real=len(real),
+        n_synthetic=len(fake),
+        extractor=extractor.description,
+        atlas_digest=atlas_hash,
+        fid=fid,
+        kid_mean=kid_mean,
+        kid_std=kid_std,
+        kid_subsets=kid_subsets,
+        kid_subset_size=subset_size,
+        precision=prd["precision"],
+        recall=prd["recall"],
+        density=prd["density"],
+        coverage=prd["coverage"],
+        prdc_k=nearest_k,
+        warnings=tuple(found),
     )

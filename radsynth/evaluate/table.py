@@ -10,8 +10,9 @@ extractors are never compared unknowingly: the table refuses rows that mix extra
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,8 +26,21 @@ from radsynth.evaluate.metrics import FidelityRow
 #: The table's leading columns (issue #10); the extractor's other fields, KID/PRDC settings and
 #: warnings follow.
 LEADING_COLUMNS = (
-    "step", "checkpoint", "n_real", "n_synthetic", "sampler", "steps", "weights", "extractor",
-    "fid", "kid_mean", "kid_std", "precision", "recall", "density", "coverage",
+    "step",
+    "checkpoint",
+    "n_real",
+    "n_synthetic",
+    "sampler",
+    "steps",
+    "weights",
+    "extractor",
+    "fid",
+    "kid_mean",
+    "kid_std",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
 )
 #: Characters per title line: the extractor's name would run off the figure otherwise.
 TITLE_WIDTH = 90
@@ -36,7 +50,12 @@ PRDC_STYLES = {"precision": "o-", "recall": "s-", "density": "^--", "coverage": 
 
 
 def checkpoint_record(
-    row: FidelityRow, *, step: int, checkpoint: int, sampling: Mapping[str, Any], synthetic_source: str
+    row: FidelityRow,
+    *,
+    step: int,
+    checkpoint: int,
+    sampling: Mapping[str, Any],
+    synthetic_source: str,
 ) -> dict[str, Any]:
     """One table row: where the synthetic set came from and how it was sampled, then the metrics."""
     record = row.as_record()
@@ -62,8 +81,12 @@ def fid_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         raise ValueError(f"FID rows lack column(s) {missing}")
     extractors = frame[["extractor", "extractor_weights"]].drop_duplicates()
     if len(extractors) > 1:
-        found = "; ".join(f"{name} ({weights})" for name, weights in extractors.itertuples(index=False))
-        raise ValueError(f"FID rows come from different extractors ({found}): their numbers do not compare")
+        found = "; ".join(
+            f"{name} ({weights})" for name, weights in extractors.itertuples(index=False)
+        )
+        raise ValueError(
+            f"FID rows come from different extractors ({found}): their numbers do not compare"
+        )
     repeated = frame["step"][frame["step"].duplicated()].tolist()
     if repeated:
         raise ValueError(f"FID rows repeat step(s) {repeated}")
@@ -72,7 +95,9 @@ def fid_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return frame[[*LEADING_COLUMNS, *rest]]
 
 
-def write_fid_table(records: Sequence[Mapping[str, Any]], out_csv: Path, *, provenance: Mapping[str, str]) -> pd.DataFrame:
+def write_fid_table(
+    records: Sequence[Mapping[str, Any]], out_csv: Path, *, provenance: Mapping[str, str]
+) -> pd.DataFrame:
     frame = fid_table(records)
     write_table(frame, out_csv, provenance=provenance)
     return frame
@@ -82,7 +107,9 @@ def _steps_formatter(value: float, _: int) -> str:
     return f"{value / 1000:g}k" if value >= 1000 else f"{value:g}"
 
 
-def plot_fid_curve(frame: pd.DataFrame, out_png: Path, *, provenance: Mapping[str, str], title: str) -> Path:
+def plot_fid_curve(
+    frame: pd.DataFrame, out_png: Path, *, provenance: Mapping[str, str], title: str
+) -> Path:
     """FID (left axis) and KID (right axis) against step, best FID marked; PRDC in a panel below.
 
     Rows with warnings (sets too small for a stable covariance) are drawn hollow and the warning
@@ -94,22 +121,43 @@ def plot_fid_curve(frame: pd.DataFrame, out_png: Path, *, provenance: Mapping[st
     warned = frame["warnings"].fillna("").astype(str).str.len().to_numpy() > 0
     top.plot(steps, frame["fid"], "-", color=FID_COLOUR, label="FID")
     top.scatter(steps[~warned], frame["fid"][~warned], color=FID_COLOUR, zorder=3)
-    top.scatter(steps[warned], frame["fid"][warned], facecolor="white", edgecolor=FID_COLOUR, zorder=3,
-                label="FID (with a warning, see the table)" if warned.any() else None)
+    top.scatter(
+        steps[warned],
+        frame["fid"][warned],
+        facecolor="white",
+        edgecolor=FID_COLOUR,
+        zorder=3,
+        label="FID (with a warning, see the table)" if warned.any() else None,
+    )
     best = int(np.nanargmin(frame["fid"].to_numpy()))
-    top.annotate(f"best FID {frame['fid'].iloc[best]:.2f}\ncheckpoint {frame['checkpoint'].iloc[best]}",
-                 (steps[best], frame["fid"].iloc[best]), xytext=(0, 18), textcoords="offset points",
-                 ha="center", arrowprops={"arrowstyle": "->"})
+    top.annotate(
+        f"best FID {frame['fid'].iloc[best]:.2f}\ncheckpoint {frame['checkpoint'].iloc[best]}",
+        (steps[best], frame["fid"].iloc[best]),
+        xytext=(0, 18),
+        textcoords="offset points",
+        ha="center",
+        arrowprops={"arrowstyle": "->"},
+    )
     top.set_ylabel("FID (lower is better)")
     kid_axes = top.twinx()
-    kid_axes.errorbar(steps, frame["kid_mean"], yerr=frame["kid_std"], fmt="s--", color=KID_COLOUR,
-                      markersize=4, capsize=3, label="KID (mean ± std over subsets)")
+    kid_axes.errorbar(
+        steps,
+        frame["kid_mean"],
+        yerr=frame["kid_std"],
+        fmt="s--",
+        color=KID_COLOUR,
+        markersize=4,
+        capsize=3,
+        label="KID (mean ± std over subsets)",
+    )
     kid_axes.set_ylabel("KID")
     handles = [*top.get_legend_handles_labels()[0], *kid_axes.get_legend_handles_labels()[0]]
     top.legend(handles=handles, loc="upper right", fontsize=8)
     row = frame.iloc[0]
-    subtitle = (f"{row['n_synthetic']} synthetic ({row['sampler']}, {row['steps']} steps, {row['weights']} weights) "
-                f"vs {row['n_real']} real; {row['extractor']}")
+    subtitle = (
+        f"{row['n_synthetic']} synthetic ({row['sampler']}, {row['steps']} steps, {row['weights']} weights) "
+        f"vs {row['n_real']} real; {row['extractor']}"
+    )
     top.set_title("\n".join([title, *textwrap.wrap(subtitle, TITLE_WIDTH)]), fontsize=9)
     for name, style in PRDC_STYLES.items():
         if not frame[name].isna().all():
@@ -120,10 +168,20 @@ def plot_fid_curve(frame: pd.DataFrame, out_png: Path, *, provenance: Mapping[st
     if bottom.get_legend_handles_labels()[0]:
         bottom.legend(fontsize=8, ncols=4, loc="lower right")
     else:
-        bottom.text(0.5, 0.5, "precision/recall/density/coverage undefined: too few images (see warnings)",
-                    transform=bottom.transAxes, ha="center", va="center", fontsize=8)
+        bottom.text(
+            0.5,
+            0.5,
+            "precision/recall/density/coverage undefined: too few images (see warnings)",
+            transform=bottom.transAxes,
+            ha="center",
+            va="center",
+            fontsize=8,
+        )
     n_warned = int(warned.sum())
     return save_figure(
-        figure, out_png, title=title, provenance=provenance,
+        figure,
+        out_png,
+        title=title,
+        provenance=provenance,
         description=f"{len(frame)} evaluated checkpoints; {n_warned} with warnings",
     )

@@ -7,7 +7,8 @@ Neither file records a build time, so a rebuild from the same inputs gives the s
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import Field
@@ -35,20 +36,34 @@ class ReleaseSettings(ConfigModel):
     keywords: ListOf[str] = Field(min_length=1)
     categories: ListOf[int] = Field(min_length=1)  # figshare category ids (GET /v2/categories)
     authors: ListOf[Author] = Field(min_length=1)
-    source_atlas: str = Field(min_length=1)  # the real images the model learnt from: where the licence comes from
-    licence: Literal["CC BY 4.0"]  # the source atlas' licence, inherited (a key of FIGSHARE_LICENCES)
+    source_atlas: str = Field(
+        min_length=1
+    )  # the real images the model learnt from: where the licence comes from
+    licence: Literal[
+        "CC BY 4.0"
+    ]  # the source atlas' licence, inherited (a key of FIGSHARE_LICENCES)
     citation: str = Field(min_length=1)
     max_archive_bytes: int = Field(ge=1)  # figshare's per-file limit (20 GB)
-    near_duplicate_patch_distance: float = Field(ge=0.0)  # privacy gate, patch distance of [0, 1] pixels
+    near_duplicate_patch_distance: float = Field(
+        ge=0.0
+    )  # privacy gate, patch distance of [0, 1] pixels
 
 
 def figshare_metadata(settings: ReleaseSettings) -> dict[str, Any]:
     """The article's metadata as figshare's create-article call takes it."""
-    authors = [{"name": author.name, **({"orcid_id": author.orcid} if author.orcid else {})}
-               for author in settings.authors]
-    return {"title": settings.title, "description": settings.description, "keywords": list(settings.keywords),
-            "categories": list(settings.categories), "license": FIGSHARE_LICENCES[settings.licence],
-            "authors": authors, "defined_type": "dataset"}
+    authors = [
+        {"name": author.name, **({"orcid_id": author.orcid} if author.orcid else {})}
+        for author in settings.authors
+    ]
+    return {
+        "title": settings.title,
+        "description": settings.description,
+        "keywords": list(settings.keywords),
+        "categories": list(settings.categories),
+        "license": FIGSHARE_LICENCES[settings.licence],
+        "authors": authors,
+        "defined_type": "dataset",
+    }
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -60,19 +75,35 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 def shown_value(value: Any) -> str:
     """A config value as YAML would show a scalar, and as JSON a list or mapping."""
-    return json.dumps(value, sort_keys=True) if isinstance(value, (list, tuple, dict)) else str(value)
+    return (
+        json.dumps(value, sort_keys=True) if isinstance(value, (list, tuple, dict)) else str(value)
+    )
 
 
-def dataset_card(settings: ReleaseSettings, *, sample_sets: pd.DataFrame, counts: pd.DataFrame,
-                 gate: Mapping[str, Any], encoder: Mapping[str, str], config_values: Mapping[str, Any],
-                 provenance: Mapping[str, str], files: Mapping[str, str]) -> str:
+def dataset_card(
+    settings: ReleaseSettings,
+    *,
+    sample_sets: pd.DataFrame,
+    counts: pd.DataFrame,
+    gate: Mapping[str, Any],
+    encoder: Mapping[str, str],
+    config_values: Mapping[str, Any],
+    provenance: Mapping[str, str],
+    files: Mapping[str, str],
+) -> str:
     """README.md of the package: what the images are, how they were made, screened and checked,
     the files, the licence and how to cite. `sample_sets` has one row per released checkpoint;
     `files` maps each file of the package to what it holds."""
     total = counts[counts["checkpoint"] == "total"].iloc[0]
-    settings_table = pd.DataFrame({"key": list(config_values),
-                                   "value": [shown_value(value) for value in config_values.values()]})
-    shown_provenance = {key: value for key, value in provenance.items() if key not in UNSTABLE_PROVENANCE}
+    settings_table = pd.DataFrame(
+        {
+            "key": list(config_values),
+            "value": [shown_value(value) for value in config_values.values()],
+        }
+    )
+    shown_provenance = {
+        key: value for key, value in provenance.items() if key not in UNSTABLE_PROVENANCE
+    }
     sections = [
         f"# {settings.title}",
         settings.description,
@@ -109,6 +140,8 @@ def dataset_card(settings: ReleaseSettings, *, sample_sets: pd.DataFrame, counts
         "## How to cite",
         settings.citation,
         "## Provenance",
-        markdown_table(pd.DataFrame({"key": list(shown_provenance), "value": list(shown_provenance.values())})),
+        markdown_table(
+            pd.DataFrame({"key": list(shown_provenance), "value": list(shown_provenance.values())})
+        ),
     ]
     return "\n\n".join(sections) + "\n"

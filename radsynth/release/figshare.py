@@ -17,9 +17,10 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Mapping
+from typing import Any, BinaryIO
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -42,12 +43,33 @@ STATE_NAME = ".figshare_upload.json"
 STATE_FORMAT = 1
 #: The body fields of "create article" (ArticleCreate in figshare's swagger.json, figshare/user_documentation):
 #: a typo in figshare.json must fail here, not become metadata figshare silently ignores.
-ARTICLE_CREATE_KEYS = frozenset({
-    "authors", "categories", "categories_by_source_id", "custom_fields", "custom_fields_list", "defined_type",
-    "description", "doi", "funding", "funding_list", "group_id", "handle", "is_metadata_record", "keywords",
-    "license", "metadata_reason", "references", "related_materials", "resource_doi", "resource_title", "tags",
-    "timeline", "title",
-})
+ARTICLE_CREATE_KEYS = frozenset(
+    {
+        "authors",
+        "categories",
+        "categories_by_source_id",
+        "custom_fields",
+        "custom_fields_list",
+        "defined_type",
+        "description",
+        "doi",
+        "funding",
+        "funding_list",
+        "group_id",
+        "handle",
+        "is_metadata_record",
+        "keywords",
+        "license",
+        "metadata_reason",
+        "references",
+        "related_materials",
+        "resource_doi",
+        "resource_title",
+        "tags",
+        "timeline",
+        "title",
+    }
+)
 #: Retries of an idempotent request (GET, PUT of a part) after a dropped connection, a timeout or a
 #: 429/5xx answer. POSTs (create, complete, publish) are sent once: repeating one could create a
 #: second article or file, and a rerun resumes safely instead.
@@ -102,12 +124,17 @@ class UploadReport:
         lines = [f"figshare article {self.article_id}:"]
         lines += [f"  {name}: {action}" for name, action in self.actions]
         if self.processing:
-            lines.append(f"still processing on figshare (rerun later to check): {', '.join(self.processing)}")
-        lines.append("published" if self.published else "not published (rerun with --publish to publish)")
+            lines.append(
+                f"still processing on figshare (rerun later to check): {', '.join(self.processing)}"
+            )
+        lines.append(
+            "published" if self.published else "not published (rerun with --publish to publish)"
+        )
         return "\n".join(lines)
 
 
 # --- the package --------------------------------------------------------------------------------------------------
+
 
 def read_checksums(package_dir: Path) -> list[tuple[str, str]]:
     """(md5, relative path) of every line of checksums.md5: the package's own list of what it holds."""
@@ -122,7 +149,9 @@ def read_checksums(package_dir: Path) -> list[tuple[str, str]]:
             continue
         match = CHECKSUM_LINE.fullmatch(line)
         if match is None:
-            raise PackageError(f"{path}:{number}: not an md5sum line '<md5>  <path>': {line[:80]!r}")
+            raise PackageError(
+                f"{path}:{number}: not an md5sum line '<md5>  <path>': {line[:80]!r}"
+            )
         entries.append((match["md5"].lower(), match["path"]))
     if not entries:
         raise PackageError(f"{path}: lists no files")
@@ -133,7 +162,9 @@ def package_relative(package_dir: Path, relative: str) -> Path:
     """The file a checksum line names, refused if it would lie outside the package."""
     posix = PurePosixPath(relative)
     if posix.is_absolute() or ".." in posix.parts or relative == STATE_NAME:
-        raise PackageError(f"{Path(package_dir) / CHECKSUMS_NAME}: {relative!r} is not a file inside the package")
+        raise PackageError(
+            f"{Path(package_dir) / CHECKSUMS_NAME}: {relative!r} is not a file inside the package"
+        )
     return Path(package_dir).joinpath(*posix.parts)
 
 
@@ -155,7 +186,9 @@ def package_files(package_dir: Path, chunk_bytes: int = HASH_CHUNK_BYTES) -> lis
             continue
         name = path.name
         if name in names:
-            problems.append(f"{relative} and {names[name]} would both be named {name!r} on figshare (no folders)")
+            problems.append(
+                f"{relative} and {names[name]} would both be named {name!r} on figshare (no folders)"
+            )
             continue
         names[name] = relative
         files.append(PackageFile(path, name, path.stat().st_size, md5))
@@ -173,8 +206,10 @@ def read_metadata(package_dir: Path) -> dict[str, Any]:
         raise PackageError(str(exc)) from None
     unknown = sorted(set(metadata) - ARTICLE_CREATE_KEYS)
     if unknown:
-        raise PackageError(f"{path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-                           f"figshare's create-article accepts: {', '.join(sorted(ARTICLE_CREATE_KEYS))}")
+        raise PackageError(
+            f"{path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"figshare's create-article accepts: {', '.join(sorted(ARTICLE_CREATE_KEYS))}"
+        )
     if not isinstance(metadata.get("title"), str) or not metadata["title"].strip():
         raise PackageError(f"{path}: 'title' must be a non-empty string (figshare requires it)")
     return metadata
@@ -184,12 +219,15 @@ def token_from_env(name: str = TOKEN_ENV, environ: Mapping[str, str] = os.enviro
     """The personal token from the environment variable `name`; its absence is named, its value never."""
     token = environ.get(name, "").strip()
     if not token:
-        raise PackageError(f"environment variable {name} is not set: it must hold a figshare personal token "
-                           "(figshare > Applications > Personal tokens)")
+        raise PackageError(
+            f"environment variable {name} is not set: it must hold a figshare personal token "
+            "(figshare > Applications > Personal tokens)"
+        )
     return token
 
 
 # --- the state file ----------------------------------------------------------------------------------------------
+
 
 def read_state(package_dir: Path, api_url: str) -> dict[str, Any] | None:
     """The state of an earlier upload of this package, or None; one made against another API is refused."""
@@ -200,14 +238,22 @@ def read_state(package_dir: Path, api_url: str) -> dict[str, Any] | None:
     if state.get("format") != STATE_FORMAT or not isinstance(state.get("article_id"), int):
         raise PackageError(f"{path}: not a figshare upload state of format {STATE_FORMAT}")
     if state.get("api_url") != api_url.rstrip("/"):
-        raise PackageError(f"{path}: records article {state['article_id']} at {state.get('api_url')}, not "
-                           f"{api_url.rstrip('/')}; delete it to start a new article there")
+        raise PackageError(
+            f"{path}: records article {state['article_id']} at {state.get('api_url')}, not "
+            f"{api_url.rstrip('/')}; delete it to start a new article there"
+        )
     return state
 
 
 def new_state(api_url: str, article_id: int, title: str) -> dict[str, Any]:
-    return {"format": STATE_FORMAT, "api_url": api_url.rstrip("/"), "article_id": article_id, "title": title,
-            "files": {}, "published": False}
+    return {
+        "format": STATE_FORMAT,
+        "api_url": api_url.rstrip("/"),
+        "article_id": article_id,
+        "title": title,
+        "files": {},
+        "published": False,
+    }
 
 
 def write_state(package_dir: Path, state: Mapping[str, Any]) -> None:
@@ -216,6 +262,7 @@ def write_state(package_dir: Path, state: Mapping[str, Any]) -> None:
 
 
 # --- HTTP --------------------------------------------------------------------------------------------------------
+
 
 def redact(text: str, token: str) -> str:
     """`text` without the token: servers echo headers in error bodies, libraries quote requests."""
@@ -228,9 +275,18 @@ def one_line(text: str) -> str:
 
 def retrying_session(retries: int, backoff_s: float) -> requests.Session:
     """A session that retries idempotent requests through urllib3's Retry (POSTs are never retried)."""
-    retry = Retry(total=retries, connect=retries, read=retries, status=retries, other=0, backoff_factor=backoff_s,
-                  status_forcelist=STATUS_RETRIED, allowed_methods=Retry.DEFAULT_ALLOWED_METHODS,
-                  raise_on_status=False, respect_retry_after_header=True)
+    retry = Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        other=0,
+        backoff_factor=backoff_s,
+        status_forcelist=STATUS_RETRIED,
+        allowed_methods=Retry.DEFAULT_ALLOWED_METHODS,
+        raise_on_status=False,
+        respect_retry_after_header=True,
+    )
     session = requests.Session()
     adapter = HTTPAdapter(max_retries=retry)
     session.mount("https://", adapter)
@@ -242,8 +298,15 @@ class FigshareClient:
     """figshare API calls over one session: the token in one header, retries on idempotent requests,
     and every error message with the token removed."""
 
-    def __init__(self, api_url: str, token: str, *, retries: int = RETRIES, backoff_s: float = BACKOFF_S,
-                 timeout_s: float | tuple[float, float] = TIMEOUT_S):
+    def __init__(
+        self,
+        api_url: str,
+        token: str,
+        *,
+        retries: int = RETRIES,
+        backoff_s: float = BACKOFF_S,
+        timeout_s: float | tuple[float, float] = TIMEOUT_S,
+    ):
         self.api_url = api_url.rstrip("/")
         self.timeout_s = timeout_s
         self._token = token
@@ -261,7 +324,11 @@ class FigshareClient:
 
     def url(self, path_or_url: str) -> str:
         """figshare answers with absolute locations; paths are relative to the API root."""
-        return path_or_url if path_or_url.startswith(("http://", "https://")) else self.api_url + path_or_url
+        return (
+            path_or_url
+            if path_or_url.startswith(("http://", "https://"))
+            else self.api_url + path_or_url
+        )
 
     def send(self, method: str, path_or_url: str, **kwargs: Any) -> requests.Response:
         """One request (retried by the session where safe); an error answer or failure is a FigshareError."""
@@ -269,10 +336,14 @@ class FigshareClient:
         try:
             response = self._session.request(method, url, timeout=self.timeout_s, **kwargs)
         except requests.RequestException as exc:
-            raise FigshareError(redact(f"{method} {url} failed: {one_line(str(exc))}", self._token)) from None
+            raise FigshareError(
+                redact(f"{method} {url} failed: {one_line(str(exc))}", self._token)
+            ) from None
         if response.status_code >= 400:
             body = one_line(redact(response.text, self._token))[:BODY_QUOTED_CHARS]
-            message = f"{method} {url}: HTTP {response.status_code} {response.reason}" + (f": {body}" if body else "")
+            message = f"{method} {url}: HTTP {response.status_code} {response.reason}" + (
+                f": {body}" if body else ""
+            )
             raise FigshareError(redact(message, self._token), status=response.status_code)
         return response
 
@@ -284,8 +355,10 @@ class FigshareClient:
         try:
             return response.json()
         except ValueError:
-            raise FigshareError(f"{method} {self.url(path_or_url)}: HTTP {response.status_code} "
-                                "but the answer is not JSON") from None
+            raise FigshareError(
+                f"{method} {self.url(path_or_url)}: HTTP {response.status_code} "
+                "but the answer is not JSON"
+            ) from None
 
 
 def location(answer: Any, what: str) -> str:
@@ -296,6 +369,7 @@ def location(answer: Any, what: str) -> str:
 
 
 # --- the article ------------------------------------------------------------------------------------------------
+
 
 def create_article(client: FigshareClient, metadata: Mapping[str, Any]) -> int:
     """POST the metadata, then read the new (private, draft) article's id from its location."""
@@ -311,19 +385,30 @@ def article_files(client: FigshareClient, article_id: int) -> dict[str, dict[str
     page = 1
     while True:
         try:
-            listed = client.json("GET", f"/account/articles/{article_id}/files",
-                                 params={"page": page, "page_size": PAGE_SIZE}) or []
+            listed = (
+                client.json(
+                    "GET",
+                    f"/account/articles/{article_id}/files",
+                    params={"page": page, "page_size": PAGE_SIZE},
+                )
+                or []
+            )
         except FigshareError as exc:
             if exc.status == 404:
-                raise FigshareError(f"article {article_id} recorded in {STATE_NAME} is not on figshare (deleted?); "
-                                    f"delete {STATE_NAME} to upload into a new article", status=404) from None
+                raise FigshareError(
+                    f"article {article_id} recorded in {STATE_NAME} is not on figshare (deleted?); "
+                    f"delete {STATE_NAME} to upload into a new article",
+                    status=404,
+                ) from None
             raise
         new = [item for item in listed if item.get("id") not in seen]
         for item in new:
             seen.add(item.get("id"))
             if item.get("name") in files:
-                raise FigshareError(f"article {article_id} holds two files named {item['name']!r}; "
-                                    "delete one on figshare and rerun")
+                raise FigshareError(
+                    f"article {article_id} holds two files named {item['name']!r}; "
+                    "delete one on figshare and rerun"
+                )
             files[item.get("name")] = item
         if len(listed) < PAGE_SIZE or not new:  # a server ignoring `page` repeats its first page
             return files
@@ -335,19 +420,29 @@ def remote_conflict(item: PackageFile, remote: Mapping[str, Any]) -> str | None:
     computed, supplied = remote.get("computed_md5") or "", remote.get("supplied_md5") or ""
     remote_md5 = computed or supplied
     if remote_md5 != item.md5 or remote.get("size", item.size) != item.size:
-        return (f"{item.name} (figshare holds md5 {remote_md5 or 'unknown'}, {remote.get('size')} bytes; "
-                f"local md5 {item.md5}, {item.size} bytes)")
+        return (
+            f"{item.name} (figshare holds md5 {remote_md5 or 'unknown'}, {remote.get('size')} bytes; "
+            f"local md5 {item.md5}, {item.size} bytes)"
+        )
     return None
 
 
-def check_conflicts(files: list[PackageFile], remote: Mapping[str, Mapping[str, Any]], article_id: int) -> None:
+def check_conflicts(
+    files: list[PackageFile], remote: Mapping[str, Mapping[str, Any]], article_id: int
+) -> None:
     """Refuse before uploading anything if figshare holds another file under a package file's name:
     deleting it is the user's decision, not the uploader's."""
-    conflicts = [message for item in files if item.name in remote
-                 and (message := remote_conflict(item, remote[item.name])) is not None]
+    conflicts = [
+        message
+        for item in files
+        if item.name in remote and (message := remote_conflict(item, remote[item.name])) is not None
+    ]
     if conflicts:
-        raise FigshareError(f"article {article_id} already holds different files of the same name: "
-                            + "; ".join(conflicts) + ". Delete them on figshare (or rename the local files) and rerun")
+        raise FigshareError(
+            f"article {article_id} already holds different files of the same name: "
+            + "; ".join(conflicts)
+            + ". Delete them on figshare (or rename the local files) and rerun"
+        )
 
 
 def is_incomplete(remote: Mapping[str, Any] | None) -> bool:
@@ -357,10 +452,14 @@ def is_incomplete(remote: Mapping[str, Any] | None) -> bool:
 
 # --- one file ---------------------------------------------------------------------------------------------------
 
+
 def create_file(client: FigshareClient, article_id: int, item: PackageFile) -> dict[str, Any]:
     """Announce a file (name, md5, size); figshare answers where to upload its parts."""
-    created = client.json("POST", f"/account/articles/{article_id}/files",
-                          json={"name": item.name, "md5": item.md5, "size": item.size})
+    created = client.json(
+        "POST",
+        f"/account/articles/{article_id}/files",
+        json={"name": item.name, "md5": item.md5, "size": item.size},
+    )
     return client.json("GET", location(created, f"create file {item.name}"))
 
 
@@ -405,37 +504,66 @@ def send_file(client: FigshareClient, info: Mapping[str, Any], item: PackageFile
     return len(pending)
 
 
-def upload_file(client: FigshareClient, package_dir: Path, state: dict[str, Any], item: PackageFile,
-                remote: Mapping[str, Any] | None, bar: tqdm) -> str:
+def upload_file(
+    client: FigshareClient,
+    package_dir: Path,
+    state: dict[str, Any],
+    item: PackageFile,
+    remote: Mapping[str, Any] | None,
+    bar: tqdm,
+) -> str:
     """Create (or resume) one file on figshare, send its missing parts and complete it."""
     article_id = state["article_id"]
-    info = file_info(client, article_id, remote["id"]) if remote else create_file(client, article_id, item)
-    state["files"][item.name] = {"file_id": info["id"], "md5": item.md5, "size": item.size, "status": "created"}
+    info = (
+        file_info(client, article_id, remote["id"])
+        if remote
+        else create_file(client, article_id, item)
+    )
+    state["files"][item.name] = {
+        "file_id": info["id"],
+        "md5": item.md5,
+        "size": item.size,
+        "status": "created",
+    }
     write_state(package_dir, state)
     sent = send_file(client, info, item, bar)
     complete_file(client, article_id, info["id"])
     state["files"][item.name]["status"] = "completed"
     write_state(package_dir, state)
-    action = f"resumed, {sent} missing part{'s' if sent != 1 else ''} sent" if remote else "uploaded"
+    action = (
+        f"resumed, {sent} missing part{'s' if sent != 1 else ''} sent" if remote else "uploaded"
+    )
     log.info("%s: %s (figshare file %s)", item.name, action, info["id"])
     return action
 
 
-def verify_uploaded(files: list[PackageFile], remote: Mapping[str, Mapping[str, Any]], article_id: int) -> list[str]:
+def verify_uploaded(
+    files: list[PackageFile], remote: Mapping[str, Mapping[str, Any]], article_id: int
+) -> list[str]:
     """Check figshare's own md5 of every file; returns the files it is still processing."""
     missing = [item.name for item in files if item.name not in remote]
     if missing:
-        raise FigshareError(f"article {article_id} lacks {', '.join(missing)} after the upload; rerun to retry")
-    wrong = [message for item in files if (message := remote_conflict(item, remote[item.name])) is not None]
+        raise FigshareError(
+            f"article {article_id} lacks {', '.join(missing)} after the upload; rerun to retry"
+        )
+    wrong = [
+        message
+        for item in files
+        if (message := remote_conflict(item, remote[item.name])) is not None
+    ]
     if wrong:
-        raise FigshareError(f"figshare's checksums of article {article_id} differ: " + "; ".join(wrong))
+        raise FigshareError(
+            f"figshare's checksums of article {article_id} differ: " + "; ".join(wrong)
+        )
     return [item.name for item in files if remote[item.name].get("status") != "available"]
 
 
 # --- the whole package -------------------------------------------------------------------------------------------
 
-def start_article(client: FigshareClient, package_dir: Path, metadata: Mapping[str, Any]
-                  ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+
+def start_article(
+    client: FigshareClient, package_dir: Path, metadata: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The state and the files on figshare: the recorded article's, or a new (empty) article's."""
     state = read_state(package_dir, client.api_url)
     if state is not None:
@@ -448,9 +576,17 @@ def start_article(client: FigshareClient, package_dir: Path, metadata: Mapping[s
     return state, {}
 
 
-def upload_package(package_dir: Path, *, token: str, api_url: str = API_URL, publish: bool = False,
-                   progress: bool = True, retries: int = RETRIES, backoff_s: float = BACKOFF_S,
-                   timeout_s: float | tuple[float, float] = TIMEOUT_S) -> UploadReport:
+def upload_package(
+    package_dir: Path,
+    *,
+    token: str,
+    api_url: str = API_URL,
+    publish: bool = False,
+    progress: bool = True,
+    retries: int = RETRIES,
+    backoff_s: float = BACKOFF_S,
+    timeout_s: float | tuple[float, float] = TIMEOUT_S,
+) -> UploadReport:
     """Upload every file of checksums.md5 into one figshare article, resuming an earlier run, and
     publish it only when `publish` is set.
 
@@ -461,18 +597,33 @@ def upload_package(package_dir: Path, *, token: str, api_url: str = API_URL, pub
     package_dir = Path(package_dir)
     metadata = read_metadata(package_dir)
     files = package_files(package_dir)
-    with FigshareClient(api_url, token, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s) as client:
+    with FigshareClient(
+        api_url, token, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s
+    ) as client:
         state, remote = start_article(client, package_dir, metadata)
         article_id = state["article_id"]
         check_conflicts(files, remote, article_id)
         report = UploadReport(article_id)
-        todo = {item.name for item in files if item.name not in remote or is_incomplete(remote[item.name])}
-        with tqdm(total=sum(item.size for item in files if item.name in todo), unit="B", unit_scale=True,
-                  unit_divisor=1024, desc=f"figshare article {article_id}", disable=not progress,
-                  file=sys.stderr) as bar:
+        todo = {
+            item.name
+            for item in files
+            if item.name not in remote or is_incomplete(remote[item.name])
+        }
+        with tqdm(
+            total=sum(item.size for item in files if item.name in todo),
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=f"figshare article {article_id}",
+            disable=not progress,
+            file=sys.stderr,
+        ) as bar:
             for item in files:
-                action = (upload_file(client, package_dir, state, item, remote.get(item.name), bar)
-                          if item.name in todo else "already on figshare with the same md5, skipped")
+                action = (
+                    upload_file(client, package_dir, state, item, remote.get(item.name), bar)
+                    if item.name in todo
+                    else "already on figshare with the same md5, skipped"
+                )
                 report.actions.append((item.name, action))
         if todo:
             remote = article_files(client, article_id)
@@ -482,7 +633,9 @@ def upload_package(package_dir: Path, *, token: str, api_url: str = API_URL, pub
     return report
 
 
-def publish_article(client: FigshareClient, package_dir: Path, state: dict[str, Any], *, changed: bool) -> bool:
+def publish_article(
+    client: FigshareClient, package_dir: Path, state: dict[str, Any], *, changed: bool
+) -> bool:
     """Publish (a public, citable version: figshare cannot unpublish it), unless this very content
     was published already."""
     if state.get("published") and not changed:
@@ -495,22 +648,38 @@ def publish_article(client: FigshareClient, package_dir: Path, state: dict[str, 
     return True
 
 
-def describe_upload(package_dir: Path, *, api_url: str = API_URL, token_env: str = TOKEN_ENV,
-                    publish: bool = False, environ: Mapping[str, str] = os.environ) -> str:
+def describe_upload(
+    package_dir: Path,
+    *,
+    api_url: str = API_URL,
+    token_env: str = TOKEN_ENV,
+    publish: bool = False,
+    environ: Mapping[str, str] = os.environ,
+) -> str:
     """What `upload_package` would do, from local files alone (no network): the dry run."""
     package_dir = Path(package_dir)
     metadata = read_metadata(package_dir)
     files = package_files(package_dir)
     state = read_state(package_dir, api_url)
-    target = (f"resume article {state['article_id']} recorded in {package_dir / STATE_NAME}" if state
-              else "create a new private article")
-    lines = [f"dry run: nothing is sent to {api_url.rstrip('/')} (add --upload to upload)",
-             f"would {target}: {metadata['title']!r}",
-             f"{len(files)} files, {sum(item.size for item in files):,} bytes, every md5 matches {CHECKSUMS_NAME}:"]
-    lines += [f"  {item.name}  {item.size:,} bytes  md5 {item.md5}  parts: set by figshare at upload"
-              for item in files]
+    target = (
+        f"resume article {state['article_id']} recorded in {package_dir / STATE_NAME}"
+        if state
+        else "create a new private article"
+    )
+    lines = [
+        f"dry run: nothing is sent to {api_url.rstrip('/')} (add --upload to upload)",
+        f"would {target}: {metadata['title']!r}",
+        f"{len(files)} files, {sum(item.size for item in files):,} bytes, every md5 matches {CHECKSUMS_NAME}:",
+    ]
+    lines += [
+        f"  {item.name}  {item.size:,} bytes  md5 {item.md5}  parts: set by figshare at upload"
+        for item in files
+    ]
     token_set = bool(environ.get(token_env, "").strip())
     lines.append(f"token: {token_env} is {'set' if token_set else 'NOT set (--upload needs it)'}")
-    lines.append("would publish the article after the upload" if publish
-                 else "would not publish (add --publish to publish after the upload)")
+    lines.append(
+        "would publish the article after the upload"
+        if publish
+        else "would not publish (add --publish to publish after the upload)"
+    )
     return "\n".join(lines)

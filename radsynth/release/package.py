@@ -30,16 +30,17 @@ from __future__ import annotations
 import hashlib
 import re
 import zipfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from radsynth.core.images import png_bytes
 from radsynth.audit.screening import EXCLUDE, INCLUDE, counts_table
 from radsynth.core.atomic import atomic_directory, write_json_atomic, write_text_atomic
 from radsynth.core.config import load_settings
+from radsynth.core.images import png_bytes
 from radsynth.core.tables import read_table, read_table_provenance
 from radsynth.release.card import ReleaseSettings, dataset_card, figshare_metadata
 from radsynth.release.privacy import Candidate, check_privacy
@@ -48,8 +49,21 @@ from radsynth.train.labels import checkpoint_label
 
 #: Columns of the merged screening table the package reads.
 MERGED_COLUMNS = ("image_id", "checkpoint", "seed", "flipped", "final_decision", "decided_by")
-IMAGE_COLUMNS = ("image_id", "sample_set", "checkpoint", "training_step", "sampler", "sampler_steps", "weights",
-                 "seed", "flipped", "screening_decision", "decided_by", "archive", "path")
+IMAGE_COLUMNS = (
+    "image_id",
+    "sample_set",
+    "checkpoint",
+    "training_step",
+    "sampler",
+    "sampler_steps",
+    "weights",
+    "seed",
+    "flipped",
+    "screening_decision",
+    "decided_by",
+    "archive",
+    "path",
+)
 IMAGES_CSV, COUNTS_CSV, README = "images.csv", "counts.csv", "README.md"
 PAIRS_ARCHIVE, PAIRS_FOLDER = "memorization_pairs.zip", "memorization_pairs"
 GATE_JSON, FIGSHARE_JSON, CHECKSUMS = "privacy_gate.json", "figshare.json", "checksums.md5"
@@ -82,12 +96,16 @@ def read_merged(path: Path) -> pd.DataFrame:
     frame = read_table(Path(path), dtype=text, keep_default_na=False)
     missing = [column for column in MERGED_COLUMNS if column not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: not a merged screening table, missing column(s) {', '.join(missing)}")
+        raise ValueError(
+            f"{path}: not a merged screening table, missing column(s) {', '.join(missing)}"
+        )
     unknown = ~frame["final_decision"].isin([INCLUDE, EXCLUDE])
     if unknown.any():
         row = frame[unknown].iloc[0]
-        raise ValueError(f"{path}: image {row['image_id']}: final_decision {row['final_decision']!r} is not "
-                         f"{INCLUDE} or {EXCLUDE}")
+        raise ValueError(
+            f"{path}: image {row['image_id']}: final_decision {row['final_decision']!r} is not "
+            f"{INCLUDE} or {EXCLUDE}"
+        )
     repeated = frame["image_id"][frame["image_id"].duplicated()]
     if len(repeated):
         raise ValueError(f"{path}: image id {repeated.iloc[0]!r} has more than one row")
@@ -110,19 +128,25 @@ def open_gathered(manifests: Sequence[Path]) -> dict[str, Gathered]:
         samples = open_left_facing(manifest_csv)
         label = samples.samples.attrs.get("checkpoint")
         if label in gathered:
-            raise ValueError(f"{manifest_csv}: its stores hold checkpoint {label!r}, as do those of "
-                             f"{gathered[label].manifest_csv}")
+            raise ValueError(
+                f"{manifest_csv}: its stores hold checkpoint {label!r}, as do those of "
+                f"{gathered[label].manifest_csv}"
+            )
         gathered[label] = Gathered(manifest_csv, samples)
     return gathered
 
 
-def check_screened(merged: pd.DataFrame, gathered: Mapping[str, Gathered], merged_csv: Path) -> None:
+def check_screened(
+    merged: pd.DataFrame, gathered: Mapping[str, Gathered], merged_csv: Path
+) -> None:
     """Every screened checkpoint has its manifest and every manifest was screened; each screened
     image is in its manifest with the same seed and flip (else the screen saw other images)."""
     unsampled = sorted(set(merged["checkpoint"]) - set(gathered))
     if unsampled:
-        raise ValueError(f"{merged_csv}: screens images of checkpoint(s) {', '.join(unsampled)}, but no sample "
-                         f"manifest of them was given")
+        raise ValueError(
+            f"{merged_csv}: screens images of checkpoint(s) {', '.join(unsampled)}, but no sample "
+            f"manifest of them was given"
+        )
     for label, (manifest_csv, samples) in gathered.items():
         rows = merged[merged["checkpoint"] == label]
         if rows.empty:
@@ -131,12 +155,15 @@ def check_screened(merged: pd.DataFrame, gathered: Mapping[str, Gathered], merge
         if len(absent):
             raise ValueError(f"{merged_csv}: image {absent.iloc[0]} is not in {manifest_csv}")
         recorded = samples.manifest.loc[rows["image_id"]]
-        differs = ((recorded["seed"].to_numpy() != rows["seed"].to_numpy())
-                   | (recorded["flipped"].to_numpy(dtype=bool) != rows["flipped"].to_numpy(dtype=bool)))
+        differs = (recorded["seed"].to_numpy() != rows["seed"].to_numpy()) | (
+            recorded["flipped"].to_numpy(dtype=bool) != rows["flipped"].to_numpy(dtype=bool)
+        )
         if differs.any():
             row, stored = rows.iloc[int(np.argmax(differs))], recorded.iloc[int(np.argmax(differs))]
-            raise ValueError(f"{merged_csv}: image {row['image_id']} has seed {row['seed']}, flipped {row['flipped']}, "
-                             f"but {manifest_csv} records seed {stored['seed']}, flipped {stored['flipped']}")
+            raise ValueError(
+                f"{merged_csv}: image {row['image_id']} has seed {row['seed']}, flipped {row['flipped']}, "
+                f"but {manifest_csv} records seed {stored['seed']}, flipped {stored['flipped']}"
+            )
 
 
 def checked_counts(counts_csv: Path, merged: pd.DataFrame, merged_csv: Path) -> pd.DataFrame:
@@ -146,31 +173,44 @@ def checked_counts(counts_csv: Path, merged: pd.DataFrame, merged_csv: Path) -> 
     expected = counts_table(merged)
     missing = [column for column in expected.columns if column not in counts.columns]
     if missing:
-        raise ValueError(f"{counts_csv}: not a counts table, missing column(s) {', '.join(missing)}")
+        raise ValueError(
+            f"{counts_csv}: not a counts table, missing column(s) {', '.join(missing)}"
+        )
     counts = counts.loc[:, list(expected.columns)]
     for position in range(max(len(counts), len(expected))):
         found = counts.iloc[position].astype(str).tolist() if position < len(counts) else None
         wanted = expected.iloc[position].astype(str).tolist() if position < len(expected) else None
         if found != wanted:
-            raise ValueError(f"{counts_csv}: row {position + 1} is {found}, but {merged_csv} counts {wanted} "
-                             f"({', '.join(expected.columns)})")
+            raise ValueError(
+                f"{counts_csv}: row {position + 1} is {found}, but {merged_csv} counts {wanted} "
+                f"({', '.join(expected.columns)})"
+            )
     return counts
 
 
 def audit_encoder(memorization_dir: Path) -> dict[str, str]:
     """The encoder the memorization audit's pairs came from; nearest_real.csv must name the same."""
-    pairs_csv, nearest_csv = Path(memorization_dir) / PAIRS_CSV, Path(memorization_dir) / NEAREST_REAL_CSV
-    pairs = read_table(pairs_csv, dtype={"encoder": str, "encoder_weights": str}, keep_default_na=False)
+    pairs_csv, nearest_csv = (
+        Path(memorization_dir) / PAIRS_CSV,
+        Path(memorization_dir) / NEAREST_REAL_CSV,
+    )
+    pairs = read_table(
+        pairs_csv, dtype={"encoder": str, "encoder_weights": str}, keep_default_na=False
+    )
     if not {"encoder", "encoder_weights"} <= set(pairs.columns):
-        raise ValueError(f"{pairs_csv}: lacks the columns encoder and encoder_weights of the memorization audit")
+        raise ValueError(
+            f"{pairs_csv}: lacks the columns encoder and encoder_weights of the memorization audit"
+        )
     described = pairs.loc[:, ["encoder", "encoder_weights"]].drop_duplicates()
     if len(described) != 1:
         raise ValueError(f"{pairs_csv}: expected pairs of one encoder, found {len(described)}")
     encoder = described.iloc[0].to_dict()
     nearest = read_table_provenance(nearest_csv).get("encoder_name", encoder["encoder"])
     if nearest != encoder["encoder"]:
-        raise ValueError(f"{nearest_csv}: nearest real images by encoder {nearest!r}, but {pairs_csv} pairs by "
-                         f"{encoder['encoder']!r}")
+        raise ValueError(
+            f"{nearest_csv}: nearest real images by encoder {nearest!r}, but {pairs_csv} pairs by "
+            f"{encoder['encoder']!r}"
+        )
     return encoder
 
 
@@ -181,9 +221,13 @@ def kept_images(merged: pd.DataFrame, merged_csv: Path) -> pd.DataFrame:
     """The included rows with their path in the archives, in path order (the archives' order)."""
     kept = merged[merged["final_decision"] == INCLUDE]
     if kept.empty:
-        raise ValueError(f"{merged_csv}: no image has final_decision {INCLUDE!r}; there is nothing to release")
-    paths = [f"images/{label.replace('/', '-')}/{image}.png"
-             for label, image in zip(kept["checkpoint"], kept["image_id"])]
+        raise ValueError(
+            f"{merged_csv}: no image has final_decision {INCLUDE!r}; there is nothing to release"
+        )
+    paths = [
+        f"images/{label.replace('/', '-')}/{image}.png"
+        for label, image in zip(kept["checkpoint"], kept["image_id"])
+    ]
     return kept.assign(path=paths).sort_values("path").reset_index(drop=True)
 
 
@@ -199,8 +243,10 @@ def left_facing_images(samples: LeftFacingSamples, ids: Sequence[str]) -> np.nda
 def iter_candidates(kept: pd.DataFrame, gathered: Mapping[str, Gathered]) -> Iterator[Candidate]:
     """The kept images in path order, READ_BLOCK rows of the table at a time."""
     for first in range(0, len(kept), READ_BLOCK):
-        block = kept.iloc[first:first + READ_BLOCK]
-        for label, rows in block.groupby("checkpoint", sort=False):  # rows of a label are contiguous
+        block = kept.iloc[first : first + READ_BLOCK]
+        for label, rows in block.groupby(
+            "checkpoint", sort=False
+        ):  # rows of a label are contiguous
             images = left_facing_images(gathered[label].samples, rows["image_id"].tolist())
             yield from map(Candidate, rows["image_id"], rows["path"], images)
 
@@ -219,7 +265,9 @@ def member_size(name: str, data: bytes) -> int:
     return ZIP_MEMBER_OVERHEAD + 2 * len(name.encode("utf-8")) + len(data)
 
 
-def write_image_archives(candidates: Iterable[Candidate], out_dir: Path, max_bytes: int) -> dict[str, str]:
+def write_image_archives(
+    candidates: Iterable[Candidate], out_dir: Path, max_bytes: int
+) -> dict[str, str]:
     """images_partNNN.zip in out_dir, filled in order, a new part where the next image would take
     the current one past max_bytes; returns image id -> archive name."""
     archive_of: dict[str, str] = {}
@@ -229,8 +277,10 @@ def write_image_archives(candidates: Iterable[Candidate], out_dir: Path, max_byt
             data = png_bytes(candidate.pixels)
             size = member_size(candidate.file, data)
             if ZIP_END + size > max_bytes:
-                raise ValueError(f"{candidate.file}: {len(data)} bytes as PNG, {ZIP_END + size} as an archive of its "
-                                 f"own, more than release.max_archive_bytes {max_bytes}")
+                raise ValueError(
+                    f"{candidate.file}: {len(data)} bytes as PNG, {ZIP_END + size} as an archive of its "
+                    f"own, more than release.max_archive_bytes {max_bytes}"
+                )
             if archive is None or used + size > max_bytes:
                 if archive is not None:
                     archive.close()
@@ -257,7 +307,9 @@ def write_pairs_archive(memorization_dir: Path, out_zip: Path) -> None:
 # ----------------------------------------------------------------------------- tables and card
 
 
-def checkpoint_table(gathered: Mapping[str, Gathered], kept: pd.DataFrame, checkpoint_every: int) -> pd.DataFrame:
+def checkpoint_table(
+    gathered: Mapping[str, Gathered], kept: pd.DataFrame, checkpoint_every: int
+) -> pd.DataFrame:
     """One row per released checkpoint: how its images were made, and how many are released."""
     rows = []
     for label in sorted(gathered):
@@ -266,18 +318,29 @@ def checkpoint_table(gathered: Mapping[str, Gathered], kept: pd.DataFrame, check
         except ValueError as exc:
             raise ValueError(f"{gathered[label].manifest_csv}: the stores' {exc}") from exc
         attrs = gathered[label].samples.samples.attrs
-        rows.append({"seed_label": label, "sample_set": sample_set, "checkpoint": checkpoint,
-                     "training_step": number * checkpoint_every, "sampler": attrs["sampler"],
-                     "sampler_steps": attrs["steps"], "weights": attrs["weights"],
-                     "released": int((kept["checkpoint"] == label).sum())})
+        rows.append(
+            {
+                "seed_label": label,
+                "sample_set": sample_set,
+                "checkpoint": checkpoint,
+                "training_step": number * checkpoint_every,
+                "sampler": attrs["sampler"],
+                "sampler_steps": attrs["steps"],
+                "weights": attrs["weights"],
+                "released": int((kept["checkpoint"] == label).sum()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def image_table(kept: pd.DataFrame, checkpoints: pd.DataFrame, archive_of: Mapping[str, str]) -> pd.DataFrame:
+def image_table(
+    kept: pd.DataFrame, checkpoints: pd.DataFrame, archive_of: Mapping[str, str]
+) -> pd.DataFrame:
     """images.csv: each kept image, its checkpoint's sampling settings, its screening and its place."""
     made = checkpoints.drop(columns="released").rename(columns={"seed_label": "label"})
-    table = kept.rename(columns={"checkpoint": "label", "final_decision": "screening_decision"}).merge(
-        made, on="label", how="left", validate="many_to_one")
+    table = kept.rename(
+        columns={"checkpoint": "label", "final_decision": "screening_decision"}
+    ).merge(made, on="label", how="left", validate="many_to_one")
     table["archive"] = table["image_id"].map(archive_of)
     return table.loc[:, list(IMAGE_COLUMNS)]
 
@@ -290,14 +353,19 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
 def file_descriptions(archive_of: Mapping[str, str]) -> dict[str, str]:
     """What each file of the package holds, for the card."""
     n_images = pd.Series(list(archive_of.values())).value_counts()
-    parts = {name: f"{n_images[name]} images as images/<sample set>-<checkpoint>/<image_id>.png"
-             for name in sorted(n_images.index)}
-    return {README: "this card", **parts,
-            IMAGES_CSV: "one row per image: " + ", ".join(IMAGE_COLUMNS),
-            COUNTS_CSV: "generated, excluded and kept images per checkpoint (Table S1)",
-            PAIRS_ARCHIVE: "the memorization audit: pairs.csv and pairs_pageNN.png",
-            GATE_JSON: "the privacy gate's checks and result",
-            FIGSHARE_JSON: "the figshare article's metadata"}
+    parts = {
+        name: f"{n_images[name]} images as images/<sample set>-<checkpoint>/<image_id>.png"
+        for name in sorted(n_images.index)
+    }
+    return {
+        README: "this card",
+        **parts,
+        IMAGES_CSV: "one row per image: " + ", ".join(IMAGE_COLUMNS),
+        COUNTS_CSV: "generated, excluded and kept images per checkpoint (Table S1)",
+        PAIRS_ARCHIVE: "the memorization audit: pairs.csv and pairs_pageNN.png",
+        GATE_JSON: "the privacy gate's checks and result",
+        FIGSHARE_JSON: "the figshare article's metadata",
+    }
 
 
 def write_checksums(folder: Path) -> list[str]:
@@ -334,7 +402,11 @@ def build_package(
     `settings` is config section `release`, `config_values` the config keys the card shows.
     Returns the upload list: the file names checksums.md5 lists."""
     release = load_settings(ReleaseSettings, settings, "release")
-    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+    if (
+        isinstance(checkpoint_every, bool)
+        or not isinstance(checkpoint_every, int)
+        or checkpoint_every < 1
+    ):
         raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -346,18 +418,33 @@ def build_package(
     encoder = audit_encoder(memorization_dir)
     kept = kept_images(merged, Path(merged_csv))
     checkpoints = checkpoint_table(gathered, kept, checkpoint_every)
-    gate = check_privacy(iter_candidates(kept, gathered), atlas_h5, Path(memorization_dir) / NEAREST_REAL_CSV,
-                         near_duplicate_patch_distance=release.near_duplicate_patch_distance)
+    gate = check_privacy(
+        iter_candidates(kept, gathered),
+        atlas_h5,
+        Path(memorization_dir) / NEAREST_REAL_CSV,
+        near_duplicate_patch_distance=release.near_duplicate_patch_distance,
+    )
     with atomic_directory(out_dir) as staging:
-        archive_of = write_image_archives(iter_candidates(kept, gathered), staging, release.max_archive_bytes)
+        archive_of = write_image_archives(
+            iter_candidates(kept, gathered), staging, release.max_archive_bytes
+        )
         write_csv(image_table(kept, checkpoints, archive_of), staging / IMAGES_CSV)
         write_csv(counts, staging / COUNTS_CSV)
         write_pairs_archive(memorization_dir, staging / PAIRS_ARCHIVE)
         write_json_atomic(staging / GATE_JSON, gate)
         write_json_atomic(staging / FIGSHARE_JSON, figshare_metadata(release))
-        write_text_atomic(staging / README, dataset_card(
-            release, sample_sets=checkpoints.drop(columns="seed_label"), counts=counts, gate=gate, encoder=encoder,
-            config_values=config_values, provenance=provenance,
-            files=file_descriptions(archive_of)))
+        write_text_atomic(
+            staging / README,
+            dataset_card(
+                release,
+                sample_sets=checkpoints.drop(columns="seed_label"),
+                counts=counts,
+                gate=gate,
+                encoder=encoder,
+                config_values=config_values,
+                provenance=provenance,
+                files=file_descriptions(archive_of),
+            ),
+        )
         names = write_checksums(staging)
     return names

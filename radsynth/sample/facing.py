@@ -30,9 +30,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,9 +61,13 @@ FORMAT = "radsynth-facing-classifier/1"
 class LabelRule(ConfigModel):
     """Settings of the anatomical labelling rule: config section facing.label_rule."""
 
-    band_start: float = Field(ge=0.0)  # body depths between a body's side wall and the near edge of its band
+    band_start: float = Field(
+        ge=0.0
+    )  # body depths between a body's side wall and the near edge of its band
     band_stop: float  # body depths between the side wall and the far edge of the band
-    min_contrast: float = Field(ge=0.0)  # |mean contrast| (grey / 255) below which an image stays unlabelled
+    min_contrast: float = Field(
+        ge=0.0
+    )  # |mean contrast| (grey / 255) below which an image stays unlabelled
     # C3..C7 levels with four corners (and bands inside the image) required
     min_levels: int = Field(ge=1, le=len(CORNER_LEVELS))
 
@@ -79,7 +84,9 @@ class LabelRule(ConfigModel):
 class Architecture(ConfigModel):
     """Shape of the CNN: config section facing.classifier."""
 
-    channels: ListOf[PositiveInt] = Field(min_length=1)  # output channels of each conv block (each halves the side)
+    channels: ListOf[PositiveInt] = Field(
+        min_length=1
+    )  # output channels of each conv block (each halves the side)
     analysis_size: int  # images are average-pooled to this side first: the cost is size-independent
 
     @field_validator("analysis_size")
@@ -88,8 +95,10 @@ class Architecture(ConfigModel):
         """Each conv block halves the side, which must stay at least one pixel."""
         channels = info.data.get("channels")
         if channels is not None and analysis_size < 2 ** len(channels):
-            raise ValueError(f"{len(channels)} halving blocks (channels) need at least {2 ** len(channels)}, "
-                             f"got {analysis_size}")
+            raise ValueError(
+                f"{len(channels)} halving blocks (channels) need at least {2 ** len(channels)}, "
+                f"got {analysis_size}"
+            )
         return analysis_size
 
 
@@ -148,8 +157,13 @@ def _corner_index(level: str, corner: str) -> int:
     return KEYPOINT_LABELS.index(f"{level} {corner}")
 
 
-def _band_quad(wall_top: np.ndarray, wall_bottom: np.ndarray, outward: np.ndarray, depth: float,
-               rule: LabelRule) -> np.ndarray:
+def _band_quad(
+    wall_top: np.ndarray,
+    wall_bottom: np.ndarray,
+    outward: np.ndarray,
+    depth: float,
+    rule: LabelRule,
+) -> np.ndarray:
     """The band beside one side wall: the wall segment pushed out by band_start..band_stop depths."""
     near, far = rule.band_start * depth * outward, rule.band_stop * depth * outward
     return np.array([wall_top + near, wall_top + far, wall_bottom + far, wall_bottom + near])
@@ -158,22 +172,33 @@ def _band_quad(wall_top: np.ndarray, wall_bottom: np.ndarray, outward: np.ndarra
 def _quad_mean(image: np.ndarray, quad: np.ndarray) -> float | None:
     """Mean of the pixels whose centres lie in a convex quadrilateral; None if it leaves the image."""
     height, width = image.shape
-    if quad[:, 0].min() < 0 or quad[:, 1].min() < 0 or quad[:, 0].max() > width - 1 or quad[:, 1].max() > height - 1:
+    if (
+        quad[:, 0].min() < 0
+        or quad[:, 1].min() < 0
+        or quad[:, 0].max() > width - 1
+        or quad[:, 1].max() > height - 1
+    ):
         return None
     x0, y0 = np.floor(quad.min(axis=0)).astype(int)
     x1, y1 = np.ceil(quad.max(axis=0)).astype(int)
     ys, xs = np.mgrid[y0 : y1 + 1, x0 : x1 + 1]
     edges = np.roll(quad, -1, axis=0) - quad
-    cross = edges[:, None, None, 0] * (ys - quad[:, None, None, 1]) - edges[:, None, None, 1] * (xs - quad[:, None, None, 0])
+    cross = edges[:, None, None, 0] * (ys - quad[:, None, None, 1]) - edges[:, None, None, 1] * (
+        xs - quad[:, None, None, 0]
+    )
     inside = (cross >= 0).all(axis=0) | (cross <= 0).all(axis=0)
     if not inside.any():
         return None
     return float(image[y0 : y1 + 1, x0 : x1 + 1][inside].mean(dtype=np.float64))
 
 
-def _level_contrast(image: np.ndarray, keypoints: np.ndarray, level: str, rule: LabelRule) -> float | None:
+def _level_contrast(
+    image: np.ndarray, keypoints: np.ndarray, level: str, rule: LabelRule
+) -> float | None:
     """Right band minus left band beside one vertebral body; None if a corner or a band is missing."""
-    corners = keypoints[[_corner_index(level, c) for c in ("top left", "top right", "bottom left", "bottom right")]]
+    corners = keypoints[
+        [_corner_index(level, c) for c in ("top left", "top right", "bottom left", "bottom right")]
+    ]
     if not np.isfinite(corners).all():
         return None
     top_left, top_right, bottom_left, bottom_right = corners.astype(np.float64)
@@ -187,18 +212,26 @@ def _level_contrast(image: np.ndarray, keypoints: np.ndarray, level: str, rule: 
     return None if left is None or right is None else (right - left) / 255.0
 
 
-def facing_labels_from_anatomy(images: np.ndarray, keypoints: np.ndarray, rule: LabelRule) -> FacingLabels:
+def facing_labels_from_anatomy(
+    images: np.ndarray, keypoints: np.ndarray, rule: LabelRule
+) -> FacingLabels:
     """Label positive (bone-bright) images by the brighter (posterior, bony) side of their
     vertebral bodies, located by the keypoints; see the module docstring."""
     images, keypoints = np.asarray(images), np.asarray(keypoints)
     if images.ndim != 3 or keypoints.shape != (len(images), len(KEYPOINT_LABELS), 2):
-        raise ValueError(f"need images (N, H, W) and keypoints (N, {len(KEYPOINT_LABELS)}, 2); "
-                         f"got {images.shape} and {keypoints.shape}")
+        raise ValueError(
+            f"need images (N, H, W) and keypoints (N, {len(KEYPOINT_LABELS)}, 2); "
+            f"got {images.shape} and {keypoints.shape}"
+        )
     facing = np.full(len(images), UNKNOWN, dtype="<U5")
     contrast = np.full(len(images), np.nan)
     n_levels = np.zeros(len(images), dtype=int)
     for i, (image, points) in enumerate(zip(images, keypoints)):
-        measured = [c for c in (_level_contrast(image, points, lvl, rule) for lvl in CORNER_LEVELS) if c is not None]
+        measured = [
+            c
+            for c in (_level_contrast(image, points, lvl, rule) for lvl in CORNER_LEVELS)
+            if c is not None
+        ]
         n_levels[i] = len(measured)
         if len(measured) < rule.min_levels:
             continue
@@ -256,9 +289,15 @@ class FacingClassifier:
         image standardized to zero mean and unit spread, so exposure differences between real
         and synthetic films do not matter."""
         images = np.asarray(images)
-        if images.ndim != 3 or images.shape[1:] != (self.image_size, self.image_size) or images.dtype != np.uint8:
-            raise ValueError(f"facing classifier expects uint8 images (N, {self.image_size}, {self.image_size}); "
-                             f"got {images.dtype} {images.shape}")
+        if (
+            images.ndim != 3
+            or images.shape[1:] != (self.image_size, self.image_size)
+            or images.dtype != np.uint8
+        ):
+            raise ValueError(
+                f"facing classifier expects uint8 images (N, {self.image_size}, {self.image_size}); "
+                f"got {images.dtype} {images.shape}"
+            )
         x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
         x = nn.functional.adaptive_avg_pool2d(x, self.architecture.analysis_size)
         mean = x.mean(dim=(2, 3), keepdim=True)
@@ -269,7 +308,9 @@ class FacingClassifier:
 def new_classifier(architecture: Architecture, image_size: int, seed: int) -> FacingClassifier:
     """An untrained classifier with seeded weights."""
     if image_size < architecture.analysis_size:
-        raise ValueError(f"image size {image_size} is below facing.classifier.analysis_size {architecture.analysis_size}")
+        raise ValueError(
+            f"image size {image_size} is below facing.classifier.analysis_size {architecture.analysis_size}"
+        )
     net = FacingNet(architecture)
     _initialise(net, torch.Generator().manual_seed(seed))
     return FacingClassifier(net, architecture, image_size, {})
@@ -278,20 +319,38 @@ def new_classifier(architecture: Architecture, image_size: int, seed: int) -> Fa
 def _logits(classifier: FacingClassifier, prepared: torch.Tensor, batch_size: int) -> torch.Tensor:
     classifier.net.eval()
     with torch.no_grad():
-        return torch.cat([classifier.net(prepared[i : i + batch_size]) for i in range(0, len(prepared), batch_size)])
+        return torch.cat(
+            [
+                classifier.net(prepared[i : i + batch_size])
+                for i in range(0, len(prepared), batch_size)
+            ]
+        )
 
 
-def train_facing_classifier(images: np.ndarray, labels: np.ndarray, *, architecture: Architecture, seed: int,
-                            steps: int, batch_size: int, lr: float, progress: bool) -> FacingClassifier:
+def train_facing_classifier(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    architecture: Architecture,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    progress: bool,
+) -> FacingClassifier:
     """Fit the antisymmetric CNN to labelled images with Adam and binary cross-entropy.
 
     Each step draws `batch_size` images with replacement from a generator seeded by `seed`, so a
     run is a pure function of its inputs (on the CPU with a fixed thread count)."""
     labels = np.asarray(labels)
     if len(images) != len(labels) or len(labels) == 0:
-        raise ValueError(f"need as many labels as images (> 0); got {len(labels)} labels, {len(images)} images")
+        raise ValueError(
+            f"need as many labels as images (> 0); got {len(labels)} labels, {len(images)} images"
+        )
     if not np.isin(labels, (LEFT, RIGHT)).all():
-        raise ValueError(f"training labels must be 'left' or 'right'; got {sorted(set(labels.tolist()))}")
+        raise ValueError(
+            f"training labels must be 'left' or 'right'; got {sorted(set(labels.tolist()))}"
+        )
     images = np.asarray(images)
     classifier = new_classifier(architecture, images.shape[-1], seed)
     prepared = classifier.prepare(images)
@@ -301,22 +360,30 @@ def train_facing_classifier(images: np.ndarray, labels: np.ndarray, *, architect
     classifier.net.train()
     for _ in tqdm(range(steps), desc="facing classifier", unit="step", disable=not progress):
         rows = torch.randint(len(prepared), (batch_size,), generator=generator)
-        loss = nn.functional.binary_cross_entropy_with_logits(classifier.net(prepared[rows]), target[rows])
+        loss = nn.functional.binary_cross_entropy_with_logits(
+            classifier.net(prepared[rows]), target[rows]
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     classifier.metadata = {
         "settings": {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr},
         "n_training_images": int(len(labels)),
-        "training_accuracy": accuracy(predict_facing(classifier, images, batch_size=batch_size)[0], labels),
+        "training_accuracy": accuracy(
+            predict_facing(classifier, images, batch_size=batch_size)[0], labels
+        ),
     }
     return classifier
 
 
-def predict_facing(classifier: FacingClassifier, images: np.ndarray, *, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def predict_facing(
+    classifier: FacingClassifier, images: np.ndarray, *, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Facing ("left"/"right") and probability of "left" per image; exactly 0.5 (a perfectly
     mirror-symmetric image) counts as "left", so such an image is never flipped."""
-    probability = torch.sigmoid(_logits(classifier, classifier.prepare(images), batch_size)).double().numpy()
+    probability = (
+        torch.sigmoid(_logits(classifier, classifier.prepare(images), batch_size)).double().numpy()
+    )
     return np.where(probability >= 0.5, LEFT, RIGHT).astype("<U5"), probability
 
 
@@ -330,9 +397,13 @@ def standardize_left(images: np.ndarray, facing: np.ndarray) -> tuple[np.ndarray
     which images were flipped, to be recorded per image."""
     images, facing = np.asarray(images), np.asarray(facing)
     if images.ndim != 3 or facing.shape != (len(images),):
-        raise ValueError(f"need images (N, H, W) and one facing per image; got {images.shape} and {facing.shape}")
+        raise ValueError(
+            f"need images (N, H, W) and one facing per image; got {images.shape} and {facing.shape}"
+        )
     if not np.isin(facing, (LEFT, RIGHT)).all():
-        raise ValueError(f"facing must be 'left' or 'right' for every image; got {sorted(set(facing.tolist()))}")
+        raise ValueError(
+            f"facing must be 'left' or 'right' for every image; got {sorted(set(facing.tolist()))}"
+        )
     flipped = facing == RIGHT
     out = images.copy()
     out[flipped] = out[flipped][:, :, ::-1]
@@ -370,8 +441,10 @@ def load_classifier(path: Path, *, image_size: int) -> FacingClassifier:
         raise ValueError(f"{path}: header format {header.get('format')!r} is not {FORMAT!r}")
     stored_size = int(header["image_size"])
     if stored_size != image_size:
-        raise ValueError(f"{path}: facing classifier was trained on {stored_size}x{stored_size} images, "
-                         f"but the images to classify are {image_size}x{image_size}")
+        raise ValueError(
+            f"{path}: facing classifier was trained on {stored_size}x{stored_size} images, "
+            f"but the images to classify are {image_size}x{image_size}"
+        )
     stored = json.loads(header["architecture"])
     architecture = load_settings(Architecture, stored, "facing.classifier")
     net = FacingNet(architecture)
@@ -394,30 +467,49 @@ def read_training_subset(atlas_h5: Path, manifest_csv: Path | None) -> AtlasSubs
     """The atlas rows of the manifest's "train" subset (all rows without a manifest)."""
     atlas = load_atlas(atlas_h5)
     names = atlas.source_names
-    rows = np.arange(len(names)) if manifest_csv is None else read_subsets(Path(manifest_csv), names).train
-    return AtlasSubset(atlas.images[rows], atlas.keypoints[rows], [names[i] for i in rows], len(names))
+    rows = (
+        np.arange(len(names))
+        if manifest_csv is None
+        else read_subsets(Path(manifest_csv), names).train
+    )
+    return AtlasSubset(
+        atlas.images[rows], atlas.keypoints[rows], [names[i] for i in rows], len(names)
+    )
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded (fit, holdout) positions; the holdout holds round(fraction * n) items, at least one."""
     n_holdout = max(1, int(round(fraction * n)))
     if n_holdout >= n:
-        raise ValueError(f"{n} labelled images cannot spare {n_holdout} for facing.training.holdout_fraction={fraction}")
+        raise ValueError(
+            f"{n} labelled images cannot spare {n_holdout} for facing.training.holdout_fraction={fraction}"
+        )
     order = np.random.default_rng([seed, 2]).permutation(n)
     return np.sort(order[n_holdout:]), np.sort(order[:n_holdout])
 
 
-def mirror_accuracy(classifier: FacingClassifier, images: np.ndarray, labels: np.ndarray,
-                    batch_size: int) -> dict[str, float]:
+def mirror_accuracy(
+    classifier: FacingClassifier, images: np.ndarray, labels: np.ndarray, batch_size: int
+) -> dict[str, float]:
     """Accuracy on the images, on their mirrors (expected facing swapped) and on both together."""
     mirrored = np.where(labels == LEFT, RIGHT, LEFT)
     original = accuracy(predict_facing(classifier, images, batch_size=batch_size)[0], labels)
-    mirror = accuracy(predict_facing(classifier, images[:, :, ::-1], batch_size=batch_size)[0], mirrored)
+    mirror = accuracy(
+        predict_facing(classifier, images[:, :, ::-1], batch_size=batch_size)[0], mirrored
+    )
     return {"originals": original, "mirrors": mirror, "both": (original + mirror) / 2}
 
 
-def train_from_atlas(atlas_h5: Path, manifest_csv: Path | None, out_path: Path, report_json: Path, *,
-                     settings: FacingSettings, provenance: Mapping[str, str], progress: bool) -> dict[str, Any]:
+def train_from_atlas(
+    atlas_h5: Path,
+    manifest_csv: Path | None,
+    out_path: Path,
+    report_json: Path,
+    *,
+    settings: FacingSettings,
+    provenance: Mapping[str, str],
+    progress: bool,
+) -> dict[str, Any]:
     """The facing stage: label the atlas's training images anatomically, keep a seeded holdout
     of the labelled ones, train on the rest, and write the classifier and a JSON report (also
     returned) with the label counts, the unlabelled images by name and the holdout accuracy."""
@@ -426,32 +518,59 @@ def train_from_atlas(atlas_h5: Path, manifest_csv: Path | None, out_path: Path, 
     labels = facing_labels_from_anatomy(subset.images, subset.keypoints, settings.label_rule)
     labelled = np.flatnonzero(labels.facing != UNKNOWN)
     if len(labelled) < 2:
-        raise ValueError(f"{atlas_h5}: only {len(labelled)} of {len(labels.facing)} training images got a facing "
-                         f"label ({int(labels.too_few_levels.sum())} with too few annotated levels, "
-                         f"{int(labels.weak_contrast.sum())} with weak contrast)")
-    fit, holdout = (labelled[p] for p in holdout_split(len(labelled), settings.training.holdout_fraction,
-                                                         settings.training.seed))
+        raise ValueError(
+            f"{atlas_h5}: only {len(labelled)} of {len(labels.facing)} training images got a facing "
+            f"label ({int(labels.too_few_levels.sum())} with too few annotated levels, "
+            f"{int(labels.weak_contrast.sum())} with weak contrast)"
+        )
+    fit, holdout = (
+        labelled[p]
+        for p in holdout_split(
+            len(labelled), settings.training.holdout_fraction, settings.training.seed
+        )
+    )
     t = settings.training
-    classifier = train_facing_classifier(subset.images[fit], labels.facing[fit], architecture=settings.classifier,
-                                         seed=t.seed, steps=t.steps, batch_size=t.batch_size, lr=t.lr, progress=progress)
-    holdout_accuracy = mirror_accuracy(classifier, subset.images[holdout], labels.facing[holdout], t.batch_size)
-    classifier.metadata.update({"holdout_accuracy": holdout_accuracy, "provenance": dict(provenance),
-                                "settings": settings_to_config(settings)})
+    classifier = train_facing_classifier(
+        subset.images[fit],
+        labels.facing[fit],
+        architecture=settings.classifier,
+        seed=t.seed,
+        steps=t.steps,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        progress=progress,
+    )
+    holdout_accuracy = mirror_accuracy(
+        classifier, subset.images[holdout], labels.facing[holdout], t.batch_size
+    )
+    classifier.metadata.update(
+        {
+            "holdout_accuracy": holdout_accuracy,
+            "provenance": dict(provenance),
+            "settings": settings_to_config(settings),
+        }
+    )
     names = np.array(subset.source_names)
     report = {
-        "atlas": str(atlas_h5), "manifest": None if manifest_csv is None else str(manifest_csv),
-        "n_atlas_images": subset.n_atlas, "n_training_subset": len(names),
+        "atlas": str(atlas_h5),
+        "manifest": None if manifest_csv is None else str(manifest_csv),
+        "n_atlas_images": subset.n_atlas,
+        "n_training_subset": len(names),
         "n_labelled": int(len(labelled)),
-        "n_left": int((labels.facing == LEFT).sum()), "n_right": int((labels.facing == RIGHT).sum()),
+        "n_left": int((labels.facing == LEFT).sum()),
+        "n_right": int((labels.facing == RIGHT).sum()),
         "n_unlabelled_too_few_levels": int(labels.too_few_levels.sum()),
         "n_unlabelled_weak_contrast": int(labels.weak_contrast.sum()),
         "unlabelled_too_few_levels": names[labels.too_few_levels].tolist(),
         "unlabelled_weak_contrast": names[labels.weak_contrast].tolist(),
-        "n_fit": int(len(fit)), "n_holdout": int(len(holdout)),
+        "n_fit": int(len(fit)),
+        "n_holdout": int(len(holdout)),
         "training_accuracy": classifier.metadata["training_accuracy"],
         "holdout_accuracy": holdout_accuracy,
         "seconds": round(time.perf_counter() - started, 3),
-        "settings": settings_to_config(settings), "provenance": dict(provenance), "classifier": str(out_path),
+        "settings": settings_to_config(settings),
+        "provenance": dict(provenance),
+        "classifier": str(out_path),
     }
     save_classifier(classifier, Path(out_path))
     write_json_atomic(Path(report_json), report)

@@ -23,9 +23,10 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -80,19 +81,33 @@ def make_sampler_scheduler(
     """
     betas = as_betas(betas)
     if len(betas) != num_train_timesteps:
-        raise ValueError(f"betas hold {len(betas)} timesteps but num_train_timesteps is {num_train_timesteps}")
-    common = dict(num_train_timesteps=num_train_timesteps, trained_betas=betas, prediction_type=prediction_type)
+        raise ValueError(
+            f"betas hold {len(betas)} timesteps but num_train_timesteps is {num_train_timesteps}"
+        )
+    common = dict(
+        num_train_timesteps=num_train_timesteps,
+        trained_betas=betas,
+        prediction_type=prediction_type,
+    )
     if name == "ddpm":
-        return DDPMScheduler(**common, variance_type="fixed_small", clip_sample=clip_sample, clip_sample_range=1.0)
+        return DDPMScheduler(
+            **common, variance_type="fixed_small", clip_sample=clip_sample, clip_sample_range=1.0
+        )
     if name == "ddim":
         return RederivedNoiseDDIMScheduler(
-            **common, clip_sample=clip_sample, clip_sample_range=1.0, timestep_spacing="trailing",
+            **common,
+            clip_sample=clip_sample,
+            clip_sample_range=1.0,
+            timestep_spacing="trailing",
             set_alpha_to_one=True,
         )
     if name == "dpmsolver++":
         return DPMSolverMultistepScheduler(
-            **common, algorithm_type="dpmsolver++", solver_order=2,
-            thresholding=clip_sample, sample_max_value=1.0,
+            **common,
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+            thresholding=clip_sample,
+            sample_max_value=1.0,
         )
     raise ValueError(f"sampling.sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
 
@@ -113,9 +128,15 @@ def image_seed(base_seed: int, checkpoint: str, global_index: int) -> int:
     """A 63-bit seed from SHA-256 of (base seed, checkpoint, index): the same image whatever the sharding."""
     if isinstance(base_seed, bool) or not isinstance(base_seed, (int, np.integer)):
         raise TypeError(f"base_seed must be an integer, got {base_seed!r}")
-    if isinstance(global_index, bool) or not isinstance(global_index, (int, np.integer)) or global_index < 0:
+    if (
+        isinstance(global_index, bool)
+        or not isinstance(global_index, (int, np.integer))
+        or global_index < 0
+    ):
         raise ValueError(f"global_index must be a non-negative integer, got {global_index!r}")
-    canonical = json.dumps(["radsynth-image-seed/1", int(base_seed), str(checkpoint), int(global_index)])
+    canonical = json.dumps(
+        ["radsynth-image-seed/1", int(base_seed), str(checkpoint), int(global_index)]
+    )
     digest = hashlib.sha256(canonical.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") >> 1
 
@@ -126,10 +147,16 @@ def image_generators(seeds: Sequence[int], device: str | torch.device) -> list[t
 
 
 def initial_noise(
-    generators: Sequence[torch.Generator], shape: tuple[int, ...], *, device: str | torch.device, dtype: torch.dtype
+    generators: Sequence[torch.Generator],
+    shape: tuple[int, ...],
+    *,
+    device: str | torch.device,
+    dtype: torch.dtype,
 ) -> torch.Tensor:
     """x_T, each image drawn from its own generator (on the generator's device, then moved)."""
-    draws = [torch.randn((1, *shape), generator=g, device=g.device, dtype=dtype) for g in generators]
+    draws = [
+        torch.randn((1, *shape), generator=g, device=g.device, dtype=dtype) for g in generators
+    ]
     return torch.cat(draws).to(device)
 
 
@@ -139,7 +166,9 @@ def to_uint8(images: torch.Tensor, quantization: str) -> np.ndarray:
     if quantization == "round":
         scaled = torch.floor(scaled + 0.5)
     elif quantization != "truncate":
-        raise ValueError(f"sampling.quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+        raise ValueError(
+            f"sampling.quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}"
+        )
     return scaled.to(torch.uint8).numpy()
 
 
@@ -147,7 +176,9 @@ def to_uint8(images: torch.Tensor, quantization: str) -> np.ndarray:
 def sample_images(
     unet: torch.nn.Module,
     scheduler: SchedulerMixin,
-    generators: list[torch.Generator],  # a list: diffusers' randn_tensor reads a tuple as one generator
+    generators: list[
+        torch.Generator
+    ],  # a list: diffusers' randn_tensor reads a tuple as one generator
     *,
     steps: int,
     image_size: int,
@@ -163,10 +194,15 @@ def sample_images(
     from generator i, with the same shape (1, C, H, W) as `initial_noise` uses.
     """
     shape = (unet.channels, image_size, image_size)
-    sample = initial_noise(generators, shape, device=device, dtype=unet.dtype) * scheduler.init_noise_sigma
+    sample = (
+        initial_noise(generators, shape, device=device, dtype=unet.dtype)
+        * scheduler.init_noise_sigma
+    )
     scheduler.set_timesteps(steps, device=device)
     for timestep in scheduler.timesteps:
-        model_output = unet(scheduler.scale_model_input(sample, timestep), timestep.expand(len(sample)))
+        model_output = unet(
+            scheduler.scale_model_input(sample, timestep), timestep.expand(len(sample))
+        )
         sample = scheduler.step(model_output, timestep, sample, generator=generators).prev_sample
     return sample
 
@@ -184,7 +220,9 @@ def sample_batch(
 ) -> np.ndarray:
     """Sample one batch, each image from its own seed, returning uint8 images (B, H, W)."""
     generators = image_generators(seeds, generator_device)
-    images = sample_images(unet, scheduler, generators, steps=steps, image_size=image_size, device=device)
+    images = sample_images(
+        unet, scheduler, generators, steps=steps, image_size=image_size, device=device
+    )
     return to_uint8(images[:, 0], quantization)
 
 
@@ -255,11 +293,17 @@ class ShardRequest:
 
 def _check_settings(choices: dict[str, str], counts: dict[str, int]) -> None:
     """Refuse a bad setting before any work, naming its key."""
-    allowed = {"sampler": SAMPLERS, "quantization": QUANTIZATIONS, "weights": WEIGHTS,
-               "prediction_type": PREDICTION_TYPES}
+    allowed = {
+        "sampler": SAMPLERS,
+        "quantization": QUANTIZATIONS,
+        "weights": WEIGHTS,
+        "prediction_type": PREDICTION_TYPES,
+    }
     for key, value in choices.items():
         if value not in allowed[key]:
-            raise ValueError(f"sampling.{key} must be one of {', '.join(allowed[key])}, got {value!r}")
+            raise ValueError(
+                f"sampling.{key} must be one of {', '.join(allowed[key])}, got {value!r}"
+            )
     for key, value in counts.items():
         minimum = 0 if key in ("shard_index", "first_global_index") else 1
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -269,8 +313,11 @@ def _check_settings(choices: dict[str, str], counts: dict[str, int]) -> None:
 def scheduler_attrs(scheduler: SchedulerMixin) -> dict[str, Any]:
     """The scheduler's full config (its defaults change results too), without the betas array and
     diffusers' private bookkeeping (`_use_default_values` is a list in set order)."""
-    config = {key: value for key, value in scheduler.config.items()
-              if key != "trained_betas" and not key.startswith("_")}
+    config = {
+        key: value
+        for key, value in scheduler.config.items()
+        if key != "trained_betas" and not key.startswith("_")
+    }
     return {"class": type(scheduler).__name__, **json.loads(json.dumps(config, default=str))}
 
 
@@ -311,25 +358,55 @@ def sample_shard(
     silently rebuilt: it may hold hours of work. A complete `out_store` for this request is returned
     as is. A full disk stops the job with the reason; finished batches are kept for the rerun.
     """
-    _check_settings({"sampler": sampler, "quantization": quantization, "weights": weights,
-                     "prediction_type": prediction_type},
-                    {"shard_index": shard_index, "first_global_index": first_global_index,
-                     "n_images": n_images, "batch_size": batch_size, "steps": steps})
+    _check_settings(
+        {
+            "sampler": sampler,
+            "quantization": quantization,
+            "weights": weights,
+            "prediction_type": prediction_type,
+        },
+        {
+            "shard_index": shard_index,
+            "first_global_index": first_global_index,
+            "n_images": n_images,
+            "batch_size": batch_size,
+            "steps": steps,
+        },
+    )
     betas = as_betas(betas)
-    scheduler = make_sampler_scheduler(sampler, betas, prediction_type=prediction_type,
-                                       clip_sample=clip_sample, num_train_timesteps=len(betas))
+    scheduler = make_sampler_scheduler(
+        sampler,
+        betas,
+        prediction_type=prediction_type,
+        clip_sample=clip_sample,
+        num_train_timesteps=len(betas),
+    )
     request = ShardRequest(
-        checkpoint=checkpoint_label, sampler=sampler, steps=steps, weights=weights, clip_sample=clip_sample,
-        quantization=quantization, prediction_type=prediction_type, base_seed=base_seed,
-        shard_index=shard_index, first_global_index=first_global_index, n_images=n_images,
-        batch_size=batch_size, image_size=square_side(unet), model_dtype=str(unet.dtype),
-        model_sha256=weights_digest(unet), betas_sha256=betas_digest(betas), scheduler=scheduler_attrs(scheduler),
+        checkpoint=checkpoint_label,
+        sampler=sampler,
+        steps=steps,
+        weights=weights,
+        clip_sample=clip_sample,
+        quantization=quantization,
+        prediction_type=prediction_type,
+        base_seed=base_seed,
+        shard_index=shard_index,
+        first_global_index=first_global_index,
+        n_images=n_images,
+        batch_size=batch_size,
+        image_size=square_side(unet),
+        model_dtype=str(unet.dtype),
+        model_sha256=weights_digest(unet),
+        betas_sha256=betas_digest(betas),
+        scheduler=scheduler_attrs(scheduler),
     )
     out_store = Path(out_store)
     if out_store.exists():
         _require_finished_output(out_store, request)
         return out_store
-    group = _open_work_store(out_store, Path(work_dir), request, {**provenance, "device": str(device)})
+    group = _open_work_store(
+        out_store, Path(work_dir), request, {**provenance, "device": str(device)}
+    )
     unet.eval()
     _fill_batches(group, request, unet, scheduler, device=device, progress=progress)
     return _promote(group, out_store)
@@ -339,7 +416,9 @@ def _require_finished_output(out_store: Path, request: ShardRequest) -> None:
     """An existing output is accepted only when it is the complete result of this very request."""
     attrs = read_store_attrs(out_store)
     if attrs.get("complete") is not True:
-        raise ValueError(f"{out_store}: exists but is not a complete sample store; delete it and rerun")
+        raise ValueError(
+            f"{out_store}: exists but is not a complete sample store; delete it and rerun"
+        )
     _check_same_request(out_store, attrs, request)
 
 
@@ -352,13 +431,17 @@ def _check_same_request(store: Path, attrs: dict[str, Any], request: ShardReques
             )
 
 
-def _open_work_store(out_store: Path, work_dir: Path, request: ShardRequest, provenance: dict) -> zarr.Group:
+def _open_work_store(
+    out_store: Path, work_dir: Path, request: ShardRequest, provenance: dict
+) -> zarr.Group:
     """Resume the work store if it exists (same request only), else create it atomically."""
     work_dir.mkdir(parents=True, exist_ok=True)
     out_store.parent.mkdir(parents=True, exist_ok=True)
     if os.stat(work_dir).st_dev != os.stat(out_store.parent).st_dev:
-        raise ValueError(f"work_dir {work_dir} and {out_store.parent} are on different filesystems; "
-                         "the finished store must be renamed into place in one step")
+        raise ValueError(
+            f"work_dir {work_dir} and {out_store.parent} are on different filesystems; "
+            "the finished store must be renamed into place in one step"
+        )
     work = work_store_path(out_store, work_dir)
     if not work.exists():
         _create_work_store(work, request, provenance)
@@ -367,7 +450,9 @@ def _open_work_store(out_store: Path, work_dir: Path, request: ShardRequest, pro
     _check_same_request(work, attrs, request)
     _remove_interrupted_writes(work)
     group = zarr.open_group(work, mode="r+", zarr_format=3)
-    group.update_attributes({"resume_provenance": [*attrs.get("resume_provenance", []), provenance]})
+    group.update_attributes(
+        {"resume_provenance": [*attrs.get("resume_provenance", []), provenance]}
+    )
     return group
 
 
@@ -376,13 +461,28 @@ def _create_work_store(work: Path, request: ShardRequest, provenance: dict) -> N
     staging = work.with_name(work.name + ".init")
     shutil.rmtree(staging, ignore_errors=True)
     size, n, per = request.image_size, request.n_images, request.batch_size
-    group = zarr.open_group(staging, mode="w", zarr_format=3, attributes={
-        **request.attrs(), "provenance": provenance, "resume_provenance": [], "complete": False})
-    group.create_array("images", shape=(n, size, size), chunks=(per, size, size), dtype="uint8", fill_value=0)
+    group = zarr.open_group(
+        staging,
+        mode="w",
+        zarr_format=3,
+        attributes={
+            **request.attrs(),
+            "provenance": provenance,
+            "resume_provenance": [],
+            "complete": False,
+        },
+    )
+    group.create_array(
+        "images", shape=(n, size, size), chunks=(per, size, size), dtype="uint8", fill_value=0
+    )
     group.create_array("seed", shape=(n,), chunks=(per,), dtype="int64", fill_value=-1)
     group.create_array("global_index", shape=(n,), chunks=(per,), dtype="int64", fill_value=-1)
-    group.create_array("batch_sha256", shape=(request.n_batches, 32), chunks=(1, 32), dtype="uint8", fill_value=0)
-    group.create_array("batch_done", shape=(request.n_batches,), chunks=(1,), dtype="bool", fill_value=False)
+    group.create_array(
+        "batch_sha256", shape=(request.n_batches, 32), chunks=(1, 32), dtype="uint8", fill_value=0
+    )
+    group.create_array(
+        "batch_done", shape=(request.n_batches,), chunks=(1,), dtype="bool", fill_value=False
+    )
     os.replace(staging, work)
 
 
@@ -411,8 +511,11 @@ def _batch_state(
         if not bool(arrays["batch_done"][batch]):
             return "todo"
         stored = arrays["batch_sha256"][batch]
-        actual = batch_sha256(arrays["images"][start:stop], arrays["seed"][start:stop],
-                              arrays["global_index"][start:stop])
+        actual = batch_sha256(
+            arrays["images"][start:stop],
+            arrays["seed"][start:stop],
+            arrays["global_index"][start:stop],
+        )
     except Exception as exc:  # noqa: BLE001 - see docstring
         log.warning("%s: batch %d is unreadable (%s); recomputing it", where, batch, exc)
         return "damaged"
@@ -424,34 +527,62 @@ def _batch_state(
 
 def pending_batches(group: zarr.Group, request: ShardRequest) -> list[int]:
     """Batches still to sample: not marked done, or marked done but damaged (then unmarked)."""
-    arrays = {name: group[name] for name in ("images", "seed", "global_index", "batch_sha256", "batch_done")}
+    arrays = {
+        name: group[name]
+        for name in ("images", "seed", "global_index", "batch_sha256", "batch_done")
+    }
     where = store_path(group)
-    states = [_batch_state(arrays, b, *request.batch_range(b), where) for b in range(request.n_batches)]
+    states = [
+        _batch_state(arrays, b, *request.batch_range(b), where) for b in range(request.n_batches)
+    ]
     for batch, state in enumerate(states):
         if state == "damaged":
             arrays["batch_done"][batch] = False
-    log.info("%s: %d of %d batches done and verified", where, states.count("done"), request.n_batches)
+    log.info(
+        "%s: %d of %d batches done and verified", where, states.count("done"), request.n_batches
+    )
     return [batch for batch, state in enumerate(states) if state != "done"]
 
 
 def _fill_batches(
-    group: zarr.Group, request: ShardRequest, unet: torch.nn.Module, scheduler: SchedulerMixin,
-    *, device: str | torch.device, progress: bool,
+    group: zarr.Group,
+    request: ShardRequest,
+    unet: torch.nn.Module,
+    scheduler: SchedulerMixin,
+    *,
+    device: str | torch.device,
+    progress: bool,
 ) -> None:
     pending = pending_batches(group, request)
-    done_images = request.n_images - sum(stop - start for start, stop in map(request.batch_range, pending))
-    with tqdm(total=request.n_images, initial=done_images, unit="image", disable=not progress,
-              desc=f"{request.checkpoint} shard {request.shard_index}") as bar:
+    done_images = request.n_images - sum(
+        stop - start for start, stop in map(request.batch_range, pending)
+    )
+    with tqdm(
+        total=request.n_images,
+        initial=done_images,
+        unit="image",
+        disable=not progress,
+        desc=f"{request.checkpoint} shard {request.shard_index}",
+    ) as bar:
         for batch in pending:
             start, stop = request.batch_range(batch)
             seeds = request.seeds(start, stop)
-            images = sample_batch(unet, scheduler, seeds.tolist(), steps=request.steps,
-                                  image_size=request.image_size, device=device, quantization=request.quantization)
+            images = sample_batch(
+                unet,
+                scheduler,
+                seeds.tolist(),
+                steps=request.steps,
+                image_size=request.image_size,
+                device=device,
+                quantization=request.quantization,
+            )
             _write_batch(group, request, batch, images, seeds)
             bar.update(stop - start)
 
 
-def _write_batch(group: zarr.Group, request: ShardRequest, batch: int, images: np.ndarray, seeds: np.ndarray) -> None:
+def _write_batch(
+    group: zarr.Group, request: ShardRequest, batch: int, images: np.ndarray, seeds: np.ndarray
+) -> None:
     """Images, seeds and checksum first, the done flag last; a failed write names the batch and what survives."""
     start, stop = request.batch_range(batch)
     global_indices = np.arange(start, stop, dtype=np.int64) + request.first_global_index
@@ -464,10 +595,13 @@ def _write_batch(group: zarr.Group, request: ShardRequest, batch: int, images: n
     except OSError as exc:
         n_done = int(np.count_nonzero(group["batch_done"][:]))
         reason = exc.strerror or os.strerror(exc.errno or errno.EIO)
-        raise OSError(exc.errno, (
-            f"{store_path(group)}: writing batch {batch} (global images {global_indices[0]}..{global_indices[-1]}) "
-            f"failed: {reason}; the {n_done} finished batch(es) stay marked done and are reused when the job is rerun"
-        )) from exc
+        raise OSError(
+            exc.errno,
+            (
+                f"{store_path(group)}: writing batch {batch} (global images {global_indices[0]}..{global_indices[-1]}) "
+                f"failed: {reason}; the {n_done} finished batch(es) stay marked done and are reused when the job is rerun"
+            ),
+        ) from exc
 
 
 def _promote(group: zarr.Group, out_store: Path) -> Path:
@@ -510,16 +644,30 @@ def sample_set_shard(
     plan = sampling["sets"][sample_set]
     shards = shard_plan(plan["n_images"], plan["images_per_shard"])
     if not 0 <= shard_index < len(shards):
-        raise ValueError(f"sampling.sets.{sample_set} has {len(shards)} shards; shard {shard_index} does not exist")
+        raise ValueError(
+            f"sampling.sets.{sample_set} has {len(shards)} shards; shard {shard_index} does not exist"
+        )
     first, count = shards[shard_index]
     device = PartialState().device
     unet = load_checkpoint_weights(checkpoint_path, sampling["weights"], settings.model).to(device)
     return sample_shard(
-        unet, settings.diffusion.betas(), out_store, work_dir=work_dir,
-        checkpoint_label=seed_label(sample_set, checkpoint_label), shard_index=shard_index,
-        first_global_index=first, n_images=count, batch_size=sampling["batch_size"],
-        base_seed=sampling["base_seed"], sampler=sampling["sampler"], steps=sampling["steps"],
-        clip_sample=sampling["clip_sample"], quantization=sampling["quantization"], weights=sampling["weights"],
-        prediction_type=TRAINED_PREDICTION_TYPE, device=device,
-        provenance={**provenance, "checkpoint_file": str(checkpoint_path)}, progress=progress,
+        unet,
+        settings.diffusion.betas(),
+        out_store,
+        work_dir=work_dir,
+        checkpoint_label=seed_label(sample_set, checkpoint_label),
+        shard_index=shard_index,
+        first_global_index=first,
+        n_images=count,
+        batch_size=sampling["batch_size"],
+        base_seed=sampling["base_seed"],
+        sampler=sampling["sampler"],
+        steps=sampling["steps"],
+        clip_sample=sampling["clip_sample"],
+        quantization=sampling["quantization"],
+        weights=sampling["weights"],
+        prediction_type=TRAINED_PREDICTION_TYPE,
+        device=device,
+        provenance={**provenance, "checkpoint_file": str(checkpoint_path)},
+        progress=progress,
     )

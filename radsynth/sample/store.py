@@ -4,10 +4,11 @@ left-facing. Reading needs zarr, numpy and pandas only, never torch."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,16 @@ STORE_FORMAT = "radsynth-samples/1"
 SHARD_KEYS = ("shard_index", "first_global_index", "n_images", "batch_size")
 #: Attributes a store records about its run rather than about the images it holds.
 RUN_KEYS = ("provenance", "resume_provenance", "complete")
-MANIFEST_COLUMNS = ("image_id", "shard", "index", "global_index", "seed", "facing", "probability_left", "flipped")
+MANIFEST_COLUMNS = (
+    "image_id",
+    "shard",
+    "index",
+    "global_index",
+    "seed",
+    "facing",
+    "probability_left",
+    "flipped",
+)
 
 
 def image_id(seed_label: str, global_index: int) -> str:
@@ -62,8 +72,10 @@ class SampleSet:
     def __iter__(self) -> Iterator[Sample]:
         block = 256
         for first in range(0, len(self), block):
-            chunk = self.global_indices[first:first + block]
-            for index, seed, image in zip(chunk, self.seeds[first:first + block], self.images(chunk)):
+            chunk = self.global_indices[first : first + block]
+            for index, seed, image in zip(
+                chunk, self.seeds[first : first + block], self.images(chunk)
+            ):
                 yield Sample(int(index), int(seed), image)
 
     def images(self, indices: Sequence[int]) -> np.ndarray:
@@ -73,7 +85,9 @@ class SampleSet:
         clipped = np.minimum(positions, len(self) - 1)
         absent = wanted[self.global_indices[clipped] != wanted]
         if absent.size:
-            raise KeyError(f"global index {int(absent[0])} is not in the stores {', '.join(map(str, self.stores))}")
+            raise KeyError(
+                f"global index {int(absent[0])} is not in the stores {', '.join(map(str, self.stores))}"
+            )
         size = int(self.attrs["image_size"])
         out = np.empty((len(wanted), size, size), dtype=np.uint8)
         for store in np.unique(self._store_of[positions]):
@@ -99,15 +113,22 @@ def open_samples(stores: Sequence[Path]) -> SampleSet:
     local_of = np.concatenate([np.arange(len(part)) for part in global_parts])[order]
     seeds = np.concatenate([group["seed"][:] for group in groups])[order]
     return SampleSet(
-        stores=tuple(Path(s) for s in stores), attrs=common, global_indices=sorted_global, seeds=seeds,
-        _store_of=store_of, _local_of=local_of, _arrays=tuple(group["images"] for group in groups),
+        stores=tuple(Path(s) for s in stores),
+        attrs=common,
+        global_indices=sorted_global,
+        seeds=seeds,
+        _store_of=store_of,
+        _local_of=local_of,
+        _arrays=tuple(group["images"] for group in groups),
     )
 
 
 def _open_complete(store: Path) -> zarr.Group:
     attrs = read_store_attrs(store)
     if attrs.get("complete") is not True:
-        raise ValueError(f"{store}: sample store is incomplete (its job has not finished); rerun the job")
+        raise ValueError(
+            f"{store}: sample store is incomplete (its job has not finished); rerun the job"
+        )
     if attrs.get("format") != STORE_FORMAT:
         raise ValueError(f"{store}: format {attrs.get('format')!r} is not {STORE_FORMAT!r}")
     return zarr.open_group(store, mode="r", zarr_format=3)
@@ -120,22 +141,30 @@ def _common_attrs(stores: Sequence[Path], groups: Sequence[zarr.Group]) -> dict[
     for store, attrs in zip(stores[1:], per_store[1:]):
         for key, value in common.items():
             if attrs.get(key) != value:
-                raise ValueError(f"{store}: {key}={attrs.get(key)!r} differs from {stores[0]} ({key}={value!r})")
+                raise ValueError(
+                    f"{store}: {key}={attrs.get(key)!r} differs from {stores[0]} ({key}={value!r})"
+                )
     return common
 
 
-def _check_coverage(stores: Sequence[Path], parts: Sequence[np.ndarray], sorted_global: np.ndarray) -> None:
+def _check_coverage(
+    stores: Sequence[Path], parts: Sequence[np.ndarray], sorted_global: np.ndarray
+) -> None:
     """Global indices must be unique across shards and leave no gap between the first and the last."""
     repeated = np.unique(sorted_global[1:][np.diff(sorted_global) == 0])
     if repeated.size:
         holders = [str(s) for s, part in zip(stores, parts) if repeated[0] in part]
-        raise ValueError(f"global index {int(repeated[0])} ({repeated.size} repeated in all) is in several "
-                         f"stores: {', '.join(holders)}")
+        raise ValueError(
+            f"global index {int(repeated[0])} ({repeated.size} repeated in all) is in several "
+            f"stores: {', '.join(holders)}"
+        )
     expected = np.arange(sorted_global[0], sorted_global[-1] + 1)
     missing = np.setdiff1d(expected, sorted_global)
     if missing.size:
-        raise ValueError(f"global indices {int(missing[0])}..{int(missing[-1])} ({missing.size} in all) are in none "
-                         f"of the stores {', '.join(map(str, stores))}")
+        raise ValueError(
+            f"global indices {int(missing[0])}..{int(missing[-1])} ({missing.size} in all) are in none "
+            f"of the stores {', '.join(map(str, stores))}"
+        )
 
 
 @dataclass(frozen=True)

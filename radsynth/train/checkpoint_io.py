@@ -11,15 +11,15 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from radsynth.train.model import UNetSettings, build_unet
 from radsynth.core.atomic import (
     atomic_output,
     publish_permissions,
@@ -30,8 +30,8 @@ from radsynth.core.atomic import (
 from radsynth.core.config import ConfigError
 from radsynth.core.provenance import file_sha256
 from radsynth.train.identity import RunInputs
+from radsynth.train.model import UNetSettings, build_unet
 from radsynth.train.settings import RunSettings, run_settings_from_dict
-
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_DIR = "state"
@@ -63,7 +63,9 @@ def csv_cell(value: float | int | str | None) -> str:
 def loss_log_row(
     step: int, train_loss: float, val: float | None, val_ema: float | None, lr: float, wall: float
 ) -> str:
-    return ",".join(csv_cell(v) for v in (step, train_loss, val, val_ema, lr, round(wall, 3))) + "\n"
+    return (
+        ",".join(csv_cell(v) for v in (step, train_loss, val, val_ema, lr, round(wall, 3))) + "\n"
+    )
 
 
 def model_config_json(model: torch.nn.Module) -> str:
@@ -71,10 +73,14 @@ def model_config_json(model: torch.nn.Module) -> str:
     return json.dumps(model.network_config, sort_keys=True)
 
 
-def _save_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> int:
+def _save_safetensors(
+    path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
+) -> int:
     """Atomically write a safetensors file; returns its size in bytes."""
     with atomic_output(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), dict(metadata))
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), dict(metadata)
+        )
     return path.stat().st_size
 
 
@@ -90,7 +96,11 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 
 def save_history_checkpoint(
-    path: Path, online: torch.nn.Module, ema_model: torch.nn.Module, dtype: str, metadata: Mapping[str, str]
+    path: Path,
+    online: torch.nn.Module,
+    ema_model: torch.nn.Module,
+    dtype: str,
+    metadata: Mapping[str, str],
 ) -> int:
     """Weights-only checkpoint (online and EMA, `dtype`); returns bytes written."""
     tensors = {f"online.{k}": v.to(_DTYPES[dtype]) for k, v in online.state_dict().items()}
@@ -107,11 +117,15 @@ def read_checkpoint_settings(path: Path) -> RunSettings:
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"{path}: not a readable checkpoint ({exc})") from exc
     if "settings" not in metadata:
-        raise ValueError(f"{path}: no settings in the checkpoint metadata (not a radsynth history checkpoint)")
+        raise ValueError(
+            f"{path}: no settings in the checkpoint metadata (not a radsynth history checkpoint)"
+        )
     try:
         return run_settings_from_dict(json.loads(metadata["settings"]))
     except ConfigError as exc:
-        raise ValueError(f"{path}: settings in the checkpoint metadata do not load:\n{exc}") from exc
+        raise ValueError(
+            f"{path}: settings in the checkpoint metadata do not load:\n{exc}"
+        ) from exc
 
 
 def load_checkpoint_weights(
@@ -126,11 +140,15 @@ def load_checkpoint_weights(
     if "model_config" not in metadata:
         raise ValueError(f"{path}: no model_config in the checkpoint metadata")
     stored, expected = json.loads(metadata["model_config"]), json.loads(model_config_json(model))
-    differing = sorted(k for k in stored.keys() | expected.keys() if stored.get(k) != expected.get(k))
+    differing = sorted(
+        k for k in stored.keys() | expected.keys() if stored.get(k) != expected.get(k)
+    )
     if differing:
         raise ValueError(f"{path}: model config differs from the model settings in {differing}")
     prefix = f"{which}."
-    weights = {k[len(prefix) :]: v.to(torch.float32) for k, v in tensors.items() if k.startswith(prefix)}
+    weights = {
+        k[len(prefix) :]: v.to(torch.float32) for k, v in tensors.items() if k.startswith(prefix)
+    }
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
@@ -141,7 +159,11 @@ def load_checkpoint_weights(
 def latest_state_dir(run_dir: Path) -> Path | None:
     """The complete state with the highest step; `.tmp-*` directories are unfinished writes."""
     root = run_dir / STATE_DIR
-    found = [p for p in root.iterdir() if _STATE_NAME.match(p.name) and p.is_dir()] if root.is_dir() else []
+    found = (
+        [p for p in root.iterdir() if _STATE_NAME.match(p.name) and p.is_dir()]
+        if root.is_dir()
+        else []
+    )
     return max(found, key=lambda p: int(_STATE_NAME.match(p.name).group(1)), default=None)
 
 
@@ -155,11 +177,15 @@ def _write_state_files(folder: Path, parts: Mapping[str, Any], info: Mapping[str
     """Write the state's files, then state.json with their hashes (all fsynced before the rename)."""
     for name, part in parts.items():
         if name.endswith(".safetensors"):
-            save_file({k: v.detach().contiguous().cpu() for k, v in part.items()}, str(folder / name))
+            save_file(
+                {k: v.detach().contiguous().cpu() for k, v in part.items()}, str(folder / name)
+            )
         else:
             torch.save(part, folder / name)
     hashes = {name: file_sha256(folder / name) for name in parts}
-    (folder / "state.json").write_text(json.dumps({**info, "files": hashes}, indent=1, sort_keys=True))
+    (folder / "state.json").write_text(
+        json.dumps({**info, "files": hashes}, indent=1, sort_keys=True)
+    )
     for name in [*parts, "state.json"]:
         publish_permissions(folder / name, 0o666)
         with open(folder / name, "rb") as handle:
@@ -220,9 +246,13 @@ def truncate_loss_log(path: Path, step: int) -> None:
     kept = lines[1 : step + 1]
     for number, line in enumerate(kept, start=1):
         if not line.endswith("\n") or line.split(",")[0] != str(number):
-            raise ValueError(f"{path} line {number + 1}: expected the complete row of step {number}")
+            raise ValueError(
+                f"{path} line {number + 1}: expected the complete row of step {number}"
+            )
     if len(kept) != step:
-        raise ValueError(f"{path}: has {len(kept)} step rows but the restored state is at step {step}")
+        raise ValueError(
+            f"{path}: has {len(kept)} step rows but the restored state is at step {step}"
+        )
     write_text_atomic(path, header + "".join(kept))
 
 
@@ -246,7 +276,12 @@ def truncate_history(run_dir: Path, step: int) -> None:
 # ----------------------------------------------------------------------------------------------
 # Run markers: what one training job certifies to the rules that depend on it
 
-_MARKER_KEYS = {"run_dir": (str,), "identity": (str,), "step": (int,), "checkpoint": (str, type(None))}
+_MARKER_KEYS = {
+    "run_dir": (str,),
+    "identity": (str,),
+    "step": (int,),
+    "checkpoint": (str, type(None)),
+}
 
 
 @dataclass(frozen=True)
@@ -261,10 +296,19 @@ class RunMarker:
 
 
 def write_run_marker(
-    path: Path, run_dir: Path, inputs: RunInputs, step: int, checkpoint_every: int, provenance: Mapping[str, str]
+    path: Path,
+    run_dir: Path,
+    inputs: RunInputs,
+    step: int,
+    checkpoint_every: int,
+    provenance: Mapping[str, str],
 ) -> None:
     """Record (atomically) that the run in `run_dir` reached `step`, with the files that show it."""
-    checkpoint = run_dir / CHECKPOINT_DIR / checkpoint_filename(step) if step % checkpoint_every == 0 else None
+    checkpoint = (
+        run_dir / CHECKPOINT_DIR / checkpoint_filename(step)
+        if step % checkpoint_every == 0
+        else None
+    )
     if checkpoint is not None and not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: history checkpoint of step {step} is missing")
     record = {
@@ -291,7 +335,10 @@ def read_run_marker(path: Path) -> RunMarker:
             raise ValueError(f"{path}: run marker key {key!r} holds {record[key]!r}")
     checkpoint = record["checkpoint"]
     return RunMarker(
-        Path(record["run_dir"]), record["identity"], record["step"], None if checkpoint is None else Path(checkpoint)
+        Path(record["run_dir"]),
+        record["identity"],
+        record["step"],
+        None if checkpoint is None else Path(checkpoint),
     )
 
 
@@ -300,8 +347,12 @@ def marker_checkpoint(marker_json: Path, step: int) -> Path:
     are certified: a later checkpoint may still be remade by a resumed job."""
     marker = read_run_marker(marker_json)
     if step > marker.step:
-        raise ValueError(f"{marker_json}: the run reached step {marker.step} only; no checkpoint of step {step}")
+        raise ValueError(
+            f"{marker_json}: the run reached step {marker.step} only; no checkpoint of step {step}"
+        )
     path = marker.run_dir / CHECKPOINT_DIR / checkpoint_filename(step)
     if not path.is_file():
-        raise FileNotFoundError(f"{marker_json}: run {marker.run_dir} has no checkpoint of step {step} ({path})")
+        raise FileNotFoundError(
+            f"{marker_json}: run {marker.run_dir} has no checkpoint of step {step} ({path})"
+        )
     return path

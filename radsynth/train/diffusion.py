@@ -30,7 +30,11 @@ def _float32_sigmoid(x: float) -> float:
 
 
 def sigmoid_beta_schedule(
-    timesteps: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0, clamp_max: float = 0.999
+    timesteps: int,
+    start: float = -3.0,
+    end: float = 3.0,
+    tau: float = 1.0,
+    clamp_max: float = 0.999,
 ) -> torch.Tensor:
     """lucidrains' sigmoid schedule (Jabri et al. 2022, arXiv 2212.11972 Fig. 8), float64 betas.
 
@@ -93,7 +97,9 @@ def _per_image(table: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
     return table.gather(-1, t).reshape(t.shape[0], *((1,) * (ndim - 1)))
 
 
-def q_sample(tables: DiffusionTables, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def q_sample(
+    tables: DiffusionTables, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
     """x_t = sqrt(alpha-bar_t) x0 + sqrt(1 - alpha-bar_t) noise (same as diffusers' add_noise)."""
     return (
         _per_image(tables.sqrt_alphas_cumprod, t, x0.ndim) * x0
@@ -101,7 +107,9 @@ def q_sample(tables: DiffusionTables, x0: torch.Tensor, noise: torch.Tensor, t: 
     )
 
 
-def v_target(tables: DiffusionTables, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def v_target(
+    tables: DiffusionTables, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
     """v = sqrt(alpha-bar_t) noise - sqrt(1 - alpha-bar_t) x0 (same as diffusers' get_velocity)."""
     return (
         _per_image(tables.sqrt_alphas_cumprod, t, x0.ndim) * noise
@@ -122,4 +130,3 @@ def uint8_to_model_range(images: torch.Tensor) -> torch.Tensor:
     if images.dtype != torch.uint8:
         raise TypeError(f"expected uint8 images, got {images.dtype}")
     return images.to(torch.float32) / 255 * 2 - 1
-

@@ -12,14 +12,16 @@ checkpoints (34, 40, 80) while the run logs steps.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from radsynth.core.figures import save_figure
 from radsynth.train.labels import checkpoint_label
 from radsynth.train.selection import (
     checkpoint_every,
@@ -27,13 +29,20 @@ from radsynth.train.selection import (
     read_checkpoint_index,
     read_loss_log,
 )
-from radsynth.core.figures import save_figure
 
 TRAIN_COLOUR = "#1f77b4"
 VAL_COLOURS = {"val_loss": "#d62728", "val_loss_ema": "#ff7f0e"}
-VAL_LABELS = {"val_loss": "validation loss (online weights)", "val_loss_ema": "validation loss (EMA weights)"}
+VAL_LABELS = {
+    "val_loss": "validation loss (online weights)",
+    "val_loss_ema": "validation loss (EMA weights)",
+}
 VAL_STYLES = {
-    "val_loss": {"marker": "o", "linestyle": "-", "markerfacecolor": VAL_COLOURS["val_loss"], "zorder": 4},
+    "val_loss": {
+        "marker": "o",
+        "linestyle": "-",
+        "markerfacecolor": VAL_COLOURS["val_loss"],
+        "zorder": 4,
+    },
     "val_loss_ema": {"marker": "s", "linestyle": "--", "markerfacecolor": "white", "zorder": 3},
 }
 #: Blank space right of the last step, as a fraction of it, so a selected final checkpoint's
@@ -141,7 +150,9 @@ def _label_axes(axes: Axes, index: pd.DataFrame, last_step: int) -> None:
     axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=3, fontsize=8, frameon=False)
 
 
-def _description(smoothing_window: int, drawn: list[str], n_checkpoints: int, selected: Sequence[int]) -> str:
+def _description(
+    smoothing_window: int, drawn: list[str], n_checkpoints: int, selected: Sequence[int]
+) -> str:
     """What the figure shows, for the PNG's Description field."""
     validation = (
         f"{' and '.join(VAL_LABELS[c] for c in drawn)} at each checkpoint"
@@ -149,7 +160,9 @@ def _description(smoothing_window: int, drawn: list[str], n_checkpoints: int, se
         else "no validation loss (full-data run)"
     )
     marked = (
-        f"selected checkpoints {', '.join(map(str, selected))}" if selected else "no checkpoints selected"
+        f"selected checkpoints {', '.join(map(str, selected))}"
+        if selected
+        else "no checkpoints selected"
     )
     return (
         f"Training loss per step (faint) and its {smoothing_window}-step centred moving average; "
@@ -189,6 +202,10 @@ def plot_loss_curves(
     figure.suptitle(title, fontsize=11)
     description = _description(smoothing_window, drawn, len(index), selected)
     return save_figure(
-        figure, out_png, title=title, description=description, provenance=provenance,
+        figure,
+        out_png,
+        title=title,
+        description=description,
+        provenance=provenance,
         Source=f"{loss_log_csv} {index_csv}",
     )

@@ -11,9 +11,10 @@ This module imports nothing heavy (no torch, numpy or pandas): the Snakefile imp
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from radsynth.core.config import canonical
 from radsynth.core.provenance import config_hash

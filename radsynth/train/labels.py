@@ -40,7 +40,9 @@ def read_selected_checkpoints(selection_json: str | Path) -> dict[str, int]:
     for position, entry in enumerate(entries):
         number = entry.get("checkpoint") if isinstance(entry, dict) else None
         if isinstance(number, bool) or not isinstance(number, int) or number < 0:
-            raise ValueError(f"{path}: selected[{position}] has no checkpoint number, got {entry!r}")
+            raise ValueError(
+                f"{path}: selected[{position}] has no checkpoint number, got {entry!r}"
+            )
         label = checkpoint_label(number)
         if entry.get("label") != label:
             raise ValueError(

@@ -50,9 +50,10 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -60,15 +61,6 @@ from accelerate import Accelerator, PartialState
 from ema_pytorch import EMA
 from tqdm import tqdm
 
-from radsynth.train.diffusion import (
-    DiffusionTables,
-    make_tables,
-    q_sample,
-    uint8_to_model_range,
-    v_target,
-    weighted_v_loss_per_image,
-)
-from radsynth.train.model import build_unet
 from radsynth.core.atomic import read_json_object, write_json_atomic, write_text_atomic
 from radsynth.core.provenance import config_hash
 from radsynth.data.atlas import atlas_digest, load_atlas
@@ -94,6 +86,15 @@ from radsynth.train.checkpoint_io import (
     truncate_loss_log,
     write_run_marker,
 )
+from radsynth.train.diffusion import (
+    DiffusionTables,
+    make_tables,
+    q_sample,
+    uint8_to_model_range,
+    v_target,
+    weighted_v_loss_per_image,
+)
+from radsynth.train.ema import build_ema
 from radsynth.train.identity import (
     RESULT_SECTIONS,
     RunInputs,
@@ -101,7 +102,7 @@ from radsynth.train.identity import (
     result_settings,
     run_folder,
 )
-from radsynth.train.ema import build_ema
+from radsynth.train.model import build_unet
 from radsynth.train.seeds import (
     STREAM_DROPOUT,
     STREAM_INIT,
@@ -132,10 +133,6 @@ def diffusion_loss_per_image(
     return weighted_v_loss_per_image(tables, prediction, v_target(tables, x0, noise, t), t)
 
 
-
-
-
-
 @dataclass(frozen=True)
 class TrainResult:
     step: int  # optimizer steps completed
@@ -160,7 +157,9 @@ class _Run:
     provenance: Mapping[str, str]
     wall_before_s: float = 0.0  # training wall time of earlier jobs
     job_start: float = dataclasses.field(default_factory=time.monotonic)
-    identity: str = ""  # the run identity its states are written and checked under (set by `_train_run`)
+    identity: str = (
+        ""  # the run identity its states are written and checked under (set by `_train_run`)
+    )
 
     @property
     def online(self) -> torch.nn.Module:
@@ -208,7 +207,9 @@ def _run_inputs(
     images: np.ndarray, source_names: list[str], subsets: Subsets | None, settings: RunSettings
 ) -> RunInputs:
     """The digests that make the run's identity (radsynth.train.identity); `subsets` None is the full run."""
-    rows = None if subsets is None else {"train": subsets.train.tolist(), "val": subsets.val.tolist()}
+    rows = (
+        None if subsets is None else {"train": subsets.train.tolist(), "val": subsets.val.tolist()}
+    )
     return RunInputs(
         atlas_digest=atlas_digest(np.ascontiguousarray(images), source_names),
         manifest_digest=manifest_digest(rows),
@@ -223,7 +224,11 @@ def _load_inputs(
     sample_size = settings.model.sample_size
     atlas = load_atlas(atlas_h5)
     images = atlas.images
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (sample_size, sample_size):
+    if (
+        images.dtype != np.uint8
+        or images.ndim != 3
+        or images.shape[1:] != (sample_size, sample_size)
+    ):
         raise ValueError(
             f"{atlas_h5}: /images is {images.dtype} {images.shape}, but model.sample_size {sample_size} "
             f"needs uint8 (N, {sample_size}, {sample_size})"
@@ -232,8 +237,16 @@ def _load_inputs(
         raise ValueError(f"{atlas_h5}: the atlas holds no images to train on")
     manifest = None if manifest_csv is None else read_subsets(manifest_csv, atlas.source_names)
     inputs = _run_inputs(images, atlas.source_names, manifest, settings)
-    subsets = Subsets(np.arange(len(images)), np.array([], dtype=np.int64)) if manifest is None else manifest
-    return (torch.from_numpy(images[subsets.train]), torch.from_numpy(images[subsets.val]), subsets.val), inputs
+    subsets = (
+        Subsets(np.arange(len(images)), np.array([], dtype=np.int64))
+        if manifest is None
+        else manifest
+    )
+    return (
+        torch.from_numpy(images[subsets.train]),
+        torch.from_numpy(images[subsets.val]),
+        subsets.val,
+    ), inputs
 
 
 def _build_run(
@@ -254,10 +267,14 @@ def _build_run(
     torch.manual_seed(derived_seed(training.seed, STREAM_INIT, 0))
     online = build_unet(settings.model)
     ema = build_ema(online, training.ema).to(accelerator.device)
-    optimizer = torch.optim.Adam(online.parameters(), lr=training.learning_rate, betas=training.adam_betas)
+    optimizer = torch.optim.Adam(
+        online.parameters(), lr=training.learning_rate, betas=training.adam_betas
+    )
     model, optimizer = accelerator.prepare(online, optimizer)
     tables = make_tables(settings.diffusion.betas()).to(accelerator.device)
-    return _Run(settings, run_dir, accelerator, model, ema, optimizer, tables, *images, logger, provenance)
+    return _Run(
+        settings, run_dir, accelerator, model, ema, optimizer, tables, *images, logger, provenance
+    )
 
 
 def _state_parts(run: _Run) -> dict[str, Any]:
@@ -293,7 +310,9 @@ def _load_ema_state(run: _Run, state: Mapping[str, torch.Tensor], path: Path) ->
     try:
         run.ema.load_state_dict(state)
     except RuntimeError as exc:
-        raise ValueError(f"{path}: not an ema_pytorch.EMA state ({exc}); use a new run directory") from exc
+        raise ValueError(
+            f"{path}: not an ema_pytorch.EMA state ({exc}); use a new run directory"
+        ) from exc
 
 
 def _restore(run: _Run) -> int:
@@ -327,9 +346,16 @@ def _optimizer_step(run: _Run, step: int) -> float:
     losses = []
     for j in range(training.gradient_accumulation_steps):
         micro = step * training.gradient_accumulation_steps + j
-        positions = micro_batch_positions(len(run.train_images), training.batch_size, training.seed, micro)
+        positions = micro_batch_positions(
+            len(run.train_images), training.batch_size, training.seed, micro
+        )
         draws = micro_batch_draws(
-            training.seed, micro, len(positions), size, run.tables.num_timesteps, training.horizontal_flip
+            training.seed,
+            micro,
+            len(positions),
+            size,
+            run.tables.num_timesteps,
+            training.horizontal_flip,
         )
         rows = process_rows(len(positions), accelerator.process_index, accelerator.num_processes)
         torch.manual_seed(derived_seed(training.seed, STREAM_DROPOUT, micro))
@@ -356,7 +382,9 @@ def validation_loss(run: _Run, model: torch.nn.Module) -> float:
     total = 0.0
     for start in range(0, len(run.val_indices), training.val_batch_size):
         chunk = slice(start, start + training.val_batch_size)
-        draws = validation_draws(training.seed, run.val_indices[chunk], size, run.tables.num_timesteps)
+        draws = validation_draws(
+            training.seed, run.val_indices[chunk], size, run.tables.num_timesteps
+        )
         with run.accelerator.autocast():
             losses = diffusion_loss_per_image(
                 model, run.tables, run.val_images[chunk], draws, run.accelerator.device
@@ -399,7 +427,12 @@ def _write_checkpoint(run: _Run, step: int, train_loss: float) -> tuple[float | 
     )
     write_text_atomic(index_path, csv_text(INDEX_COLUMNS, rows))
     run.logger.info(
-        "step %d: checkpoint %d (%d bytes) val_loss=%s val_loss_ema=%s", step, number, nbytes, val, val_ema
+        "step %d: checkpoint %d (%d bytes) val_loss=%s val_loss_ema=%s",
+        step,
+        number,
+        nbytes,
+        val,
+        val_ema,
     )
     return val, val_ema
 
@@ -408,10 +441,14 @@ def _finish_step(run: _Run, step: int, train_loss: float, log: TextIO, save: boo
     """Main process: checkpoint and validation when due, the loss-log row, then the state if asked."""
     training = run.settings.training
     val, val_ema = (
-        _write_checkpoint(run, step, train_loss) if step % training.checkpoint_every == 0 else (None, None)
+        _write_checkpoint(run, step, train_loss)
+        if step % training.checkpoint_every == 0
+        else (None, None)
     )
     log.write(
-        loss_log_row(step, train_loss, val, val_ema, run.optimizer.param_groups[0]["lr"], run.wall_time_s())
+        loss_log_row(
+            step, train_loss, val, val_ema, run.optimizer.param_groups[0]["lr"], run.wall_time_s()
+        )
     )
     log.flush()
     if save:
@@ -428,11 +465,15 @@ def _out_of_time(run: _Run, max_wall_time_s: float | None) -> bool:
     return bool(run.accelerator.reduce(spent, "sum") > 0)
 
 
-def _train_loop(run: _Run, start: int, stop: int, max_wall_time_s: float | None, progress: bool) -> int:
+def _train_loop(
+    run: _Run, start: int, stop: int, max_wall_time_s: float | None, progress: bool
+) -> int:
     main = run.accelerator.is_main_process
     step = start
     log_file = open(run.run_dir / LOSS_LOG, "a") if main else contextlib.nullcontext()
-    bar = tqdm(total=stop, initial=start, desc="train", file=sys.stderr, disable=not (progress and main))
+    bar = tqdm(
+        total=stop, initial=start, desc="train", file=sys.stderr, disable=not (progress and main)
+    )
     with log_file as log, bar:
         while step < stop:
             train_loss = _optimizer_step(run, step)
@@ -455,7 +496,9 @@ def _target_step(training: TrainingSettings, until_step: int | None) -> int:
     """The step to train to: `until_step`, by default training.num_steps."""
     stop = training.num_steps if until_step is None else until_step
     if not 1 <= stop <= training.num_steps:
-        raise ValueError(f"until_step {until_step} is outside 1..training.num_steps ({training.num_steps})")
+        raise ValueError(
+            f"until_step {until_step} is outside 1..training.num_steps ({training.num_steps})"
+        )
     return stop
 
 
@@ -502,7 +545,9 @@ def train(
     written for other inputs or result settings is refused (`train_job` picks the folder).
     """
     stop = _target_step(settings.training, until_step)
-    images, inputs = _load_inputs(Path(atlas_h5), None if manifest_csv is None else Path(manifest_csv), settings)
+    images, inputs = _load_inputs(
+        Path(atlas_h5), None if manifest_csv is None else Path(manifest_csv), settings
+    )
     return _train_run(
         images,
         Path(run_dir),
@@ -544,7 +589,9 @@ def _open_run_folder(runs_root: Path, inputs: RunInputs, settings: RunSettings) 
     if record.is_file():
         recorded = read_json_object(record, "run record").get("identity")
         if recorded != identity:
-            raise ValueError(f"{record}: records run identity {recorded!r}, not {identity!r}; move the folder away")
+            raise ValueError(
+                f"{record}: records run identity {recorded!r}, not {identity!r}; move the folder away"
+            )
         log.info("run folder %s (identity %s)", run_dir, identity)
         return run_dir
     previous = _previous_runs(run_dir, inputs)
@@ -566,7 +613,9 @@ def _open_run_folder(runs_root: Path, inputs: RunInputs, settings: RunSettings) 
     return run_dir
 
 
-def _check_checkpoint_kept(run_dir: Path, target: int, reached: int, training: TrainingSettings, key: str) -> None:
+def _check_checkpoint_kept(
+    run_dir: Path, target: int, reached: int, training: TrainingSettings, key: str
+) -> None:
     """A run already past `target` stands for step `target` only through its history checkpoint there."""
     path = run_dir / CHECKPOINT_DIR / checkpoint_filename(target)
     if target % training.checkpoint_every != 0 or not path.is_file():
@@ -600,13 +649,20 @@ def train_job(
     """
     settings = run_settings_from_dict({key: config[key] for key in RESULT_SECTIONS})
     target = _target_step(settings.training, until_step)
-    images, inputs = _load_inputs(Path(atlas_h5), None if manifest_csv is None else Path(manifest_csv), settings)
+    images, inputs = _load_inputs(
+        Path(atlas_h5), None if manifest_csv is None else Path(manifest_csv), settings
+    )
     run_dir = _open_run_folder(Path(runs_root), inputs, settings)
     reached = reached_step(run_dir)
     if reached > target:
         key = "training.num_steps" if until_step is None else "until_step"
         _check_checkpoint_kept(run_dir, target, reached, settings.training, key)
-        log.info("%s already reached step %d; its checkpoint of step %d stands for it", run_dir, reached, target)
+        log.info(
+            "%s already reached step %d; its checkpoint of step %d stands for it",
+            run_dir,
+            reached,
+            target,
+        )
     elif reached < target:
         result = _train_run(
             images,
@@ -625,5 +681,7 @@ def train_job(
                 file=sys.stderr,
             )
             return EXIT_RESUME_LATER
-    write_run_marker(Path(marker_json), run_dir, inputs, target, settings.training.checkpoint_every, provenance)
+    write_run_marker(
+        Path(marker_json), run_dir, inputs, target, settings.training.checkpoint_every, provenance
+    )
     return 0

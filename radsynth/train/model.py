@@ -52,7 +52,8 @@ match the encoder's block count but give 63,327,297 parameters (1.77 x) and 507 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 from denoising_diffusion_pytorch import Unet
@@ -109,7 +110,11 @@ class LucidrainsUnet(Unet):
     def __init__(self, sample_size: int, **arguments: Any) -> None:
         super().__init__(**arguments)
         self.sample_size = sample_size
-        self.network_config = {"architecture": "lucidrains", "sample_size": sample_size, **arguments}
+        self.network_config = {
+            "architecture": "lucidrains",
+            "sample_size": sample_size,
+            **arguments,
+        }
 
     @property
     def dtype(self) -> torch.dtype:
@@ -141,7 +146,9 @@ def _check_settings(settings: UNetSettings) -> None:
             f"model.channel_multipliers has {levels}: give one per level"
         )
     if settings.sample_size % 2 ** (levels - 1):
-        raise ValueError(f"model.sample_size {settings.sample_size} is not divisible by 2^{levels - 1}")
+        raise ValueError(
+            f"model.sample_size {settings.sample_size} is not divisible by 2^{levels - 1}"
+        )
     if settings.architecture == "diffusers":
         _check_diffusers_widths(settings)
 

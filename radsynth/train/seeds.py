@@ -12,8 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-
-
 STREAM_INIT, STREAM_EPOCH, STREAM_MICRO_BATCH, STREAM_DROPOUT, STREAM_VALIDATION = range(5)
 
 
@@ -64,7 +62,9 @@ def micro_batch_draws(
     return NoiseDraws(flips, timesteps, noise)
 
 
-def validation_draws(seed: int, atlas_indices: np.ndarray, size: int, num_timesteps: int) -> NoiseDraws:
+def validation_draws(
+    seed: int, atlas_indices: np.ndarray, size: int, num_timesteps: int
+) -> NoiseDraws:
     """One fixed timestep and noise per validation image, seeded by its atlas index; no flips."""
     generators = [seeded_generator(seed, STREAM_VALIDATION, int(i)) for i in atlas_indices]
     timesteps = torch.cat([torch.randint(0, num_timesteps, (1,), generator=g) for g in generators])

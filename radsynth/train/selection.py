@@ -22,15 +22,16 @@ import json
 import logging
 import math
 import numbers
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from radsynth.core.atomic import atomic_output
-from radsynth.train.labels import checkpoint_label
 from radsynth.train.checkpoint_io import INDEX_COLUMNS, LOSS_LOG_COLUMNS
+from radsynth.train.labels import checkpoint_label
 
 #: Index columns that may hold validation losses (blank in a full-data run).
 VAL_COLUMNS = ("val_loss", "val_loss_ema")
@@ -82,7 +83,9 @@ def _line(values: pd.Series, row: int) -> int:
     return int(values.index[row])
 
 
-def _numeric(frame: pd.DataFrame, path: Path, column: str, *, integer: bool, optional: bool) -> pd.Series:
+def _numeric(
+    frame: pd.DataFrame, path: Path, column: str, *, integer: bool, optional: bool
+) -> pd.Series:
     """One column as numbers; the first blank (unless `optional`), non-numeric, non-finite or
     non-integer cell raises naming the file, its line (header = line 1) and the column."""
     text = frame[column].str.strip()
@@ -96,7 +99,9 @@ def _numeric(frame: pd.DataFrame, path: Path, column: str, *, integer: bool, opt
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         kind = "an integer" if integer else "a finite number"
-        raise ValueError(f"{path} line {_line(text, row)}, column {column!r}: {text.iloc[row]!r} is not {kind}")
+        raise ValueError(
+            f"{path} line {_line(text, row)}, column {column!r}: {text.iloc[row]!r} is not {kind}"
+        )
     return values.astype("int64") if integer and not optional else values
 
 
@@ -143,7 +148,9 @@ def read_loss_log(path: Path) -> pd.DataFrame:
     if len(gaps):
         row = int(gaps[0])
         found = frame["step"].iloc[row]
-        raise ValueError(f"{path} line {_line(frame, row)}, column 'step': {found} where step {row + 1} was expected")
+        raise ValueError(
+            f"{path} line {_line(frame, row)}, column 'step': {found} where step {row + 1} was expected"
+        )
     frame.attrs[SOURCE_ATTR] = str(path)
     return frame
 
@@ -175,7 +182,9 @@ def read_checkpoint_index(path: Path) -> pd.DataFrame:
     if len(not_positive):
         row = int(not_positive[0])
         found = frame["checkpoint"].iloc[row]
-        raise ValueError(f"{path} line {_line(frame, row)}, column 'checkpoint': {found} is below 1")
+        raise ValueError(
+            f"{path} line {_line(frame, row)}, column 'checkpoint': {found} is below 1"
+        )
     every = frame["step"] / frame["checkpoint"].where(frame["checkpoint"] > 0)
     inconsistent = np.flatnonzero(every.to_numpy() != every.iloc[0]) if len(frame) else []
     if len(inconsistent):
@@ -245,14 +254,23 @@ def missing_validation_reason(index: pd.DataFrame, val_column: str) -> str | Non
     if index.empty:
         return f"{source}: no checkpoints yet"
     if val_column not in index.columns or index[val_column].isna().all():
-        return f"{source}: column {val_column!r} has no values (a full-data run has no validation set)"
+        return (
+            f"{source}: column {val_column!r} has no values (a full-data run has no validation set)"
+        )
     return None
 
 
 def _check_window_settings(smoothing: int, tolerance: float, val_column: str) -> None:
     _check_val_column(val_column)
-    if isinstance(smoothing, bool) or not isinstance(smoothing, int) or smoothing < 1 or smoothing % 2 == 0:
-        raise ValueError(f"smoothing must be an odd positive number of checkpoints, got {smoothing!r}")
+    if (
+        isinstance(smoothing, bool)
+        or not isinstance(smoothing, int)
+        or smoothing < 1
+        or smoothing % 2 == 0
+    ):
+        raise ValueError(
+            f"smoothing must be an odd positive number of checkpoints, got {smoothing!r}"
+        )
     if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
 
@@ -318,7 +336,12 @@ def _window_evidence(
 
 def _entry(row: pd.Series, why: str) -> dict[str, Any]:
     number = int(row["checkpoint"])
-    return {"checkpoint": number, "label": checkpoint_label(number), "step": int(row["step"]), "why": why}
+    return {
+        "checkpoint": number,
+        "label": checkpoint_label(number),
+        "step": int(row["step"]),
+        "why": why,
+    }
 
 
 def _full_run_entry(full_index: pd.DataFrame, step: int, why: str) -> dict[str, Any]:
@@ -326,11 +349,15 @@ def _full_run_entry(full_index: pd.DataFrame, step: int, why: str) -> dict[str, 
     distance = (full_index["step"] - step).abs().to_numpy()
     row = full_index.iloc[int(np.argmin(distance))]
     if int(row["step"]) != step:
-        why += f"; the full run has no checkpoint at step {step}, nearest is step {int(row['step'])}"
+        why += (
+            f"; the full run has no checkpoint at step {step}, nearest is step {int(row['step'])}"
+        )
     return _entry(row, why)
 
 
-def _window_picks(split_index: pd.DataFrame, start: int, end: int, n_window: int) -> list[pd.Series]:
+def _window_picks(
+    split_index: pd.DataFrame, start: int, end: int, n_window: int
+) -> list[pd.Series]:
     """`n_window` split-run checkpoints spread over the window, ending at its last checkpoint.
 
     Positions end - (end - start) * i / n_window, i = 0..n-1: for the paper's window 30-40 and
@@ -357,10 +384,16 @@ def _window_suggestion(
 ) -> dict[str, Any]:
     """The convergence-window part of the suggestion (or its reason for being null)."""
     reason = (
-        "no split run given" if split_index is None else missing_validation_reason(split_index, val_column)
+        "no split run given"
+        if split_index is None
+        else missing_validation_reason(split_index, val_column)
     )
     if reason is not None:
-        return {"convergence_window": None, "convergence_window_reason": reason, "window_checkpoints": []}
+        return {
+            "convergence_window": None,
+            "convergence_window_reason": reason,
+            "window_checkpoints": [],
+        }
     evidence = _window_evidence(split_index, smoothing, tolerance, val_column)
     by_number = split_index.set_index("checkpoint", drop=False)
     start_step = int(by_number.loc[evidence["start"], "step"])
@@ -373,7 +406,9 @@ def _window_suggestion(
             f"first checkpoint of the split run's convergence window ({evidence['start']})",
         ),
         "end": _full_run_entry(
-            full_index, end_step, f"last checkpoint of the split run's convergence window ({evidence['end']})"
+            full_index,
+            end_step,
+            f"last checkpoint of the split run's convergence window ({evidence['end']})",
         ),
     }
     picks = [
@@ -383,7 +418,9 @@ def _window_suggestion(
             f"split-run checkpoint {int(row['checkpoint'])}: pick {i + 1} of {n_window} spread over the "
             f"convergence window {evidence['start']}-{evidence['end']}, counted back from its end",
         )
-        for i, row in enumerate(_window_picks(split_index, evidence["start"], evidence["end"], n_window))
+        for i, row in enumerate(
+            _window_picks(split_index, evidence["start"], evidence["end"], n_window)
+        )
     ]
     return {"convergence_window": window, "window_checkpoints": picks}
 
@@ -433,7 +470,9 @@ def suggest_checkpoints(
     if isinstance(n_window, bool) or not isinstance(n_window, int) or n_window < 1:
         raise ValueError(f"n_window must be a positive integer, got {n_window!r}")
     if full_index.empty:
-        raise ValueError(f"{source_of(full_index, 'full-run index')}: the full run has no checkpoints yet")
+        raise ValueError(
+            f"{source_of(full_index, 'full-run index')}: the full run has no checkpoints yet"
+        )
     final = full_index.iloc[-1]
     return {
         "criterion": {
@@ -485,7 +524,11 @@ def auto_selection(suggestion: Mapping[str, Any]) -> dict[int, list[str]]:
     and the lowest-FID one when FID exists. A checkpoint proposed twice (the final one may also
     have the lowest FID) is sampled once, with both reasons kept."""
     best = suggestion.get("best_fid")
-    proposed = [*suggestion.get("window_checkpoints", []), suggestion["final"], *([best] if best else [])]
+    proposed = [
+        *suggestion.get("window_checkpoints", []),
+        suggestion["final"],
+        *([best] if best else []),
+    ]
     reasons: dict[int, list[str]] = {}
     for entry in proposed:
         reasons.setdefault(int(entry["checkpoint"]), []).append(entry["why"])
@@ -508,7 +551,10 @@ def _support(number: int, suggestion: Mapping[str, Any]) -> list[str]:
     by the suggestion, or at least inside the convergence window."""
     reasons = auto_selection(suggestion).get(number, [])
     window = suggestion.get("convergence_window")
-    inside = window is not None and window["start"]["checkpoint"] <= number <= window["end"]["checkpoint"]
+    inside = (
+        window is not None
+        and window["start"]["checkpoint"] <= number <= window["end"]["checkpoint"]
+    )
     if not reasons and inside:
         return [f"inside {_window_text(window)}"]
     return reasons
@@ -536,7 +582,9 @@ def configured_disagreements(
     ]
 
 
-def _warn_disagreements(disagreements: Sequence[Mapping[str, Any]], suggestion: Mapping[str, Any]) -> None:
+def _warn_disagreements(
+    disagreements: Sequence[Mapping[str, Any]], suggestion: Mapping[str, Any]
+) -> None:
     """One WARNING per disagreement, naming the checkpoint, the window and what auto would pick,
     so the choice is visible in the job's log, not only in selection.json."""
     proposed = list(auto_selection(suggestion))
@@ -580,7 +628,9 @@ def _check_configured(configured: Sequence[Any], full_index: pd.DataFrame) -> li
     return [int(n) for n in configured]
 
 
-def _selected_entries(chosen: Mapping[int, list[str]], full_index: pd.DataFrame) -> list[dict[str, Any]]:
+def _selected_entries(
+    chosen: Mapping[int, list[str]], full_index: pd.DataFrame
+) -> list[dict[str, Any]]:
     """Each chosen checkpoint with label, step, file and reasons; the file must exist, since
     sampling reads the `path` written here.
 
@@ -588,7 +638,9 @@ def _selected_entries(chosen: Mapping[int, list[str]], full_index: pd.DataFrame)
     run_dir/checkpoints/index.csv; they are written joined to that directory.
     """
     if SOURCE_ATTR not in full_index.attrs:
-        raise ValueError("full_index must come from read_checkpoint_index (its file locates the checkpoints)")
+        raise ValueError(
+            "full_index must come from read_checkpoint_index (its file locates the checkpoints)"
+        )
     index_csv = Path(full_index.attrs[SOURCE_ATTR])
     run_dir = index_csv.parent.parent
     rows = full_index.set_index("checkpoint", drop=False)
@@ -633,7 +685,9 @@ def write_selection(
         listed, chosen, disagreements = AUTO, auto_selection(suggestion), []
     else:
         listed = _check_configured(configured, full_index)
-        chosen = {n: [f"listed in {SELECTED_KEY}", *_support(n, suggestion)] for n in sorted(listed)}
+        chosen = {
+            n: [f"listed in {SELECTED_KEY}", *_support(n, suggestion)] for n in sorted(listed)
+        }
         disagreements = configured_disagreements(listed, suggestion)
         _warn_disagreements(disagreements, suggestion)
     selected = _selected_entries(chosen, full_index)

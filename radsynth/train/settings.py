@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -23,7 +24,11 @@ class DiffusionSettings(ConfigModel):
 
     def betas(self) -> torch.Tensor:
         return sigmoid_beta_schedule(
-            self.timesteps, self.sigmoid_start, self.sigmoid_end, self.sigmoid_tau, self.beta_clamp_max
+            self.timesteps,
+            self.sigmoid_start,
+            self.sigmoid_end,
+            self.sigmoid_tau,
+            self.beta_clamp_max,
         )
 
 
@@ -52,7 +57,9 @@ class TrainingSettings(ConfigModel):
     checkpoint_every: int = Field(ge=1)  # paper 2,000 steps
     state_every: int = Field(ge=1)  # radsynth: spacing of resume points
     checkpoint_dtype: Literal["float32", "float16"]  # storage of history weights
-    val_batch_size: int = Field(ge=1)  # images per validation forward pass (does not change the value)
+    val_batch_size: int = Field(
+        ge=1
+    )  # images per validation forward pass (does not change the value)
     ema: EmaSettings
 
 

@@ -9,15 +9,16 @@ images. The group mean (the paper's reported number) is marked on each violin.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from matplotlib import cbook
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from PIL import Image
 
 from radsynth.core.figures import save_figure
 from radsynth.turing.ratings import LIKERT_LEVELS, REAL_GROUP, require_simulated_flag, with_groups
@@ -46,7 +47,8 @@ def group_order(groups: list[str]) -> list[str]:
 def _gaussian_kde(values: np.ndarray, coords: np.ndarray) -> np.ndarray:
     """Gaussian density with Scott's bandwidth, floored at MIN_BANDWIDTH."""
     bandwidth = max(
-        float(np.std(values, ddof=1)) * len(values) ** (-1 / 5) if len(values) > 1 else 0.0, MIN_BANDWIDTH
+        float(np.std(values, ddof=1)) * len(values) ** (-1 / 5) if len(values) > 1 else 0.0,
+        MIN_BANDWIDTH,
     )
     z = (coords[:, None] - values[None, :]) / bandwidth
     return np.exp(-0.5 * z**2).sum(axis=1) / (len(values) * bandwidth * np.sqrt(2 * np.pi))
@@ -73,7 +75,9 @@ def _draw_violins(axes: Axes, values: list[np.ndarray]) -> None:
         body.set_alpha(0.6)
     parts["cmedians"].set_color("black")
     means = [float(np.mean(group)) for group in values]
-    axes.scatter(positions, means, marker="D", color="white", edgecolor="black", zorder=3, label="group mean")
+    axes.scatter(
+        positions, means, marker="D", color="white", edgecolor="black", zorder=3, label="group mean"
+    )
     for x, mean in zip(positions, means):
         axes.text(x, LIKERT_LEVELS[0] + 0.15, f"mean {mean:.3f}", ha="center", fontsize=8)
 
@@ -87,7 +91,9 @@ def _label(figure: Figure, axes: Axes, labels: list[str], caption: str, simulate
     axes.set_ylim(LIKERT_LEVELS[0] - 0.1, LIKERT_LEVELS[-1] + 0.1)
     axes.set_ylabel("Mean realism rating per image")
     axes.legend(loc="lower right", bbox_to_anchor=(1.0, 0.12), fontsize=8)
-    axes.set_title(("SIMULATED - " if simulated else "") + "Realism ratings per group (per-image means)")
+    axes.set_title(
+        ("SIMULATED - " if simulated else "") + "Realism ratings per group (per-image means)"
+    )
     figure.text(0.5, 0.01, caption, ha="center", fontsize=7, wrap=True)
     if simulated:
         figure.text(
@@ -105,13 +111,21 @@ def _label(figure: Figure, axes: Axes, labels: list[str], caption: str, simulate
 
 
 def plot_rating_violins(
-    ratings: pd.DataFrame, key: pd.DataFrame, out_png: Path, *, simulated: bool, provenance: Mapping[str, Any]
+    ratings: pd.DataFrame,
+    key: pd.DataFrame,
+    out_png: Path,
+    *,
+    simulated: bool,
+    provenance: Mapping[str, Any],
 ) -> Path:
     """Paper Figure 4 as a PNG (written atomically) with provenance in its text metadata."""
     require_simulated_flag(ratings, simulated)
     images = per_image_means(ratings, key)
     labels = group_order(sorted(set(images["group"])))
-    values = [images.loc[images["group"] == label, "mean_rating"].to_numpy(dtype=float) for label in labels]
+    values = [
+        images.loc[images["group"] == label, "mean_rating"].to_numpy(dtype=float)
+        for label in labels
+    ]
     caption = _caption(ratings["rater"].nunique(), min(len(v) for v in values), simulated)
     figure = Figure(figsize=(7, 5), dpi=150)
     axes = figure.add_subplot()
@@ -119,12 +133,18 @@ def plot_rating_violins(
     _label(figure, axes, labels, caption, simulated)
     figure.subplots_adjust(left=0.2, bottom=0.18)
     return save_figure(
-        figure, out_png, title="Clinical Turing test realism ratings" + (" (SIMULATED)" if simulated else ""),
-        description=caption, provenance=provenance, simulated=str(simulated).lower(),
+        figure,
+        out_png,
+        title="Clinical Turing test realism ratings" + (" (SIMULATED)" if simulated else ""),
+        description=caption,
+        provenance=provenance,
+        simulated=str(simulated).lower(),
     )
 
 
-def plot_example_quartet(study_dir: Path, out_png: Path, *, quartet: int, provenance: Mapping[str, Any]) -> Path:
+def plot_example_quartet(
+    study_dir: Path, out_png: Path, *, quartet: int, provenance: Mapping[str, Any]
+) -> Path:
     """The images of one quartet in the raters' order, each captioned with its group (the answer)."""
     study_dir = Path(study_dir)
     key = pd.read_csv(study_dir / "key" / "key.csv")
@@ -134,11 +154,16 @@ def plot_example_quartet(study_dir: Path, out_png: Path, *, quartet: int, proven
     figure = Figure(figsize=(2.4 * len(rows), 2.9), layout="constrained")
     for slot, row in enumerate(rows.itertuples(), start=1):
         axes = figure.add_subplot(1, len(rows), slot)
-        axes.imshow(np.asarray(Image.open(study_dir / "images" / row.image)), cmap="gray", vmin=0, vmax=255)
+        axes.imshow(
+            np.asarray(Image.open(study_dir / "images" / row.image)), cmap="gray", vmin=0, vmax=255
+        )
         axes.set_axis_off()
         answer = "REAL" if row.group == REAL_GROUP else f"synthetic, {row.group}"
-        axes.set_title(f"{chr(64 + row.position)}: {answer}", fontsize=9,
-                       color="tab:green" if row.group == REAL_GROUP else "0.2")
+        axes.set_title(
+            f"{chr(64 + row.position)}: {answer}",
+            fontsize=9,
+            color="tab:green" if row.group == REAL_GROUP else "0.2",
+        )
     title = f"Example quartet {quartet} with the answer key revealed"
     figure.suptitle(title, fontsize=10)
     return save_figure(figure, out_png, title=title, provenance=provenance)

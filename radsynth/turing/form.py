@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from radsynth.core.html import PLACEHOLDER, provenance_meta, script_json
 from radsynth.core.atomic import write_text_atomic
+from radsynth.core.html import PLACEHOLDER, provenance_meta, script_json
 from radsynth.turing.quartets import read_layout
 
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "rating_form.html"
@@ -60,7 +60,9 @@ def render_form(template: str, fields: dict[str, str]) -> str:
     """Fill every {{FIELD}} in one pass, so inserted text is never re-substituted."""
     found = set(PLACEHOLDER.findall(template))
     if found != set(fields):
-        raise ValueError(f"{TEMPLATE_PATH}: placeholders {sorted(found)} do not match fields {sorted(fields)}")
+        raise ValueError(
+            f"{TEMPLATE_PATH}: placeholders {sorted(found)} do not match fields {sorted(fields)}"
+        )
     return PLACEHOLDER.sub(lambda match: fields[match.group(1)], template)
 
 
@@ -78,5 +80,7 @@ def write_rating_form(
         "FORM_DATA": script_json(data),
         "PROVENANCE_META": provenance_meta(provenance),
     }
-    write_text_atomic(Path(out_html), render_form(TEMPLATE_PATH.read_text(encoding="utf-8"), fields))
+    write_text_atomic(
+        Path(out_html), render_form(TEMPLATE_PATH.read_text(encoding="utf-8"), fields)
+    )
     return data["form_id"]

@@ -17,15 +17,15 @@ images are accessed, so the mappings may be backed by HDF5 or Zarr.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from radsynth.core.images import png_bytes
 from radsynth.core.atomic import atomic_directory
+from radsynth.core.images import png_bytes
 
 REAL_GROUP = "real"
 IMAGES_DIRNAME = "images"
@@ -51,24 +51,38 @@ def group_pools(
     Sorting makes the draw independent of the order a store lists its keys in.
     """
     if not synthetic_ids:
-        raise ValueError("synthetic holds no checkpoint: a quartet needs at least one synthetic group")
+        raise ValueError(
+            "synthetic holds no checkpoint: a quartet needs at least one synthetic group"
+        )
     if REAL_GROUP in synthetic_ids:
         raise ValueError(f"checkpoint label {REAL_GROUP!r} is reserved for the real images")
-    pools = {REAL_GROUP: real_ids, **{label: synthetic_ids[label] for label in sorted(synthetic_ids)}}
+    pools = {
+        REAL_GROUP: real_ids,
+        **{label: synthetic_ids[label] for label in sorted(synthetic_ids)},
+    }
     restrictions = eligible or {}
     unknown_groups = sorted(set(restrictions) - set(pools))
     if unknown_groups:
-        raise ValueError(f"eligible names unknown group(s) {unknown_groups}; groups are {list(pools)}")
-    return {group: sorted(_eligible_ids(group, ids, restrictions.get(group))) for group, ids in pools.items()}
+        raise ValueError(
+            f"eligible names unknown group(s) {unknown_groups}; groups are {list(pools)}"
+        )
+    return {
+        group: sorted(_eligible_ids(group, ids, restrictions.get(group)))
+        for group, ids in pools.items()
+    }
 
 
-def _eligible_ids(group: str, pool: Collection[str], eligible: Collection[str] | None) -> Collection[str]:
+def _eligible_ids(
+    group: str, pool: Collection[str], eligible: Collection[str] | None
+) -> Collection[str]:
     """The pool itself, or its eligible subset; an eligible id outside the pool is an error."""
     if eligible is None:
         return pool
     missing = sorted(set(eligible) - set(pool))
     if missing:
-        raise ValueError(f"eligible id(s) {missing[:5]} of group {group!r} are not in its image pool")
+        raise ValueError(
+            f"eligible id(s) {missing[:5]} of group {group!r} are not in its image pool"
+        )
     return set(eligible)
 
 
@@ -105,11 +119,15 @@ def name_images(plan: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     """Add an `image` column: the quartet number and a unique random token, nothing else."""
     tokens = rng.choice(16**TOKEN_HEX_DIGITS, size=len(plan), replace=False)
     width = max(2, len(str(plan["quartet"].max())))
-    names = [f"q{q:0{width}d}_{t:0{TOKEN_HEX_DIGITS}x}.png" for q, t in zip(plan["quartet"], tokens)]
+    names = [
+        f"q{q:0{width}d}_{t:0{TOKEN_HEX_DIGITS}x}.png" for q, t in zip(plan["quartet"], tokens)
+    ]
     return plan.assign(image=names)
 
 
-def plan_quartets(pools: Mapping[str, Sequence[str]], *, n_quartets: int, seed: int) -> pd.DataFrame:
+def plan_quartets(
+    pools: Mapping[str, Sequence[str]], *, n_quartets: int, seed: int
+) -> pd.DataFrame:
     """The whole seeded design: columns quartet, position, group, source_id, image."""
     rng = np.random.default_rng(seed)
     draws = draw_sources(pools, n_quartets, rng)
@@ -140,7 +158,9 @@ def write_images(
     """Export every planned image under its group-blind name; the first real image sets the shape."""
     first_real = plan.loc[plan["group"] == REAL_GROUP, "source_id"].iloc[0]
     real_shape = checked_image(real[first_real], REAL_GROUP, first_real, None).shape
-    for row in tqdm(plan.itertuples(), total=len(plan), desc="quartet images", disable=not progress):
+    for row in tqdm(
+        plan.itertuples(), total=len(plan), desc="quartet images", disable=not progress
+    ):
         pool = real if row.group == REAL_GROUP else synthetic[row.group]
         image = checked_image(pool[row.source_id], row.group, row.source_id, real_shape)
         (images_dir / row.image).write_bytes(png_bytes(image))
@@ -151,7 +171,9 @@ def write_tables(plan: pd.DataFrame, staging: Path, sidecar: dict) -> None:
     plan.loc[:, LAYOUT_COLUMNS].to_csv(staging / IMAGES_DIRNAME / LAYOUT_FILENAME, index=False)
     key_dir = staging / KEY_DIRNAME
     plan.loc[:, KEY_COLUMNS].to_csv(key_dir / KEY_FILENAME, index=False)
-    plan.sort_values("image").loc[:, SOURCES_COLUMNS].to_csv(key_dir / SOURCES_FILENAME, index=False)
+    plan.sort_values("image").loc[:, SOURCES_COLUMNS].to_csv(
+        key_dir / SOURCES_FILENAME, index=False
+    )
     sidecar_text = json.dumps(sidecar, indent=2, sort_keys=True) + "\n"
     (key_dir / PROVENANCE_FILENAME).write_text(sidecar_text, encoding="utf-8")
 
@@ -208,7 +230,9 @@ def read_layout(images_dir: Path) -> pd.DataFrame:
     for quartet, rows in layout.groupby("quartet"):
         found = sorted(rows["position"])
         if found != list(range(1, n_positions + 1)):
-            raise ValueError(f"{path}: quartet {quartet} has positions {found}, expected 1..{n_positions}")
+            raise ValueError(
+                f"{path}: quartet {quartet} has positions {found}, expected 1..{n_positions}"
+            )
     if sorted(layout["quartet"].unique()) != list(range(1, layout["quartet"].nunique() + 1)):
         raise ValueError(f"{path}: quartets are not numbered 1..{layout['quartet'].nunique()}")
     absent = [name for name in layout["image"] if not (Path(images_dir) / name).is_file()]

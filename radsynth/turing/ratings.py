@@ -39,9 +39,9 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -88,7 +88,9 @@ class RatingsError(ValueError):
 
     def __init__(self, problems: list[str]):
         self.problems = problems
-        super().__init__(f"{len(problems)} problem(s) in the Turing test input:\n" + "\n".join(problems))
+        super().__init__(
+            f"{len(problems)} problem(s) in the Turing test input:\n" + "\n".join(problems)
+        )
 
 
 @dataclass(frozen=True)
@@ -149,8 +151,12 @@ def _quartet_problems(key: pd.DataFrame, source: str) -> list[str]:
             )
         n_real = int((rows["group"] == REAL_GROUP).sum())
         if n_real != 1:
-            problems.append(f"{source}: quartet {quartet} has {n_real} real images, expected exactly 1")
-        for group, count in rows["group"][rows["group"] != REAL_GROUP].value_counts().sort_index().items():
+            problems.append(
+                f"{source}: quartet {quartet} has {n_real} real images, expected exactly 1"
+            )
+        for group, count in (
+            rows["group"][rows["group"] != REAL_GROUP].value_counts().sort_index().items()
+        ):
             if count > 1:
                 problems.append(
                     f"{source}: quartet {quartet} has checkpoint {group} {count} times, expected once"
@@ -218,7 +224,10 @@ def _rating_row(
         problems.append(f"{cell}: quartet {parsed['quartet']} is not in the answer key")
     if parsed["position"] is None:
         problems.append(f"{cell}: position '{row['position']}' is not an integer")
-    elif parsed["quartet"] in key_quartets and (parsed["quartet"], parsed["position"]) not in key_cells:
+    elif (
+        parsed["quartet"] in key_quartets
+        and (parsed["quartet"], parsed["position"]) not in key_cells
+    ):
         problems.append(
             f"{cell}: quartet {parsed['quartet']} position {parsed['position']} is not in the answer key"
         )
@@ -287,7 +296,9 @@ def _rater_quartet_problems(
     problems = []
     missing = sorted(set(key_quartets) - set(rows["quartet"]))
     if missing:
-        problems.append(f"{source}: rater {rater} is missing quartet(s) {', '.join(map(str, missing))}")
+        problems.append(
+            f"{source}: rater {rater} is missing quartet(s) {', '.join(map(str, missing))}"
+        )
     for quartet, cells in rows.groupby("quartet"):
         absent = sorted(set(positions) - set(cells["position"]))
         if absent:
@@ -313,7 +324,11 @@ def _structure_problems(parsed: pd.DataFrame, key: pd.DataFrame) -> list[str]:
     key_quartets = sorted(key["quartet"].unique())
     for (source, rater), rows in known.groupby(["source", "rater"], sort=True):
         problems += _rater_quartet_problems(
-            rows.astype({"quartet": int, "position": int}), key_quartets, positions_of(key), source, rater
+            rows.astype({"quartet": int, "position": int}),
+            key_quartets,
+            positions_of(key),
+            source,
+            rater,
         )
     return problems
 
@@ -342,13 +357,17 @@ def load_ratings(folder: Path, key: pd.DataFrame) -> pd.DataFrame:
     return _tidy(parsed)
 
 
-def _qualtrics_columns(columns: list[str], key: pd.DataFrame, rater_column: str, source: str) -> list[str]:
+def _qualtrics_columns(
+    columns: list[str], key: pd.DataFrame, rater_column: str, source: str
+) -> list[str]:
     """Unknown or missing question columns: a renamed question must not be skipped silently."""
     expected = {f"Q{q}_real" for q in key["quartet"].unique()} | {
         f"Q{q}_rating_{p}" for q, p in zip(key["quartet"], key["position"])
     }
     problems = (
-        [f"{source}: missing column {rater_column} (rater_column)"] if rater_column not in columns else []
+        [f"{source}: missing column {rater_column} (rater_column)"]
+        if rater_column not in columns
+        else []
     )
     for column in columns:
         if column not in expected and column != rater_column and column not in QUALTRICS_METADATA:
@@ -375,7 +394,9 @@ def _answer(
     value = int(match[1]) if match else None
     if value in allowed:
         return value, []
-    return None, [f"{cell}: column {column}: answer '{text}' is not one of {', '.join(map(str, allowed))}"]
+    return None, [
+        f"{cell}: column {column}: answer '{text}' is not one of {', '.join(map(str, allowed))}"
+    ]
 
 
 def _qualtrics_response(
@@ -388,7 +409,9 @@ def _qualtrics_response(
         chosen, chosen_problems = _answer(response, f"Q{quartet}_real", cell, positions)
         problems += chosen_problems
         for position in positions:
-            rating, rating_problems = _answer(response, f"Q{quartet}_rating_{position}", cell, LIKERT_LEVELS)
+            rating, rating_problems = _answer(
+                response, f"Q{quartet}_rating_{position}", cell, LIKERT_LEVELS
+            )
             problems += rating_problems
             rows.append(
                 {
@@ -404,7 +427,9 @@ def _qualtrics_response(
     return rows, problems
 
 
-def _qualtrics_response_problems(response: Mapping[str, str], rater_column: str, cell: Cell) -> list[str]:
+def _qualtrics_response_problems(
+    response: Mapping[str, str], rater_column: str, cell: Cell
+) -> list[str]:
     problems = []
     if not response[rater_column].strip():
         problems.append(f"{cell}: column {rater_column}: rater id is empty")
@@ -457,11 +482,16 @@ def write_ratings_csv(ratings: pd.DataFrame, path: Path) -> None:
 def with_groups(ratings: pd.DataFrame, key: pd.DataFrame) -> pd.DataFrame:
     """Ratings joined to the key's group of each quartet x position (validated ratings only)."""
     merged = ratings.merge(
-        key[["quartet", "position", "group"]], on=["quartet", "position"], how="left", validate="many_to_one"
+        key[["quartet", "position", "group"]],
+        on=["quartet", "position"],
+        how="left",
+        validate="many_to_one",
     )
     if merged["group"].isna().any():
         raise RatingsError(
-            ["ratings hold quartet/position pairs not in the answer key; load them with load_ratings"]
+            [
+                "ratings hold quartet/position pairs not in the answer key; load them with load_ratings"
+            ]
         )
     return merged
 
@@ -470,11 +500,15 @@ def require_simulated_flag(ratings: pd.DataFrame, simulated: bool) -> None:
     """Refuse to report simulated raters as if they were experts."""
     if simulated:
         return
-    fake = sorted({rater for rater in ratings["rater"] if str(rater).startswith(SIMULATED_RATER_PREFIX)})
+    fake = sorted(
+        {rater for rater in ratings["rater"] if str(rater).startswith(SIMULATED_RATER_PREFIX)}
+    )
     if fake:
         raise RatingsError([f"raters {', '.join(fake)} are simulated; pass simulated=True"])
     if ratings.attrs.get("simulated"):
-        raise RatingsError(["ratings are marked simulated (attrs['simulated']); pass simulated=True"])
+        raise RatingsError(
+            ["ratings are marked simulated (attrs['simulated']); pass simulated=True"]
+        )
 
 
 def _simulation_problems(
@@ -498,7 +532,12 @@ def _simulation_problems(
 
 
 def simulate_ratings(
-    key: pd.DataFrame, *, n_raters: int, seed: int, p_identify: float, mean_ratings: Mapping[str, float]
+    key: pd.DataFrame,
+    *,
+    n_raters: int,
+    seed: int,
+    p_identify: float,
+    mean_ratings: Mapping[str, float],
 ) -> pd.DataFrame:
     """Demo ratings so the pipeline runs end to end without experts; flagged simulated everywhere.
 
@@ -534,7 +573,11 @@ def simulate_ratings(
 
 def ratings_folder(ratings_input: Sequence[str] | str) -> Path:
     """The one folder a rule's ratings input lives in (a folder, or files of one folder)."""
-    paths = [Path(ratings_input)] if isinstance(ratings_input, (str, Path)) else [Path(p) for p in ratings_input]
+    paths = (
+        [Path(ratings_input)]
+        if isinstance(ratings_input, (str, Path))
+        else [Path(p) for p in ratings_input]
+    )
     if len(paths) == 1 and paths[0].is_dir():
         return paths[0]
     folders = {path.parent for path in paths}

@@ -18,9 +18,10 @@ import functools
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -117,7 +118,9 @@ class TuringResults:
     per_rater_means: pd.DataFrame
     group_means: dict[str, float]
     tests: tuple[SignedRankTest, ...]  # primary: R's default digits.rank (Inf)
-    sensitivity_tests: tuple[SignedRankTest, ...]  # digits.rank = settings["sensitivity_digits_rank"]
+    sensitivity_tests: tuple[
+        SignedRankTest, ...
+    ]  # digits.rank = settings["sensitivity_digits_rank"]
     settings: dict[str, Any]
     r_version: str
 
@@ -171,11 +174,15 @@ def _signed_rank_tests(r_frame: Any) -> tuple[SignedRankTest, ...]:
 def fleiss_kappa(counts: pd.DataFrame, *, label: str) -> Kappa:
     """Fleiss' kappa in R of a subjects x categories table of rater counts."""
     ro = _robjects()
-    matrix = ro.r["matrix"](ro.IntVector(counts.to_numpy().T.ravel().tolist()), nrow=counts.shape[0])
+    matrix = ro.r["matrix"](
+        ro.IntVector(counts.to_numpy().T.ravel().tolist()), nrow=counts.shape[0]
+    )
     return Kappa(label=label, **_record(_r_functions()["fleiss_kappa"](matrix)))
 
 
-def _input_problems(grouped: pd.DataFrame, reference_group: str, sensitivity_digits_rank: float) -> list[str]:
+def _input_problems(
+    grouped: pd.DataFrame, reference_group: str, sensitivity_digits_rank: float
+) -> list[str]:
     problems = []
     if reference_group not in set(grouped["group"]):
         problems.append(f"reference_group {reference_group!r} is not a group of the answer key")
@@ -414,7 +421,9 @@ def write_results(results: TuringResults, out_dir: Path, *, provenance: Mapping[
     """statistics.json, per_rater_means.csv, tests.csv and results.md, each written atomically."""
     out_dir = Path(out_dir)
     with atomic_output(out_dir / "statistics.json") as temp:
-        temp.write_text(json.dumps(results_record(results, provenance), indent=2, allow_nan=False) + "\n")
+        temp.write_text(
+            json.dumps(results_record(results, provenance), indent=2, allow_nan=False) + "\n"
+        )
     with atomic_output(out_dir / "per_rater_means.csv") as temp:
         _with_origin(results.per_rater_means, results.simulated).to_csv(temp, index=False)
     with atomic_output(out_dir / "tests.csv") as temp:

@@ -14,22 +14,25 @@ from __future__ import annotations
 import filecmp
 import logging
 import tempfile
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from radsynth.core.atomic import write_json_atomic
+from radsynth.data.atlas import load_atlas
 from radsynth.sample.facing import load_classifier, predict_facing, standardize_left
 from radsynth.sample.store import open_left_facing
-from radsynth.data.atlas import load_atlas
-from radsynth.core.atomic import write_json_atomic
 from radsynth.turing.quartets import KEY_DIRNAME, PROVENANCE_FILENAME, build_quartets
 
 log = logging.getLogger(__name__)
 
 
-def real_left_facing(atlas_h5: Path, classifier_path: Path, *, batch_size: int) -> dict[str, np.ndarray]:
+def real_left_facing(
+    atlas_h5: Path, classifier_path: Path, *, batch_size: int
+) -> dict[str, np.ndarray]:
     """Atlas images by source name, mirrored where the classifier finds them right-facing."""
     atlas = load_atlas(atlas_h5)
     classifier = load_classifier(classifier_path, image_size=int(atlas.attrs["size"]))
@@ -54,8 +57,15 @@ def build_study(
     gathered manifest; `eligible` (a screening stage's kept ids per group) restricts the draw."""
     real = real_left_facing(atlas_h5, classifier_path, batch_size=batch_size)
     synthetic = {label: open_left_facing(path) for label, path in sample_manifests.items()}
-    return build_quartets(real, synthetic, out_dir, n_quartets=n_quartets, seed=seed,
-                          provenance=dict(provenance), eligible=eligible)
+    return build_quartets(
+        real,
+        synthetic,
+        out_dir,
+        n_quartets=n_quartets,
+        seed=seed,
+        provenance=dict(provenance),
+        eligible=eligible,
+    )
 
 
 class StudyWouldChange(RuntimeError):
@@ -68,10 +78,16 @@ def study_differences(existing: Path, rebuilt: Path) -> list[str]:
     ignored = {f"{KEY_DIRNAME}/{PROVENANCE_FILENAME}"}
 
     def files(root: Path) -> set[str]:
-        return {path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file()} - ignored
+        return {
+            path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file()
+        } - ignored
 
     old, new = files(existing), files(rebuilt)
-    differing = sorted(name for name in old & new if not filecmp.cmp(existing / name, rebuilt / name, shallow=False))
+    differing = sorted(
+        name
+        for name in old & new
+        if not filecmp.cmp(existing / name, rebuilt / name, shallow=False)
+    )
     return sorted(old ^ new) + differing
 
 
@@ -91,17 +107,26 @@ def build_or_confirm_study(
     the same study, or stop with `StudyWouldChange`. Writes `record_json` (what downstream rules
     depend on) either way."""
     out_dir = Path(out_dir)
-    design = {"n_quartets": n_quartets, "seed": seed, "batch_size": batch_size, "provenance": provenance}
+    design = {
+        "n_quartets": n_quartets,
+        "seed": seed,
+        "batch_size": batch_size,
+        "provenance": provenance,
+    }
     if not (out_dir.exists() and any(out_dir.iterdir())):
         build_study(atlas_h5, classifier_path, sample_manifests, out_dir, **design)
         status = "built"
     else:
-        with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.check.", dir=out_dir.parent) as scratch:
+        with tempfile.TemporaryDirectory(
+            prefix=f".{out_dir.name}.check.", dir=out_dir.parent
+        ) as scratch:
             rebuilt = Path(scratch) / out_dir.name
             build_study(atlas_h5, classifier_path, sample_manifests, rebuilt, **design)
             differences = study_differences(out_dir, rebuilt)
         if differences:
-            shown = ", ".join(differences[:5]) + (f" and {len(differences) - 5} more" if len(differences) > 5 else "")
+            shown = ", ".join(differences[:5]) + (
+                f" and {len(differences) - 5} more" if len(differences) > 5 else ""
+            )
             raise StudyWouldChange(
                 f"{out_dir} already holds a Turing study, and its inputs or design have changed since it was "
                 f"built: a rebuild would change {shown}. Experts may have rated this study, so it is never "
@@ -111,7 +136,14 @@ def build_or_confirm_study(
             )
         status = "confirmed unchanged"
         log.info("%s: a rebuild gives the same study; kept as it is", out_dir)
-    write_json_atomic(Path(record_json), {
-        "study": str(out_dir), "status": status, "n_quartets": n_quartets, "seed": seed,
-        "groups": sorted(sample_manifests), "provenance": dict(provenance),
-    })
+    write_json_atomic(
+        Path(record_json),
+        {
+            "study": str(out_dir),
+            "status": status,
+            "n_quartets": n_quartets,
+            "seed": seed,
+            "groups": sorted(sample_manifests),
+            "provenance": dict(provenance),
+        },
+    )

@@ -119,10 +119,18 @@ class Cluster:
         path = f"{HERE / 'bin'}:{os.environ.get('PATH', os.defpath)}"
         return {"SLURM_CONF": str(self.conf), MARKER: str(self.root), "PATH": path}
 
-    def run(self, *command: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    def run(
+        self, *command: str, check: bool = True, timeout: float = 30
+    ) -> subprocess.CompletedProcess:
         """A SLURM client command (sinfo, squeue, scontrol, scancel, sbatch) on this cluster."""
-        return subprocess.run(command, capture_output=True, text=True, check=check, timeout=timeout,
-                              env={**os.environ, **self.env})
+        return subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+            env={**os.environ, **self.env},
+        )
 
     def write_config(self) -> None:
         for folder in ("state", "spool", "log", "munge"):
@@ -155,8 +163,13 @@ class Cluster:
     def _start(self, name: str, *command: str) -> None:
         log = open(self.root / "log" / f"{name}.out", "ab")
         self.processes[name] = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env}, start_new_session=True, preexec_fn=_die_with_parent,
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.close()
 
@@ -165,8 +178,10 @@ class Cluster:
         while not ready():
             for name, process in self.processes.items():
                 if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {process.returncode} while waiting for {what}; "
-                                       f"see {self.root / 'log'}")
+                    raise RuntimeError(
+                        f"{name} exited with {process.returncode} while waiting for {what}; "
+                        f"see {self.root / 'log'}"
+                    )
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no {what} after {timeout} s; see {self.root / 'log'}")
             time.sleep(0.2)
@@ -174,19 +189,31 @@ class Cluster:
     def start(self, timeout: float = 60) -> None:
         """Write the config, start the daemons and wait until the node is idle."""
         self.write_config()
-        self._start("munged", "munged", "--foreground", "--force", f"--socket={self.munge_socket}",
-                    f"--key-file={self.root / 'munge' / 'munge.key'}",
-                    f"--pid-file={self.root / 'munge' / 'munged.pid'}",
-                    f"--seed-file={self.root / 'munge' / 'munged.seed'}",
-                    f"--log-file={self.root / 'log' / 'munged.log'}")
+        self._start(
+            "munged",
+            "munged",
+            "--foreground",
+            "--force",
+            f"--socket={self.munge_socket}",
+            f"--key-file={self.root / 'munge' / 'munge.key'}",
+            f"--pid-file={self.root / 'munge' / 'munged.pid'}",
+            f"--seed-file={self.root / 'munge' / 'munged.seed'}",
+            f"--log-file={self.root / 'log' / 'munged.log'}",
+        )
         self._wait("munge socket", self.munge_socket.exists, timeout)
         self._start("slurmctld", "slurmctld", "-D", "-i", "-f", str(self.conf))
-        self._wait("slurmctld", lambda: self.run("scontrol", "ping", check=False).stdout.count("UP") > 0, timeout)
+        self._wait(
+            "slurmctld",
+            lambda: self.run("scontrol", "ping", check=False).stdout.count("UP") > 0,
+            timeout,
+        )
         self._start("slurmd", "slurmd", "-D", "-N", self.node, "-f", str(self.conf))
         self._wait("idle node", lambda: self.node_state() == "idle", timeout)
 
     def node_state(self) -> str:
-        result = self.run("sinfo", "--noheader", "--Node", "--format=%t", "--nodes", self.node, check=False)
+        result = self.run(
+            "sinfo", "--noheader", "--Node", "--format=%t", "--nodes", self.node, check=False
+        )
         states = set(result.stdout.split())
         return states.pop() if len(states) == 1 else ""
 
@@ -215,7 +242,7 @@ class Cluster:
                     pass
             time.sleep(0.1)
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         try:
             self.start()
         except BaseException:
@@ -235,8 +262,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "slurm-cluster")
     with Cluster(root) as cluster:
-        print(f"export SLURM_CONF={cluster.conf}   # partitions {cluster.cpu_partition}, {cluster.gpu_partition}",
-              flush=True)
+        print(
+            f"export SLURM_CONF={cluster.conf}   # partitions {cluster.cpu_partition}, {cluster.gpu_partition}",
+            flush=True,
+        )
         try:
             signal.pause()
         except KeyboardInterrupt:

@@ -2,9 +2,9 @@ import logging
 from pathlib import Path
 
 from radsynth.core.atomic import write_json_atomic
+from radsynth.core.features import build_extractor
 from radsynth.core.logs import log_to
 from radsynth.core.provenance import provenance
-from radsynth.core.features import build_extractor
 from radsynth.evaluate.metrics import fidelity_row
 from radsynth.evaluate.table import checkpoint_record
 from radsynth.sample.store import open_samples
@@ -37,5 +37,13 @@ with log_to(snakemake.log[0]):
         sampling=samples.attrs,
         synthetic_source=", ".join(snakemake.input.shards),
     )
-    logging.info("%s: FID %.3f, KID %.5f ± %.5f", snakemake.wildcards.ckpt, row.fid, row.kid_mean, row.kid_std)
-    write_json_atomic(Path(snakemake.output[0]), {**record, "provenance": provenance(snakemake.config)})
+    logging.info(
+        "%s: FID %.3f, KID %.5f ± %.5f",
+        snakemake.wildcards.ckpt,
+        row.fid,
+        row.kid_mean,
+        row.kid_std,
+    )
+    write_json_atomic(
+        Path(snakemake.output[0]), {**record, "provenance": provenance(snakemake.config)}
+    )

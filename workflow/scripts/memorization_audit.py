@@ -23,4 +23,6 @@ with log_to(snakemake.log[0]):
         cache_dir=Path(snakemake.params.cache_dir),
         provenance=provenance(snakemake.config),
     )
-    logging.info("top pairs (%s):\n%s", encoder.description.name, table.head(10).to_string(index=False))
+    logging.info(
+        "top pairs (%s):\n%s", encoder.description.name, table.head(10).to_string(index=False)
+    )

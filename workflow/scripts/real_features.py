@@ -2,9 +2,9 @@ import logging
 from pathlib import Path
 
 from radsynth.core.atomic import write_json_atomic
+from radsynth.core.features import build_extractor
 from radsynth.core.logs import log_to
 from radsynth.core.provenance import provenance
-from radsynth.core.features import build_extractor
 from radsynth.evaluate.metrics import atlas_features
 
 with log_to(snakemake.log[0]):

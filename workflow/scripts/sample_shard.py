@@ -14,7 +14,9 @@ with log_to(snakemake.log[0]):
         ),
         Path(snakemake.output[0]),
         work_dir=Path(snakemake.params.work_dir),
-        config={"sampling": {**snakemake.params.sampling, "sets": {sample_set: snakemake.params.plan}}},
+        config={
+            "sampling": {**snakemake.params.sampling, "sets": {sample_set: snakemake.params.plan}}
+        },
         sample_set=sample_set,
         checkpoint_label=snakemake.wildcards.ckpt,
         shard_index=int(snakemake.wildcards.shard),

@@ -9,7 +9,10 @@ from radsynth.train.selection import select_checkpoints
 
 with log_to(snakemake.log[0]):
     checkpoints = snakemake.params.checkpoints
-    split, full = (read_run_marker(Path(path)).run_dir for path in (snakemake.input.split, snakemake.input.full))
+    split, full = (
+        read_run_marker(Path(path)).run_dir
+        for path in (snakemake.input.split, snakemake.input.full)
+    )
     selection = select_checkpoints(
         split / "checkpoints" / "index.csv",
         full / "checkpoints" / "index.csv",
@@ -19,5 +22,9 @@ with log_to(snakemake.log[0]):
         convergence=checkpoints["convergence"],
         provenance=provenance(snakemake.config),
     )
-    logging.info("%s selection: %s", selection["mode"], ", ".join(e["label"] for e in selection["selected"]))
-    logging.info("configured and suggested checkpoints:\n%s", json.dumps(selection["comparison"], indent=2))
+    logging.info(
+        "%s selection: %s", selection["mode"], ", ".join(e["label"] for e in selection["selected"])
+    )
+    logging.info(
+        "configured and suggested checkpoints:\n%s", json.dumps(selection["comparison"], indent=2)
+    )
