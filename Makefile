@@ -45,6 +45,10 @@ slurm-test: setup
 bench: setup
 	$(BIN)/python bench/run.py $(BENCH)
 
+# The same gates run inside `make test` (tests/test_workflow_static.py, tests/test_lint.py); what ruff
+# covers is set in pyproject.toml.
 lint: setup
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile workflow

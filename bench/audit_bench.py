@@ -2,7 +2,8 @@
 
 Questions answered in this one run:
 1. How much faster, and how much lighter, is `radsynth.audit.neighbours.top_pairs` (real x synthetic
-   only, synthetic rows in chunks, bound pruning) than the paper's route, imagededup's `find_duplicates` on an
+   only, synthetic rows in chunks, bound pruning) than the paper's route, imagededup's
+   `find_duplicates` on an
    encoding map of all real and synthetic vectors (an all-vs-all (N+M)^2 matrix, then a Python list
    of every pair per row), followed by picking the best real x synthetic pairs from its answer?
    Both get the same seeded random 768-d vectors (imagededup's ViT width) with `PLANTED` near-copies
@@ -16,7 +17,8 @@ Each measurement runs in its own interpreter: time is the search's wall time (fo
 search the median of `CHUNKED_REPEATS`), memory its peak resident set over the resident set
 before it (the kernel's high-water mark, reset through /proc/self/clear_refs once the vectors
 are made). On this machine, measured earlier: imagededup took 626 s and 3.5 GB peak for 25,000
-vectors (a run of it at those 25,000 vectors with this bench's threshold was stopped after 20 minutes,
+vectors (a run of it at those 25,000 vectors with this bench's threshold was stopped after 20
+minutes,
 so the side-by-side stays at 5,000). Goal: >= 300x faster, memory bounded by the chunk.
 
 The random vectors are the pruning's hard case: no coordinates hold more energy than others, so
@@ -40,7 +42,8 @@ DIMENSIONS = 768
 TOP = 100
 PLANTED = TOP
 SEED = 0
-#: The side-by-side size (the paper's 1:4 real:synthetic): imagededup takes two to three minutes here
+#: The side-by-side size (the paper's 1:4 real:synthetic): imagededup takes two to three minutes
+#: here
 #: (at 5,000 vectors, half a minute, the chunked search's fixed costs, about 0.1 s, set the ratio).
 SIDE_BY_SIDE = (2_000, 8_000)
 #: The chunked search's default chunk, used side by side and for the time projection.
@@ -64,7 +67,8 @@ IMAGEDEDUP_THRESHOLD = 0.12
 
 
 def embeddings(n_real: int, n_synthetic: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded float32 vectors; synthetic rows 0, 2, 4, ... copy real rows 0, 1, 2, ... with noise."""
+    """Seeded float32 vectors; synthetic rows 0, 2, 4, ... copy real rows 0, 1, 2, ... with
+    noise."""
     rng = np.random.default_rng(SEED)
     real = rng.standard_normal((n_real, DIMENSIONS), dtype=np.float32)
     synthetic = rng.standard_normal((n_synthetic, DIMENSIONS), dtype=np.float32)
@@ -92,7 +96,8 @@ def chunked_pairs(
 
 
 def imagededup_pairs(real: np.ndarray, synthetic: np.ndarray) -> list[tuple[int, int]]:
-    """find_duplicates on one encoding map of all vectors, then the best real x synthetic pairs of its answer."""
+    """find_duplicates on one encoding map of all vectors, then the best real x synthetic pairs of
+    its answer."""
     import warnings
 
     import torch
@@ -178,18 +183,23 @@ def threads() -> int:
 def run() -> list[str]:
     n_real, n_synthetic = SIDE_BY_SIDE
     lines = [
-        f"audit: {DIMENSIONS}-d random vectors, top {TOP} real x synthetic pairs, {PLANTED} planted "
-        f"near-copies; torch threads {threads()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        f"audit: {DIMENSIONS}-d random vectors, top {TOP} real x synthetic pairs, {PLANTED} "
+        "planted "
+        f"near-copies; torch threads {threads()}, load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores"
     ]
     ours = measure("chunked", n_real, n_synthetic)
     theirs = measure("imagededup", n_real, n_synthetic)
     lines += [
         f"audit: {n_real:,} real x {n_synthetic:,} synthetic ({n_real + n_synthetic:,} vectors): "
         f"imagededup find_duplicates {theirs['seconds']:8.2f} s, peak +{theirs['peak_mb']:7.0f} MB",
-        f"audit: {'':>44} chunked top_pairs  {ours['seconds']:8.3f} s, peak +{ours['peak_mb']:7.0f} MB "
+        f"audit: {'':>44} chunked top_pairs  {ours['seconds']:8.3f} s, peak "
+        f"+{ours['peak_mb']:7.0f} MB "
         f"(chunk {CHUNK_SIZE})",
-        f"audit: speed-up {theirs['seconds'] / ours['seconds']:,.0f}x (goal >= 300x); same top {TOP} pairs: "
-        f"{sorted(ours['pairs']) == sorted(theirs['pairs'])}, in the same order: {ours['pairs'] == theirs['pairs']}",
+        f"audit: speed-up {theirs['seconds'] / ours['seconds']:,.0f}x (goal >= 300x); same top "
+        f"{TOP} pairs: "
+        f"{sorted(ours['pairs']) == sorted(theirs['pairs'])}, in the same order: "
+        f"{ours['pairs'] == theirs['pairs']}",
     ]
     timings = []
     for n_real, n_synthetic, chunk_size in MEASURED:
@@ -197,7 +207,8 @@ def run() -> list[str]:
         per_pair_ns = timing["seconds"] / (n_real * n_synthetic) * 1e9
         lines.append(
             f"audit: chunked {n_real:,} real x {n_synthetic:,} synthetic, chunk {chunk_size:5d}: "
-            f"{timing['seconds']:7.2f} s ({per_pair_ns:.1f} ns a pair), peak +{timing['peak_mb']:6.0f} MB"
+            f"{timing['seconds']:7.2f} s ({per_pair_ns:.1f} ns a pair), peak "
+            f"+{timing['peak_mb']:6.0f} MB"
         )
         if chunk_size == CHUNK_SIZE:
             timings.append((n_real, n_synthetic, timing))
@@ -212,8 +223,10 @@ def run() -> list[str]:
     lines.append(
         f"audit: projection for {TARGET[1]:,} synthetic x {TARGET[0]:,} real, chunk {CHUNK_SIZE}: "
         f"{np.polyval(seconds, TARGET[0] * TARGET[1]) / 3600:.1f} h (least squares, time linear in "
-        f"n_synthetic x n_real); peak +{np.polyval(peak_mb, TARGET[0]) / 1024:.1f} GB (least squares, "
-        f"linear in n_real, independent of n_synthetic; modelled: {modelled_mb / 1024:.1f} GB = unit real "
+        f"n_synthetic x n_real); peak +{np.polyval(peak_mb, TARGET[0]) / 1024:.1f} GB (least "
+        "squares, "
+        f"linear in n_real, independent of n_synthetic; modelled: {modelled_mb / 1024:.1f} GB = "
+        "unit real "
         f"vectors and their leading quarter + one chunk's float32 bounds, float32 similarities and "
         f"mask), besides the caller's synthetic vectors"
     )

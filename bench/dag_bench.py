@@ -64,7 +64,10 @@ def dry_run_seconds() -> float:
 
 def import_seconds(modules: list[str]) -> float:
     """Time to import `modules` in a fresh interpreter, as the DAG build pays it."""
-    code = f"import time; start = time.perf_counter(); import {', '.join(modules)}; print(time.perf_counter() - start)"
+    code = (
+        "import time; start = time.perf_counter(); "
+        f"import {', '.join(modules)}; print(time.perf_counter() - start)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"importing {', '.join(modules)} failed:\n{result.stderr}")
@@ -76,6 +79,7 @@ def run() -> list[str]:
     return [
         f"DAG: paper-preset dry run (snakemake -n --configfile config/csxa.yaml) "
         f"{dry_run_seconds():6.2f} s   (goal {DRY_RUN_GOAL})",
-        f"DAG: floor, Snakemake's own start-up (snakemake --version) {wall_seconds([SNAKEMAKE, '--version']):6.2f} s",
+        "DAG: floor, Snakemake's own start-up (snakemake --version) "
+        f"{wall_seconds([SNAKEMAKE, '--version']):6.2f} s",
         f"DAG: Snakefile helper imports ({', '.join(modules)}) {import_seconds(modules):6.2f} s",
     ]

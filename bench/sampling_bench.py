@@ -1,7 +1,8 @@
 """Sampling throughput, network evaluations per sampler, and Zarr write throughput.
 
 Questions answered in this one process:
-1. What does `radsynth.sample.sampler.sample_batch` cost over the bare UNet forwards it makes? Its extra
+1. What does `radsynth.sample.sampler.sample_batch` cost over the bare UNet forwards it makes? Its
+extra
    work is the per-image generators (initial noise and every stochastic step's noise drawn image
    by image), the scheduler's step and the uint8 conversion.
 2. How many network evaluations and how much time does each sampler take per image? The paper ran
@@ -52,7 +53,8 @@ LOOP_STEPS = (
 LOOP_BATCHES = 4
 SAMPLER_ROUNDS = 3
 #: (sampler, steps, steps actually run): DDPM 1,000 is timed at 50 steps and scaled, since its
-#: cost per step does not depend on the number of steps and 1,000 steps take about 2 minutes a batch here.
+#: cost per step does not depend on the number of steps and 1,000 steps take about 2 minutes a
+#: batch here.
 SAMPLERS = (("ddpm", 1000, 50), ("ddim", 50, 50), ("dpmsolver++", 20, 20), ("dpmsolver++", 25, 25))
 #: One intra-op thread: with 2 on the 2 shared cores, a forward took 3-20x longer, erratically,
 #: whenever other work held a core (measured: 60-2,200 ms against 80-140 ms with one thread).
@@ -151,11 +153,14 @@ def loop_overhead_lines(
     ratios = [b / s for b, s in zip(bare, subject)]
     per_image = statistics.median(subject) / BATCH
     return [
-        f"sampling, demo model ({count_parameters(unet):,} params, {size} px, RANDOMLY INITIALISED), DDPM "
-        f"{LOOP_STEPS} steps (set_timesteps({LOOP_STEPS})), batch {BATCH}, CPU fp32, {LOOP_BATCHES} batches:",
+        f"sampling, demo model ({count_parameters(unet):,} params, {size} px, RANDOMLY "
+        "INITIALISED), DDPM "
+        f"{LOOP_STEPS} steps (set_timesteps({LOOP_STEPS})), batch {BATCH}, CPU fp32, "
+        f"{LOOP_BATCHES} batches:",
         f"  bare UNet forwards (same batches and timesteps, each run right after its twin) "
         f"{BATCH * LOOP_STEPS / statistics.median(bare):7.1f} image-evals/s",
-        f"  sample_batch {1 / per_image:6.2f} images/s = {BATCH * LOOP_STEPS / statistics.median(subject):7.1f} "
+        f"  sample_batch {1 / per_image:6.2f} images/s = "
+        f"{BATCH * LOOP_STEPS / statistics.median(subject):7.1f} "
         f"image-evals/s; ratio to bare {statistics.median(ratios):.3f} "
         f"(range {min(ratios):.3f}-{max(ratios):.3f} over {LOOP_BATCHES} paired batches)",
     ]
@@ -199,7 +204,8 @@ def sampler_lines(settings: RunSettings, unet: torch.nn.Module, betas: torch.Ten
             )
     reference = seconds["ddpm", 1000]
     lines = [
-        f"samplers (same model and batch {BATCH}; v-prediction, x0 clamped; {SAMPLER_ROUNDS} rounds):"
+        f"samplers (same model and batch {BATCH}; v-prediction, x0 clamped; {SAMPLER_ROUNDS} "
+        "rounds):"
     ]
     for name, steps, run_steps in SAMPLERS:
         speed = [r / s for r, s in zip(reference, seconds[name, steps])]
@@ -209,7 +215,8 @@ def sampler_lines(settings: RunSettings, unet: torch.nn.Module, betas: torch.Ten
             else ""
         )
         lines.append(
-            f"  {name:<11} {steps:>4} steps: {evaluations[name, steps]:>4} network evaluations/image, "
+            f"  {name:<11} {steps:>4} steps: {evaluations[name, steps]:>4} network "
+            "evaluations/image, "
             f"{BATCH / statistics.median(seconds[name, steps]):7.3f} images/s, "
             f"speed-up vs ddpm 1000 {statistics.median(speed):6.1f}x{note}"
         )
@@ -297,7 +304,8 @@ def write_batches(images: np.ndarray, root: Path) -> tuple[WriteTimes, int]:
     """Each batch written four ways in turn: np.save; sample_shard's batch write; and, to see where
     its time goes, the images chunk alone with the default codec (zstd) and uncompressed.
 
-    The shard write is `radsynth.sample.sampler._write_batch` on a store made by `_create_work_store`: the
+    The shard write is `radsynth.sample.sampler._write_batch` on a store made by
+    `_create_work_store`: the
     very writes `sample_shard` makes per batch (images, seeds, global indices, checksum, done flag),
     without sampling time in the figure. Also returns the shard store's bytes on disk.
     """
@@ -327,7 +335,8 @@ def zarr_lines() -> list[str]:
     megabytes = BATCH * WRITE_SIDE * WRITE_SIDE / 1e6
     lines = [
         f"zarr writes, uint8 batches ({BATCH}, {WRITE_SIDE}, {WRITE_SIDE}) = {megabytes:.2f} MB, "
-        f"{WRITE_BATCHES} batches, each written in turn by np.save and the zarr paths (no fsync in any):"
+        f"{WRITE_BATCHES} batches, each written in turn by np.save and the zarr paths (no fsync in "
+        "any):"
     ]
     for label, images in (
         ("phantom radiographs", radiograph_batch(BATCH, WRITE_SIDE)),
@@ -341,10 +350,13 @@ def zarr_lines() -> list[str]:
         }
         shard_ms = statistics.median(times.shard) * 1e3
         lines += [
-            f"  {label}: np.save {rate['numpy']:.0f} MB/s; sample_shard batch write {rate['shard']:.0f} MB/s "
-            f"({shard_ms:.0f} ms/batch), ratio to np.save {paired_speed(times.numpy, times.shard):.3f}; "
+            f"  {label}: np.save {rate['numpy']:.0f} MB/s; sample_shard batch write "
+            f"{rate['shard']:.0f} MB/s "
+            f"({shard_ms:.0f} ms/batch), ratio to np.save "
+            f"{paired_speed(times.numpy, times.shard):.3f}; "
             f"store {stored / (megabytes * 1e6 * WRITE_BATCHES):.2f} x raw bytes",
-            f"    where it goes: images chunk alone {rate['chunk']:.0f} MB/s with zstd, {rate['raw_chunk']:.0f} MB/s "
+            f"    where it goes: images chunk alone {rate['chunk']:.0f} MB/s with zstd, "
+            f"{rate['raw_chunk']:.0f} MB/s "
             f"uncompressed; seeds, indices, checksum, done flag (4 small array writes) "
             f"{shard_ms - statistics.median(times.chunk) * 1e3:.0f} ms/batch",
         ]
@@ -357,9 +369,11 @@ def run() -> list[str]:
     betas = settings.diffusion.betas()
     with torch_threads(TORCH_THREADS):
         return [
-            f"sampling bench with {TORCH_THREADS} torch thread (see TORCH_THREADS in bench/sampling_bench.py)",
+            f"sampling bench with {TORCH_THREADS} torch thread (see TORCH_THREADS in "
+            "bench/sampling_bench.py)",
             *loop_overhead_lines(settings, unet, betas),
             *sampler_lines(settings, unet, betas),
             *zarr_lines(),
-            "FID of the fast samplers against 1,000-step DDPM: see the fid bench (bench/fid_bench.py)",
+            "FID of the fast samplers against 1,000-step DDPM: see the fid bench "
+            "(bench/fid_bench.py)",
         ]

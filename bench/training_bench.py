@@ -13,7 +13,8 @@ Three questions, each answered by a figure measured in this one process:
 3. How many bytes does one history checkpoint of the paper preset take, against I-SynMed's
    checkpoint? That decides the disk a 160,000-step run with 80 checkpoints needs.
 
-Both training figures use the paper preset's network (lucidrains' Unet(dim=64, dim_mults=(1, 2, 4, 8)))
+Both training figures use the paper preset's network (lucidrains' Unet(dim=64, dim_mults=(1, 2, 4,
+8)))
 at 64 px instead of 256 px so that a step fits this CPU, fp32. The machine's 2 cores are shared
 with other work, which slows steps by up to 10x in bursts, so baselines are interleaved with train()
 step by step (see `StepInterleaver`) and ratios are medians over steps paired in time.
@@ -70,7 +71,8 @@ ISYNMED_CHECKPOINT_BYTES = 5 * ISYNMED_PARAMETERS * 4
 
 
 def load_settings(config: Path, model: dict[str, Any], training: dict[str, Any]) -> RunSettings:
-    """The model/diffusion/training sections of a config, with model and training keys overridden."""
+    """The model/diffusion/training sections of a config, with model and training keys
+    overridden."""
     sections = yaml.safe_load(config.read_text())
     values = {key: sections[key] for key in ("model", "diffusion", "training")}
     values["model"] = {**values["model"], **model}
@@ -79,7 +81,8 @@ def load_settings(config: Path, model: dict[str, Any], training: dict[str, Any])
 
 
 def bench_settings() -> RunSettings:
-    """The paper preset at BENCH_SIDE px, fp32 (fp16 needs CUDA), TRAIN_STEPS steps, a save every SAVE_EVERY."""
+    """The paper preset at BENCH_SIDE px, fp32 (fp16 needs CUDA), TRAIN_STEPS steps, a save every
+    SAVE_EVERY."""
     return load_settings(
         PAPER_CONFIG,
         model={"sample_size": BENCH_SIDE},
@@ -135,7 +138,8 @@ def bare_step_function(settings: RunSettings) -> Callable[[], None]:
 
 
 def lucidrains_diffusion(settings: RunSettings) -> GaussianDiffusion:
-    """The configured network built by lucidrains' package itself, in GaussianDiffusion as I-SynMed ran it."""
+    """The configured network built by lucidrains' package itself, in GaussianDiffusion as I-SynMed
+    ran it."""
     model = settings.model
     torch.manual_seed(0)
     unet = Unet(
@@ -157,7 +161,8 @@ def lucidrains_diffusion(settings: RunSettings) -> GaussianDiffusion:
 
 
 def lucidrains_step_function(settings: RunSettings, atlas: Path) -> Callable[[], None]:
-    """One iteration of lucidrains' `Trainer.train` loop without its data loader, on the atlas' first
+    """One iteration of lucidrains' `Trainer.train` loop without its data loader, on the atlas'
+    first
     micro-batches: per micro-batch loss / accumulation, `.item()`, backward; clip; Adam; EMA update.
 
     The EMA's update is bound now: `paired_train_run` patches `EMA.update` while train() runs.
@@ -258,7 +263,8 @@ def paired_train_run(settings: RunSettings, atlas: Path, run_dir: Path) -> Paire
 
 
 def save_intervals(settings: RunSettings, n_steps: int) -> np.ndarray:
-    """Mask over train() steps 2..n: True where the interval holds step k - 1's checkpoint or state."""
+    """Mask over train() steps 2..n: True where the interval holds step k - 1's checkpoint or
+    state."""
     training = settings.training
     previous = np.arange(1, n_steps)
     return (previous % training.checkpoint_every == 0) | (previous % training.state_every == 0)
@@ -281,7 +287,8 @@ def interleaved_runs(settings: RunSettings) -> list[PairedRun]:
 
 
 def paired_ratio(baseline: np.ndarray, subject: np.ndarray) -> str:
-    """Median and interquartile range of baseline/subject time over paired steps (= subject/baseline speed)."""
+    """Median and interquartile range of baseline/subject time over paired steps (= subject/baseline
+    speed)."""
     ratios = baseline / subject
     q1, median, q3 = np.percentile(ratios, [25, 50, 75])
     return f"{median:.3f} (IQR {q1:.3f}-{q3:.3f}, {len(ratios)} paired steps)"
@@ -298,13 +305,18 @@ def throughput_lines(settings: RunSettings, runs: list[PairedRun]) -> list[str]:
     extra = train_s[~quiet] - bare_s[~quiet] * np.median(train_s[quiet] / bare_s[quiet])
     lines = [
         f"training, paper network (model.architecture {model.architecture}, "
-        f"{count_parameters(build_unet(model)):,} params) at {model.sample_size} px, {training.batch_size} x "
-        f"{training.gradient_accumulation_steps} images/step, CPU fp32: {len(runs)} x train() of {TRAIN_STEPS} "
-        f"steps, each step paired with a bare step and a lucidrains Trainer step run right after it",
-        f"  bare loop (fwd + v-loss + bwd, clip, Adam; one fixed batch) {1 / np.median(bare_s):6.3f} steps/s",
+        f"{count_parameters(build_unet(model)):,} params) at {model.sample_size} px, "
+        f"{training.batch_size} x "
+        f"{training.gradient_accumulation_steps} images/step, CPU fp32: {len(runs)} x train() of "
+        f"{TRAIN_STEPS} "
+        "steps, each step paired with a bare step and a lucidrains Trainer step run right after "
+        "it",
+        "  bare loop (fwd + v-loss + bwd, clip, Adam; one fixed batch) "
+        f"{1 / np.median(bare_s):6.3f} steps/s",
         f"  train() steps without saves {1 / np.median(train_s[quiet]):6.3f} steps/s, "
         f"ratio to bare {paired_ratio(bare_s[quiet], train_s[quiet])}",
-        f"  train() loop incl. a checkpoint + state every {training.checkpoint_every} steps: ratio to bare "
+        f"  train() loop incl. a checkpoint + state every {training.checkpoint_every} steps: ratio "
+        "to bare "
         f"{statistics.median(whole):.3f} (sum of paired step times, median over runs)",
         f"  where the rest goes: each checkpoint + state save {np.median(extra) * 1e3:.0f} ms "
         f"(= {np.median(extra) / np.median(bare_s):.1f} bare steps); once per job: setup + step 1 "
@@ -321,14 +333,17 @@ def lucidrains_lines(
     train_s: np.ndarray,
     quiet: np.ndarray,
 ) -> list[str]:
-    """lucidrains' Trainer step against radsynth's loop: the same network, 16 images per optimizer step."""
+    """lucidrains' Trainer step against radsynth's loop: the same network, 16 images per optimizer
+    step."""
     lucid_s = np.concatenate([run.baselines["lucidrains"] for run in runs])
     lucid_params = count_parameters(lucidrains_diffusion(settings).model)
     version = importlib.metadata.version("denoising-diffusion-pytorch")
     return [
-        f"  lucidrains {version} Trainer step (GaussianDiffusion pred_v sigmoid on its Unet, {lucid_params:,} "
+        f"  lucidrains {version} Trainer step (GaussianDiffusion pred_v sigmoid on its Unet, "
+        f"{lucid_params:,} "
         f"params; 2 x 8 images, clip, Adam, EMA) {1 / np.median(lucid_s):6.3f} steps/s",
-        f"    speed ratio radsynth train() / lucidrains Trainer step {paired_ratio(lucid_s[quiet], train_s[quiet])}"
+        "    speed ratio radsynth train() / lucidrains Trainer step "
+        f"{paired_ratio(lucid_s[quiet], train_s[quiet])}"
         f" (>= 1: radsynth's loop at least as fast)",
         f"    speed ratio radsynth bare / lucidrains Trainer step {paired_ratio(lucid_s, bare_s)}",
     ]
@@ -339,7 +354,8 @@ def lucidrains_lines(
 
 
 def filled_adam(model: torch.nn.Module) -> torch.optim.Adam:
-    """An Adam whose state exists (m and v per parameter), made with zero gradients, no forward pass."""
+    """An Adam whose state exists (m and v per parameter), made with zero gradients, no forward
+    pass."""
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-5, betas=(0.9, 0.99))
     for parameter in model.parameters():
         parameter.grad = torch.zeros_like(parameter)
@@ -349,7 +365,8 @@ def filled_adam(model: torch.nn.Module) -> torch.optim.Adam:
 
 
 def checkpoint_bytes_lines() -> list[str]:
-    """Bytes of the paper preset's history checkpoint (the file kept every 2,000 steps) and resume state.
+    """Bytes of the paper preset's history checkpoint (the file kept every 2,000 steps) and resume
+    state.
 
     Written through the same functions `train` uses: `save_history_checkpoint` for the history
     file and `save_state` with the parts `_save_run_state` passes for the resume state.
@@ -362,7 +379,8 @@ def checkpoint_bytes_lines() -> list[str]:
     metadata = {"step": "2000", "checkpoint": "1", "model_config": model_config_json(online)}
     derivation = f"5 x {ISYNMED_PARAMETERS:,} params x 4 B = {ISYNMED_CHECKPOINT_BYTES:,} B"
     lines = [
-        f"checkpoint bytes, paper preset ({params:,} params; I-SynMed checkpoint = model + Adam m, v + "
+        f"checkpoint bytes, paper preset ({params:,} params; I-SynMed checkpoint = model + Adam m, "
+        "v + "
         f"EMA model + EMA's online copy = {derivation}):"
     ]
     with tempfile.TemporaryDirectory(prefix="radsynth-bench-ckpt-") as tmp:
@@ -383,7 +401,8 @@ def checkpoint_bytes_lines() -> list[str]:
         folder = save_state(Path(tmp) / "run", 2000, parts, {"identity": "bench"})
         state_bytes = sum(path.stat().st_size for path in folder.iterdir())
     lines.append(
-        f"  resume state (online + EMA + Adam, float32; only the latest is kept): {state_bytes:,} B, "
+        f"  resume state (online + EMA + Adam, float32; only the latest is kept): {state_bytes:,} "
+        "B, "
         f"ratio {state_bytes / ISYNMED_CHECKPOINT_BYTES:.3f}"
     )
     return lines
@@ -394,7 +413,8 @@ def run() -> list[str]:
     with torch_threads(TORCH_THREADS):
         runs = interleaved_runs(settings)
     return [
-        f"training bench with {TORCH_THREADS} torch thread (see TORCH_THREADS in bench/training_bench.py)",
+        f"training bench with {TORCH_THREADS} torch thread (see TORCH_THREADS in "
+        "bench/training_bench.py)",
         *throughput_lines(settings, runs),
         *checkpoint_bytes_lines(),
     ]

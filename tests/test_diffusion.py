@@ -80,7 +80,8 @@ def test_loss_weight_is_unclipped_snr_over_snr_plus_one(betas: torch.Tensor) -> 
         snr = alpha_bar[t].item() / (1 - alpha_bar[t].item())
         assert weight[t].item() == pytest.approx(snr / (snr + 1), rel=1e-12)
         assert weight[t].item() == pytest.approx(alpha_bar[t].item(), rel=1e-12)
-    # min-SNR clipping (gamma 5) would give 5 / (snr + 1) = 0.0015 at t=0; lucidrains' default does not clip.
+    # min-SNR clipping (gamma 5) would give 5 / (snr + 1) = 0.0015 at t=0; lucidrains' default does
+    # not clip.
     assert weight[0].item() == pytest.approx(0.99969972, rel=1e-7)
 
 

@@ -1,4 +1,5 @@
-"""Tests of radsynth.sample.facing on a small phantom atlas: the anatomical labelling rule against the
+"""Tests of radsynth.sample.facing on a small phantom atlas: the anatomical labelling rule against
+the
 phantom truth, the classifier's accuracy on held-out phantoms, determinism, the flip to
 left-facing, the classifier file and the whole stage with a split manifest."""
 
@@ -107,7 +108,8 @@ def classifier(atlas: dict) -> FacingClassifier:
 
 
 def mirror_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:
-    """Keypoints of the mirrored images: x -> width - 1 - x, and each left label swapped with its right."""
+    """Keypoints of the mirrored images: x -> width - 1 - x, and each left label swapped with its
+    right."""
     mirrored = keypoints.copy()
     mirrored[..., 0] = width - 1 - mirrored[..., 0]
     swap = [
@@ -123,7 +125,8 @@ def test_anatomical_rule_agrees_with_phantom_truth(atlas: dict) -> None:
     labels = facing_labels_from_anatomy(atlas["images"], atlas["keypoints"], RULE)
     agreement = accuracy(labels.facing, atlas["truth"])
     print(
-        f"\nanatomical rule vs truth: {agreement:.4f} of {N_IMAGES}; min |contrast| {np.abs(labels.contrast).min():.3f}"
+        f"\nanatomical rule vs truth: {agreement:.4f} of {N_IMAGES}; min |contrast| "
+        f"{np.abs(labels.contrast).min():.3f}"
     )
     assert (labels.n_levels == 5).all()
     assert agreement == 1.0

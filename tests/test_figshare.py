@@ -1,6 +1,7 @@
 """The figshare uploader against a fake figshare on 127.0.0.1 (no network beyond it).
 
-The fake implements the documented subset the uploader uses (https://docs.figshare.com/#upload_files):
+The fake implements the documented subset the uploader uses
+(https://docs.figshare.com/#upload_files):
 articles, files, the upload service's parts (cut at a small part size so a file has several),
 completion with a computed md5, listing with pages, publishing, and the token header. It records
 every request, so tests can say exactly which requests a run (or a dry run) sent.
@@ -439,9 +440,12 @@ def test_dry_run_sends_nothing_and_describes_the_upload(package, server, capsys,
         f"dry run: nothing is sent to {server.base}/v2 (add --upload to upload)",
         f"would create a new private article: '{TITLE}'",
         "3 files, 411 bytes, every md5 matches checksums.md5:",
-        "  README.txt  33 bytes  md5 6543b2e0b6c702f8c195dfca4b10c0f6  parts: set by figshare at upload",
-        "  big.bin  350 bytes  md5 b5facb0580420477d4c053b5256e69d7  parts: set by figshare at upload",
-        "  labels.csv  28 bytes  md5 02594aa36031228652455a15df72aa1b  parts: set by figshare at upload",
+        "  README.txt  33 bytes  md5 6543b2e0b6c702f8c195dfca4b10c0f6  parts: set by figshare at "
+        "upload",
+        "  big.bin  350 bytes  md5 b5facb0580420477d4c053b5256e69d7  parts: set by figshare at "
+        "upload",
+        "  labels.csv  28 bytes  md5 02594aa36031228652455a15df72aa1b  parts: set by figshare at "
+        "upload",
         "token: RADSYNTH_TEST_FIGSHARE is set",
         "would not publish (add --publish to publish after the upload)",
     ]
@@ -625,7 +629,8 @@ def test_a_missing_token_names_the_variable(package, server, capsys, monkeypatch
         == 2
     )
     assert capsys.readouterr().err == (
-        "radsynth figshare-upload: error: environment variable RADSYNTH_TEST_NO_TOKEN is not set: it must hold a "
+        "radsynth figshare-upload: error: environment variable RADSYNTH_TEST_NO_TOKEN is not set: "
+        "it must hold a "
         "figshare personal token (figshare > Applications > Personal tokens)\n"
     )
     assert server.requests == []
@@ -661,7 +666,8 @@ def test_the_token_never_leaks_from_a_500_that_echoes_the_header(
         captured.err.strip()
         .splitlines()[-1]
         .startswith(
-            f"radsynth figshare-upload: error: POST {server.base}/v2/account/articles/5001/files: HTTP 500 "
+            f"radsynth figshare-upload: error: POST {server.base}/v2/account/articles/5001/files: "
+            "HTTP 500 "
             "Internal Server Error: internal error; your request headers were: "
         )
     )
@@ -723,7 +729,8 @@ def test_the_token_never_leaks_from_a_requests_exception(package, monkeypatch, c
         upload_package(package, token=TOKEN, api_url="https://figshare.invalid/v2", progress=False)
     assert str(failure.value) == (
         "POST https://figshare.invalid/v2/account/articles failed: cannot send POST "
-        "https://figshare.invalid/v2/account/articles with headers {'Authorization': 'token <redacted token>'}"
+        "https://figshare.invalid/v2/account/articles with headers "
+        "{'Authorization': 'token <redacted token>'}"
     )
     assert_token_absent("".join(traceback.format_exception(failure.value)), caplog.text)
 

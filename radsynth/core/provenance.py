@@ -17,13 +17,15 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
-    """SHA-256 of the config as canonical JSON: equal configs hash equal whatever their key order."""
+    """SHA-256 of the config as canonical JSON: equal configs hash equal whatever their key
+    order."""
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def code_revision(repo_dir: Path = PACKAGE_ROOT) -> str:
-    """Git commit of the code, suffixed '-dirty' when the work tree has changes; 'unknown' outside git."""
+    """Git commit of the code, suffixed '-dirty' when the work tree has changes; 'unknown' outside
+    git."""
     try:
         commit = subprocess.run(
             ["git", "-C", str(repo_dir), "rev-parse", "HEAD"],

@@ -69,7 +69,8 @@ _REQUIRED_KEYS = (
 
 
 def load_atlas(path: Path, *, lazy: bool = False) -> Atlas:
-    """Read a preprocessed atlas; with lazy=True the images stay on disk until indexed (close it)."""
+    """Read a preprocessed atlas; with lazy=True the images stay on disk until indexed (close
+    it)."""
     path = Path(path)
     h5 = h5py.File(path, "r")
     try:
@@ -153,7 +154,8 @@ def atlas_from_images(
 
 
 def write_metadata(h5: h5py.File, atlas: Atlas) -> None:
-    """Everything but `/images` (which a writer may stream in first): keypoints, meta, attributes."""
+    """Everything but `/images` (which a writer may stream in first): keypoints, meta,
+    attributes."""
     text = h5py.string_dtype("utf-8")
     keypoints = h5.create_dataset("keypoints", data=np.asarray(atlas.keypoints, dtype=np.float32))
     keypoints.attrs["labels"] = list(atlas.labels)

@@ -35,7 +35,8 @@ class Subsets:
 
 
 def split_sizes(n_images: int, val_fraction: float) -> SplitSizes:
-    """Validation size rounds to the nearest image: 0.15 x 4,963 = 744.45 -> 744, as in the paper."""
+    """Validation size rounds to the nearest image: 0.15 x 4,963 = 744.45 -> 744, as in the
+    paper."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(
             f"split.val_fraction must lie strictly between 0 and 1, got {val_fraction}"
@@ -104,7 +105,8 @@ def read_subsets(path: Path, source_names: Sequence[str]) -> Subsets:
     if mismatched:
         row = mismatched[0]
         raise ValueError(
-            f"{path}: data row {row + 1}: source_name {manifest['source_name'].iloc[row]!r} differs from "
+            f"{path}: data row {row + 1}: source_name {manifest['source_name'].iloc[row]!r} "
+            "differs from "
             f"the atlas's {expected[row]!r} at index {int(index.iloc[row])}"
         )
     rows = {

@@ -415,7 +415,8 @@ def _posterior_elements(v: Vertebra, spinous_length: float, anatomy: Anatomy) ->
 
 
 def _atlas_c1(c2: Vertebra, anatomy: Anatomy) -> tuple[list[Shape], list[Shape]]:
-    """C1: its lateral masses (a faint block over the dens) and its anterior and posterior arches."""
+    """C1: its lateral masses (a faint block over the dens) and its anterior and posterior
+    arches."""
     u, w, h = anatomy.unit, c2.depth, c2.height
     dens_mid = -h / 2 - 0.45 * u
     mass = c2.frame.world(
@@ -437,7 +438,8 @@ def _atlas_c1(c2: Vertebra, anatomy: Anatomy) -> tuple[list[Shape], list[Shape]]
 def _spine_shapes(
     vertebrae: list[Vertebra], anatomy: Anatomy
 ) -> tuple[list[Shape], dict[str, np.ndarray]]:
-    """Posterior elements first, bodies over them; returns the bone shapes and the annotated points."""
+    """Posterior elements first, bodies over them; returns the bone shapes and the annotated
+    points."""
     u = anatomy.unit
     lengths = (*anatomy.spinous_lengths, 1.6, 1.6)
     shapes: list[Shape] = []
@@ -455,7 +457,8 @@ def _spine_shapes(
 
 
 def _head_frame(c2: Vertebra, anatomy: Anatomy) -> Frame:
-    """Axes at the dens tip, in body depths, turning with the upper spine so the head follows flexion."""
+    """Axes at the dens tip, in body depths, turning with the upper spine so the head follows
+    flexion."""
     u = anatomy.unit
     tip = c2.frame.world(np.array([-0.18 * u, -c2.height / 2 - anatomy.dens_height * u]))[0]
     return Frame(tip, c2.frame.tangent * u, c2.frame.normal * u)
@@ -525,7 +528,8 @@ def _face_shapes(head: Frame, anatomy: Anatomy) -> list[Shape]:
 def _airway_walls(
     s: np.ndarray, vertebrae: list[Vertebra], anatomy: Anatomy
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior and anterior walls of the air column, px anterior of the spine axis at arclengths s:
+    """Posterior and anterior walls of the air column, px anterior of the spine axis at arclengths
+    s:
     a thin prevertebral stripe down to C4, thicker below; narrowest at the larynx; the
     nasopharynx bends forward above C1 and the trachea drifts forward below C6."""
     u = anatomy.unit
@@ -680,7 +684,8 @@ def _draw(shapes: Sequence[Shape], width: int, height: int, background: float = 
 
 
 def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: float) -> np.ndarray:
-    """Unit-variance-ish noise varying over about `cell` pixels (bicubic upsampling of a coarse grid)."""
+    """Unit-variance-ish noise varying over about `cell` pixels (bicubic upsampling of a coarse
+    grid)."""
     grid = rng.standard_normal((int(height / cell) + 3, int(width / cell) + 3)).astype(np.float32)
     return np.array(Image.fromarray(grid).resize((width, height), Image.Resampling.BICUBIC))
 
@@ -726,7 +731,8 @@ def _collimate(film: np.ndarray, border: tuple[int, int, int, int], level: float
 
 
 def _expose(scene: Scene, params: PhantomParams, rng: np.random.Generator) -> np.ndarray:
-    """Densities -> film: exponential attenuation, quantum noise, window and gamma, detector filter."""
+    """Densities -> film: exponential attenuation, quantum noise, window and gamma, detector
+    filter."""
     e, w, h, unit = params.exposure, params.width, params.height, params.anatomy.unit
     tissue = _draw(scene.air, w, h, background=1.0)
     airway = _draw(scene.airway, w, h)
@@ -902,7 +908,8 @@ def duplicate_index(seed: int) -> int:
 def _quirks(
     rng: np.random.Generator, keypoints: dict[str, Point], unit: float, duplicated: bool
 ) -> tuple[list[str], tuple[str, Point] | None]:
-    """Which labels a file stores as polygons, and the repeated click if this is the duplicate file."""
+    """Which labels a file stores as polygons, and the repeated click if this is the duplicate
+    file."""
     chance, picks = rng.random(), rng.choice(len(KEYPOINT_LABELS), size=2, replace=False)
     n_polygons = 0 if chance >= POLYGON_QUIRK_RATE else 2 if chance < POLYGON_QUIRK_RATE / 3 else 1
     polygon_labels = [KEYPOINT_LABELS[int(i)] for i in picks[:n_polygons]]

@@ -1,1 +1,2 @@
-"""Evaluation stage: features of real and synthetic radiographs, and FID, KID and PRDC against the atlas."""
+"""Evaluation stage: features of real and synthetic radiographs, and FID, KID and PRDC against the
+atlas."""

@@ -1,4 +1,5 @@
-"""Upload a finished release package to figshare (API v2), resumably, without ever leaking the token.
+"""Upload a finished release package to figshare (API v2), resumably, without ever leaking the
+token.
 
 A release package is a folder holding the files to publish, their `checksums.md5` (md5sum
 format, which is also what is uploaded: exactly the files it lists) and the article's metadata in
@@ -41,7 +42,8 @@ CHECKSUMS_NAME = "checksums.md5"
 METADATA_NAME = "figshare.json"
 STATE_NAME = ".figshare_upload.json"
 STATE_FORMAT = 1
-#: The body fields of "create article" (ArticleCreate in figshare's swagger.json, figshare/user_documentation):
+#: The body fields of "create article" (ArticleCreate in figshare's swagger.json,
+#: figshare/user_documentation):
 #: a typo in figshare.json must fail here, not become metadata figshare silently ignores.
 ARTICLE_CREATE_KEYS = frozenset(
     {
@@ -77,7 +79,8 @@ RETRIES = 5
 #: urllib3's exponential backoff factor: waits of 0, 2, 4, 8 ... s between retries.
 BACKOFF_S = 1.0
 STATUS_RETRIED = (429, 500, 502, 503, 504)
-#: (connect, read) seconds: a part is at most tens of megabytes, so two minutes of silence is a failure.
+#: (connect, read) seconds: a part is at most tens of megabytes, so two minutes of silence is a
+#: failure.
 TIMEOUT_S = (15.0, 120.0)
 #: figshare's largest page; the listing stops at a short page.
 PAGE_SIZE = 1000
@@ -94,7 +97,8 @@ class PackageError(ValueError):
 
 
 class FigshareError(RuntimeError):
-    """figshare answered with an error or could not be reached; the message never holds the token."""
+    """figshare answered with an error or could not be reached; the message never holds the
+    token."""
 
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
@@ -133,11 +137,12 @@ class UploadReport:
         return "\n".join(lines)
 
 
-# --- the package --------------------------------------------------------------------------------------------------
+# --- the package ----------------------------------------------------------------------------------
 
 
 def read_checksums(package_dir: Path) -> list[tuple[str, str]]:
-    """(md5, relative path) of every line of checksums.md5: the package's own list of what it holds."""
+    """(md5, relative path) of every line of checksums.md5: the package's own list of what it
+    holds."""
     path = Path(package_dir) / CHECKSUMS_NAME
     try:
         text = path.read_text(encoding="utf-8")
@@ -169,7 +174,8 @@ def package_relative(package_dir: Path, relative: str) -> Path:
 
 
 def package_files(package_dir: Path, chunk_bytes: int = HASH_CHUNK_BYTES) -> list[PackageFile]:
-    """Every file checksums.md5 lists, verified against it: a corrupted package must not be published.
+    """Every file checksums.md5 lists, verified against it: a corrupted package must not be
+    published.
 
     figshare articles have no folders, so a file is named by its base name; two listed files with
     the same base name are an error rather than one silently replacing the other.
@@ -187,7 +193,8 @@ def package_files(package_dir: Path, chunk_bytes: int = HASH_CHUNK_BYTES) -> lis
         name = path.name
         if name in names:
             problems.append(
-                f"{relative} and {names[name]} would both be named {name!r} on figshare (no folders)"
+                f"{relative} and {names[name]} would both be named {name!r} on figshare (no "
+                "folders)"
             )
             continue
         names[name] = relative
@@ -198,7 +205,8 @@ def package_files(package_dir: Path, chunk_bytes: int = HASH_CHUNK_BYTES) -> lis
 
 
 def read_metadata(package_dir: Path) -> dict[str, Any]:
-    """The body of "create article" from figshare.json, refused if it holds a key figshare does not accept."""
+    """The body of "create article" from figshare.json, refused if it holds a key figshare does not
+    accept."""
     path = Path(package_dir) / METADATA_NAME
     try:
         metadata = read_json_object(path, "figshare article metadata")
@@ -207,7 +215,8 @@ def read_metadata(package_dir: Path) -> dict[str, Any]:
     unknown = sorted(set(metadata) - ARTICLE_CREATE_KEYS)
     if unknown:
         raise PackageError(
-            f"{path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"{path}: unknown key{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))}; "
             f"figshare's create-article accepts: {', '.join(sorted(ARTICLE_CREATE_KEYS))}"
         )
     if not isinstance(metadata.get("title"), str) or not metadata["title"].strip():
@@ -216,7 +225,8 @@ def read_metadata(package_dir: Path) -> dict[str, Any]:
 
 
 def token_from_env(name: str = TOKEN_ENV, environ: Mapping[str, str] = os.environ) -> str:
-    """The personal token from the environment variable `name`; its absence is named, its value never."""
+    """The personal token from the environment variable `name`; its absence is named, its value
+    never."""
     token = environ.get(name, "").strip()
     if not token:
         raise PackageError(
@@ -226,11 +236,12 @@ def token_from_env(name: str = TOKEN_ENV, environ: Mapping[str, str] = os.enviro
     return token
 
 
-# --- the state file ----------------------------------------------------------------------------------------------
+# --- the state file -------------------------------------------------------------------------------
 
 
 def read_state(package_dir: Path, api_url: str) -> dict[str, Any] | None:
-    """The state of an earlier upload of this package, or None; one made against another API is refused."""
+    """The state of an earlier upload of this package, or None; one made against another API is
+    refused."""
     path = Path(package_dir) / STATE_NAME
     if not path.exists():
         return None
@@ -261,7 +272,7 @@ def write_state(package_dir: Path, state: Mapping[str, Any]) -> None:
     write_json_atomic(Path(package_dir) / STATE_NAME, state)
 
 
-# --- HTTP --------------------------------------------------------------------------------------------------------
+# --- HTTP -----------------------------------------------------------------------------------------
 
 
 def redact(text: str, token: str) -> str:
@@ -274,7 +285,8 @@ def one_line(text: str) -> str:
 
 
 def retrying_session(retries: int, backoff_s: float) -> requests.Session:
-    """A session that retries idempotent requests through urllib3's Retry (POSTs are never retried)."""
+    """A session that retries idempotent requests through urllib3's Retry (POSTs are never
+    retried)."""
     retry = Retry(
         total=retries,
         connect=retries,
@@ -331,7 +343,8 @@ class FigshareClient:
         )
 
     def send(self, method: str, path_or_url: str, **kwargs: Any) -> requests.Response:
-        """One request (retried by the session where safe); an error answer or failure is a FigshareError."""
+        """One request (retried by the session where safe); an error answer or failure is a
+        FigshareError."""
         url = self.url(path_or_url)
         try:
             response = self._session.request(method, url, timeout=self.timeout_s, **kwargs)
@@ -368,7 +381,7 @@ def location(answer: Any, what: str) -> str:
     return answer["location"]
 
 
-# --- the article ------------------------------------------------------------------------------------------------
+# --- the article ----------------------------------------------------------------------------------
 
 
 def create_article(client: FigshareClient, metadata: Mapping[str, Any]) -> int:
@@ -379,7 +392,8 @@ def create_article(client: FigshareClient, metadata: Mapping[str, Any]) -> int:
 
 
 def article_files(client: FigshareClient, article_id: int) -> dict[str, dict[str, Any]]:
-    """The article's files on figshare by name; a state file naming a deleted article fails clearly."""
+    """The article's files on figshare by name; a state file naming a deleted article fails
+    clearly."""
     files: dict[str, dict[str, Any]] = {}
     seen: set[Any] = set()
     page = 1
@@ -421,7 +435,8 @@ def remote_conflict(item: PackageFile, remote: Mapping[str, Any]) -> str | None:
     remote_md5 = computed or supplied
     if remote_md5 != item.md5 or remote.get("size", item.size) != item.size:
         return (
-            f"{item.name} (figshare holds md5 {remote_md5 or 'unknown'}, {remote.get('size')} bytes; "
+            f"{item.name} (figshare holds md5 {remote_md5 or 'unknown'}, {remote.get('size')} "
+            "bytes; "
             f"local md5 {item.md5}, {item.size} bytes)"
         )
     return None
@@ -450,7 +465,7 @@ def is_incomplete(remote: Mapping[str, Any] | None) -> bool:
     return remote is not None and remote.get("status") == "created"
 
 
-# --- one file ---------------------------------------------------------------------------------------------------
+# --- one file -------------------------------------------------------------------------------------
 
 
 def create_file(client: FigshareClient, article_id: int, item: PackageFile) -> dict[str, Any]:
@@ -482,7 +497,8 @@ def read_part(handle: BinaryIO, part: Mapping[str, Any]) -> bytes:
 
 
 def put_part(client: FigshareClient, upload_url: str, part_no: int, data: bytes) -> None:
-    """PUT one part's bytes; a part is idempotent, so the session retries it after a dropped connection."""
+    """PUT one part's bytes; a part is idempotent, so the session retries it after a dropped
+    connection."""
     client.send("PUT", f"{upload_url}/{part_no}", data=data)
 
 
@@ -558,7 +574,7 @@ def verify_uploaded(
     return [item.name for item in files if remote[item.name].get("status") != "available"]
 
 
-# --- the whole package -------------------------------------------------------------------------------------------
+# --- the whole package ----------------------------------------------------------------------------
 
 
 def start_article(
@@ -669,7 +685,8 @@ def describe_upload(
     lines = [
         f"dry run: nothing is sent to {api_url.rstrip('/')} (add --upload to upload)",
         f"would {target}: {metadata['title']!r}",
-        f"{len(files)} files, {sum(item.size for item in files):,} bytes, every md5 matches {CHECKSUMS_NAME}:",
+        f"{len(files)} files, {sum(item.size for item in files):,} bytes, every md5 matches "
+        f"{CHECKSUMS_NAME}:",
     ]
     lines += [
         f"  {item.name}  {item.size:,} bytes  md5 {item.md5}  parts: set by figshare at upload"

@@ -8,7 +8,8 @@ def shard_plan(n_images: int, images_per_shard: int) -> list[tuple[int, int]]:
     """(first global index, image count) of each shard of one checkpoint's sample set."""
     if n_images < 1 or images_per_shard < 1:
         raise ValueError(
-            f"a sample set needs n_images >= 1 and images_per_shard >= 1, got {n_images}, {images_per_shard}"
+            f"a sample set needs n_images >= 1 and images_per_shard >= 1, got {n_images}, "
+            f"{images_per_shard}"
         )
     return [
         (first, min(images_per_shard, n_images - first))

@@ -86,7 +86,8 @@ class SampleSet:
         absent = wanted[self.global_indices[clipped] != wanted]
         if absent.size:
             raise KeyError(
-                f"global index {int(absent[0])} is not in the stores {', '.join(map(str, self.stores))}"
+                f"global index {int(absent[0])} is not in the stores "
+                f"{', '.join(map(str, self.stores))}"
             )
         size = int(self.attrs["image_size"])
         out = np.empty((len(wanted), size, size), dtype=np.uint8)
@@ -99,7 +100,8 @@ class SampleSet:
 
 
 def open_samples(stores: Sequence[Path]) -> SampleSet:
-    """Open complete shard stores of one checkpoint, refusing incomplete, mismatched or overlapping shards."""
+    """Open complete shard stores of one checkpoint, refusing incomplete, mismatched or overlapping
+    shards."""
     if not stores:
         raise ValueError("open_samples needs at least one store")
     groups = [_open_complete(Path(store)) for store in stores]
@@ -150,7 +152,8 @@ def _common_attrs(stores: Sequence[Path], groups: Sequence[zarr.Group]) -> dict[
 def _check_coverage(
     stores: Sequence[Path], parts: Sequence[np.ndarray], sorted_global: np.ndarray
 ) -> None:
-    """Global indices must be unique across shards and leave no gap between the first and the last."""
+    """Global indices must be unique across shards and leave no gap between the first and the
+    last."""
     repeated = np.unique(sorted_global[1:][np.diff(sorted_global) == 0])
     if repeated.size:
         holders = [str(s) for s, part in zip(stores, parts) if repeated[0] in part]
@@ -162,7 +165,8 @@ def _check_coverage(
     missing = np.setdiff1d(expected, sorted_global)
     if missing.size:
         raise ValueError(
-            f"global indices {int(missing[0])}..{int(missing[-1])} ({missing.size} in all) are in none "
+            f"global indices {int(missing[0])}..{int(missing[-1])} ({missing.size} in all) are in "
+            "none "
             f"of the stores {', '.join(map(str, stores))}"
         )
 

@@ -25,7 +25,8 @@ import torch
 
 
 def _float32_sigmoid(x: float) -> float:
-    """sigmoid of a Python float evaluated in float32, as `torch.tensor(x).sigmoid()` does in lucidrains."""
+    """sigmoid of a Python float evaluated in float32, as `torch.tensor(x).sigmoid()` does in
+    lucidrains."""
     return float(torch.tensor(x, dtype=torch.float32).sigmoid())
 
 
@@ -38,7 +39,8 @@ def sigmoid_beta_schedule(
 ) -> torch.Tensor:
     """lucidrains' sigmoid schedule (Jabri et al. 2022, arXiv 2212.11972 Fig. 8), float64 betas.
 
-    Defaults are lucidrains' defaults, which I-SynMed and the paper used (1,000 steps at the call site).
+    Defaults are lucidrains' defaults, which I-SynMed and the paper used (1,000 steps at the call
+    site).
     """
     if timesteps < 2:
         raise ValueError(f"diffusion.timesteps must be at least 2, got {timesteps}")
@@ -52,12 +54,14 @@ def sigmoid_beta_schedule(
 
 
 def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
-    """alpha-bar_t = prod_{s<=t} (1 - beta_s), in the dtype of `betas` (float64 from the schedule)."""
+    """alpha-bar_t = prod_{s<=t} (1 - beta_s), in the dtype of `betas` (float64 from the
+    schedule)."""
     return torch.cumprod(1.0 - betas, dim=0)
 
 
 def v_loss_weight(alpha_bar: torch.Tensor) -> torch.Tensor:
-    """snr / (snr + 1) with snr = alpha-bar / (1 - alpha-bar): lucidrains' unclipped pred_v weight."""
+    """snr / (snr + 1) with snr = alpha-bar / (1 - alpha-bar): lucidrains' unclipped pred_v
+    weight."""
     snr = alpha_bar / (1 - alpha_bar)
     return snr / (snr + 1)
 
@@ -120,7 +124,8 @@ def v_target(
 def weighted_v_loss_per_image(
     tables: DiffusionTables, prediction: torch.Tensor, target: torch.Tensor, t: torch.Tensor
 ) -> torch.Tensor:
-    """Per-image loss: mean squared v error over pixels times the timestep's loss weight, float32."""
+    """Per-image loss: mean squared v error over pixels times the timestep's loss weight,
+    float32."""
     squared = (prediction.float() - target.float()) ** 2
     return squared.flatten(1).mean(dim=1) * tables.loss_weight.gather(-1, t)
 

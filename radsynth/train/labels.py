@@ -1,4 +1,5 @@
-"""Checkpoint labels, importable without torch or pandas (the Snakefile builds its DAG from them)."""
+"""Checkpoint labels, importable without torch or pandas (the Snakefile builds its DAG from
+them)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def read_selected_checkpoints(selection_json: str | Path) -> dict[str, int]:
         label = checkpoint_label(number)
         if entry.get("label") != label:
             raise ValueError(
-                f"{path}: selected[{position}] label {entry.get('label')!r} does not match checkpoint {number} ({label})"
+                f"{path}: selected[{position}] label {entry.get('label')!r} does not match "
+                f"checkpoint {number} ({label})"
             )
         if label in selected:
             raise ValueError(f"{path}: selected[{position}] repeats checkpoint {number}")

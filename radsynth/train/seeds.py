@@ -54,7 +54,8 @@ class NoiseDraws:
 def micro_batch_draws(
     seed: int, micro_index: int, batch: int, size: int, num_timesteps: int, flip: bool
 ) -> NoiseDraws:
-    """Flips (p = 0.5, torchvision's rule), uniform timesteps and Gaussian noise of one micro-batch."""
+    """Flips (p = 0.5, torchvision's rule), uniform timesteps and Gaussian noise of one
+    micro-batch."""
     generator = seeded_generator(seed, STREAM_MICRO_BATCH, micro_index)
     flips = (torch.rand(batch, generator=generator) < 0.5) & flip
     timesteps = torch.randint(0, num_timesteps, (batch,), generator=generator)

@@ -96,7 +96,8 @@ def draw_sources(
     for group, ids in pools.items():
         if len(ids) < n_quartets:
             raise ValueError(
-                f"group {group!r} has {len(ids)} eligible image(s); {n_quartets} quartets need {n_quartets}"
+                f"group {group!r} has {len(ids)} eligible image(s); {n_quartets} quartets need "
+                f"{n_quartets}"
             )
         draws[group] = [ids[i] for i in rng.permutation(len(ids))[:n_quartets]]
     return draws
@@ -155,7 +156,8 @@ def write_images(
     *,
     progress: bool,
 ) -> None:
-    """Export every planned image under its group-blind name; the first real image sets the shape."""
+    """Export every planned image under its group-blind name; the first real image sets the
+    shape."""
     first_real = plan.loc[plan["group"] == REAL_GROUP, "source_id"].iloc[0]
     real_shape = checked_image(real[first_real], REAL_GROUP, first_real, None).shape
     for row in tqdm(
@@ -220,7 +222,8 @@ def build_quartets(
 
 
 def read_layout(images_dir: Path) -> pd.DataFrame:
-    """The group-blind layout of an images folder, checked to be complete quartets of existing files."""
+    """The group-blind layout of an images folder, checked to be complete quartets of existing
+    files."""
     path = Path(images_dir) / LAYOUT_FILENAME
     layout = pd.read_csv(path, dtype={"image": str})
     missing = [c for c in LAYOUT_COLUMNS if c not in layout.columns]

@@ -128,10 +128,13 @@ def build_or_confirm_study(
                 f" and {len(differences) - 5} more" if len(differences) > 5 else ""
             )
             raise StudyWouldChange(
-                f"{out_dir} already holds a Turing study, and its inputs or design have changed since it was "
-                f"built: a rebuild would change {shown}. Experts may have rated this study, so it is never "
+                f"{out_dir} already holds a Turing study, and its inputs or design have changed "
+                "since it was "
+                f"built: a rebuild would change {shown}. Experts may have rated this study, so it "
+                "is never "
                 f"replaced. To build a new study, move it aside first (for example: mv {out_dir} "
-                f"{out_dir}.rated-$(date +%Y%m%d)); to keep it, restore the config and inputs it was built "
+                f"{out_dir}.rated-$(date +%Y%m%d)); to keep it, restore the config and inputs it "
+                "was built "
                 f"from ({out_dir / KEY_DIRNAME / PROVENANCE_FILENAME} records its code and config)."
             )
         status = "confirmed unchanged"

@@ -1,4 +1,5 @@
-"""A one-node SLURM cluster in a folder, for tests/test_slurm.py and for trying profiles/slurm by hand.
+"""A one-node SLURM cluster in a folder, for tests/test_slurm.py and for trying profiles/slurm by
+hand.
 
 munged, slurmctld and slurmd (Debian's slurm-wlm 22.05 and munge: `tools/ensure-system-deps.sh
 slurm`) run in the foreground as child processes, each in its own session, with every file
@@ -115,7 +116,8 @@ class Cluster:
     @property
     def env(self) -> dict[str, str]:
         """What a process needs in its environment to use this cluster (and be stopped with it):
-        SLURM_CONF, the marker, and bin/ first on PATH (its srun wrapper finds the config in jobs)."""
+        SLURM_CONF, the marker, and bin/ first on PATH (its srun wrapper finds the config in
+        jobs)."""
         path = f"{HERE / 'bin'}:{os.environ.get('PATH', os.defpath)}"
         return {"SLURM_CONF": str(self.conf), MARKER: str(self.root), "PATH": path}
 
@@ -263,7 +265,8 @@ def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "slurm-cluster")
     with Cluster(root) as cluster:
         print(
-            f"export SLURM_CONF={cluster.conf}   # partitions {cluster.cpu_partition}, {cluster.gpu_partition}",
+            f"export SLURM_CONF={cluster.conf}   # partitions {cluster.cpu_partition}, "
+            f"{cluster.gpu_partition}",
             flush=True,
         )
         try:
