@@ -1,1 +1,2 @@
-"""Audit stage (to come): anatomical screening and the memorization audit of sampled sets."""
+"""Audit stage: the plausibility screen, screening manifests and their review, and the
+memorization audit of sampled sets against the atlas."""

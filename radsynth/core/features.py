@@ -1,7 +1,7 @@
 """Feature extractors: uint8 grayscale radiographs (N, H, W) -> (N, D) float32.
 
-In core because three stages share them: evaluate (FID, KID and PRDC), audit (the memorization
-search's offline fallback encoder and the plausibility screen) and release (its privacy gate).
+In core because two stages share them: evaluate (FID, KID and PRDC, and the `radsynth fid`
+command) and audit (the memorization search's offline encoder, through `audit/encoders.py`).
 
 Every rule that changes a feature (weights, resize, antialias, channels, scaling) is fixed when an
 extractor is built and recorded in its `ExtractorDescription`, which the metrics write beside

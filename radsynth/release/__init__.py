@@ -1,1 +1,1 @@
-"""Release stage (to come): the figshare package, its privacy gate and the uploader."""
+"""Release stage: the figshare package, its privacy gate and dataset card, and the uploader."""
