@@ -12,7 +12,7 @@ CORES ?= 2
 # `make demo` installs only what the demo uses. One call, so apt-get runs at most once.
 SYSTEM_DEPS := r $(if $(filter test,$(MAKECMDGOALS)),chromium) $(if $(filter test slurm-test,$(MAKECMDGOALS)),slurm)
 
-.PHONY: setup system-deps demo test slurm-test bench lint
+.PHONY: setup system-deps demo test slurm-test bench lint mutate
 
 setup: system-deps $(STAMP)
 
@@ -41,6 +41,12 @@ test: setup
 # The demo through a real one-node SLURM cluster and profiles/slurm (also part of `make test`).
 slurm-test: setup
 	$(BIN)/python -m pytest tests/test_slurm.py
+
+# Mutation testing of the core modules (tools/mutate/: modules, their tests, explained survivors);
+# slow, so not part of `make test`. Report in .mutate/report.md.
+mutate: setup
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,mutate]'
+	$(BIN)/python tools/mutate/mutate.py $(MUTATE)
 
 bench: setup
 	$(BIN)/python bench/run.py $(BENCH)
