@@ -12,7 +12,7 @@ CORES ?= 2
 # `make demo` installs only what the demo uses. One call, so apt-get runs at most once.
 SYSTEM_DEPS := r $(if $(filter test,$(MAKECMDGOALS)),chromium) $(if $(filter test slurm-test,$(MAKECMDGOALS)),slurm)
 
-.PHONY: setup system-deps demo test slurm-test bench lint mutate
+.PHONY: setup system-deps demo test slurm-test bench lint mutate schema
 
 setup: system-deps $(STAMP)
 
@@ -42,6 +42,11 @@ test: setup
 slurm-test: setup
 	$(BIN)/python -m pytest tests/test_slurm.py
 
+# The config's JSON schema is generated from its models (radsynth/core/settings/); run after
+# changing a model. tests/test_config.py fails while the committed schema is stale.
+schema: setup
+	$(BIN)/python -m radsynth.core.settings.schema
+
 # Mutation testing of the core modules (tools/mutate/: modules, their tests, explained survivors);
 # slow, so not part of `make test`. Report in .mutate/report.md.
 mutate: setup
@@ -54,6 +59,7 @@ bench: setup
 # The same gates run inside `make test` (tests/test_workflow_static.py, tests/test_lint.py); what ruff
 # covers is set in pyproject.toml.
 lint: setup
+	$(BIN)/python -m radsynth.core.settings.schema --check
 	$(BIN)/ruff check
 	$(BIN)/ruff format --check
 	$(BIN)/snakemake --lint

@@ -1,6 +1,6 @@
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
-from radsynth.core.config import check_config
+from radsynth.core.settings import validate_config
 
 min_version("9.0")
 
@@ -12,8 +12,9 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
-check_config(config)
+# The config through the settings models (every bad key named by its dotted path), then the
+# checks across keys; `config` itself stays as written (rule params and provenance read it).
+validate_config(config)
 
 
 report: "workflow/report/workflow.rst"

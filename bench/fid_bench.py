@@ -45,7 +45,9 @@ from sampling_bench import PairedForwards
 from radsynth.core.features import FeatureExtractor, extract_features, offline_inception
 from radsynth.data.atlas import load_atlas
 from radsynth.evaluate.metrics import EXTRACTION_BATCH_SIZE, atlas_features, frechet_distance
-from radsynth.sample.sampler import TRAINED_PREDICTION_TYPE, make_sampler_scheduler, sample_batch
+from radsynth.sample.denoising import sample_batch
+from radsynth.sample.sampler import TRAINED_PREDICTION_TYPE
+from radsynth.sample.schedulers import make_sampler_scheduler
 from radsynth.train.checkpoint_io import load_checkpoint_weights, read_checkpoint_settings
 from radsynth.train.model import count_parameters
 

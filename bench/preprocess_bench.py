@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from radsynth.data.preprocess import PAPER_NEGATIVE_DETECTION, find_images, preprocess_atlas
+from radsynth.data.negatives import PAPER_NEGATIVE_DETECTION
+from radsynth.data.preprocess import find_images, preprocess_atlas
 from radsynth.demo.phantom import generate_atlas
 
 

@@ -27,7 +27,8 @@ import pandas as pd
 from radsynth.audit.review import write_screening_review
 from radsynth.audit.screening import MANIFEST_COLUMNS
 from radsynth.core.tables import write_table
-from radsynth.data.preprocess import resize_image, to_uint8
+from radsynth.data.preprocess import to_uint8
+from radsynth.data.resize import resize_image
 from radsynth.demo.phantom import render_phantom, sample_params
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -1,7 +1,7 @@
 """Sampling throughput, network evaluations per sampler, and Zarr write throughput.
 
 Questions answered in this one process:
-1. What does `radsynth.sample.sampler.sample_batch` cost over the bare UNet forwards it makes? Its
+1. What does `radsynth.sample.denoising.sample_batch` cost over the bare UNet forwards it makes? Its
 extra
    work is the per-image generators (initial noise and every stochastic step's noise drawn image
    by image), the scheduler's step and the uint8 conversion.
@@ -32,14 +32,10 @@ import zarr
 from bench_common import torch_threads
 
 from radsynth.demo.phantom import render_phantom, sample_params
-from radsynth.sample.sampler import (
-    ShardRequest,
-    _create_work_store,
-    _write_batch,
-    image_seed,
-    make_sampler_scheduler,
-    sample_batch,
-)
+from radsynth.sample.denoising import sample_batch
+from radsynth.sample.schedulers import make_sampler_scheduler
+from radsynth.sample.seeds import image_seed
+from radsynth.sample.work_store import ShardRequest, _create_work_store, write_batch
 from radsynth.train.model import build_unet, count_parameters
 from radsynth.train.settings import RunSettings, run_settings_from_dict
 
@@ -304,10 +300,10 @@ def write_batches(images: np.ndarray, root: Path) -> tuple[WriteTimes, int]:
     """Each batch written four ways in turn: np.save; sample_shard's batch write; and, to see where
     its time goes, the images chunk alone with the default codec (zstd) and uncompressed.
 
-    The shard write is `radsynth.sample.sampler._write_batch` on a store made by
-    `_create_work_store`: the
-    very writes `sample_shard` makes per batch (images, seeds, global indices, checksum, done flag),
-    without sampling time in the figure. Also returns the shard store's bytes on disk.
+    The shard write is `radsynth.sample.work_store.write_batch` on a store made by
+    `_create_work_store`: the very writes `sample_shard` makes per batch (images, seeds, global
+    indices, checksum, done flag), without sampling time in the figure. Also returns the shard
+    store's bytes on disk.
     """
     request = bench_request(WRITE_BATCHES * BATCH)
     work = root / "shard.zarr.partial"
@@ -320,7 +316,7 @@ def write_batches(images: np.ndarray, root: Path) -> tuple[WriteTimes, int]:
         start, stop = request.batch_range(batch)
         batch_seeds = request.seeds(start, stop)
         times.numpy.append(timed(np.save, root / "npy" / f"batch{batch:04d}.npy", images))
-        times.shard.append(timed(_write_batch, group, request, batch, images, batch_seeds))
+        times.shard.append(timed(write_batch, group, request, batch, images, batch_seeds))
         times.chunk.append(timed(chunk.__setitem__, slice(start, stop), images))
         times.raw_chunk.append(timed(raw_chunk.__setitem__, slice(start, stop), images))
     return times, directory_bytes(work)

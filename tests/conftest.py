@@ -3,8 +3,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+
+from radsynth.data.atlas import atlas_from_images, write_atlas
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -53,3 +56,23 @@ def load_demo_config() -> dict:
 @pytest.fixture
 def demo_config() -> dict:
     return load_demo_config()
+
+
+#: Training and validation images of the `data` fixture.
+N_TRAIN, N_VAL = 20, 4
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 16x16 atlas of 24 images and a manifest with the last 4 as validation."""
+    folder = tmp_path_factory.mktemp("data")
+    images = np.random.default_rng(0).integers(0, 256, (N_TRAIN + N_VAL, 16, 16), dtype=np.uint8)
+    write_atlas(
+        folder / "atlas.h5",
+        atlas_from_images(images, [f"img{i:03d}" for i in range(N_TRAIN + N_VAL)]),
+    )
+    rows = [
+        f"{i},img{i:03d},{'val' if i >= N_TRAIN else 'train'}\n" for i in range(N_TRAIN + N_VAL)
+    ]
+    (folder / "manifest.csv").write_text("index,source_name,subset\n" + "".join(rows))
+    return folder / "atlas.h5", folder / "manifest.csv"

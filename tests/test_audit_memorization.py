@@ -1,4 +1,5 @@
-"""The memorization audit: chunked cosine search, patch distance, encoders through imagededup, the CLI.
+"""The memorization audit: chunked cosine search, patch distance, encoders through imagededup, the
+CLI.
 
 Expected values come from references written out here (a full-matrix numpy search, a per-patch
 loop, imagededup's own `find_duplicates`), never from the code under test. The one test that
@@ -16,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import BETAS, PROVENANCE, shard_kwargs, tiny_unet
 from imagededup.utils.models import ViT
 from PIL import Image
-from test_sampling import BETAS, shard_kwargs, tiny_unet
 from torchvision.models import vit_b_16
 
 from radsynth.audit.encoders import (
@@ -47,7 +48,6 @@ from radsynth.demo.phantom import render_phantom, sample_params
 from radsynth.sample.sampler import sample_shard
 from radsynth.sample.store import image_id
 
-PROVENANCE = {"radsynth_version": "test", "config_hash": "abc"}
 FLAG_COLUMNS = ["flag_le_0.05", "flag_le_0.10", "flag_le_0.15", "flag_le_0.20", "flag_le_0.25"]
 
 
@@ -62,10 +62,12 @@ def phantoms(seed: int, n: int, size: int) -> np.ndarray:
 
 
 def brute_force_pairs(real: np.ndarray, synthetic: np.ndarray, k: int) -> pd.DataFrame:
-    """Every real x synthetic cosine similarity in one float64 matrix, sorted best first."""
+    """Every real x synthetic cosine similarity in one float64 matrix, rounded to float32 as
+    top_pairs reports them (so pairs of one direction tie exactly whatever the BLAS summation
+    order), sorted best first, ties by real then synthetic index."""
     unit_real = real / np.linalg.norm(real, axis=1, keepdims=True)
     unit_synthetic = synthetic / np.linalg.norm(synthetic, axis=1, keepdims=True)
-    similarity = unit_real @ unit_synthetic.T
+    similarity = (unit_real @ unit_synthetic.T).astype(np.float32)
     real_index, synthetic_index = np.meshgrid(
         np.arange(len(real)), np.arange(len(synthetic)), indexing="ij"
     )
@@ -99,6 +101,37 @@ def test_top_pairs_equals_a_full_matrix_search(chunk_size):
     np.testing.assert_array_equal(found["real_index"], expected["real_index"])
     np.testing.assert_array_equal(found["synthetic_index"], expected["synthetic_index"])
     np.testing.assert_allclose(found["similarity"], expected["similarity"], atol=1e-6)
+
+
+def tied_group_across_chunks(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Three real and six synthetic rows of one random 256-d direction, scaled by powers of two
+    (so their unit rows are equal in float32 and float64 alike): 18 pairs of similarity 1, tied,
+    with the synthetic ones spread over the 16-row chunks."""
+    rng = np.random.default_rng(seed)
+    real, synthetic = rng.normal(size=(60, 256)), rng.normal(size=(90, 256))
+    direction = rng.normal(size=256)
+    real[[4, 23, 41]] = direction * np.array([[1.0], [2.0], [0.5]])
+    synthetic[[3, 20, 38, 52, 71, 88]] = direction * np.array(
+        [[1.0], [4.0], [0.25], [2.0], [0.5], [8.0]]
+    )
+    return real, synthetic
+
+
+@pytest.mark.parametrize("gather_limit", [0.0, 1.0])
+def test_a_tied_group_cut_by_k_keeps_the_lowest_indices_on_either_path(monkeypatch, gather_limit):
+    """k = 10 cuts the 18 tied pairs: the 10 kept are real rows 4 and 23 with every synthetic row
+    (4 x 6 - 2). Pairs of later chunks enter only if the search keeps pairs whose float32
+    similarity or bound rounds just below the running k-th best, which is what the rounding
+    margin is for; whether a seed rounds down is luck, hence twelve seeds."""
+    monkeypatch.setattr("radsynth.audit.neighbours.GATHER_LIMIT", gather_limit)
+    tied = [(r, s) for r in (4, 23, 41) for s in (3, 20, 38, 52, 71, 88)][:10]
+    for seed in range(12):
+        real, synthetic = tied_group_across_chunks(seed)
+        expected = brute_force_pairs(real, synthetic, 10)
+        assert list(zip(expected["real_index"], expected["synthetic_index"])) == tied
+        found = top_pairs(real, synthetic, k=10, chunk_size=16)
+        assert list(zip(found["real_index"], found["synthetic_index"])) == tied, seed
+        np.testing.assert_allclose(found["similarity"], expected["similarity"], atol=1e-6)
 
 
 @pytest.mark.parametrize("chunk_size", [1, 2, 3, 10])
@@ -140,7 +173,8 @@ def energy_skewed_with_copies(seed: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("gather_limit", [0.0, 1.0])
 @pytest.mark.parametrize("chunk_size", [7, 64, 1000])
 def test_pruned_search_equals_the_full_matrix_on_either_path(monkeypatch, gather_limit, chunk_size):
-    """GATHER_LIMIT 0 sends every chunk through the full product; 1 gathers every pair the bound keeps."""
+    """GATHER_LIMIT 0 sends every chunk through the full product; 1 gathers every pair the bound
+    keeps."""
     monkeypatch.setattr("radsynth.audit.neighbours.GATHER_LIMIT", gather_limit)
     real, synthetic = energy_skewed_with_copies(4)
     found = top_pairs(real, synthetic, k=40, chunk_size=chunk_size)
@@ -295,8 +329,8 @@ def per_patch_loop(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_patch_distance_of_images_differing_in_one_patch_is_computed_by_hand():
-    """16x16 images, 4x4-pixel patches: one pixel off by 51/255 = 0.2 in one patch -> 0.2 / sqrt(16) = 0.05;
-    a whole patch off by 0.2 -> 0.2; a shifted copy differs in every patch."""
+    """16x16 images, 4x4-pixel patches: one pixel off by 51/255 = 0.2 in one patch -> 0.2 / sqrt(16)
+    = 0.05; a whole patch off by 0.2 -> 0.2; a shifted copy differs in every patch."""
     a = np.full((16, 16), 100, dtype=np.uint8)
     b = a.copy()
     b[5, 9] += 51
@@ -322,9 +356,14 @@ def test_patch_distances_equal_the_per_patch_loop_on_rectangular_images():
         (
             np.zeros((18, 16), np.uint8),
             np.zeros((18, 16), np.uint8),
-            "images are 16x18: both sides must be divisible by 4",
+            "images are 16x18: both sides must be divisible by 4 for 16 equal patches",
         ),
         (np.zeros((16, 16), np.float32), np.zeros((16, 16), np.uint8), "real images must be uint8"),
+        (
+            np.zeros((16, 16), np.uint8),
+            np.zeros((16, 16), np.int16),
+            "synthetic images must be uint8 gray (N, H, W), got int16 (1, 16, 16)",
+        ),
         (
             np.zeros((16, 16), np.uint8),
             np.zeros((16, 8), np.uint8),
@@ -341,7 +380,8 @@ def test_patch_distance_refuses_what_it_cannot_split(a, b, message):
 
 
 def test_the_random_encoder_goes_through_imagededup_and_gives_the_extractors_features():
-    """Batch path (a folder of PNG files) = imagededup's single-image path = the radsynth extractor."""
+    """Batch path (a folder of PNG files) = imagededup's single-image path = the radsynth
+    extractor."""
     images = np.random.default_rng(5).integers(0, 256, size=(5, 32, 32), dtype=np.uint8)
     encoder = random_encoder_for_tests()
     embeddings = encode(encoder, images)
@@ -361,8 +401,9 @@ def test_the_random_encoder_goes_through_imagededup_and_gives_the_extractors_fea
 
 
 def test_vit_encoder_loads_a_state_dict_file_into_imagededups_vit_in_eval_mode(tmp_path):
-    """The one ViT test (a random vit_b_16 for 384 px, ~330 MB, ~10 s): loading, eval mode, description.
-    Encoding is left to imagededup's own ViT forward and transform, which the encoder is checked to use."""
+    """The one ViT test (a random vit_b_16 for 384 px, ~330 MB, ~10 s): loading, eval mode,
+    description. Encoding is left to imagededup's own ViT forward and transform, which the encoder
+    is checked to use."""
     torch.manual_seed(0)
     state_dict = vit_b_16(weights=None, image_size=384).state_dict()
     torch.save(state_dict, tmp_path / "vit.pth")
@@ -396,7 +437,7 @@ def test_vit_encoder_names_a_missing_or_foreign_weights_file(tmp_path):
         vit_encoder(tmp_path / "other.pth", sha256_prefix=None)
 
 
-# ---------------------------------------------------------------- the audit with the offline Inception
+# ------------------------------------------------------------ the audit with the offline Inception
 
 
 @pytest.fixture(scope="module")

@@ -15,45 +15,52 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import BETAS, PROVENANCE, shard_kwargs, tiny_unet
 from PIL import Image
 from sklearn.metrics import roc_auc_score
-from test_sampling import BETAS, PROVENANCE, shard_kwargs, tiny_unet
 
 from radsynth.audit.plausibility import (
-    DEFAULT_SETTINGS,
-    DEFAULT_THRESHOLD,
     fit_plausibility,
     intensity_statistics,
     load_model,
     save_model,
 )
+from radsynth.audit.scoring import (
+    PLAUSIBILITY_MODEL_NAME,
+    TILES_PER_PAGE,
+    left_facing_sample_set,
+    screen_gathered_sets,
+    screening_manifest,
+    write_screening,
+)
 from radsynth.audit.screening import (
     AUTOMATED,
     MANIFEST_COLUMNS,
     MANIFEST_NAME,
-    PLAUSIBILITY_MODEL_NAME,
     SAMPLE_COLUMNS,
-    TILES_PER_PAGE,
     counts_table,
-    left_facing_sample_set,
     merge_reviews,
     merge_screening,
     read_manifest,
-    screen_gathered_sets,
     screened_manifests,
-    screening_manifest,
-    write_screening,
 )
 from radsynth.cli import main
+from radsynth.core.settings import preset
+from radsynth.core.settings.sample import Architecture
 from radsynth.core.tables import read_table, read_table_provenance, write_table
 from radsynth.data.atlas import atlas_from_images, write_atlas
 from radsynth.data.csxa import KEYPOINT_LABELS
-from radsynth.data.preprocess import map_keypoints, resize_image, to_uint8
+from radsynth.data.preprocess import to_uint8
+from radsynth.data.resize import map_keypoints, resize_image
 from radsynth.demo.phantom import render_phantom, sample_params
-from radsynth.sample.facing import Architecture, new_classifier, save_classifier
+from radsynth.sample.facing import new_classifier, save_classifier
 from radsynth.sample.gather import gather_checkpoint
 from radsynth.sample.sampler import sample_shard
 from radsynth.sample.store import open_left_facing
+
+#: The demo preset's screen: the settings and threshold the screen is documented with.
+DEMO_SCREEN = preset("config.yaml").audit.screen
+DEMO_SCREEN_SETTINGS, DEMO_SCREEN_THRESHOLD = DEMO_SCREEN.settings, DEMO_SCREEN.threshold
 
 SIZE = 32  # the demo's preprocessed size
 N_FIT, N_HELD = 200, 50
@@ -66,7 +73,8 @@ def one_thread() -> None:
 
 
 def phantoms(n: int, seed: int, facing: str = "left") -> tuple[np.ndarray, np.ndarray]:
-    """Demo phantoms drawn facing `facing`, resized to SIZE px like preprocessing does, with keypoints."""
+    """Demo phantoms drawn facing `facing`, resized to SIZE px like preprocessing does, with
+    keypoints."""
     images, keypoints = [], []
     for index in range(n):
         rng = np.random.default_rng([seed, index])
@@ -82,7 +90,7 @@ def phantoms(n: int, seed: int, facing: str = "left") -> tuple[np.ndarray, np.nd
     return np.stack(images), np.stack(keypoints)
 
 
-# ----------------------------------------------------------------------------- planted implausible anatomy
+# ---------------------------------------------------------------------- planted implausible anatomy
 
 
 def level_centres(points: np.ndarray) -> np.ndarray:
@@ -181,13 +189,14 @@ def order_scrambled(image: np.ndarray, points: np.ndarray, rng: np.random.Genera
 
 @pytest.fixture(scope="module")
 def screen():
-    """The screen fitted on N_FIT phantoms; N_HELD other phantoms kept plausible, N_HELD more corrupted."""
+    """The screen fitted on N_FIT phantoms; N_HELD other phantoms kept plausible, N_HELD more
+    corrupted."""
     real, _ = phantoms(N_FIT, seed=1)
     held, held_points = phantoms(2 * N_HELD, seed=2)
     model = fit_plausibility(
         real,
         [f"real{i:03d}" for i in range(N_FIT)],
-        settings=DEFAULT_SETTINGS,
+        settings=DEMO_SCREEN_SETTINGS,
         fitted_on={"atlas": "demo phantoms, seed 1", "orientation": "drawn left-facing"},
     )
     rng = np.random.default_rng(0)
@@ -224,7 +233,7 @@ def test_held_out_real_images_score_about_uniformly(screen):
     plausibility = model.score(plausible, chunk_size=16).plausibility
     assert 0.0 <= plausibility.min() and plausibility.max() <= 1.0
     assert 0.3 <= np.median(plausibility) <= 0.8
-    assert np.mean(plausibility < DEFAULT_THRESHOLD) <= 0.15
+    assert np.mean(plausibility < DEMO_SCREEN_THRESHOLD) <= 0.15
 
 
 def test_model_file_round_trip_and_description(screen, tmp_path):
@@ -238,7 +247,7 @@ def test_model_file_round_trip_and_description(screen, tmp_path):
         loaded.description["n_real"] == N_FIT
         and len(loaded.description["real_images_digest"]) == 64
     )
-    assert loaded.description["settings"] == DEFAULT_SETTINGS.model_dump(mode="json")
+    assert loaded.description["settings"] == DEMO_SCREEN_SETTINGS.model_dump(mode="json")
     assert loaded.description["fitted_on"]["atlas"] == "demo phantoms, seed 1"
     (tmp_path / "other.npz").write_bytes(b"not a model")
     with pytest.raises(ValueError, match="other.npz"):
@@ -252,7 +261,7 @@ def test_real_images_are_their_own_nearest_real_image(screen):
     np.testing.assert_allclose(scores.nearest_real_similarity, 1.0, atol=1e-5)
 
 
-# ----------------------------------------------------------------------------- manifest and contact sheets
+# -------------------------------------------------------------------- manifest and contact sheets
 
 
 def sample_table(n: int, checkpoint: str) -> pd.DataFrame:
@@ -270,7 +279,8 @@ def sample_table(n: int, checkpoint: str) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def written(screen, tmp_path_factory):
-    """50 left-facing images (the held-out plausible ones) screened into a folder holding a stale page."""
+    """50 left-facing images (the held-out plausible ones) screened into a folder holding a stale
+    page."""
     model, _, plausible, _ = screen
     out = tmp_path_factory.mktemp("screening")
     (out / "contact_page009.png").write_bytes(b"left over from a longer run")
@@ -504,9 +514,6 @@ def test_counts_table_like_table_s1(two_reviews):
     ]
 
 
-HEADER = "image_id,decision,reason,reviewer\n"
-
-
 def test_merge_of_manifests_of_two_sets_writes_merged_conflicts_counts_and_figure(
     two_reviews, tmp_path
 ):
@@ -559,49 +566,13 @@ def test_merge_of_manifests_of_two_sets_writes_merged_conflicts_counts_and_figur
         )
 
 
-@pytest.mark.parametrize(
-    "body, message",
-    [
-        (
-            "img1,exclude,x,alice\nimg9,include,,alice\n",
-            "line 4: column image_id: 'img9' is not in the screening manifest",
-        ),
-        (
-            "img1,maybe,unsure,alice\n",
-            "line 3: column decision: 'maybe' is not include, exclude or blank",
-        ),
-        (
-            "img1,include,,alice\nimg2,exclude,odd,\n",
-            "line 4: column reviewer: blank, but the row has decision 'exclude'",
-        ),
-        (
-            "img1,include,,alice\nimg1,exclude,,alice\n",
-            "line 4: column image_id: 'img1' is decided again (first on line 3)",
-        ),
-    ],
-)
-def test_bad_reviewed_file_names_file_line_and_column(tmp_path, body, message):
-    path = tmp_path / "review.csv"
-    path.write_text("# copied from screening_manifest.csv\n" + HEADER + body)
-    with pytest.raises(ValueError) as error:
-        merge_reviews(small_manifest(), [path])
-    assert str(error.value).startswith(f"{path}: {message}")
-
-
-def test_reviewed_file_without_reviewer_column_is_refused(tmp_path):
-    path = tmp_path / "review.csv"
-    path.write_text("image_id,decision,reason\nimg1,include,\n")
-    with pytest.raises(ValueError, match=f"^{path}: line 1: missing column\\(s\\) reviewer"):
-        merge_reviews(small_manifest(), [path])
-
-
 # ----------------------------------------------------------------------------- the command
 
 
 @pytest.fixture(scope="module")
 def command_inputs(tmp_path_factory):
-    """An atlas of 30 phantoms facing either way, an untrained (seeded) facing classifier and six PNG
-    samples: what is checked is the command's bookkeeping, not how well it orients."""
+    """An atlas of 30 phantoms facing either way, an untrained (seeded) facing classifier and six
+    PNG samples: what is checked is the command's bookkeeping, not how well it orients."""
     root = tmp_path_factory.mktemp("screen_cli")
     left, _ = phantoms(15, seed=3)
     right, _ = phantoms(15, seed=4, facing="right")
@@ -650,8 +621,8 @@ def test_screen_command_writes_the_manifest_pages_and_model(command_inputs, caps
     printed = capsys.readouterr().out
     assert printed.startswith("6 images screened (6 PNG files in ")
     assert (
-        f"{int((manifest['proposed'] == 'exclude').sum())} proposed for exclusion at plausibility < 0.1"
-        in printed
+        f"{int((manifest['proposed'] == 'exclude').sum())} proposed for exclusion "
+        f"at plausibility < 0.1" in printed
     )
     assert f"{int(manifest['flipped'].sum())} mirrored to left-facing" in printed
     assert (
@@ -788,7 +759,7 @@ def test_gathered_sets_are_screened_into_one_folder_per_set_and_checkpoint(tmp_p
         )
         manifests.append(folder / "manifest.csv")
     real, _ = phantoms(20, seed=4)
-    settings = DEFAULT_SETTINGS.model_copy(
+    settings = DEMO_SCREEN_SETTINGS.model_copy(
         update={"analysis_size": 8}
     )  # the tiny sampler's 16 px images
     model = fit_plausibility(

@@ -1,8 +1,8 @@
-"""Checkpoint selection: reading training.py's files, the convergence window, suggestion, selection file."""
+"""Checkpoint selection: reading the training runs' files (radsynth.train.checkpoint_io), the
+convergence window, the suggestion and the selection file (radsynth.evaluate)."""
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
@@ -10,93 +10,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from checkpoint_fixtures import (
+    PAPER_EVERY,
+    paper_shaped_losses,
+    write_fid_csv,
+    write_index,
+    write_loss_log,
+)
+from helpers import PROVENANCE
 
+from radsynth.core.smoothing import moving_average
+from radsynth.evaluate.convergence import convergence_window, missing_validation_reason
+from radsynth.evaluate.selection import select_checkpoints, write_selection
+from radsynth.evaluate.suggestion import suggest_checkpoints
+from radsynth.evaluate.table import read_fid_table
 from radsynth.train.checkpoint_io import (
-    CHECKPOINT_DIR,
-    INDEX_COLUMNS,
-    INDEX_CSV,
-    LOSS_LOG_COLUMNS,
-    checkpoint_filename,
-    loss_log_row,
+    add_index_row,
+    read_checkpoint_index,
+    read_loss_log,
+    truncate_history,
 )
 from radsynth.train.labels import checkpoint_label, read_selected_checkpoints, read_selected_labels
-from radsynth.train.selection import (
-    convergence_window,
-    missing_validation_reason,
-    read_checkpoint_index,
-    read_fid_table,
-    read_loss_log,
-    select_checkpoints,
-    suggest_checkpoints,
-    write_selection,
-)
-
-PROVENANCE = {"code_revision": "abc123", "config_hash": "none"}
-PAPER_EVERY = 2000  # paper: a checkpoint every 2,000 steps, 80 checkpoints = 160,000 steps
-
-
-def paper_shaped_losses(
-    n_checkpoints: int, turning: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(train, val) per checkpoint 1..n shaped like the paper's Figure 1 reading.
-
-    Both fall steeply at first; the training loss keeps falling to the end, the validation loss
-    flattens into its minimum at `turning` and rises faster after it (overfitting). Train noise
-    is a one-batch loss (10%), validation noise small (fixed draws).
-    """
-    rng = np.random.default_rng(seed)
-    k = np.arange(1, n_checkpoints + 1)
-    shared = 0.02 + 0.08 * np.exp(-k / 3)
-    train = (shared - 0.00008 * k) * rng.lognormal(0, 0.1, n_checkpoints)
-    bowl = np.where(k < turning, 0.000004, 0.000012) * (k - turning) ** 2
-    val = shared + bowl + rng.normal(0, 0.00005, n_checkpoints)
-    return train, val
-
-
-def write_index(
-    run_dir: Path,
-    every: int,
-    train: np.ndarray,
-    val: np.ndarray | None,
-    val_ema: np.ndarray | None,
-) -> Path:
-    """run_dir/checkpoints/index.csv with training.py's columns, plus a small file per checkpoint."""
-    folder = run_dir / CHECKPOINT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i, loss in enumerate(train):
-        step = (i + 1) * every
-        (folder / checkpoint_filename(step)).write_bytes(b"weights")
-        rows.append(
-            {
-                "step": step,
-                "checkpoint": i + 1,
-                "path": f"{CHECKPOINT_DIR}/{checkpoint_filename(step)}",
-                "bytes": 7,
-                "train_loss": repr(float(loss)),
-                "val_loss": "" if val is None else repr(float(val[i])),
-                "val_loss_ema": "" if val_ema is None else repr(float(val_ema[i])),
-            }
-        )
-    path = folder / INDEX_CSV
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=INDEX_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def write_loss_log(
-    run_dir: Path, train_per_step: np.ndarray, val_at: dict[int, tuple[float, float | None]]
-) -> Path:
-    """run_dir/loss_log.csv written with training.py's own header and `loss_log_row`."""
-    path = run_dir / "loss_log.csv"
-    lines = [",".join(LOSS_LOG_COLUMNS) + "\n"]
-    for step, loss in enumerate(train_per_step, start=1):
-        val, val_ema = val_at.get(step, (None, None))
-        lines.append(loss_log_row(step, float(loss), val, val_ema, 5e-5, step * 0.5))
-    path.write_text("".join(lines))
-    return path
 
 
 def floor_val() -> np.ndarray:
@@ -195,8 +129,58 @@ def test_reader_errors_name_file_line_and_column(tmp_path: Path) -> None:
         read_loss_log(log_csv)
 
 
+INDEX_HEADER = "step,checkpoint,path,bytes,train_loss,val_loss,val_loss_ema\n"
+
+
+def test_index_rows_from_a_remade_step_on_are_replaced_and_earlier_ones_kept(
+    tmp_path: Path,
+) -> None:
+    index_csv = write_index(
+        tmp_path, 20, np.array([0.5, 0.25, 0.125]), np.array([0.6, 0.3, 0.2]), None
+    )
+    first = "20,1,checkpoints/step000020.safetensors,7,0.5,0.6,\n"
+    assert index_csv.read_text().startswith(INDEX_HEADER + first)
+    # A resumed run remakes checkpoint 2: its row is replaced, the row of step 60 dropped.
+    add_index_row(tmp_path, 40, 2, 99, 0.1 + 0.2, 0.7, None)
+    assert index_csv.read_text() == (
+        INDEX_HEADER
+        + first
+        + "40,2,checkpoints/step000040.safetensors,99,0.30000000000000004,0.7,\n"
+    )
+    truncate_history(tmp_path, 20)
+    assert index_csv.read_text() == INDEX_HEADER + first
+    assert [p.name for p in (tmp_path / "checkpoints").glob("*.safetensors")] == [
+        "step000020.safetensors"
+    ]
+    index_csv.write_text(INDEX_HEADER + first.replace("20,1", "twenty,1"))
+    with pytest.raises(ValueError, match=rf"{index_csv} line 2, column 'step': 'twenty' is not"):
+        add_index_row(tmp_path, 40, 2, 99, 0.3, 0.7, None)
+
+
+def test_a_full_run_index_is_written_with_blank_validation_cells(tmp_path: Path) -> None:
+    add_index_row(tmp_path, 4, 1, 10, 0.25, None, None)
+    add_index_row(tmp_path, 8, 2, 10, 0.125, None, None)
+    assert (tmp_path / "checkpoints" / "index.csv").read_text() == (
+        INDEX_HEADER
+        + "4,1,checkpoints/step000004.safetensors,10,0.25,,\n"
+        + "8,2,checkpoints/step000008.safetensors,10,0.125,,\n"
+    )
+    index = read_checkpoint_index(tmp_path / "checkpoints" / "index.csv")
+    assert index["val_loss"].isna().all() and index["train_loss"].tolist() == [0.25, 0.125]
+
+
 # ----------------------------------------------------------------------------------------------
 # Convergence window
+
+
+def test_moving_average_is_centred_and_shrinks_at_the_ends() -> None:
+    values = pd.Series([1.0, 2.0, 3.0, 10.0])
+    # (1+2)/2, (1+2+3)/3, (2+3+10)/3, (3+10)/2
+    assert moving_average(values, 3).tolist() == [1.5, 2.0, 5.0, 6.5]
+    assert moving_average(values, 1).tolist() == values.tolist()
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="window must be a positive integer"):
+            moving_average(values, bad)
 
 
 @pytest.mark.parametrize("turning", [20, 35, 55])
@@ -216,7 +200,8 @@ def test_window_of_a_hand_computed_floor(tmp_path: Path) -> None:
     val = floor_val()
     index = read_checkpoint_index(write_index(tmp_path, PAPER_EVERY, val * 0.9, val, None))
     # Centred 5-checkpoint means minus the floor 0.1, by hand:
-    #   k <= 28: (30 - k) * 0.001;  k = 29: (3+2+1) * 0.001 / 5 = 0.0012;  k = 30: (2+1) * 0.001 / 5 = 0.0006
+    #   k <= 28: (30 - k) * 0.001;  k = 29: (3+2+1) * 0.001 / 5 = 0.0012;
+    #   k = 30: (2+1) * 0.001 / 5 = 0.0006
     #   31..39: at most 1 * 0.002 / 5 = 0.0004;  k = 40: (1+2) * 0.002 / 5 = 0.0012
     #   k = 41: (1+2+3) * 0.002 / 5 = 0.0024;  k >= 42: (k - 40) * 0.002
     # Tolerance 0.01 keeps excesses <= 0.001: checkpoints 30..39.
@@ -267,7 +252,8 @@ def test_window_edge_cases(tmp_path: Path) -> None:
 
 
 def fid_table(full_index: pd.DataFrame, every_n: int, best: int) -> pd.DataFrame:
-    """FID every `every_n` checkpoints (paper: every 20,000 steps = 10 checkpoints), lowest at `best`."""
+    """FID every `every_n` checkpoints (paper: every 20,000 steps = 10 checkpoints), lowest at
+    `best`."""
     rows = full_index[full_index["checkpoint"] % every_n == 0]
     fid = 20 + (rows["checkpoint"] - best).abs() * 0.5
     return pd.DataFrame({"step": rows["step"], "checkpoint": rows["checkpoint"], "fid": fid})
@@ -276,8 +262,8 @@ def fid_table(full_index: pd.DataFrame, every_n: int, best: int) -> pd.DataFrame
 def test_suggestion_on_paper_shaped_runs(tmp_path: Path) -> None:
     split = read_checkpoint_index(paper_run(tmp_path / "split", 80, 35, True, seed=1))
     full = read_checkpoint_index(paper_run(tmp_path / "full", 80, 35, False, seed=2))
-    fid_csv = tmp_path / "fid.csv"
-    fid_table(full, 10, best=80).to_csv(fid_csv, index=False)
+    fid = fid_table(full, 10, best=80)
+    fid_csv = write_fid_csv(tmp_path / "fid.csv", fid["step"], fid["checkpoint"], fid["fid"])
     suggestion = suggest_checkpoints(
         split,
         full,
@@ -357,8 +343,9 @@ def test_fid_for_a_checkpoint_missing_from_the_full_run_is_an_error(tmp_path: Pa
         )
 
 
-#: The floor's window with smoothing 5 and tolerance 0.01 is 30..39 (test_window_of_a_hand_computed_floor);
-#: two picks over it: 39 (its end) and the nearest to 39 - 9 / 2 = 34.5, the earlier of 34 and 35 on the tie.
+#: The floor's window with smoothing 5 and tolerance 0.01 is 30..39
+#: (test_window_of_a_hand_computed_floor); two picks over it: 39 (its end) and the nearest to
+#: 39 - 9 / 2 = 34.5, the earlier of 34 and 35 on the tie.
 FLOOR_CONVERGENCE = {"val_column": "val_loss", "smoothing": 5, "tolerance": 0.01, "n_window": 2}
 FINAL_WHY = "last checkpoint of the full run (step 160000)"
 
@@ -382,9 +369,8 @@ def floor_suggestion(tmp_path: Path, fid: pd.DataFrame | None) -> tuple[dict, pd
 
 def test_auto_selects_window_picks_final_and_best_fid(tmp_path: Path) -> None:
     split_csv, full_csv = floor_runs(tmp_path)
-    fid_csv = tmp_path / "fid.csv"
-    fid_csv.write_text(
-        "step,checkpoint,fid\n40000,20,50.0\n80000,40,31.0\n120000,60,28.5\n160000,80,29.0\n"
+    fid_csv = write_fid_csv(
+        tmp_path / "fid.csv", [40000, 80000, 120000, 160000], [20, 40, 60, 80], [50, 31, 28.5, 29]
     )
     out = tmp_path / "selection.json"
     written = select_checkpoints(
@@ -441,7 +427,7 @@ def test_configured_checkpoints_outside_the_evidence_are_recorded_and_logged(
 ) -> None:
     suggestion, full = floor_suggestion(tmp_path, None)
     out = tmp_path / "selection" / "selection.json"
-    with caplog.at_level(logging.WARNING, logger="radsynth.train.selection"):
+    with caplog.at_level(logging.WARNING, logger="radsynth.evaluate.selection"):
         written = write_selection(
             [80, 40, 12, 36, 34], suggestion, full, out, provenance=PROVENANCE
         )
@@ -517,7 +503,10 @@ def test_write_selection_rejects_bad_configured_checkpoints(tmp_path: Path) -> N
     out = tmp_path / "selection.json"
     with pytest.raises(
         ValueError,
-        match=rf"checkpoints.selected: checkpoint 81 is beyond the last checkpoint 80 of the full run \({full_csv}\)",
+        match=(
+            r"checkpoints.selected: checkpoint 81 is beyond the last checkpoint 80 of the full "
+            rf"run \({full_csv}\)"
+        ),
     ):
         write_selection([34, 81], suggestion, full, out, provenance=PROVENANCE)
     with pytest.raises(

@@ -1,6 +1,7 @@
 """The `radsynth` console script runs each stage without Snakemake."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from helpers import MEANS, key_frame, write_qualtrics
 
+from radsynth import cli
+from radsynth.cli import main
 from radsynth.data.atlas import load_atlas
-from radsynth.data.preprocess import NegativeDetection, preprocess_atlas
+from radsynth.data.negatives import NegativeDetection
+from radsynth.data.preprocess import preprocess_atlas
 
 REPO = Path(__file__).resolve().parents[1]
 RADSYNTH = Path(sys.executable).parent / "radsynth"
@@ -63,7 +68,7 @@ def test_demo_atlas_preprocess_split_chain(cli_atlas, tmp_path):
     with h5py.File(cli_atlas / "atlas.h5") as atlas:
         assert atlas["images"].shape == (12, 32, 32)
         assert "radsynth" in atlas.attrs["provenance"] and "argv" not in atlas.attrs["provenance"]
-    assert pd.read_csv(cli_atlas / "atlas.rejects.csv").columns.tolist() == [
+    assert pd.read_csv(cli_atlas / "atlas.rejects.csv", comment="#").columns.tolist() == [
         "source",
         "kind",
         "reason",
@@ -73,24 +78,6 @@ def test_demo_atlas_preprocess_split_chain(cli_atlas, tmp_path):
     ).stdout
     manifest = pd.read_csv(tmp_path / "manifest.csv", comment="#")
     assert (manifest["subset"] == "val").sum() == 2 and "train" in out
-
-
-def test_preprocess_reports_missing_input(tmp_path):
-    result = subprocess.run(
-        [
-            str(RADSYNTH),
-            "preprocess",
-            "--input",
-            str(tmp_path / "nowhere"),
-            "--out",
-            str(tmp_path / "a.h5"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode != 0
-    assert "nowhere" in result.stderr
 
 
 def test_cli_inverts_exactly_the_true_negatives(cli_atlas):
@@ -104,7 +91,8 @@ def test_cli_inverts_exactly_the_true_negatives(cli_atlas):
 
 @pytest.mark.parametrize("preset", ["config.yaml", "csxa.yaml"])
 def test_cli_preprocess_equals_the_workflow_call_with_each_preset(cli_atlas, tmp_path, preset):
-    """The workflow's preprocess script passes the preset's detector settings; the CLI has none to pass."""
+    """The workflow's preprocess script passes the preset's detector settings; the CLI passes
+    the paper preset's."""
     detection = yaml.safe_load((REPO / "config" / preset).read_text())["preprocess"][
         "negative_detection"
     ]
@@ -128,8 +116,6 @@ def test_cli_preprocess_equals_the_workflow_call_with_each_preset(cli_atlas, tmp
 
 
 def test_qualtrics_then_stats_through_the_cli(tmp_path):
-    from test_ratings import MEANS, key_frame, write_qualtrics
-
     from radsynth.turing.ratings import load_key, simulate_ratings
 
     key_frame(6).to_csv(tmp_path / "key.csv", index=False)
@@ -168,8 +154,6 @@ def test_qualtrics_then_stats_through_the_cli(tmp_path):
 
 
 def test_stats_refuses_simulated_raters_reported_as_experts(tmp_path):
-    from test_ratings import MEANS, key_frame
-
     from radsynth.turing.ratings import load_key, simulate_ratings, write_ratings_csv
 
     key_frame(4).to_csv(tmp_path / "key.csv", index=False)
@@ -193,3 +177,128 @@ def test_stats_refuses_simulated_raters_reported_as_experts(tmp_path):
         timeout=120,
     )
     assert result.returncode != 0 and "simulated" in result.stderr
+
+
+# ----------------------------------------------------------------------------- error boundary
+
+
+def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    """Each subcommand with one bad input: its arguments, and what its error line must name
+    (the config files partial.yaml and demo.yaml are written by the test)."""
+    missing = tmp_path / "missing"
+    atlas, key, image_set = missing / "atlas.h5", missing / "key.csv", missing / "set"
+    images = ["--real", atlas, "--synthetic", image_set]
+    cases = {
+        "demo-atlas": (
+            ["demo-atlas", "--out", tmp_path / "atlas", "--truth", tmp_path / "t.csv"]
+            + ["--min-side", 600, "--max-side", 300],
+            "data.demo.max_side: must be at least min_side 600, got 300",
+        ),
+        "download": (
+            ["download", "--config", tmp_path / "demo.yaml", "--archive", "png"],
+            f"{tmp_path / 'demo.yaml'}: data.csxa: missing key",
+        ),
+        "preprocess": (
+            ["preprocess", "--input", missing / "images", "--out", tmp_path / "a.h5"],
+            missing / "images",
+        ),
+        "split": (["split", "--atlas", atlas, "--out", tmp_path / "m.csv"], atlas),
+        "sample": (
+            ["sample", "--checkpoint", missing / "step1.safetensors", "--n", 2]
+            + ["--out", tmp_path / "s.zarr"],
+            missing / "step1.safetensors",
+        ),
+        "model": (
+            ["model", "--configfile", tmp_path / "partial.yaml"],
+            "model.sample_size: missing key",
+        ),
+        "stats": (["stats", "--ratings", missing, "--key", key, "--out", tmp_path / "stats"], key),
+        "qualtrics": (
+            ["qualtrics", "--export", missing / "export.csv", "--key", key]
+            + ["--rater-column", "rater", "--out", tmp_path / "r.csv"],
+            key,
+        ),
+        "fid": (["fid", *images, "--extractor", "random-cnn-test-only"], image_set),
+        "audit": (
+            ["audit", *images, "--out", tmp_path / "audit", "--encoder", "random-test-only"],
+            image_set,
+        ),
+        "screen": (
+            ["screen", *images, "--facing-classifier", missing / "classifier.safetensors"]
+            + ["--out", tmp_path / "screen"],
+            image_set,
+        ),
+        "figshare-upload": (["figshare-upload", missing], missing / "figshare.json"),
+    }
+    return {
+        command: ([str(argument) for argument in arguments], str(named))
+        for command, (arguments, named) in cases.items()
+    }
+
+
+def subcommands() -> set[str]:
+    """Every subcommand `radsynth --help` lists."""
+    help_text = subprocess.run(
+        [str(RADSYNTH), "--help"], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    return set(re.search(r"\{([a-z,-]+)\}", help_text)[1].split(","))
+
+
+def test_every_subcommand_has_a_bad_input_case(tmp_path):
+    assert set(bad_inputs(tmp_path)) == subcommands()
+
+
+@pytest.mark.parametrize("command", sorted(bad_inputs(Path("/nowhere"))))
+def test_bad_input_is_one_line_naming_the_file_or_key_and_exit_2(command, tmp_path, capsys):
+    (tmp_path / "partial.yaml").write_text("model:\n  architecture: diffusers\n  dropout: 0.0\n")
+    (tmp_path / "demo.yaml").write_text("data:\n  source: demo\n")
+    arguments, named = bad_inputs(tmp_path)[command]
+    status = main(arguments)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert err.count("\n") == 1 and err.startswith(f"radsynth {command}: error: "), err
+    assert named in err
+    assert "Traceback" not in err
+
+
+def test_an_unexpected_error_prints_its_traceback_and_exits_1(tmp_path, capsys, monkeypatch):
+    """A bug (here a forced ZeroDivisionError inside the split) is not dressed up as bad input."""
+
+    def broken_split(*args, **kwargs):
+        return 1 / 0
+
+    monkeypatch.setattr(cli, "write_split_for_atlas", broken_split)
+    status = main(["split", "--atlas", str(tmp_path / "a.h5"), "--out", str(tmp_path / "m.csv")])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith("Traceback (most recent call last):")
+    assert "broken_split" in err and err.rstrip().endswith("ZeroDivisionError: division by zero")
+
+
+def test_cli_defaults_are_the_presets_values():
+    """The defaults `--help` shows are read from the preset files, not copied: the paper's for
+    preprocessing, split and sampler, the demo's for the rest."""
+    demo, paper = (
+        yaml.safe_load((REPO / "config" / name).read_text())
+        for name in ("config.yaml", "csxa.yaml")
+    )
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+
+    def default(command: str, option: str):
+        return commands[command].get_default(option)
+
+    assert default("demo-atlas", "n") == demo["data"]["demo"]["n_images"]
+    assert default("demo-atlas", "max_side") == demo["data"]["demo"]["max_side"]
+    assert default("preprocess", "size") == paper["preprocess"]["size"] == 256
+    assert default("preprocess", "max_rejected_fraction") == 0.01
+    detection = vars(default("preprocess", "detection"))
+    assert detection == paper["preprocess"]["negative_detection"]
+    assert default("split", "seed") == paper["split"]["seed"]
+    assert (default("sample", "sampler"), default("sample", "steps")) == ("ddpm", 1000)
+    assert default("sample", "quantization") == demo["sampling"]["quantization"] == "round"
+    assert default("fid", "kid_subsets") == demo["evaluate"]["metrics"]["kid_subsets"]
+    assert default("audit", "chunk_size") == demo["audit"]["chunk_size"]
+    assert default("screen", "threshold") == demo["audit"]["screen"]["threshold"]
+    settings = default("screen", "settings").model_dump()
+    assert settings == demo["audit"]["screen"]["settings"]

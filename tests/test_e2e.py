@@ -18,35 +18,12 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import CHROMIUM, CHROMIUM_ARGS, load_demo_config, run_snakemake, write_workdir_config
+from helpers import tiny
 from PIL import Image
 
 from radsynth.demo.phantom import generate_atlas
 
 pytestmark = pytest.mark.e2e
-
-
-def tiny(config: dict, workdir: Path) -> dict:
-    config["data"]["demo"].update(n_images=40, min_side=96, max_side=160)
-    config["preprocess"]["size"] = 32
-    config["model"].update(base_channels=8, attention_head_dim=8, norm_num_groups=4)
-    config["training"].update(num_steps=20, checkpoint_every=5, state_every=5)
-    config["checkpoints"]["selected"] = [1, 2, 4]
-    config["sampling"].update(steps=4, batch_size=4)
-    config["sampling"]["sets"] = {
-        "initial": {"n_images": 6, "images_per_shard": 6},
-        "large": {"n_images": 6, "images_per_shard": 4},
-    }
-    config["evaluate"]["every_steps"] = 10
-    config["evaluate"]["samples"].update(n_images=6, images_per_shard=6, steps=4)
-    config["facing"]["training"]["steps"] = 30
-    config["turing"]["n_quartets"] = 4
-    # 20 training steps make noise, which the screen rightly proposes to exclude, every image; with
-    # nothing proposed, the release has images to package.
-    config["audit"]["screen"]["threshold"] = 0.0
-    config["audit"]["review"]["page_size"] = 4  # two review pages per 6-image set
-    config["audit"]["sample_sets"] = ["initial", "large"]  # ids must stay apart across sets
-    write_workdir_config(workdir, config)
-    return config
 
 
 def read_atlas(path: Path) -> dict:
@@ -84,7 +61,7 @@ def test_demo_atlas_preprocessed_with_inversions_matching_truth(demo_run):
 
 def test_demo_rejects_and_annotation_notes_recorded(demo_run):
     workdir, _, _ = demo_run
-    rejects = pd.read_csv(workdir / "results/preprocess/rejects.csv")
+    rejects = pd.read_csv(workdir / "results/preprocess/rejects.csv", comment="#")
     assert list(rejects.columns) == ["source", "kind", "reason"]
     assert not (rejects["kind"] == "image_rejected").any()
     duplicate = rejects[rejects["kind"] == "annotation_note"]
@@ -129,7 +106,8 @@ def test_demo_training_runs_checkpoints_and_selection(demo_run):
 
 
 def test_demo_fid_through_training_feeds_the_checkpoint_suggestion(demo_run):
-    """FID at every evaluate.every_steps (10) of the 20-step full run, each from its own sampling set
+    """FID at every evaluate.every_steps (10) of the 20-step full run, each from its own sampling
+    set
     of 6 images against the 40 atlas images, with the offline Inception named by its file hash."""
     workdir, _, _ = demo_run
     table = pd.read_csv(workdir / "results/evaluate/fid.csv", comment="#")
@@ -672,7 +650,8 @@ def test_a_reviewed_manifest_reruns_only_the_merge(demo_run):
 def test_review_page_export_reruns_only_the_merge_and_leaves_the_exclusions_out_of_the_release(
     demo_run, tmp_path
 ):
-    """The offline review page of a set, in Chromium: a reviewer excludes one image on each of its two
+    """The offline review page of a set, in Chromium: a reviewer excludes one image on each of its
+    two
     pages, reloads, resumes and exports; the export placed in the reviews folder reruns only the
     merge and the release, and both images are gone from the package."""
     if not CHROMIUM.exists():

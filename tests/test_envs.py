@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import sys
 from functools import cache
 from importlib.metadata import PackageNotFoundError, packages_distributions, requires
@@ -20,7 +21,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from test_workflow_static import REPO, rule_directives
+from workflow_parse import REPO, rule_directives
 
 RULES_DIR = REPO / "workflow/rules"
 ENVS = REPO / "envs"
@@ -33,6 +34,8 @@ CONDA_SPEC = re.compile(
 )
 #: What the statistics env (R through rpy2) must not need: the deep-learning stack.
 TORCH_STACK = {"torch", "torchvision", "diffusers", "accelerate", "safetensors"}
+#: Rules that only merge tables or package files: they run in an env without torch.
+TORCH_FREE_RULES = ("merge_pair_verdicts", "merge_screening", "release_package")
 
 
 def script_rules() -> dict[str, tuple[Path, Path]]:
@@ -218,6 +221,35 @@ def test_statistics_env_needs_and_holds_no_torch():
     assert not TORCH_STACK & set(env_dependencies(ENVS / "stats.yaml"))
 
 
+@pytest.mark.parametrize("rule", TORCH_FREE_RULES)
+def test_merge_and_release_rules_import_nothing_of_torch(rule):
+    """Statically (the import walk, function-level imports included) and by importing every
+    radsynth module the script imports in a Python where the torch stack cannot be imported."""
+    env_file, script = script_rules()[rule]
+    assert not TORCH_STACK & set(env_dependencies(env_file)), f"rule {rule}: {env_file.name}"
+    needed = needed_distributions(script)
+    assert not TORCH_STACK & set(needed), {name: needed[name] for name in TORCH_STACK & set(needed)}
+    modules = sorted(name for name in imports_of(script) if module_file(name))
+    assert modules, f"{shown(script)} imports no radsynth module"
+    probe = "import sys\n" + "".join(
+        f"sys.modules[{name!r}] = None\n" for name in sorted(TORCH_STACK)
+    )
+    probe += "".join(f"import {module}\n" for module in modules)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"rule {rule}: {result.stderr[-2000:]}"
+
+
+def test_the_torch_probe_fails_where_torch_is_imported():
+    """The probe above is not vacuous: a module that needs torch fails it."""
+    probe = "import sys\nsys.modules['torch'] = None\nimport radsynth.audit.scoring\n"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0 and "torch" in result.stderr
+
+
 @pytest.mark.parametrize("env_file", env_files(), ids=lambda path: path.name)
 def test_env_pins_the_versions_of_constraints(env_file):
     pinned = constraints()
@@ -248,7 +280,8 @@ def test_pip_installs_nothing_the_env_does_not_list(env_file):
         for requirement in requirements:
             if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
                 assert canonicalize_name(requirement.name) in deps, (
-                    f"{env_file.name}: pip installs {requirement.name} for {name}, which the env does not list"
+                    f"{env_file.name}: pip installs {requirement.name} for {name}, "
+                    f"which the env does not list"
                 )
 
 

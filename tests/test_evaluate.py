@@ -1,4 +1,5 @@
-"""The FID stage's library: features, FID/KID/PRDC against torchmetrics, scipy and prdc, the feature cache.
+"""The FID stage's library: features, FID/KID/PRDC against torchmetrics, scipy and prdc, the
+feature cache.
 
 Metric tests use the random CNN (16 features, 32 px): numbers there mean nothing, but they are
 compared with the reference libraries computing from the same features or the same images.
@@ -62,11 +63,20 @@ def atlas(tmp_path):
     return make_atlas(tmp_path / "atlas.h5", blocky_images(40, seed=1))
 
 
+#: The tests' metric settings: the presets' values but 10 KID subsets (each subset costs time,
+#: not correctness).
+METRICS = dict(kid_subsets=10, kid_subset_size=1000, kid_seed=0, nearest_k=5, batch_size=32)
+
+
 def row(images, atlas, extractor, cache, **kwargs):
-    """fidelity_row with 10 KID subsets unless told (each subset costs time, not correctness)."""
-    kwargs.setdefault("kid_subsets", 10)
+    """fidelity_row with METRICS unless told."""
     return fidelity_row(
-        images, atlas, extractor, cache, synthetic_name="samples/manifest.csv", **kwargs
+        images,
+        atlas,
+        extractor,
+        cache,
+        synthetic_name="samples/manifest.csv",
+        **{**METRICS, **kwargs},
     )
 
 
@@ -161,14 +171,10 @@ def test_small_sets_are_recorded_as_warnings_not_silent_nan(cnn, atlas, tmp_path
 
 
 def test_the_row_records_the_extractor_beside_the_numbers(cnn, atlas, tmp_path):
-    record = fidelity_row(
-        blocky_images(30, seed=2), atlas, cnn, tmp_path / "cache", synthetic_name="s"
+    record = row(
+        blocky_images(30, seed=2), atlas, cnn, tmp_path / "cache", kid_subsets=12, nearest_k=4
     ).as_record()
-    assert (record["kid_subsets"], record["kid_subset_size"], record["prdc_k"]) == (
-        100,
-        30,
-        5,
-    )  # the defaults
+    assert (record["kid_subsets"], record["kid_subset_size"], record["prdc_k"]) == (12, 30, 4)
     assert record["extractor_weights"] == RANDOM_INIT
     assert record["extractor_name"] == "random-cnn (seed 0)"
     assert (record["extractor_input_size"], record["extractor_antialias"]) == (SIZE, True)

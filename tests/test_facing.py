@@ -15,15 +15,15 @@ import pytest
 import torch
 
 from radsynth.core.config import ConfigError
+from radsynth.core.settings.sample import Architecture, LabelRule
 from radsynth.core.tables import write_table
 from radsynth.data.csxa import KEYPOINT_LABELS
-from radsynth.data.preprocess import PAPER_NEGATIVE_DETECTION, preprocess_atlas
+from radsynth.data.negatives import PAPER_NEGATIVE_DETECTION
+from radsynth.data.preprocess import preprocess_atlas
 from radsynth.data.split import split_manifest
 from radsynth.demo.phantom import generate_atlas
 from radsynth.sample.facing import (
-    Architecture,
     FacingClassifier,
-    LabelRule,
     accuracy,
     facing_labels_from_anatomy,
     load_classifier,

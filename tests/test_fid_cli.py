@@ -1,4 +1,5 @@
-"""`radsynth fid` and the synthetic-set reader behind it, with the random CNN (never the real Inception).
+"""`radsynth fid` and the synthetic-set reader behind it, with the random CNN (never the real
+Inception).
 
 The synthetic sets are real sampling shard stores of a tiny untrained UNet (as in test_sampling),
 and the same pixels written as PNG files. Expected numbers are computed by calling fidelity_row
@@ -13,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from helpers import BETAS, shard_kwargs, tiny_unet
 from PIL import Image
-from test_sampling import BETAS, shard_kwargs, tiny_unet
 
 from radsynth.audit.image_sets import load_synthetic
 from radsynth.cli import main
 from radsynth.core.features import RANDOM_INIT, random_cnn
+from radsynth.core.settings import preset
 from radsynth.data.atlas import atlas_from_images, write_atlas
 from radsynth.evaluate.metrics import fidelity_row
 from radsynth.sample.sampler import sample_shard
@@ -30,7 +32,8 @@ SHARD_IMAGES = 4
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    """atlas.h5 (12 random 16 px images) and samples/shard{0,1}.zarr (4 images each) of a tiny UNet."""
+    """atlas.h5 (12 random 16 px images) and samples/shard{0,1}.zarr (4 images each) of a tiny
+    UNet."""
     root = tmp_path_factory.mktemp("fid")
     real = np.random.default_rng(0).integers(0, 256, size=(12, SIZE, SIZE), dtype=np.uint8)
     write_atlas(root / "atlas.h5", atlas_from_images(real, [f"{i:07d}" for i in range(len(real))]))
@@ -54,7 +57,8 @@ def data(tmp_path_factory) -> Path:
 
 
 def stored_images(*stores: Path) -> np.ndarray:
-    """The stores' image arrays concatenated, read with zarr alone (shard order = global order here)."""
+    """The stores' image arrays concatenated, read with zarr alone (shard order = global order
+    here)."""
     return np.concatenate(
         [zarr.open_group(store, mode="r", zarr_format=3)["images"][:] for store in stores]
     )
@@ -87,6 +91,8 @@ def fid_cli(data: Path, synthetic: Path, out: Path, *extra: str) -> int:
 
 
 def expected_row(data: Path, images: np.ndarray, cache: Path):
+    """The row with the settings the CLI defaults to: the demo preset's, but KID_SUBSETS."""
+    demo = preset("config.yaml").evaluate
     return fidelity_row(
         images,
         data / "atlas.h5",
@@ -94,6 +100,10 @@ def expected_row(data: Path, images: np.ndarray, cache: Path):
         cache,
         synthetic_name="expected",
         kid_subsets=KID_SUBSETS,
+        kid_subset_size=demo.metrics.kid_subset_size,
+        kid_seed=demo.metrics.kid_seed,
+        nearest_k=demo.metrics.prdc_nearest_k,
+        batch_size=demo.batch_size,
     )
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+import radsynth.evaluate.table as table_module
 from radsynth.core.features import ExtractorDescription
 from radsynth.core.tables import read_table, read_table_provenance
 from radsynth.evaluate.metrics import FidelityRow
@@ -18,9 +19,9 @@ from radsynth.evaluate.table import (
     checkpoint_record,
     fid_table,
     plot_fid_curve,
+    read_fid_table,
     write_fid_table,
 )
-from radsynth.train.selection import read_fid_table
 
 EXTRACTOR = ExtractorDescription(
     name="inception-v3 (test)",
@@ -123,7 +124,7 @@ def test_the_written_table_carries_provenance_and_feeds_checkpoint_selection(tmp
     assert fid["step"].tolist() == [150, 300] and fid["fid"].tolist() == [200.0, 80.0]
 
 
-def test_selection_reader_names_the_file_line_after_provenance_lines(tmp_path):
+def test_reader_names_the_file_line_after_provenance_lines(tmp_path):
     path = tmp_path / "fid.csv"
     write_fid_table([record(150, 200.0), record(300, 80.0)], path, provenance={"a": "1", "b": "2"})
     lines = path.read_text().splitlines()
@@ -137,13 +138,50 @@ def test_selection_reader_names_the_file_line_after_provenance_lines(tmp_path):
         read_fid_table(path)
 
 
-def test_figure_marks_the_best_fid_and_records_its_provenance(tmp_path):
+def test_reader_refuses_missing_columns_and_non_integer_cells(tmp_path):
+    path = tmp_path / "fid.csv"
+    write_fid_table([record(150, 200.0), record(300, 80.0)], path, provenance={"a": "1"})
+    lines = path.read_text().splitlines()
+    # line 1 provenance, line 2 header, line 3 step 150, line 4 step 300
+    columns = lines[1].split(",")
+    steps_at = columns.index("steps")
+    cells = lines[3].split(",")
+    cells[steps_at] = "25.5"
+    path.write_text("\n".join([*lines[:3], ",".join(cells)]) + "\n")
+    with pytest.raises(
+        ValueError, match=rf"{path} line 4, column 'steps': '25.5' is not an integer"
+    ):
+        read_fid_table(path)
+    path.write_text("\n".join([lines[0], lines[1].replace("n_real", "real"), *lines[2:]]) + "\n")
+    with pytest.raises(ValueError, match=rf"{path}: missing column\(s\) \['n_real'\]"):
+        read_fid_table(path)
+    path.write_text("\n".join([lines[0], lines[1], lines[3], lines[2]]) + "\n")
+    with pytest.raises(ValueError, match=rf"{path} line 4, column 'step': 150 does not follow 300"):
+        read_fid_table(path)
+
+
+def test_figure_marks_the_best_fid_and_records_its_provenance(tmp_path, monkeypatch):
+    """The marker sits on the lowest FID (step 300, checkpoint 6, FID 80): not the first row, not
+    the last, and lower than the warned row's 95, so marking any other row fails."""
+    drawn = []
+    save = table_module.save_figure
+
+    def keep_figure(figure, *args, **kwargs):
+        drawn.append(figure)
+        return save(figure, *args, **kwargs)
+
+    monkeypatch.setattr(table_module, "save_figure", keep_figure)
     frame = fid_table(
         [record(150, 200.0), record(300, 80.0), record(450, 95.0, warnings=("small set",))]
     )
     out = plot_fid_curve(
         frame, tmp_path / "fid.png", provenance={"config_hash": "x1"}, title="FID test"
     )
+    (figure,) = drawn
+    fid_axes = figure.axes[0]
+    (marker,) = [text for text in fid_axes.texts if text.get_text().startswith("best FID")]
+    assert marker.get_text() == "best FID 80.00\ncheckpoint 6"
+    assert tuple(float(v) for v in marker.xy) == (300.0, 80.0)
     with Image.open(out) as image:
         assert json.loads(image.text["provenance"]) == {"config_hash": "x1"}
         assert image.text["Description"] == "3 evaluated checkpoints; 1 with warnings"

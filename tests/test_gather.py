@@ -4,20 +4,22 @@ image quality."""
 
 import numpy as np
 import pytest
+from helpers import BETAS, PROVENANCE, read_store, shard_kwargs, tiny_unet
 from PIL import Image
-from test_sampling import BETAS, PROVENANCE, read_store, shard_kwargs, tiny_unet
+from scipy import ndimage
 
+from radsynth.core.settings.sample import Architecture
 from radsynth.core.tables import read_table, read_table_provenance
 from radsynth.sample.facing import (
     LEFT,
-    Architecture,
     new_classifier,
     predict_facing,
     save_classifier,
 )
 from radsynth.sample.gather import gather_checkpoint, plot_checkpoint_grid
 from radsynth.sample.plan import seed_label, shard_plan
-from radsynth.sample.sampler import image_seed, sample_shard
+from radsynth.sample.sampler import sample_shard
+from radsynth.sample.seeds import image_seed
 from radsynth.sample.store import image_id, open_left_facing
 
 BASE_SEED = 1
@@ -133,11 +135,43 @@ def test_reader_applies_the_recorded_flips(gathered):
         np.testing.assert_array_equal(standardized[row.image_id], expected)
 
 
-def test_grid_figure_carries_provenance(gathered):
-    root, *_ = gathered
+def grid_panels(pixels: np.ndarray) -> list[tuple[slice, slice]]:
+    """Bounding boxes of the grid's image panels (with their frames) in reading order: the
+    connected non-white regions over 50 px tall (text is smaller)."""
+    labels, _ = ndimage.label(~(pixels == 255).all(axis=-1))
+    boxes = [box for box in ndimage.find_objects(labels) if box[0].stop - box[0].start > 50]
+    return sorted(boxes, key=lambda box: (box[0].start // 20, box[1].start))
+
+
+def panel_image(pixels: np.ndarray, box: tuple[slice, slice], side: int) -> np.ndarray:
+    """The side x side image drawn in a panel, read at the centre of each enlarged pixel."""
+    rows, columns = (
+        span.start + ((np.arange(side) + 0.5) * (span.stop - span.start) / side).astype(int)
+        for span in box
+    )
+    return pixels[np.ix_(rows, columns)]
+
+
+def test_grid_shows_the_first_images_left_facing_with_the_mirrored_ones_framed(gathered):
+    """The grid's 8 panels, read back from the PNG, are the stores' first 8 images in global-index
+    order, mirrored where the manifest says flipped, and only those panels have an orange frame."""
+    root, stores, _, manifest = gathered
     grid = Image.open(root / "grid.png")
     assert grid.text["provenance_config_hash"] == "abc"
     assert "ckpt002: 8 of 10 samples" in grid.text["Title"]
+    flipped = manifest["flipped"].to_numpy()[:8]
+    assert 0 < flipped.sum() < 8
+    stored = stored_images(stores)[:8]
+    pixels = np.asarray(grid.convert("RGB")).astype(int)
+    panels = grid_panels(pixels)
+    assert len(panels) == 8
+    for number, (box, was_flipped) in enumerate(zip(panels, flipped)):
+        shown = panel_image(pixels, box, 16)
+        assert (shown == shown[..., :1]).all(), number  # grey, drawn with the gray colour map
+        expected = stored[number][:, ::-1] if was_flipped else stored[number]
+        np.testing.assert_allclose(shown[..., 0], expected, atol=1, err_msg=f"panel {number}")
+        orange = (np.abs(pixels[box] - [255, 127, 14]).sum(axis=-1) < 40).sum()
+        assert (orange > 500) == was_flipped, number
 
 
 def test_classifier_for_another_size_is_refused(gathered, tmp_path):

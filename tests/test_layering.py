@@ -12,7 +12,18 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "radsynth"
 
 #: Stages in DAG order (workflow/rules/<stage>.smk <-> radsynth/<stage>/).
-STAGE_ORDER = ("core", "data", "demo", "train", "sample", "evaluate", "audit", "turing", "release")
+STAGE_ORDER = (
+    "core",
+    "data",
+    "demo",
+    "train",
+    "sample",
+    "evaluate",
+    "anatomy",
+    "audit",
+    "turing",
+    "release",
+)
 
 #: The modules through which a stage's files are read by the stages after it.
 FORMAT_MODULES = {
@@ -24,7 +35,7 @@ FORMAT_MODULES = {
     "radsynth.sample.plan",  # how a sample set is cut into shards
     "radsynth.sample.store",  # Zarr shard stores and the gathered manifest
     "radsynth.sample.facing",  # the facing classifier file, applied to real images too
-    "radsynth.audit.screening",  # the merged screening table: its decisions and Table S1's counts
+    "radsynth.audit.screening",  # the screening manifest and merged table (no torch): Table S1
     "radsynth.audit.patch_distance",  # the pair distance the audit's files record
 }
 
@@ -71,7 +82,8 @@ def violations(stage: str) -> list[str]:
                 found.append(f"{module_name(path)} imports {target} of the later stage {other!r}")
             elif target not in FORMAT_MODULES and f"radsynth.{other}" != target:
                 found.append(
-                    f"{module_name(path)} imports {target}, which is {other}'s work, not its file format"
+                    f"{module_name(path)} imports {target}, which is {other}'s work, "
+                    "not its file format"
                 )
     return found
 
@@ -100,7 +112,8 @@ def test_core_imports_no_stage():
 
 
 def test_the_check_catches_a_later_stage_import(tmp_path, monkeypatch):
-    """The walker is not vacuous: a planted import of a later stage, and of another stage's work, fail."""
+    """The walker is not vacuous: a planted import of a later stage, and of another stage's work,
+    fail."""
     fake = tmp_path / "radsynth"
     for stage in STAGE_ORDER:
         (fake / stage).mkdir(parents=True)
@@ -116,5 +129,6 @@ def test_the_check_catches_a_later_stage_import(tmp_path, monkeypatch):
         "radsynth.train.loop imports radsynth.sample.store of the later stage 'sample'"
     ]
     assert violations("turing") == [
-        "radsynth.turing.study imports radsynth.sample.gather, which is sample's work, not its file format"
+        "radsynth.turing.study imports radsynth.sample.gather, which is sample's work, "
+        "not its file format"
     ]

@@ -289,8 +289,8 @@ def test_labelme_document_marks_polygons_and_repeats_one_label():
     [
         (dict(n_images=0), "data.demo.n_images"),
         (dict(negative_fraction=1.5), "data.demo.negative_fraction"),
-        (dict(sixteen_bit_fraction=0.6, rgb_fraction=0.6), "data.demo.sixteen_bit_fraction"),
-        (dict(min_side=200, max_side=100), "data.demo.min_side"),
+        (dict(sixteen_bit_fraction=0.6, rgb_fraction=0.6), "data.demo.rgb_fraction: sixteen_bit"),
+        (dict(min_side=200, max_side=100), "data.demo.max_side: must be at least min_side 200"),
     ],
 )
 def test_bad_settings_name_the_config_key(tmp_path, change, key):
@@ -303,7 +303,7 @@ def test_refuses_to_write_into_a_non_empty_atlas(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "stale.png").write_bytes(b"x")
     with pytest.raises(FileExistsError, match="images"):
-        generate_atlas(tmp_path, tmp_path / "truth.csv", n_images=2, **SETTINGS)
+        generate_atlas(tmp_path, tmp_path / "truth.csv", n_images=4, **SETTINGS)
 
 
 def test_a_failure_part_way_leaves_no_partial_output(tmp_path, monkeypatch):

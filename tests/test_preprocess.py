@@ -1,80 +1,43 @@
-"""Tests of radsynth.data.preprocess: reading every image flavour, negative detection, LabelMe quirks,
-geometry, and the atlas HDF5 with its rejects CSV. Fixtures are tiny images made here."""
+"""Tests of the atlas build (radsynth.data.preprocess and the modules it drives): reading every
+image flavour, negative detection, LabelMe quirks, geometry, and the atlas HDF5 with its rejects
+table. Fixtures are tiny images made here and in preprocess_fixtures."""
 
 from __future__ import annotations
 
-import csv
 import json
+import math
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 from PIL import Image
+from preprocess_fixtures import (
+    DETECTION,
+    PROVENANCE,
+    labelme,
+    spine_like,
+    write_json,
+    write_png,
+)
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
+from radsynth.core.tables import read_table, read_table_provenance
 from radsynth.data.atlas import load_atlas
 from radsynth.data.csxa import KEYPOINT_LABELS
+from radsynth.data.image_reading import UnreadableImage, read_radiograph
+from radsynth.data.labelme import AnnotationError, read_labelme
+from radsynth.data.negatives import NegativeDetection, is_negative, negative_score
 from radsynth.data.preprocess import (
-    PAPER_NEGATIVE_DETECTION,
-    Affine,
-    AnnotationError,
-    NegativeDetection,
-    RejectRow,
     TooManyRejected,
-    UnreadableImage,
     annotation_for,
-    is_negative,
-    map_keypoints,
-    negative_score,
+    prepare_image,
     preprocess_atlas,
-    read_labelme,
-    read_radiograph,
-    resize_image,
     to_uint8,
 )
-
-DETECTION = PAPER_NEGATIVE_DETECTION
-PROVENANCE = {"config_hash": "abc123", "code_revision": "deadbeef", "radsynth_version": "0.1.0"}
-
-
-def spine_like(
-    rng: np.random.Generator, height: int, width: int, collimation: int = 0
-) -> np.ndarray:
-    """A crude positive lateral c-spine: dark air, grey neck, bright vertebrae, skull and shoulder."""
-    ys, xs = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
-    image = np.full((height, width), rng.uniform(0.02, 0.12))
-    front, back = rng.uniform(0.2, 0.35), rng.uniform(0.75, 0.95)
-    image[(xs > front + 0.05 * np.sin(6 * ys)) & (xs < back)] = rng.uniform(0.3, 0.45)
-    spine_left = rng.uniform(0.42, 0.5)
-    for top in np.arange(rng.uniform(0.05, 0.12), 0.9, 0.13):
-        image[(ys > top) & (ys < top + 0.1) & (xs > spine_left) & (xs < spine_left + 0.14)] = (
-            rng.uniform(0.65, 0.85)
-        )
-    image[((xs - rng.uniform(0.6, 0.8)) / 0.35) ** 2 + ((ys + 0.05) / 0.15) ** 2 < 1] = rng.uniform(
-        0.6, 0.8
-    )
-    image[((xs - 0.7) / 0.35) ** 2 + ((ys - 1.05) / 0.12) ** 2 < 1] = rng.uniform(0.55, 0.75)
-    image += rng.normal(0, 0.02, image.shape)
-    if collimation:
-        level = rng.uniform(0.85, 1.0)
-        image[:collimation], image[-collimation:] = level, level
-        image[:, :collimation], image[:, -collimation:] = level, level
-    return np.clip(image, 0, 1).astype(np.float32)
-
-
-def write_png(path: Path, image: np.ndarray, mode: str = "L") -> Path:
-    """Save a [0, 1] float image as a PNG of the given PIL mode."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grey = Image.fromarray(to_uint8(image))
-    if mode == "I;16":
-        Image.fromarray(np.rint(image * 4095).astype(np.uint16)).save(
-            path
-        )  # 12-bit codes in 16 bits
-    else:
-        grey.convert(mode).save(path)
-    return path
+from radsynth.data.rejects import RejectRow
+from radsynth.data.resize import Affine, map_keypoints, resize_image
 
 
 def write_dicom(
@@ -101,28 +64,6 @@ def write_dicom(
     dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
     dataset.PixelData = stored.astype(np.uint16).tobytes()
     dataset.save_as(path, enforce_file_format=True)
-    return path
-
-
-def labelme(
-    points: dict[str, tuple[float, float]], height: int, width: int, **extra_shapes
-) -> dict:
-    shapes = [
-        {"label": label, "points": [list(xy)], "shape_type": "point"}
-        for label, xy in points.items()
-    ]
-    return {
-        "version": "5.2.1",
-        "shapes": shapes,
-        "imageHeight": height,
-        "imageWidth": width,
-        **extra_shapes,
-    }
-
-
-def write_json(path: Path, document: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document))
     return path
 
 
@@ -229,10 +170,12 @@ def test_negative_detection_on_fixtures_and_their_inverses():
         height, width = int(rng.integers(60, 121)), int(rng.integers(50, 111))
         collimation = int(rng.choice([0, 1, 2]) * 0.04 * min(height, width))
         image = spine_like(rng, height, width, collimation)
-        assert not is_negative(image, DETECTION), (
+        assert not is_negative(negative_score(image, DETECTION), DETECTION), (
             f"fixture {number} (collimation {collimation}) called negative"
         )
-        assert is_negative(1.0 - image, DETECTION), f"inverse of fixture {number} called positive"
+        assert is_negative(negative_score(1.0 - image, DETECTION), DETECTION), (
+            f"inverse of fixture {number} called positive"
+        )
 
 
 def test_bright_collimation_border_does_not_flip_a_positive():
@@ -245,6 +188,47 @@ def test_bright_collimation_border_does_not_flip_a_positive():
     assert negative_score(1 - image, DETECTION) == pytest.approx(
         -negative_score(image, DETECTION), abs=1e-6
     )
+
+
+def stripes() -> np.ndarray:
+    """16 x 16 columns: side strips 0.75 (4 wide), centre column 0.25 (columns 6-9), else 0.5."""
+    image = np.full((16, 16), 0.5)
+    image[:, :4] = image[:, 12:] = 0.75
+    image[:, 6:10] = 0.25
+    return image
+
+
+def boundary_detection(threshold: float) -> NegativeDetection:
+    """Strips of 4 columns at 16 px with no trimming and all rows: the score of `stripes()` is
+    mean(sides) - mean(centre) = 0.75 - 0.25 = 0.5 exactly (dyadic, no resampling at 16 px)."""
+    return NegativeDetection(
+        analysis_size=16,
+        uniform_tolerance=0.02,
+        max_trim_fraction=0.0,
+        side_fraction=0.25,
+        centre_fraction=0.25,
+        row_margin_fraction=0.0,
+        threshold=threshold,
+    )
+
+
+@pytest.mark.parametrize(
+    ("image", "score"), [(stripes(), 0.5), (1.0 - stripes(), -0.5)], ids=["bright", "dark"]
+)
+def test_negative_decision_is_strictly_above_the_threshold(image, score):
+    below, above = math.nextafter(score, -math.inf), math.nextafter(score, math.inf)
+    assert negative_score(image, boundary_detection(score)) == score
+    for threshold, negative in ((below, True), (score, False), (above, False)):
+        detection = boundary_detection(threshold)
+        assert is_negative(score, detection) is negative, threshold
+        prepared = prepare_image(
+            image, np.zeros((1, 2)), size=16, resize_mode="resize", detection=detection
+        )
+        assert prepared.inverted is negative, threshold
+        assert prepared.negative_score == score
+        # An inverted image is stored as 1 - x: its side strips become dark.
+        side = 1.0 - image[0, 0] if negative else image[0, 0]
+        assert prepared.pixels[0, 0] == round(side * 255)
 
 
 def test_detection_settings_are_validated():
@@ -350,6 +334,15 @@ def test_unknown_resize_mode_is_rejected():
         resize_image(np.zeros((4, 4), np.float32), 2, "crop")
 
 
+def test_to_uint8_rounds_halves_to_even():
+    """The atlas rounds half to even (np.rint): k + 0.5 goes to the even neighbour."""
+    scaled = np.array([125.5, 126.5, 127.5, 0.4, 254.6])
+    image = scaled / 255.0
+    assert (image * 255.0 == scaled).all()  # these values scale back exactly in float64
+    assert to_uint8(image).tolist() == [126, 126, 128, 0, 255]
+    assert to_uint8(np.array([-0.2, 1.3])).tolist() == [0, 255]
+
+
 # ----------------------------------------------------------------------------- the atlas
 
 
@@ -402,8 +395,7 @@ def run(root: Path, **overrides):
 
 
 def read_rejects(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+    return read_table(path, dtype=str, keep_default_na=False).to_dict("records")
 
 
 def test_atlas_layout_content_and_rejects(tmp_path):
@@ -459,6 +451,7 @@ def test_atlas_layout_content_and_rejects(tmp_path):
         rtol=1e-6,
     )
     assert np.isnan(atlas.keypoints[3]).all() and np.isnan(atlas.keypoints[4]).all()
+    assert read_table_provenance(tmp_path / "out" / "rejects.csv") == PROVENANCE
     rows = read_rejects(tmp_path / "out" / "rejects.csv")
     kinds = {(row["source"], row["kind"]) for row in rows}
     assert {
@@ -521,7 +514,10 @@ def test_empty_image_dir_names_it_and_writes_header_only_rejects(tmp_path):
     (tmp_path / "json").mkdir()
     with pytest.raises(FileNotFoundError, match=f"image directory {tmp_path / 'png'} holds no"):
         run(tmp_path)
-    assert (tmp_path / "out" / "rejects.csv").read_text() == "source,kind,reason\n"
+    assert (tmp_path / "out" / "rejects.csv").read_text() == (
+        "# config_hash: abc123\n# code_revision: deadbeef\n# radsynth_version: 0.1.0\n"
+        "source,kind,reason\n"
+    )
     assert not (tmp_path / "out" / "atlas.h5").exists()
 
 

@@ -169,6 +169,7 @@ def test_all_sampling_shards_go_to_slurm_as_one_job_array(slurm_plan, slurm_sett
     # As the plugin splits --slurm-array-jobs into rule names.
     array_rules = {rule.strip() for rule in settings.array_jobs.replace(";", ",").split(",")}
     assert array_rules == {"sample_shard"} and array_rules <= slurm_plan.keys()
-    # Every shard of the paper preset (the FID sets included) fits one array submission, and all may run at once.
+    # Every shard of the paper preset (the FID sets included) fits one array submission, and all
+    # may run at once.
     assert int(settings.array_limit) >= N_SAMPLE_SHARDS
     assert args.jobs >= N_SAMPLE_SHARDS

@@ -1,4 +1,5 @@
-"""Tests of radsynth.data.qc: the preprocessing QC figure, its caption, metadata and legibility caps."""
+"""Tests of radsynth.data.qc: the preprocessing QC figure, its caption, metadata and legibility
+caps."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-# Fixture builders shared with the preprocessing tests (pytest puts tests/ on sys.path).
-from test_preprocess import DETECTION, PROVENANCE, labelme, spine_like, write_json, write_png
+from preprocess_fixtures import DETECTION, PROVENANCE, labelme, spine_like, write_json, write_png
 
 from radsynth.data.csxa import KEYPOINT_LABELS
 from radsynth.data.preprocess import preprocess_atlas
@@ -27,7 +26,8 @@ from radsynth.data.qc import (
 
 
 def build_atlas(root: Path, n_positive: int, n_negative: int, side: int) -> Path:
-    """An atlas of fixtures, the negatives stored inverted, one unreadable file; returns the HDF5 path."""
+    """An atlas of fixtures, the negatives stored inverted, one unreadable file; returns the HDF5
+    path."""
     rng = np.random.default_rng(1)
     for number in range(n_positive + n_negative):
         image = spine_like(rng, side + number % 7, side - 8 + number % 5)

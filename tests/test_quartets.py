@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from radsynth.turing.quartets import build_quartets, read_layout
+from radsynth.turing.quartets import build_quartets, key_path, plan_quartets, read_layout
 
 CHECKPOINTS = ("ckpt034", "ckpt040", "ckpt080")
 PROVENANCE = {"config_hash": "abc123", "code_revision": "deadbeef"}
@@ -70,10 +70,34 @@ def test_every_quartet_holds_one_image_per_group_at_positions_one_to_four(tmp_pa
     pd.testing.assert_frame_equal(plan.drop(columns="source_id"), key)
 
 
-def test_positions_are_shuffled_not_fixed_per_group(tmp_path):
-    plan, _ = build(tmp_path, n_quartets=6)
-    positions_of_real = set(plan.loc[plan["group"] == "real", "position"])
-    assert len(positions_of_real) > 1
+#: Quartets in the shuffle test: enough that every group meets every position hundreds of times.
+N_SHUFFLED = 2400
+
+
+def test_positions_are_a_uniform_shuffle_of_every_quartet():
+    """Each quartet's order of the 4 groups is one of the 4! = 24 orders, each with probability
+    1/24, independently of the quartet: so each group sits at each position with probability 1/4.
+
+    Over N = 2400 quartets a (group, position) count is Binomial(2400, 1/4): mean 600, standard
+    deviation sqrt(2400 * 1/4 * 3/4) = 21.2; an order's count is Binomial(2400, 1/24): mean 100,
+    standard deviation sqrt(2400 * 1/24 * 23/24) = 9.8. The bounds are 5 standard deviations,
+    which a uniform shuffle leaves with probability below 1e-5 over all 40 counts (and the seed
+    is fixed). Sattolo's off-by-one (`rng.integers(0, i)`) never leaves a group at its own
+    position and draws 6 orders only; a rotation by quartet gives every count of 600 but 4
+    orders only.
+    """
+    pools = {
+        group: [f"{group}_{i:04d}" for i in range(N_SHUFFLED)] for group in ("real", *CHECKPOINTS)
+    }
+    plan = plan_quartets(pools, n_quartets=N_SHUFFLED, seed=5)
+    counts = pd.crosstab(plan["group"], plan["position"])
+    assert counts.shape == (4, 4)
+    assert counts.to_numpy().sum() == 4 * N_SHUFFLED
+    assert counts.to_numpy().min() >= 600 - 106 and counts.to_numpy().max() <= 600 + 106, counts
+    orders = plan.sort_values(["quartet", "position"]).groupby("quartet")["group"].agg(tuple)
+    order_counts = orders.value_counts()
+    assert len(order_counts) == 24, order_counts
+    assert order_counts.min() >= 100 - 49 and order_counts.max() <= 100 + 49, order_counts
 
 
 def test_exported_pixels_match_the_source_named_in_sources_csv(tmp_path):
@@ -261,5 +285,125 @@ def test_layout_with_a_missing_position_is_refused(tmp_path):
     layout.drop(index=2).to_csv(layout_csv, index=False)
     with pytest.raises(
         ValueError, match=r"layout.csv: quartet 1 has positions \[1, 2, 4\], expected 1..4"
+    ):
+        read_layout(out_dir / "images")
+
+
+def test_a_single_quartet_is_a_study(tmp_path):
+    plan, out_dir = build(tmp_path, n_quartets=1)
+    assert sorted(plan["group"]) == ["ckpt034", "ckpt040", "ckpt080", "real"]
+    assert sorted(plan["position"]) == [1, 2, 3, 4]
+    assert len(list((out_dir / "images").glob("*.png"))) == 4
+
+
+def test_no_quartet_is_an_error_naming_the_key(tmp_path):
+    with pytest.raises(ValueError, match=r"^turing\.n_quartets must be at least 1, got 0$"):
+        build(tmp_path, n_quartets=0)
+
+
+def test_the_synthetic_group_error_is_the_whole_message(tmp_path):
+    real, _, _ = make_pools()
+    with pytest.raises(
+        ValueError,
+        match=r"^synthetic holds no checkpoint: a quartet needs at least one synthetic group$",
+    ):
+        build_quartets(real, {}, tmp_path / "t", n_quartets=1, seed=1, provenance={})
+
+
+def test_eligible_ids_outside_the_pool_are_named_five_at_most(tmp_path):
+    outside = [f"ckpt040_s9{i:02d}" for i in range(6)]
+    with pytest.raises(ValueError, match=re.escape(f"eligible id(s) {outside[:5]} of group")):
+        build(tmp_path, eligible={"ckpt040": outside})
+
+
+def test_a_bad_first_real_image_is_named(tmp_path):
+    real, synthetic, _ = make_pools()
+    real = {key: image.astype(np.float32) for key, image in real.items()}
+    with pytest.raises(
+        ValueError, match=r"^image '00\d{2}045' of group 'real' is float32 \(8, 6\), expected"
+    ):
+        build_quartets(
+            real, synthetic, tmp_path / "t", n_quartets=2, seed=1, provenance={}, progress=False
+        )
+
+
+def test_progress_bar_counts_the_images_unless_turned_off(tmp_path, capsys):
+    real, synthetic, _ = make_pools()
+    build_quartets(real, synthetic, tmp_path / "shown", n_quartets=5, seed=1, provenance={})
+    shown = capsys.readouterr().err
+    assert "quartet images: 100%" in shown and "20/20" in shown, shown
+    build_quartets(
+        real, synthetic, tmp_path / "hidden", n_quartets=5, seed=1, provenance={}, progress=False
+    )
+    assert capsys.readouterr().err == ""
+
+
+def test_provenance_json_is_indented_with_sorted_keys(tmp_path):
+    _, out_dir = build(tmp_path)
+    assert (out_dir / "key" / "provenance.json").read_text() == (
+        "{\n"
+        '  "code_revision": "deadbeef",\n'
+        '  "config_hash": "abc123",\n'
+        '  "groups": [\n'
+        '    "real",\n'
+        '    "ckpt034",\n'
+        '    "ckpt040",\n'
+        '    "ckpt080"\n'
+        "  ],\n"
+        '  "n_quartets": 5,\n'
+        '  "seed": 11\n'
+        "}\n"
+    )
+
+
+def test_key_path_is_the_key_csv_of_a_study(tmp_path):
+    _, out_dir = build(tmp_path)
+    assert key_path(out_dir) == out_dir / "key" / "key.csv"
+    assert key_path(str(out_dir)).is_file()
+
+
+def test_layout_rows_in_any_order_are_read_sorted_with_a_fresh_index(tmp_path):
+    _, out_dir = build(tmp_path)
+    layout_csv = out_dir / "images" / "layout.csv"
+    in_order = pd.read_csv(layout_csv)
+    in_order.iloc[::-1].to_csv(layout_csv, index=False)
+    pd.testing.assert_frame_equal(read_layout(out_dir / "images"), in_order)
+
+
+def test_layout_image_names_are_read_as_text(tmp_path):
+    images_dir = tmp_path / "images"
+    images_dir.mkdir()
+    for name in ("0007", "0100"):
+        (images_dir / name).write_bytes(b"")
+    (images_dir / "layout.csv").write_text("quartet,position,image\n1,1,0007\n1,2,0100\n")
+    assert list(read_layout(images_dir)["image"]) == ["0007", "0100"]
+
+
+def test_layout_without_its_columns_is_refused_naming_them(tmp_path):
+    _, out_dir = build(tmp_path)
+    layout_csv = out_dir / "images" / "layout.csv"
+    pd.read_csv(layout_csv).loc[:, ["quartet"]].to_csv(layout_csv, index=False)
+    with pytest.raises(ValueError, match=r"layout.csv: layout lacks column\(s\) position, image$"):
+        read_layout(out_dir / "images")
+
+
+def test_layout_with_a_gap_in_the_quartet_numbers_is_refused(tmp_path):
+    _, out_dir = build(tmp_path)
+    layout_csv = out_dir / "images" / "layout.csv"
+    layout = pd.read_csv(layout_csv)
+    layout.loc[layout["quartet"] == 5, "quartet"] = 6
+    layout.to_csv(layout_csv, index=False)
+    with pytest.raises(ValueError, match=r"layout.csv: quartets are not numbered 1\.\.5$"):
+        read_layout(out_dir / "images")
+
+
+def test_layout_images_missing_from_the_folder_are_named_five_at_most(tmp_path):
+    _, out_dir = build(tmp_path)
+    names = list(pd.read_csv(out_dir / "images" / "layout.csv")["image"])
+    for name in names[:6]:
+        (out_dir / "images" / name).unlink()
+    with pytest.raises(
+        FileNotFoundError,
+        match=re.escape(f"layout.csv: image(s) {names[:5]} listed in the layout are missing"),
     ):
         read_layout(out_dir / "images")

@@ -14,13 +14,14 @@ import pandas as pd
 import pytest
 from conftest import CHROMIUM, CHROMIUM_ARGS
 
-from radsynth.core.html import script_json
-from radsynth.turing.form import read_png, render_form, write_rating_form
+from radsynth.core.html import fill_template, script_json
+from radsynth.turing.form import read_png, write_rating_form
 from radsynth.turing.quartets import build_quartets, read_layout
 
 CHECKPOINTS = ("ckpt034", "ckpt040", "ckpt080")
 PROVENANCE = {"config_hash": "f00d", "code_revision": "cafe-dirty"}
-#: What the simulated rater answers: quartet -> (position chosen as real, ratings of positions 1..4).
+#: What the simulated rater answers: quartet -> (position chosen as real, ratings of positions
+#: 1..4).
 ANSWERS = {1: (2, [3, 4, 1, 2]), 2: (4, [2, 2, 3, 4]), 3: (1, [4, 1, 2, 3])}
 LETTERS = "ABCD"
 #: The paper's Likert anchors, spoken after the value by the rating buttons' accessible names.
@@ -28,7 +29,8 @@ LIKERT_ANCHORS = {1: " (unrealistic)", 4: " (fully realistic)"}
 
 
 def study(tmp_path: Path, n_quartets: int = 3) -> tuple[Path, pd.DataFrame]:
-    """A tiny quartet study (16x16 images) with its answer key removed, as a form builder sees it."""
+    """A tiny quartet study (16x16 images) with its answer key removed, as a form builder sees
+    it."""
     rng = np.random.default_rng(5)
     real = {f"000{i}050": rng.integers(0, 256, (16, 16), dtype=np.uint8) for i in range(4)}
     synthetic = {
@@ -112,8 +114,10 @@ def test_template_fields_must_match_placeholders():
     with pytest.raises(
         ValueError, match=r"placeholders \['TITLE'\] do not match fields \['TITLE', 'X'\]"
     ):
-        render_form("<h1>{{TITLE}}</h1>", {"TITLE": "t", "X": "x"})
-    assert render_form("{{TITLE}}|{{TITLE}}", {"TITLE": "{{TITLE}}"}) == "{{TITLE}}|{{TITLE}}"
+        fill_template("<h1>{{TITLE}}</h1>", {"TITLE": "t", "X": "x"}, name="form.html")
+    assert fill_template("{{TITLE}}|{{TITLE}}", {"TITLE": "{{TITLE}}"}, name="form.html") == [
+        "{{TITLE}}|{{TITLE}}"
+    ]
 
 
 def test_non_png_image_is_named(tmp_path):

@@ -7,34 +7,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import MEANS, key_frame, write_qualtrics
 
+from radsynth.turing.qualtrics import QUALTRICS_HEADER_ROWS, from_qualtrics
 from radsynth.turing.ratings import (
-    QUALTRICS_HEADER_ROWS,
     RatingsError,
-    from_qualtrics,
     load_key,
     load_ratings,
     require_simulated_flag,
     simulate_ratings,
     write_ratings_csv,
 )
-
-CHECKPOINTS = ("ckpt034", "ckpt040", "ckpt080")
-MEANS = {"real": 3.323, "ckpt034": 3.228, "ckpt040": 3.258, "ckpt080": 3.320}  # paper, Results
-
-
-def key_frame(n_quartets: int) -> pd.DataFrame:
-    """Quartet q puts the real image at position ((q - 1) % 4) + 1, checkpoints after it."""
-    rows = []
-    for quartet in range(1, n_quartets + 1):
-        groups = ["real", *CHECKPOINTS]
-        shift = (quartet - 1) % 4
-        groups = groups[-shift:] + groups[:-shift] if shift else groups
-        rows += [
-            {"quartet": quartet, "position": p, "group": g, "image": f"q{quartet}_{g}.png"}
-            for p, g in enumerate(groups, start=1)
-        ]
-    return pd.DataFrame(rows)
 
 
 @pytest.fixture
@@ -236,37 +219,6 @@ def test_empty_folder(tmp_path: Path, key: pd.DataFrame) -> None:
     assert problems_of(tmp_path / "r", key) == [f"{tmp_path / 'r'}: no *.csv ratings files"]
 
 
-def write_qualtrics(path: Path, ratings: pd.DataFrame, extra: dict[str, str] | None = None) -> Path:
-    """A choice-text export: ids, question texts, ImportId JSON, then one row per rater."""
-    quartets = sorted(ratings["quartet"].unique())
-    positions = range(1, ratings["position"].max() + 1)
-    questions = [
-        c for q in quartets for c in [f"Q{q}_real", *[f"Q{q}_rating_{p}" for p in positions]]
-    ]
-    columns = ["StartDate", "ResponseId", "Status", "rater_id", *questions, *(extra or {})]
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        writer.writerow([f"text of {c}" for c in columns])
-        writer.writerow([f'{{"ImportId":"{c}"}}' for c in columns])
-        for rater, rows in ratings.groupby("rater"):
-            answers = {
-                "StartDate": "2025-01-01 10:00:00",
-                "ResponseId": f"R_{rater}",
-                "Status": "IP Address",
-                "rater_id": rater,
-            }
-            for (quartet, position), row in rows.set_index(["quartet", "position"]).iterrows():
-                if row["chosen_real"]:
-                    answers[f"Q{quartet}_real"] = f"Image {position}"
-                answers[f"Q{quartet}_rating_{position}"] = {
-                    1: "1 = unrealistic",
-                    4: "4 = fully realistic",
-                }.get(row["rating"], str(row["rating"]))
-            writer.writerow([answers.get(c, (extra or {}).get(c, "")) for c in columns])
-    return path
-
-
 def test_qualtrics_round_trip(tmp_path: Path, key: pd.DataFrame) -> None:
     original = simulate_ratings(key, n_raters=3, seed=5, p_identify=0.4, mean_ratings=MEANS)
     path = write_qualtrics(tmp_path / "export.csv", original)
@@ -301,8 +253,8 @@ def test_qualtrics_errors(tmp_path: Path, key: pd.DataFrame) -> None:
         in caught.value.problems
     )
     assert (
-        f"{path}: data row 2: Status 'Survey Preview' is not a rater's response; delete it from the export"
-        in caught.value.problems
+        f"{path}: data row 2: Status 'Survey Preview' is not a rater's response; "
+        "delete it from the export" in caught.value.problems
     )
     assert (
         f"{path}: data row 2: column Q3_real: answer 'Image 5' is not one of 1, 2, 3, 4"
@@ -318,7 +270,8 @@ def test_qualtrics_missing_question_and_rater_column(tmp_path: Path, key: pd.Dat
     assert caught.value.problems == [
         f"{path}: missing column who (rater_column)",
         f"{path}: column rater_id is neither a question of the answer key nor Qualtrics metadata",
-        f"{path}: missing question column(s) Q3_real, Q3_rating_1, Q3_rating_2, Q3_rating_3, Q3_rating_4",
+        f"{path}: missing question column(s) "
+        "Q3_real, Q3_rating_1, Q3_rating_2, Q3_rating_3, Q3_rating_4",
     ]
 
 
@@ -343,7 +296,10 @@ def test_simulated_ratings_are_valid_and_flagged(tmp_path: Path, key: pd.DataFra
     )
     with pytest.raises(
         RatingsError,
-        match="simulated-01, simulated-02, simulated-03, simulated-04 are simulated; pass simulated=True",
+        match=(
+            "simulated-01, simulated-02, simulated-03, simulated-04 are simulated; "
+            "pass simulated=True"
+        ),
     ):
         require_simulated_flag(reloaded, simulated=False)
     require_simulated_flag(reloaded, simulated=True)
@@ -371,7 +327,8 @@ def test_simulation_rejects_bad_parameters() -> None:
     assert caught.value.problems == [
         "n_raters 0 must be at least 1",
         "p_identify 1.5 must lie in [0, 1]",
-        "mean_ratings groups ['real'] differ from the key's groups ['ckpt034', 'ckpt040', 'ckpt080', 'real']",
+        "mean_ratings groups ['real'] differ from the key's groups "
+        "['ckpt034', 'ckpt040', 'ckpt080', 'real']",
         "mean_ratings[real] = 5.0 must lie in [1, 4]",
     ]
 

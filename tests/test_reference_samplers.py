@@ -15,7 +15,8 @@ import torch
 from denoising_diffusion_pytorch import GaussianDiffusion, Unet
 from denoising_diffusion_pytorch.denoising_diffusion_pytorch import sigmoid_beta_schedule
 
-from radsynth.sample.sampler import make_sampler_scheduler, sample_images
+from radsynth.sample.denoising import sample_images
+from radsynth.sample.schedulers import make_sampler_scheduler
 
 torch.set_num_threads(1)
 
@@ -23,7 +24,8 @@ SIDE, BATCH, SEED = 16, 2, 20240607
 
 
 class RecordingNet(torch.nn.Module):
-    """A lucidrains Unet that records the timesteps it is called at, callable the way either sampler calls it.
+    """A lucidrains Unet that records the timesteps it is called at, callable the way either
+    sampler calls it.
 
     lucidrains calls `model(x, t, x_self_cond)` and radsynth's sampler `model(x, t)`, both with t
     of shape (B,); `channels` and `dtype` are what radsynth's sampler reads from a network.
@@ -57,7 +59,8 @@ def net() -> RecordingNet:
 
 
 def lucidrains_images(diffusion: GaussianDiffusion) -> torch.Tensor:
-    """The package's own sampler (`sample` picks DDIM when sampling_timesteps < timesteps), in [-1, 1]."""
+    """The package's own sampler (`sample` picks DDIM when sampling_timesteps < timesteps), in
+    [-1, 1]."""
     torch.manual_seed(SEED)
     return diffusion.sample(batch_size=BATCH) * 2 - 1
 

@@ -19,14 +19,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import BETAS, PROVENANCE, shard_kwargs, tiny_unet
 from PIL import Image
-from test_sampling import BETAS, PROVENANCE, shard_kwargs, tiny_unet
 
+from radsynth.core.settings.sample import Architecture
 from radsynth.core.tables import write_table
 from radsynth.data.atlas import atlas_from_images, load_atlas, write_atlas
 from radsynth.release.package import build_package
 from radsynth.release.privacy import PrivacyGateError
-from radsynth.sample.facing import Architecture, new_classifier, save_classifier
+from radsynth.sample.facing import new_classifier, save_classifier
 from radsynth.sample.gather import gather_checkpoint
 from radsynth.sample.sampler import sample_shard
 from radsynth.sample.store import open_left_facing
@@ -566,8 +567,8 @@ def test_a_real_image_among_the_kept_fails_naming_both(inputs, tmp_path, orienta
     with pytest.raises(PrivacyGateError) as error:
         build(tmp_path / "package", with_atlas(inputs, tmp_path, planted))
     assert (
-        f"images/large-ckpt004/large-ckpt004_000003.png (large-ckpt004_000003): pixel-identical to real image "
-        f"planted {orientation}"
+        f"images/large-ckpt004/large-ckpt004_000003.png (large-ckpt004_000003): "
+        f"pixel-identical to real image planted {orientation}"
     ) in str(error.value)
     assert "1 problem(s) in 9 packaged images" in str(error.value)
     assert not (tmp_path / "package").exists()
@@ -582,8 +583,8 @@ def test_a_near_copy_fails_naming_both(inputs, tmp_path):
     nearest.loc[nearest["image_id"] == "large-ckpt002_000004", "nearest_real_id"] = "planted"
     with pytest.raises(
         PrivacyGateError,
-        match=r"images/large-ckpt002/large-ckpt002_000004\.png \(large-ckpt002_000004\): patch distance "
-        r"0\.0\d+ <= 0\.05 to real image planted as stored",
+        match=r"images/large-ckpt002/large-ckpt002_000004\.png \(large-ckpt002_000004\): "
+        r"patch distance 0\.0\d+ <= 0\.05 to real image planted as stored",
     ):
         build(tmp_path / "package", with_atlas(inputs, tmp_path, near, nearest))
     assert not (tmp_path / "package").exists()

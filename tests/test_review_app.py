@@ -16,17 +16,25 @@ import pytest
 from conftest import CHROMIUM, CHROMIUM_ARGS
 from PIL import Image
 
-from radsynth.audit.review import (
+from radsynth.audit.pair_verdicts import (
     DISAGREEMENT,
     UNREVIEWED,
     VERDICT_RECORD_COLUMNS,
     merge_pair_verdicts,
+)
+from radsynth.audit.review import (
     render_page,
     sprite_sheet,
     write_pairs_review,
     write_screening_review,
 )
-from radsynth.audit.screening import AUTOMATED, MANIFEST_COLUMNS, merge_reviews, read_review
+from radsynth.audit.reviewer_files import read_reviewer_file
+from radsynth.audit.screening import (
+    AUTOMATED,
+    MANIFEST_COLUMNS,
+    REVIEWED_MANIFEST,
+    merge_reviews,
+)
 from radsynth.core.tables import read_table, write_table
 
 PROVENANCE = {"config_hash": "f00d", "code_revision": "cafe-dirty"}
@@ -132,7 +140,7 @@ def least_plausible_first(manifest: pd.DataFrame) -> list[int]:
     return list(manifest.sort_values(["plausibility", "row"], kind="stable").index)
 
 
-# ----------------------------------------------------------------------------- screening page, built
+# ------------------------------------------------------------------------- screening page, built
 
 
 def test_screening_page_is_self_contained_and_escaped(tmp_path):
@@ -187,7 +195,8 @@ def test_row_sort_keeps_manifest_order(tmp_path):
 
 
 def test_content_id_follows_images_and_manifest_not_page_layout(tmp_path):
-    """Progress saved in a browser is kept when only the page size changes, never shared with another set."""
+    """Progress saved in a browser is kept when only the page size changes, never shared with
+    another set."""
     manifest_csv, _, images = screening_inputs(tmp_path, 20)
     kwargs = {"reasons": REASONS, "title": "t", "provenance": {}}
     first = write_screening_review(
@@ -250,7 +259,7 @@ def test_template_fields_must_match_placeholders():
         render_page("pairs_review.html", {"TITLE": "t"})
 
 
-# ----------------------------------------------------------------------------- memorization verdicts
+# ------------------------------------------------------------------------- memorization verdicts
 
 
 def pairs_inputs(tmp_path: Path) -> tuple[Path, dict, dict]:
@@ -279,8 +288,8 @@ def pairs_inputs(tmp_path: Path) -> tuple[Path, dict, dict]:
 
 def verdict_file(path: Path, body: str) -> Path:
     path.write_text(
-        "# review_page: 0123 (radsynth.audit.review)\nrank,real_id,synthetic_id,verdict,reviewer,note\n"
-        + body,
+        "# review_page: 0123 (radsynth.audit.review)\n"
+        "rank,real_id,synthetic_id,verdict,reviewer,note\n" + body,
         encoding="utf-8",
     )
     return path
@@ -329,58 +338,6 @@ def test_without_verdict_files_every_pair_is_unreviewed(tmp_path):
     assert list(disagreements.columns) == list(VERDICT_RECORD_COLUMNS) and disagreements.empty
 
 
-@pytest.mark.parametrize(
-    "body, message",
-    [
-        ("1,r1,s9,memorized,alice,\n", "line 3: column synthetic_id: pair 'r1' x 's9' is not in"),
-        ("1,r9,s1,memorized,alice,\n", "line 3: column real_id: pair 'r9' x 's1' is not in"),
-        (
-            "1,r1,s1,copied,alice,\n",
-            "line 3: column verdict: 'copied' is not one of memorized, similar but distinct, "
-            "unrelated or blank",
-        ),
-        (
-            "1,r1,s1,unrelated,alice,\n2,r2,s2,memorized,,\n",
-            "line 4: column reviewer: blank, but the row has verdict 'memorized'",
-        ),
-        (
-            "1,r1,s1,unrelated,alice,\n1,r1,s1,memorized,alice,\n",
-            "line 4: column reviewer: 'alice' judges pair rank 1 "
-            "again \\(first in .*alice.csv: line 3\\)",
-        ),
-    ],
-)
-def test_bad_verdict_file_names_file_line_and_column(tmp_path, body, message):
-    pairs_csv, _, _ = pairs_inputs(tmp_path)
-    path = verdict_file(tmp_path / "alice.csv", body)
-    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: {message}"):
-        merge_pair_verdicts(pairs_csv, [path])
-
-
-def test_a_reviewer_judging_a_pair_in_two_files_is_refused(tmp_path):
-    pairs_csv, _, _ = pairs_inputs(tmp_path)
-    first = verdict_file(tmp_path / "a.csv", "1,r1,s1,unrelated,alice,\n")
-    second = verdict_file(
-        tmp_path / "b.csv", "4,r4,s4,unrelated,alice,\n1,r1,s1,unrelated,alice,\n"
-    )
-    with pytest.raises(
-        ValueError,
-        match=f"^{re.escape(str(second))}: line 4: .* \\(first in {re.escape(str(first))}: "
-        f"line 3\\)",
-    ):
-        merge_pair_verdicts(pairs_csv, [first, second])
-
-
-def test_verdict_file_without_reviewer_column_is_refused(tmp_path):
-    pairs_csv, _, _ = pairs_inputs(tmp_path)
-    path = tmp_path / "v.csv"
-    path.write_text("real_id,synthetic_id,verdict\nr1,s1,memorized\n")
-    with pytest.raises(
-        ValueError, match=f"^{re.escape(str(path))}: line 1: missing column\\(s\\) reviewer"
-    ):
-        merge_pair_verdicts(pairs_csv, [path])
-
-
 def test_pairs_page_embeds_each_pair_and_names_a_missing_image(tmp_path):
     pairs_csv, real, synthetic = pairs_inputs(tmp_path)
     info = write_pairs_review(
@@ -423,7 +380,8 @@ def open_browser(playwright):
 
 
 def watch(page, url: str) -> tuple[list[str], list[str]]:
-    """Requests other than the page file itself and blob: exports, and script errors, as they happen."""
+    """Requests other than the page file itself and blob: exports, and script errors, as they
+    happen."""
     requests, errors = [], []
     page.on(
         "request",
@@ -453,7 +411,8 @@ def shown_tiles(page) -> list[dict]:
     return page.eval_on_selector_all(
         ".tile:not([hidden])",
         """tiles => tiles.map(tile => ({
-        id: tile.dataset.imageId, decision: tile.dataset.decision, reason: tile.querySelector("select").value}))""",
+        id: tile.dataset.imageId, decision: tile.dataset.decision,
+        reason: tile.querySelector("select").value}))""",
     )
 
 
@@ -494,7 +453,8 @@ def test_reviewer_excludes_resumes_and_exports_the_merged_format_in_chromium(tmp
             assert page.inner_text("#page-title") == "Page 1 of 3"
             assert [shown["id"] for shown in shown_tiles(page)] == [ids[i] for i in order[:12]]
 
-            # page 1: keyboard, then mouse; space toggles back; Enter marks the page reviewed and goes on
+            # page 1: keyboard, then mouse; space toggles back; Enter marks the page reviewed and
+            # goes on
             page.keyboard.press("ArrowRight")
             page.keyboard.press("ArrowRight")
             page.keyboard.press("x")
@@ -519,7 +479,8 @@ def test_reviewer_excludes_resumes_and_exports_the_merged_format_in_chromium(tmp
 
             # page 2: one row down with the keyboard, one click; the page is not marked reviewed
             columns = page.evaluate(
-                "getComputedStyle(document.getElementById('grid')).gridTemplateColumns.split(' ').length"
+                "getComputedStyle(document.getElementById('grid'))"
+                ".gridTemplateColumns.split(' ').length"
             )
             page.keyboard.press("ArrowDown")
             page.keyboard.press("3")
@@ -529,7 +490,8 @@ def test_reviewer_excludes_resumes_and_exports_the_merged_format_in_chromium(tmp
             page.reload()
             assert page.input_value("#reviewer-id") == "alice"
             assert page.inner_text("#resume-note").startswith(
-                "Saved progress found for alice: 4 excluded, 14 of 30 images decided, on page 2 of 3"
+                "Saved progress found for alice: 4 excluded, 14 of 30 images decided, "
+                "on page 2 of 3"
             )
             start(page, "alice")
             wait_drawn(page, 2)
@@ -558,7 +520,9 @@ def test_reviewer_excludes_resumes_and_exports_the_merged_format_in_chromium(tmp
             browser.close()
     assert errors == [] and requests == []
 
-    decisions = read_review(exported, set(ids))
+    decisions = read_reviewer_file(
+        exported, REVIEWED_MANIFEST, {(image,) for image in ids}, "the manifest"
+    )
     excluded = {
         ids[order[2]]: REASONS[1],
         ids[order[5]]: REASONS[0],
@@ -600,7 +564,10 @@ CHANGE_PAGE = """async (target) => {
   const grid = document.getElementById("grid");
   const started = performance.now();
   const drawn = new Promise((resolve) => new MutationObserver((_, observer) => {
-    if (grid.dataset.drawn === String(target)) { observer.disconnect(); resolve(performance.now() - started); }
+    if (grid.dataset.drawn === String(target)) {
+      observer.disconnect();
+      resolve(performance.now() - started);
+    }
   }).observe(grid, { attributes: true }));
   const input = document.getElementById("page-input");
   input.value = String(target);
@@ -650,7 +617,8 @@ def test_nine_thousand_images_load_and_page_in_chromium(tmp_path):
             pixels = page.eval_on_selector_all(
                 ".tile:not([hidden]) canvas",
                 """canvases => canvases.map(canvas =>
-                Array.from(canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data
+                Array.from(canvas.getContext("2d")
+                           .getImageData(0, 0, canvas.width, canvas.height).data
                            .filter((_, i) => i % 4 === 0)))""",
             )
             np.testing.assert_array_equal(
@@ -663,8 +631,9 @@ def test_nine_thousand_images_load_and_page_in_chromium(tmp_path):
     print(
         f"\n{LARGE_SET} images {LARGE_SIDE}x{LARGE_SIDE}, {info['n_pages']} pages: "
         f"html {info['html_bytes'] / 1e6:.1f} MB "
-        f"(sprite sheets {info['sheet_bytes'] / 1e6:.1f} MB), built in {built:.1f} s; opened in {loaded:.2f} s, "
-        f"first page drawn {first_page:.2f} s after navigation; page {FAR_PAGE} in {to_far_page:.0f} ms, "
+        f"(sprite sheets {info['sheet_bytes'] / 1e6:.1f} MB), built in {built:.1f} s; "
+        f"opened in {loaded:.2f} s, first page drawn {first_page:.2f} s after navigation; "
+        f"page {FAR_PAGE} in {to_far_page:.0f} ms, "
         f"page {FAR_PAGE + 1} in {to_next_page:.0f} ms"
     )
 

@@ -1,4 +1,6 @@
-"""Tests of radsynth.sample.sampler on a tiny, randomly initialised (untrained) UNet on CPU.
+"""Tests of the sampling stage (radsynth.sample.sampler and the scheduler, seed, denoising,
+quantization and work-store modules it drives) on a tiny, randomly initialised (untrained) UNet
+on CPU.
 
 Images from an untrained model are noise-like; the tests check the sampling machinery (seeds,
 shards, resume, integrity), not image quality.
@@ -20,75 +22,26 @@ import pytest
 import torch
 import zarr
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from helpers import BETAS, PROVENANCE, TINY_LUCIDRAINS, read_store, shard_kwargs, tiny_unet
 from zarr.storage import LocalStore
 
-from radsynth.sample.sampler import (
-    image_seed,
-    make_sampler_scheduler,
-    sample_batch,
-    sample_shard,
-    to_uint8,
-    work_store_path,
-)
+from radsynth.sample.denoising import sample_batch
+from radsynth.sample.quantization import to_uint8
+from radsynth.sample.sampler import sample_shard
+from radsynth.sample.schedulers import make_sampler_scheduler
+from radsynth.sample.seeds import image_generators, image_seed, initial_noise
 from radsynth.sample.store import open_samples
-from radsynth.train.model import UNetSettings, build_unet
+from radsynth.sample.work_store import work_store_path
+from radsynth.train.model import build_unet
 
 torch.set_num_threads(1)
 
-T = 1000
-BETAS = torch.linspace(
-    1e-4, 0.02, T, dtype=torch.float64
-)  # DDPM's linear schedule: a simple stand-in
-PROVENANCE = {"radsynth_version": "test", "config_hash": "abc"}
-
-
-TINY_MODEL = UNetSettings(
-    architecture="lucidrains",
-    sample_size=16,
-    base_channels=8,
-    channel_multipliers=(1, 2),
-    attention_levels=(False, False),
-    attention_head_dim=8,
-    dropout=0.0,
-)
-
-
-def tiny_unet(seed: int = 0) -> torch.nn.Module:
-    """The paper's network (lucidrains' Unet) at 16 px, randomly initialised from `seed`."""
-    torch.manual_seed(seed)
-    return build_unet(TINY_MODEL).eval()
+T = len(BETAS)  # training timesteps of the stand-in schedule
 
 
 @pytest.fixture(scope="module")
 def unet() -> torch.nn.Module:
     return tiny_unet()
-
-
-def shard_kwargs(tmp_path: Path, **overrides) -> dict:
-    settings = dict(
-        work_dir=tmp_path / "work",
-        checkpoint_label="step000010",
-        shard_index=0,
-        first_global_index=0,
-        n_images=6,
-        batch_size=3,
-        base_seed=1,
-        sampler="ddpm",
-        steps=8,
-        clip_sample=True,
-        quantization="round",
-        weights="ema",
-        prediction_type="v_prediction",
-        device="cpu",
-        provenance=PROVENANCE,
-        progress=False,
-    )
-    return {**settings, **overrides}
-
-
-def read_store(store: Path) -> dict[str, np.ndarray]:
-    group = zarr.open_group(store, mode="r", zarr_format=3)
-    return {name: group[name][:] for name in ("images", "seed", "global_index", "batch_done")}
 
 
 def fail_writes_to(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
@@ -186,6 +139,45 @@ def test_image_seed_is_stable_and_distinct():
         image_seed(1, "a", -1)
 
 
+@pytest.mark.parametrize("base_seed", [True, 1.0, "1"])
+def test_image_seed_refuses_a_base_seed_that_is_not_an_integer(base_seed):
+    # a bool or a float would silently become a seed (int(True) == 1), so they are refused
+    with pytest.raises(TypeError, match=f"base_seed must be an integer, got {base_seed!r}"):
+        image_seed(base_seed, "a", 0)
+
+
+@pytest.mark.parametrize("global_index", [True, 2.0])
+def test_image_seed_refuses_an_index_that_is_not_an_integer(global_index):
+    with pytest.raises(
+        ValueError, match=f"global_index must be a non-negative integer, got {global_index!r}"
+    ):
+        image_seed(1, "a", global_index)
+
+
+def test_initial_noise_is_drawn_on_the_generators_device_then_moved():
+    """Each image's draw is torch.randn from its own generator, on the generator's device (CPU)
+    whatever the default or target device, in the requested dtype."""
+    seeds = [11, 12]
+    expected = torch.cat(
+        [
+            torch.randn(
+                (1, 1, 3, 3), generator=torch.Generator().manual_seed(s), dtype=torch.float64
+            )
+            for s in seeds
+        ]
+    )
+    with torch.device("meta"):  # a default device the draws must not follow
+        noise = initial_noise(
+            image_generators(seeds, "cpu"), (1, 3, 3), device="cpu", dtype=torch.float64
+        )
+    assert noise.dtype == torch.float64 and noise.device.type == "cpu"
+    assert torch.equal(noise, expected)
+    moved = initial_noise(
+        image_generators(seeds, "cpu"), (1, 3, 3), device="meta", dtype=torch.float64
+    )
+    assert moved.device.type == "meta" and moved.shape == (2, 1, 3, 3)
+
+
 def test_to_uint8_round_and_truncate():
     x = torch.tensor([-2.0, -1.0, -0.999, 0.0, 0.5, 0.99, 1.0, 1.5])
     assert to_uint8(x, "round").tolist() == [0, 0, 0, 128, 191, 254, 255, 255]
@@ -196,9 +188,21 @@ def test_to_uint8_round_and_truncate():
         to_uint8(x, "nearest")
 
 
+def test_to_uint8_at_exact_halves():
+    """Values that scale to k + 0.5 with k even, where rounding half up (round), half to even and
+    truncation all differ: round gives k + 1, truncate gives k."""
+    x = torch.tensor([-1 / 127.5, 0.5725489854812622, 0.9960784316062927], dtype=torch.float32)
+    # the same float32 arithmetic by hand: (x + 1) / 2 * 255 lands exactly on the halves
+    scaled = (x.numpy() + np.float32(1)) / np.float32(2) * np.float32(255)
+    assert scaled.tolist() == [126.5, 200.5, 254.5]
+    assert to_uint8(x, "round").tolist() == [127, 201, 255]
+    assert to_uint8(x, "truncate").tolist() == [126, 200, 254]
+
+
 @pytest.mark.parametrize("name", ["ddpm", "ddim", "dpmsolver++"])
 def test_image_randomness_is_per_image_exactly(name):
-    """A zeroed UNet is exactly batch-invariant, so any difference would come from the noise plumbing."""
+    """A zeroed UNet is exactly batch-invariant, so any difference would come from the noise
+    plumbing."""
     zero = tiny_unet()
     with torch.no_grad():
         for parameter in zero.parameters():
@@ -325,12 +329,13 @@ def test_full_disk_fails_with_reason_and_keeps_finished_batches(
             sample_shard(unet, BETAS, out, **kwargs)
     assert failure.value.errno == errno.ENOSPC
     assert str(failure.value) == (
-        f"[Errno 28] {work}: writing batch 2 (global images 4..5) failed: No space left on device; the 2 "
-        "finished batch(es) stay marked done and are reused when the job is rerun"
+        f"[Errno 28] {work}: writing batch 2 (global images 4..5) failed: "
+        "No space left on device; the 2 finished batch(es) stay marked done and are reused "
+        "when the job is rerun"
     )
     assert read_store(work)["batch_done"].tolist() == [True, True, False, False]
     assert not out.exists()
-    with caplog.at_level(logging.INFO, logger="radsynth.sample.sampler"):
+    with caplog.at_level(logging.INFO, logger="radsynth.sample.work_store"):
         sample_shard(unet, BETAS, out, **kwargs)
     assert f"{work}: 2 of 4 batches done and verified" in caplog.messages
     result = read_store(out)
@@ -357,7 +362,7 @@ def test_damaged_done_batches_are_recomputed(unet, tmp_path, monkeypatch, caplog
         work / "images/c/2/0/0.0123456789abcdef0123456789abcdef.partial"
     )  # a write cut short by a kill
     leftover.write_bytes(b"half a chunk")
-    with caplog.at_level(logging.INFO, logger="radsynth.sample.sampler"):
+    with caplog.at_level(logging.INFO, logger="radsynth.sample.work_store"):
         out = sample_shard(
             unet,
             BETAS,
@@ -402,7 +407,7 @@ def test_finished_output_is_reused_or_refused(unet, tmp_path, caplog):
     # Killed after marking the work store complete but before the rename: the rerun only renames.
     work = work_store_path(out, tmp_path / "work")
     os.replace(out, work)
-    with caplog.at_level(logging.INFO, logger="radsynth.sample.sampler"):
+    with caplog.at_level(logging.INFO, logger="radsynth.sample.work_store"):
         assert sample_shard(unet, BETAS, out, **shard_kwargs(tmp_path)) == out
     assert f"{work}: 2 of 2 batches done and verified" in caplog.messages and not work.exists()
     zarr.open_group(out, mode="r+", zarr_format=3).update_attributes({"complete": False})
@@ -467,15 +472,17 @@ def test_open_samples_reads_in_global_order_and_refuses_bad_sets(unet, tmp_path,
 
 
 def _sample_in_child(weights: Path, out: Path, kwargs: dict) -> None:
-    """Body of the process the resume test kills: a fresh interpreter state loading the saved model."""
+    """Body of the process the resume test kills: a fresh interpreter state loading the saved
+    model."""
     torch.set_num_threads(1)
-    unet = build_unet(TINY_MODEL)
+    unet = build_unet(TINY_LUCIDRAINS)
     unet.load_state_dict(torch.load(weights, weights_only=True))
     sample_shard(unet, BETAS, out, **kwargs)
 
 
 def _done_batches(work: Path) -> int:
-    """Done flags written so far (one chunk file per flag; zarr renames each into place atomically)."""
+    """Done flags written so far (one chunk file per flag; zarr renames each into place
+    atomically)."""
     return len(list((work / "batch_done" / "c").glob("[0-9]*")))
 
 
@@ -526,7 +533,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result(unet, tmp_path, mon
         assert child.exitcode == -signal.SIGKILL and not out.exists()
         survived = _done_batches(work)
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="radsynth.sample.sampler"):
+        with caplog.at_level(logging.INFO, logger="radsynth.sample.work_store"):
             sample_shard(unet, BETAS, out, **kwargs)
         assert f"{work}: {survived} of {n_batches} batches done and verified" in caplog.messages
         result = read_store(out)

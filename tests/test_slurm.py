@@ -3,7 +3,8 @@
 A one-node cluster (tools/slurm-cluster: munged, slurmctld and slurmd of Debian's slurm-wlm 22.05,
 partitions `cpu` and `gpu`, the node advertising A100 and V100 GPUs it does not have, so GPU jobs
 run on the CPU) runs as child processes of this module. A tiny demo config goes to it through
-snakemake-executor-plugin-slurm and a copy of profiles/slurm whose placeholders name the test cluster:
+snakemake-executor-plugin-slurm and a copy of profiles/slurm whose placeholders name the test
+cluster:
 
 1. `snakemake --profile slurm --workflow-profile none`: training and sampling, with a training
    budget shorter than one step, so the training job stops at its budget with exit status 75 and
@@ -37,8 +38,8 @@ import pytest
 import yaml
 import zarr
 from conftest import REPO, SNAKEMAKE, load_demo_config, write_workdir_config
+from helpers import tiny
 from safetensors.numpy import load_file
-from test_e2e import tiny
 
 sys.path.insert(0, str(REPO / "tools/slurm-cluster"))
 from cluster import Cluster, marked_processes  # noqa: E402
@@ -79,10 +80,10 @@ RUN_TIMEOUT_S = 900
 
 
 def tiny_for_slurm(workdir: Path, *, max_wall_time_h: float) -> dict:
-    """test_e2e's tiny demo, smaller still: 2 training steps with a checkpoint each, checkpoint 1
-    selected (the full run's first segment is one step, so its shards start while the split run
-    still trains), one sample set of 2 shards of 3 one-image batches of 100 steps (slow enough to
-    cancel between batches), a study of 3 pairs, ratings from a folder."""
+    """The tiny demo (helpers.tiny), smaller still: 2 training steps with a checkpoint each,
+    checkpoint 1 selected (the full run's first segment is one step, so its shards start while the
+    split run still trains), one sample set of 2 shards of 3 one-image batches of 100 steps (slow
+    enough to cancel between batches), a study of 3 pairs, ratings from a folder."""
     config = tiny(load_demo_config(), workdir)
     config["training"].update(num_steps=2, checkpoint_every=1, state_every=1)
     config["checkpoints"]["selected"] = [1]
@@ -260,7 +261,8 @@ def cancel_the_shards_between_batches(
     """Watch the shards' work stores; once one has finished a batch and none is complete, scancel
     the job array sampling them (all its tasks: with snakemake-executor-plugin-slurm 2.8.0 a task
     cancelled alone makes the array's other tasks delete or wait for the first task's output,
-    snakemake-executor-plugin-slurm#447). Returns the array's id and each shard's finished batches."""
+    snakemake-executor-plugin-slurm#447). Returns the array's id and each shard's finished
+    batches."""
     stores = [workdir / WORK_STORE.format(shard=shard) for shard in range(len(SHARDS))]
     while run.poll() is None:
         done = [finished_batches(store) for store in stores]

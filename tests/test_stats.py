@@ -18,6 +18,7 @@ from statsmodels.stats.inter_rater import aggregate_raters
 from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 from statsmodels.stats.multitest import multipletests
 
+from radsynth.core.tables import read_table, read_table_provenance
 from radsynth.turing import stats
 from radsynth.turing.ratings import RatingsError, simulate_ratings, write_ratings_csv
 from radsynth.turing.stats import fleiss_kappa, run_stats, turing_statistics, write_results
@@ -252,10 +253,17 @@ def test_write_results_simulated_and_nan(tmp_path: Path) -> None:
     assert record["identification"]["n_correct"] == results.identification.n_correct
     assert record["kappa"]["identification_position"]["kappa"] == results.kappa_position.kappa
     assert record["tests"][2]["group"] == "ckpt080" and record["tests"][2]["p_value"] is None
-    per_rater = pd.read_csv(tmp_path / "per_rater_means.csv")
+    for name in ("per_rater_means.csv", "tests.csv"):
+        assert read_table_provenance(tmp_path / name) == PROVENANCE, name
+        assert (
+            (tmp_path / name)
+            .read_text()
+            .startswith("# code_revision: test\n# config_hash: none\nratings_origin,")
+        ), name
+    per_rater = read_table(tmp_path / "per_rater_means.csv")
     assert per_rater["ratings_origin"].eq("SIMULATED").all()
     pd.testing.assert_frame_equal(per_rater.drop(columns="ratings_origin"), results.per_rater_means)
-    tests = pd.read_csv(tmp_path / "tests.csv")
+    tests = read_table(tmp_path / "tests.csv")
     assert tests["group"].tolist() == ["ckpt034", "ckpt040", "ckpt080"]
     assert tests["p_holm"].tolist()[:2] == pytest.approx([t.p_holm for t in results.tests][:2])
     markdown = (tmp_path / "results.md").read_text()
@@ -295,12 +303,12 @@ def test_run_stats_from_files_expert_labels(tmp_path: Path) -> None:
     )
     for path in (tmp_path / "out").iterdir():
         assert "SIMULATED" not in path.read_text(), path
-    assert pd.read_csv(tmp_path / "out" / "tests.csv")["ratings_origin"].eq("expert raters").all()
+    assert read_table(tmp_path / "out" / "tests.csv")["ratings_origin"].eq("expert raters").all()
 
 
 def ratings_with_sums(key: pd.DataFrame, sums: dict[str, list[int]]) -> pd.DataFrame:
-    """Expert ratings whose sum over a group's 50 quartets is sums[group][rater] (100-200): ratings of
-    2 or 4 added to 3s. Rater r picks position 1 + (quartet + r) % 4 as real."""
+    """Expert ratings whose sum over a group's 50 quartets is sums[group][rater] (100-200):
+    ratings of 2 or 4 added to 3s. Rater r picks position 1 + (quartet + r) % 4 as real."""
     rows = []
     for rater in range(len(sums["real"])):
         for group, cells in key.groupby("group"):
@@ -350,7 +358,8 @@ def test_primary_is_r_default_and_digits_rank_7_is_the_sensitivity_analysis(tmp_
         .unstack()
     )
     differences = (wide["real"] - wide["ckpt034"]).to_numpy()
-    # the data do what the test needs: equal on paper, different in floating point, equal at 7 digits
+    # the data do what the test needs: equal on paper, different in floating point, equal at 7
+    # digits
     assert differences[0] != differences[1] and signif7(differences)[0] == signif7(differences)[1]
 
     r_primary = {g: r_wilcox_p(wide["real"], wide[g]) for g in ("ckpt034", "ckpt040", "ckpt080")}
@@ -385,17 +394,18 @@ def test_primary_is_r_default_and_digits_rank_7_is_the_sensitivity_analysis(tmp_
     )
     assert record["sensitivity"]["tests"][0]["digits_rank"] == 7
     assert record["settings"]["sensitivity_digits_rank"] == 7
-    table = pd.read_csv(tmp_path / "tests.csv").set_index("group")
+    table = read_table(tmp_path / "tests.csv").set_index("group")
     assert table["p_value"].to_dict() == pytest.approx(r_primary, rel=1e-12)
     assert table["sensitivity_p_value"].to_dict() == pytest.approx(r_sensitivity, rel=1e-12)
     assert table["sensitivity_digits_rank"].eq(7).all() and np.isinf(table["digits_rank"]).all()
     markdown = (tmp_path / "results.md").read_text()
     assert (
-        "| sensitivity: digits.rank = 7: Wilcoxon p | sensitivity: digits.rank = 7: Holm-adjusted p |"
-        in markdown
+        "| sensitivity: digits.rank = 7: Wilcoxon p "
+        "| sensitivity: digits.rank = 7: Holm-adjusted p |" in markdown
     )
     assert (
-        f"| ckpt034 | {results.group_means['ckpt034']:.3f} | {r_primary['ckpt034']:.3f} | {primary.p_holm:.3f} "
+        f"| ckpt034 | {results.group_means['ckpt034']:.3f} | {r_primary['ckpt034']:.3f} "
+        f"| {primary.p_holm:.3f} "
         f"| {r_sensitivity['ckpt034']:.3f} | {sensitivity.p_holm:.3f} |"
     ) in markdown
     assert (
@@ -423,9 +433,9 @@ def test_bad_settings_are_rejected() -> None:
             simulated=True,
         )
     assert str(caught.value) == (
-        "reference_group 'truth' is not a group of the answer key; sensitivity_digits_rank inf must be a finite number of significant digits >= 1 "
-        "(the primary analysis already uses R's default, Inf); Fleiss' kappa and paired tests need at "
-        "least 2 raters"
+        "reference_group 'truth' is not a group of the answer key; sensitivity_digits_rank inf "
+        "must be a finite number of significant digits >= 1 (the primary analysis already uses "
+        "R's default, Inf); Fleiss' kappa and paired tests need at least 2 raters"
     )
 
 

@@ -4,7 +4,6 @@ bad input must raise (the EMA is tested in test_ema.py)."""
 from __future__ import annotations
 
 import copy
-import csv
 import inspect
 import json
 import logging
@@ -23,16 +22,26 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import N_TRAIN, N_VAL
 from denoising_diffusion_pytorch import GaussianDiffusion, Trainer
 from denoising_diffusion_pytorch.denoising_diffusion_pytorch import (
     sigmoid_beta_schedule as lucidrains_sigmoid_beta_schedule,
 )
 from ema_pytorch import EMA
+from helpers import (
+    BASE_MODEL,
+    PROVENANCE,
+    TINY_MODEL,
+    loss_columns,
+    read_rows,
+    tiny_config,
+)
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import radsynth.train.loop as loop
 from radsynth.core.config import ConfigError
+from radsynth.core.seeds import micro_batch_positions
 from radsynth.data.atlas import atlas_from_images, load_atlas, write_atlas
 from radsynth.train.checkpoint_io import (
     RunMarker,
@@ -45,23 +54,11 @@ from radsynth.train.checkpoint_io import (
 )
 from radsynth.train.loop import EXIT_RESUME_LATER, train, train_job
 from radsynth.train.model import UNetSettings, build_unet, parameter_count
-from radsynth.train.seeds import micro_batch_draws, micro_batch_positions
+from radsynth.train.seeds import micro_batch_draws
 from radsynth.train.settings import RunSettings, run_settings_from_dict
 
 torch.set_num_threads(1)
 
-# Shape fields the smaller test models inherit (the paper preset itself is read from config/csxa.yaml).
-BASE_MODEL = {
-    "architecture": "diffusers",
-    "sample_size": 256,
-    "base_channels": 64,
-    "channel_multipliers": [1, 2, 4, 8],
-    "layers_per_block": 2,
-    "attention_levels": [False, False, False, True],
-    "attention_head_dim": 32,
-    "norm_num_groups": 32,
-    "dropout": 0.0,
-}
 DEMO_MODEL = {
     **BASE_MODEL,
     "sample_size": 32,
@@ -71,84 +68,6 @@ DEMO_MODEL = {
     "attention_head_dim": 16,
     "norm_num_groups": 8,
 }
-TINY_MODEL = {
-    **BASE_MODEL,
-    "sample_size": 16,
-    "base_channels": 8,
-    "channel_multipliers": [1, 2],
-    "layers_per_block": 1,
-    "attention_levels": [False, True],
-    "attention_head_dim": 8,
-    "norm_num_groups": 4,
-}
-PAPER_EMA = {
-    "decay": 0.995,
-    "update_every": 10,
-    "update_after_step": 100,
-    "inv_gamma": 1.0,
-    "power": 2 / 3,
-}
-N_TRAIN, N_VAL = 20, 4
-PROVENANCE = {"code_revision": "test"}
-
-
-def tiny_config(**training: object) -> dict:
-    return {
-        "model": dict(TINY_MODEL),
-        "diffusion": {
-            "timesteps": 1000,
-            "sigmoid_start": -3,
-            "sigmoid_end": 3,
-            "sigmoid_tau": 1,
-            "beta_clamp_max": 0.999,
-        },
-        "training": {
-            "seed": 7,
-            "num_steps": 12,
-            "batch_size": 3,
-            "gradient_accumulation_steps": 2,
-            "learning_rate": 1e-3,
-            "adam_betas": [0.9, 0.99],
-            "max_grad_norm": 1.0,
-            "mixed_precision": "no",
-            "horizontal_flip": True,
-            "checkpoint_every": 4,
-            "state_every": 4,
-            "checkpoint_dtype": "float32",
-            "val_batch_size": 3,
-            "ema": dict(PAPER_EMA),
-            **training,
-        },
-    }
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A 16x16 atlas of 24 images and a manifest with the last 4 as validation."""
-    folder = tmp_path_factory.mktemp("data")
-    images = np.random.default_rng(0).integers(0, 256, (N_TRAIN + N_VAL, 16, 16), dtype=np.uint8)
-    write_atlas(
-        folder / "atlas.h5",
-        atlas_from_images(images, [f"img{i:03d}" for i in range(N_TRAIN + N_VAL)]),
-    )
-    rows = [
-        f"{i},img{i:03d},{'val' if i >= N_TRAIN else 'train'}\n" for i in range(N_TRAIN + N_VAL)
-    ]
-    (folder / "manifest.csv").write_text("index,source_name,subset\n" + "".join(rows))
-    return folder / "atlas.h5", folder / "manifest.csv"
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def loss_columns(run_dir: Path) -> list[tuple[str, ...]]:
-    """The loss log without wall time (which differs between runs)."""
-    return [
-        (r["step"], r["train_loss"], r["val_loss"], r["val_loss_ema"], r["lr"])
-        for r in read_rows(run_dir / "loss_log.csv")
-    ]
 
 
 # ---------------------------------------------------------------- settings and model size
@@ -161,7 +80,8 @@ def preset(name: str) -> dict:
 
 def test_preset_parameter_counts_and_checkpoint_budget() -> None:
     paper = run_settings_from_dict(preset("csxa.yaml"))
-    # lucidrains' Unet(64, (1, 2, 4, 8), channels=1), which I-SynMed trained (tests/test_model.py builds it).
+    # lucidrains' Unet(64, (1, 2, 4, 8), channels=1), which I-SynMed trained (tests/test_model.py
+    # builds it).
     assert parameter_count(paper.model) == 35_705_089
     # The demo's diffusers UNet2DModel (16, 32, 64 channels, 1 ResNet block per encoder level).
     assert parameter_count(run_settings_from_dict(preset("config.yaml")).model) == 716_929
@@ -169,7 +89,8 @@ def test_preset_parameter_counts_and_checkpoint_budget() -> None:
     diffusers = UNetSettings(**{**BASE_MODEL, "layers_per_block": 1})
     assert parameter_count(diffusers) == 43_859_201
     # A history checkpoint holds online + EMA weights: at most half of I-SynMed's checkpoint,
-    # which holds model, Adam's two moments, the EMA model and its online copy (5 x 35,705,089 x 4 B).
+    # which holds model, Adam's two moments, the EMA model and its online copy (5 x 35,705,089 x 4
+    # B).
     bytes_per_value = {"float32": 4, "float16": 2}[paper.training.checkpoint_dtype]
     assert 2 * bytes_per_value * parameter_count(paper.model) <= 0.5 * 5 * 35_705_089 * 4
 
@@ -195,7 +116,8 @@ def test_paper_preset_is_i_synmed() -> None:
     assert training.adam_betas == trainer["adam_betas"]
     assert training.max_grad_norm == trainer["max_grad_norm"]
     assert training.horizontal_flip == trainer["augment_horizontal_flip"]
-    # ... its EMA(model, beta=ema_decay, update_every=ema_update_every), the rest EMA's own defaults ...
+    # ... its EMA(model, beta=ema_decay, update_every=ema_update_every), the rest EMA's own defaults
+    # ...
     assert (training.ema.decay, training.ema.update_every) == (
         trainer["ema_decay"],
         trainer["ema_update_every"],
@@ -205,7 +127,8 @@ def test_paper_preset_is_i_synmed() -> None:
         ema["inv_gamma"],
         ema["power"],
     )
-    # ... and GaussianDiffusion's schedule, which radsynth.train.diffusion rebuilds with the v objective
+    # ... and GaussianDiffusion's schedule, which radsynth.train.diffusion rebuilds with the v
+    # objective
     # and the unclipped snr weight.
     assert (
         diffusion["objective"],
@@ -219,7 +142,8 @@ def test_paper_preset_is_i_synmed() -> None:
         rtol=1e-12,
         atol=0,
     )
-    # Overridden on I-SynMed's command line (and in the paper): --batch_size 8, gradient accumulation 2,
+    # Overridden on I-SynMed's command line (and in the paper): --batch_size 8, gradient
+    # accumulation 2,
     # --lr 5e-5, 160,000 steps, a checkpoint every 2,000 steps, --amp (the Trainer's fp16).
     assert (training.batch_size, training.gradient_accumulation_steps) == (8, 2)
     assert training.learning_rate == 5e-5
@@ -276,16 +200,19 @@ def test_every_bad_key_is_named_in_one_error() -> None:
 
 
 def test_settings_written_by_the_dataclass_code_still_load(tmp_path: Path) -> None:
-    """Checkpoint metadata as the dataclass settings (before pydantic) wrote it for tiny_config() still loads."""
+    """Checkpoint metadata as the dataclass settings (before pydantic) wrote it for tiny_config()
+    still loads."""
     written = (
-        '{"diffusion": {"beta_clamp_max": 0.999, "sigmoid_end": 3.0, "sigmoid_start": -3.0, "sigmoid_tau": 1.0, '
-        '"timesteps": 1000}, "model": {"attention_head_dim": 8, "attention_levels": [false, true], '
-        '"base_channels": 8, "channel_multipliers": [1, 2], "dropout": 0.0, "layers_per_block": 1, '
-        '"norm_num_groups": 4, "sample_size": 16}, "training": {"adam_betas": [0.9, 0.99], "batch_size": 3, '
-        '"checkpoint_dtype": "float32", "checkpoint_every": 4, "ema": {"decay": 0.995, "inv_gamma": 1.0, '
+        '{"diffusion": {"beta_clamp_max": 0.999, "sigmoid_end": 3.0, "sigmoid_start": -3.0, '
+        '"sigmoid_tau": 1.0, "timesteps": 1000}, "model": {"attention_head_dim": 8, '
+        '"attention_levels": [false, true], "base_channels": 8, "channel_multipliers": [1, 2], '
+        '"dropout": 0.0, "layers_per_block": 1, "norm_num_groups": 4, "sample_size": 16}, '
+        '"training": {"adam_betas": [0.9, 0.99], "batch_size": 3, "checkpoint_dtype": "float32", '
+        '"checkpoint_every": 4, "ema": {"decay": 0.995, "inv_gamma": 1.0, '
         '"power": 0.6666666666666666, "update_after_step": 100, "update_every": 10}, '
-        '"gradient_accumulation_steps": 2, "horizontal_flip": true, "learning_rate": 0.001, "max_grad_norm": 1.0, '
-        '"mixed_precision": "no", "num_steps": 12, "seed": 7, "state_every": 4, "val_batch_size": 3}}'
+        '"gradient_accumulation_steps": 2, "horizontal_flip": true, "learning_rate": 0.001, '
+        '"max_grad_norm": 1.0, "mixed_precision": "no", "num_steps": 12, "seed": 7, '
+        '"state_every": 4, "val_batch_size": 3}}'
     )
     save_file({"x": torch.zeros(1)}, str(tmp_path / "old.safetensors"), {"settings": written})
     settings = read_checkpoint_settings(tmp_path / "old.safetensors")
@@ -644,7 +571,8 @@ def test_sample_command_samples_a_checkpoint(tiny_run: Path, tmp_path: Path) -> 
     assert stored["provenance"]["checkpoint_file"] == str(checkpoint)
 
 
-# ---------------------------------------------------------------- run identity, segments and markers (train_job)
+# ---------------------------------------------------------------- run identity, segments and
+# markers (train_job)
 
 
 def job(

@@ -1,4 +1,5 @@
-"""Figure 1 (loss curves): size, provenance metadata, and pixels that follow the data and selection."""
+"""Figure 1 (loss curves): size, provenance metadata, and pixels that follow the data and
+selection."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from checkpoint_fixtures import paper_shaped_losses, write_index, write_loss_log
+from helpers import PROVENANCE
 from PIL import Image
-from test_checkpoints import PROVENANCE, paper_shaped_losses, write_index, write_loss_log
 
 from radsynth.train.figures import SELECTED_COLOUR, VAL_COLOURS, plot_loss_curves
 

@@ -23,13 +23,25 @@ SIMULATION = {
 }
 
 
+#: Grey level of image i of a pool: its base + 8 i, so a pixel names the image it came from.
+BASE_GREY = {"r": 20, "ckpt034": 70, "ckpt040": 120, "ckpt080": 170}
+
+
+def source_grey(source_id: str) -> int:
+    """The grey level every pixel of the pool image `source_id` ("<pool>_<i>") has."""
+    pool, index = source_id.rsplit("_", 1)
+    return BASE_GREY[pool] + 8 * int(index)
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("turing")
-    rng = np.random.default_rng(0)
 
     def pool(prefix: str) -> dict[str, np.ndarray]:
-        return {f"{prefix}{i}": rng.integers(0, 255, (16, 16), dtype=np.uint8) for i in range(5)}
+        return {
+            f"{prefix}_{i}": np.full((16, 16), source_grey(f"{prefix}_{i}"), np.uint8)
+            for i in range(5)
+        }
 
     build_quartets(
         pool("r"),
@@ -75,7 +87,16 @@ def test_ratings_folder_of_a_rule_input(tmp_path):
         ratings_folder([str(tmp_path / "x/a.csv"), str(tmp_path / "y/b.csv")])
 
 
-def test_example_quartet_reveals_the_answer_in_position_order(study, tmp_path):
+def grey_columns(pixels: np.ndarray, grey: int) -> np.ndarray:
+    """Columns of the figure holding more than 20 pixels of exactly this grey: an image panel's
+    width (title letters are under 20 pixels tall, so their anti-aliased edges do not count)."""
+    exact = (pixels == grey).all(axis=-1)
+    return np.nonzero(exact.sum(axis=0) > 20)[0]
+
+
+def test_example_quartet_shows_its_images_in_position_order_and_marks_the_real_one(study, tmp_path):
+    """Every image of the study is one flat grey (source_grey), so the saved PNG tells which image
+    each panel shows; the REAL caption is the only text in matplotlib's tab:green (44, 160, 44)."""
     out = plot_example_quartet(
         study, tmp_path / "quartet.png", quartet=2, provenance={"config_hash": "abc"}
     )
@@ -83,11 +104,22 @@ def test_example_quartet_reveals_the_answer_in_position_order(study, tmp_path):
     assert image.text["provenance_config_hash"] == "abc"
     assert image.text["Title"] == "Example quartet 2 with the answer key revealed"
     key = pd.read_csv(study / "key/key.csv")
-    assert sorted(key.loc[key["quartet"] == 2, "group"]) == [
-        "ckpt034",
-        "ckpt040",
-        "ckpt080",
-        "real",
-    ]
+    sources = pd.read_csv(study / "key/sources.csv")
+    shown = key[key["quartet"] == 2].merge(sources, on=["image", "group"]).sort_values("position")
+    assert sorted(shown["group"]) == ["ckpt034", "ckpt040", "ckpt080", "real"]
+    pixels = np.asarray(image.convert("RGB")).astype(int)
+    panels = []
+    for row in shown.itertuples():
+        columns = grey_columns(pixels, source_grey(row.source_id))
+        rows = np.nonzero((pixels[:, columns] == source_grey(row.source_id)).all(axis=-1).all(1))[0]
+        assert len(columns) > 150 and abs(len(rows) - len(columns)) <= 2, row.source_id
+        panels.append((columns.min(), columns.max(), rows.min()))
+    # left to right in position order, side by side without overlap
+    assert all(left[1] < right[0] for left, right in zip(panels, panels[1:])), panels
+    green = (np.abs(pixels - [44, 160, 44]).sum(axis=-1) < 60).nonzero()
+    real = panels[list(shown["group"]).index("real")]
+    assert len(green[0]) > 20
+    assert real[0] <= green[1].min() and green[1].max() <= real[1]  # over the real panel only
+    assert green[0].max() < real[2]  # above it: its caption
     with pytest.raises(ValueError, match="no quartet 9"):
         plot_example_quartet(study, tmp_path / "q9.png", quartet=9, provenance={})

@@ -44,16 +44,66 @@ def test_group_order_puts_real_first() -> None:
     assert group_order(["ckpt040", "ckpt034"]) == ["ckpt034", "ckpt040"]
 
 
-def test_per_image_means_average_over_raters() -> None:
-    key = key_frame(3)
-    ratings = simulate_ratings(key, n_raters=5, seed=1, p_identify=0.3, mean_ratings=MEANS)
-    images = per_image_means(ratings, key)
-    expected = ratings.groupby(["quartet", "position"])["rating"].mean()
-    assert images.set_index(["quartet", "position"])["mean_rating"].to_dict() == pytest.approx(
-        expected.to_dict()
-    )
-    assert images["n_raters"].eq(5).all()
+#: Ratings of key_frame(2) by hand: (quartet, position) -> rater a, b, c; rater c rated quartet 1
+#: only, so quartet 2's means are over 2 raters. Groups: (1, 1) ckpt040, (1, 2) ckpt034,
+#: (1, 3) ckpt080, (1, 4) real, (2, 1) ckpt034, (2, 2) ckpt080, (2, 3) real, (2, 4) ckpt040.
+HAND_RATINGS = {
+    (1, 1): (1, 2, 4),
+    (1, 2): (3, 3, 3),
+    (1, 3): (2, 4, 4),
+    (1, 4): (4, 4, 1),
+    (2, 1): (1, 1),
+    (2, 2): (2, 3),
+    (2, 3): (4, 3),
+    (2, 4): (1, 4),
+}
+#: Their per-image means, worked out by hand, in key order.
+HAND_MEANS = [7 / 3, 3.0, 10 / 3, 3.0, 1.0, 2.5, 3.5, 2.5]
+#: Group means of the per-image means (the diamonds): real (3 + 3.5) / 2, ckpt034 (3 + 1) / 2,
+#: ckpt040 (7/3 + 2.5) / 2, ckpt080 (10/3 + 2.5) / 2. The mean of the raw ratings would differ
+#: (ckpt040: 12 / 5 = 2.4).
+HAND_GROUP_MEANS = {"real": 3.25, "ckpt034": 2.0, "ckpt040": 29 / 12, "ckpt080": 35 / 12}
+
+
+def hand_ratings() -> pd.DataFrame:
+    rows = []
+    for (quartet, position), scores in HAND_RATINGS.items():
+        for rater, rating in zip("abc", scores):
+            chosen = int(position == {1: 4, 2: 3}[quartet])  # everyone picks the real image
+            rows.append((f"expert-{rater}", quartet, position, chosen, rating))
+    return pd.DataFrame(rows, columns=["rater", "quartet", "position", "chosen_real", "rating"])
+
+
+def test_per_image_means_average_over_the_raters_of_each_image() -> None:
+    key = key_frame(2)
+    images = per_image_means(hand_ratings(), key)
     assert images["image"].tolist() == key["image"].tolist()
+    assert images["group"].tolist() == [
+        "ckpt040",
+        "ckpt034",
+        "ckpt080",
+        "real",
+        "ckpt034",
+        "ckpt080",
+        "real",
+        "ckpt040",
+    ]
+    assert images["mean_rating"].tolist() == pytest.approx(HAND_MEANS)
+    assert images["n_raters"].tolist() == [3, 3, 3, 3, 2, 2, 2, 2]
+
+
+def test_violins_mark_the_mean_of_the_per_image_means(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    figures = saved_figures(monkeypatch)
+    plot_rating_violins(
+        hand_ratings(), key_frame(2), tmp_path / "v.png", simulated=False, provenance=PROVENANCE
+    )
+    axes = figures[0].axes[0]
+    written = {round(text.get_position()[0]): text.get_text() for text in axes.texts}
+    assert written == {1: "mean 3.250", 2: "mean 2.000", 3: "mean 2.417", 4: "mean 2.917"}
+    diamonds = axes.collections[-1].get_offsets()
+    assert diamonds[:, 1].tolist() == pytest.approx(list(HAND_GROUP_MEANS.values()))
 
 
 def test_simulated_figure_is_watermarked_and_carries_provenance(tmp_path: Path) -> None:

@@ -14,24 +14,13 @@ import pytest
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+from workflow_parse import REPO, rule_directives
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 PRESETS = sorted((REPO / "config").glob("*.yaml"))
-RULE_FILES = sorted((REPO / "workflow/rules").glob("*.smk"))
 #: Modules whose import would make building the DAG slow (seconds each) or start R.
 HEAVY_MODULES = ("torch", "diffusers", "zarr", "rpy2")
-
-
-def rule_directives() -> dict[str, dict[str, str]]:
-    """Each rule in workflow/rules/*.smk -> its directives whose value is one plain string
-    (log, benchmark, conda, script), as written in the file."""
-    rules = {}
-    for path in RULE_FILES:
-        for rule in re.finditer(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", path.read_text(), re.M):
-            rules[rule[1]] = dict(re.findall(r'^    (\w+):\n        "([^"\n]*)",?$', rule[2], re.M))
-    return rules
 
 
 def load_config(name: str) -> dict:
@@ -81,16 +70,18 @@ def test_mistyped_value_is_named():
         validate(config, str(SCHEMA))
 
 
-def test_operational_defaults_are_filled():
+def test_a_missing_key_is_named():
+    """Defaults live in the presets only: a config without a key the code reads is refused."""
     config = load_config("config.yaml")
     del config["preprocess"]["qc"]
-    validate(config, str(SCHEMA))
-    assert config["preprocess"]["qc"] == {"n_examples": 16, "seed": 0}
+    with pytest.raises(WorkflowError, match="'qc' is a required property"):
+        validate(config, str(SCHEMA))
 
 
 def test_paper_preset_replaces_the_demo_config_instead_of_merging_into_it(tmp_path):
     """With --configfile, the demo's config.yaml is not loaded: its diffusers-only keys
-    (model.layers_per_block) would otherwise leak into the lucidrains paper preset and fail its schema."""
+    (model.layers_per_block) would otherwise leak into the lucidrains paper preset and fail its
+    schema."""
     demo = load_config("config.yaml")
     assert demo["model"]["architecture"] == "diffusers" and "layers_per_block" in demo["model"]
     assert "layers_per_block" not in load_config("csxa.yaml")["model"]
@@ -107,9 +98,12 @@ def test_paper_preset_replaces_the_demo_config_instead_of_merging_into_it(tmp_pa
     )
 
 
-def test_rule_parser_reads_every_rule():
+def test_rule_parser_reads_every_rule_and_checkpoint():
     rules = rule_directives()
-    assert {"demo_atlas", "train", "sample_shard", "turing_stats"} <= set(rules)
+    assert {"demo_atlas", "train", "sample_shard", "turing_stats", "select_checkpoints"} <= set(
+        rules
+    )
+    assert rules["select_checkpoints"]["log"] == "logs/select_checkpoints/select_checkpoints.log"
     assert rules["sample_shard"]["script"] == "../scripts/sample_shard.py"
     assert rules["sample_shard"]["conda"] == "../../envs/torch.yaml"
 
@@ -137,7 +131,8 @@ def test_paper_dag_build_imports_nothing_heavy(tmp_path):
             main(sys.argv[1:])
         except SystemExit as exit:
             status = exit.code
-        print(json.dumps({{"status": status, "heavy": [m for m in {HEAVY_MODULES!r} if m in sys.modules]}}))
+        heavy = [m for m in {HEAVY_MODULES!r} if m in sys.modules]
+        print(json.dumps({{"status": status, "heavy": heavy}}))
         """
     )
     result = subprocess.run(
@@ -261,7 +256,8 @@ def test_auto_selection_plans_sampling_after_the_runs(tmp_path):
 
 
 def test_configured_checkpoints_train_in_segments(tmp_path):
-    """A configured checkpoint's sampling hangs on the segment that ends at it, not on the whole run."""
+    """A configured checkpoint's sampling hangs on the segment that ends at it, not on the whole
+    run."""
     config = load_config("config.yaml")
     config["checkpoints"]["selected"] = [2, 7]
     config["turing"]["simulation"]["mean_rating_checkpoints"] = [3.1, 3.2]
@@ -282,8 +278,9 @@ def test_configured_checkpoints_train_in_segments(tmp_path):
 
 
 def test_standard_fid_weights_are_fetched_by_a_localrule_before_any_feature_job(tmp_path):
-    """With the fid-inception extractor, one local job fetches the weights file that the real-feature
-    and every FID job take as input; with the offline Inception there is nothing to fetch."""
+    """With the fid-inception extractor, one local job fetches the weights file that the
+    real-feature and every FID job take as input; with the offline Inception there is nothing to
+    fetch."""
     config = load_config("config.yaml")
     config["evaluate"]["extractor"] = load_config("csxa.yaml")["evaluate"]["extractor"]
     jobs = dry_run_jobs(tmp_path, config)

@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 from radsynth.audit.encoders import AuditEncoder, encode
 from radsynth.audit.neighbours import nearest_real, top_pairs
 from radsynth.audit.patch_distance import FLAG_THRESHOLDS, check_pairs, flag_column, patch_distances
-from radsynth.audit.screening import left_facing_atlas, left_facing_sample_set
+from radsynth.audit.scoring import left_facing_atlas, left_facing_sample_set
 from radsynth.core.atomic import atomic_output
 from radsynth.core.figures import save_figure
 from radsynth.core.tables import write_table
@@ -38,8 +38,6 @@ from radsynth.data.atlas import atlas_digest
 
 log = logging.getLogger(__name__)
 
-#: Pairs the paper's two reviewers looked at.
-TOP_PAIRS = 100
 #: Every synthetic image's nearest real image, for the release's privacy gate.
 NEAREST_REAL_NAME = "nearest_real.csv"
 #: Pairs per montage page: ten rows stay legible at 256 px per image.

@@ -64,55 +64,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field, model_validator
 
 from radsynth.audit.neighbours import nearest_real
 from radsynth.core.atomic import atomic_output
-from radsynth.core.config import ConfigModel
+from radsynth.core.settings.audit import ScreenSettings
 from radsynth.data.atlas import atlas_digest
 
 FORMAT = "radsynth-plausibility/1"
-#: Proposed for exclusion below this plausibility: about 5% of real-like images would be.
-DEFAULT_THRESHOLD = 0.05
 #: Images per scoring block: bounds memory (block x grid x descriptor float64), not results.
 SCORE_BLOCK = 512
-
-
-class ScreenSettings(ConfigModel):
-    """Settings of the plausibility screen (see the module docstring for what each does)."""
-
-    analysis_size: int = Field(ge=4)  # px: images are area-averaged to this square side first
-    cell: int = Field(ge=1)  # px of the analysis image per grid cell
-    orientation_bins: int = Field(ge=2)  # signed gradient directions
-    neighbourhood: int = Field(ge=0)  # cells on each side of a cell in its descriptor
-    shrinkage: float = Field(gt=0.0)  # covariance shrinkage towards its mean variance
-    calibration_folds: int = Field(ge=2)
-    calibration_seed: int
-
-    @model_validator(mode="after")
-    def _whole_cells(self) -> ScreenSettings:
-        """The grid must tile the analysis image exactly."""
-        if self.analysis_size % self.cell:
-            raise ValueError(
-                f"analysis_size {self.analysis_size} is not a multiple of cell {self.cell}"
-            )
-        return self
-
-    @property
-    def grid(self) -> int:
-        return self.analysis_size // self.cell
-
-
-#: The settings measured best on the demo (module docstring).
-DEFAULT_SETTINGS = ScreenSettings(
-    analysis_size=20,
-    cell=2,
-    orientation_bins=8,
-    neighbourhood=1,
-    shrinkage=0.01,
-    calibration_folds=5,
-    calibration_seed=0,
-)
 
 
 # ----------------------------------------------------------------------------- features
@@ -228,7 +188,8 @@ def out_of_fold_atypicality(descriptors: np.ndarray, settings: ScreenSettings) -
 
 @dataclass(frozen=True)
 class Scores:
-    """Per image: atypicality, plausibility, where it is least real-like, and its nearest real image."""
+    """Per image: atypicality, plausibility, where it is least real-like, and its nearest real
+    image."""
 
     atypicality: np.ndarray
     plausibility: np.ndarray
@@ -260,7 +221,8 @@ class PlausibilityModel:
         return at_least / len(self.real_atypicality)
 
     def score(self, images: np.ndarray, *, chunk_size: int) -> Scores:
-        """Score left-facing uint8 images (N, H, W); `chunk_size` bounds the nearest-real search's memory."""
+        """Score left-facing uint8 images (N, H, W); `chunk_size` bounds the nearest-real
+        search's memory."""
         images = check_images(images, self.settings, "synthetic")
         atypicality, worst, features = [], [], []
         for first in range(0, len(images), SCORE_BLOCK):
@@ -303,8 +265,8 @@ def fit_plausibility(
         )
     if len(real_images) < 2 * settings.calibration_folds:
         raise ValueError(
-            f"{len(real_images)} real images cannot fill {settings.calibration_folds} calibration folds "
-            f"of at least 2 images"
+            f"{len(real_images)} real images cannot fill {settings.calibration_folds} "
+            "calibration folds of at least 2 images"
         )
     maps = blocked_layout_maps(real_images, settings)
     descriptors = local_descriptors(maps, settings.neighbourhood)
@@ -317,8 +279,8 @@ def fit_plausibility(
         "real_images_digest": atlas_digest(np.ascontiguousarray(real_images), list(real_ids)),
         "real_image_size": list(real_images.shape[1:]),
         "settings": settings.model_dump(mode="json"),
-        "plausibility": "fraction of the real images whose out-of-fold atypicality is at least the image's; "
-        "higher = more plausible",
+        "plausibility": "fraction of the real images whose out-of-fold atypicality is at least "
+        "the image's; higher = more plausible",
     }
     return PlausibilityModel(
         settings=settings,

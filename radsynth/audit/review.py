@@ -1,5 +1,4 @@
-"""Offline review pages for the audit's two human steps, at the paper's scale, and the merge of
-the memorization reviewers' verdicts.
+"""Offline review pages for the audit's two human steps, at the paper's scale.
 
 Both pages are one static HTML file each, like the Turing test's rating form: everything is
 embedded, the Content-Security-Policy forbids any network request, it works from file://, the
@@ -15,14 +14,14 @@ decodes only when it shows that page, then copies tile by tile onto canvases. De
   - include: the reviewer marked the image's page reviewed and did not exclude the image;
   - blank: anything else, also an image on a page the reviewer only looked at; the merge then
     keeps the automated screen's proposal for it.
-The export is the reviewed manifest `radsynth.audit.screening.merge_reviews` reads: the manifest's
-provenance lines, then every manifest column in order with each field's text as written, and
-decision, reason and reviewer filled for the decided rows.
+The export is the reviewed manifest `radsynth.audit.screening.merge_reviews` reads: the
+manifest's provenance lines, then every manifest column in order with each field's text as
+written, and decision, reason and reviewer filled for the decided rows.
 
 Memorization review (`write_pairs_review`): each pair of `pairs.csv`, real | synthetic at full
 resolution (small images scaled up by a whole factor, pixels kept sharp), with its similarity and
 patch distance, and a verdict per pair (VERDICTS, keys 1-3) and an optional note.
-`merge_pair_verdicts` merges the verdict files of the reviewers.
+`radsynth.audit.pair_verdicts.merge_pair_verdicts` merges the verdict files of the reviewers.
 """
 
 from __future__ import annotations
@@ -38,21 +37,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radsynth.audit.screening import (
-    MANIFEST_COLUMNS,
-    MANIFEST_NAME,
-    left_facing_atlas,
-    left_facing_sample_set,
-    numbered_records,
-)
+from radsynth.audit.pair_verdicts import PAIRS_COLUMNS, VERDICT_COLUMNS, VERDICTS, read_pairs
+from radsynth.audit.scoring import left_facing_atlas, left_facing_sample_set
+from radsynth.audit.screening import MANIFEST_NAME, read_manifest
 from radsynth.core.atomic import atomic_output
-from radsynth.core.html import PLACEHOLDER, provenance_meta, script_json
+from radsynth.core.html import fill_template, page_fields, script_json
 from radsynth.core.images import png_bytes
-from radsynth.core.tables import read_table, read_table_provenance
+from radsynth.core.tables import read_table_provenance
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-#: Where the screening page's sprite sheets are streamed into its template.
-SHEETS_PLACEHOLDER = "{{SHEETS}}"
+#: Where the screening page's sprite sheets are streamed into its template ({{SHEETS}}).
+SHEETS_FIELD = "SHEETS"
 CONTENT_ID_HEX_DIGITS = 16
 #: Screening page orders: least plausible first (where implausible images gather), or manifest rows.
 SORTS = ("plausibility", "row")
@@ -61,64 +56,39 @@ MAX_REASONS = 9
 #: CSS px of a screening tile: the contact sheets' tile (1.9 in at 100 dpi); smaller images are
 #: scaled up with sharp pixels, larger ones are enlarged one at a time with the z key.
 TILE_PX = 192
-#: A pair's verdict, keys 1, 2 and 3 on the page.
-VERDICTS = ("memorized", "similar but distinct", "unrelated")
-MEMORIZED = VERDICTS[0]
-#: `consensus` of a pair whose reviewers gave different verdicts, and of one nobody judged.
-DISAGREEMENT = "disagreement"
-UNREVIEWED = "unreviewed"
-#: The pairs page's export, one row per pair in rank order.
-VERDICT_COLUMNS = ("rank", "real_id", "synthetic_id", "verdict", "reviewer", "note")
-#: One reviewer's verdict on one pair, as the merge reads it (rank from pairs.csv).
-VERDICT_RECORD_COLUMNS = (
-    "rank",
-    "real_id",
-    "synthetic_id",
-    "reviewer",
-    "verdict",
-    "note",
-    "file",
-    "line",
-)
-PAIRS_COLUMNS = ("rank", "real_id", "synthetic_id", "similarity", "patch_distance")
 
 
 # ----------------------------------------------------------------------------- page building
 
 
 def render_page(name: str, fields: Mapping[str, str]) -> list[str]:
-    """Template `name` filled in one pass (inserted text is never re-substituted), cut where
-    SHEETS_PLACEHOLDER stands so large parts can be streamed in between."""
-    template = (TEMPLATES / name).read_text(encoding="utf-8")
-    found = set(PLACEHOLDER.findall(template)) - {SHEETS_PLACEHOLDER.strip("{}")}
-    if found != set(fields):
-        raise ValueError(
-            f"{TEMPLATES / name}: placeholders {sorted(found)} do not match fields {sorted(fields)}"
-        )
-    return [
-        PLACEHOLDER.sub(lambda match: fields[match.group(1)], part)
-        for part in template.split(SHEETS_PLACEHOLDER)
-    ]
+    """Template `name` filled, cut where {{SHEETS}} stands so large parts can be streamed
+    in between."""
+    template = TEMPLATES / name
+    return fill_template(
+        template.read_text(encoding="utf-8"), fields, name=str(template), cut=SHEETS_FIELD
+    )
 
 
-def page_fields(
+def review_fields(
     title: str, provenance: Mapping[str, str], data: dict, *, what: str
 ) -> dict[str, str]:
     """The fields both review templates share; `what` the reviewer records (decisions, verdicts)."""
     return {
+        **page_fields(title, provenance),
         "TITLE": html.escape(title),
         "START_FORM": (TEMPLATES / "start_form.html")
         .read_text(encoding="utf-8")
         .replace("{{WHAT}}", what),
-        "PROVENANCE_META": provenance_meta(provenance),
         "STYLE": (TEMPLATES / "review.css").read_text(encoding="utf-8"),
-        "COMMON_SCRIPT": (TEMPLATES / "review_common.js").read_text(encoding="utf-8"),
+        "REVIEW_SCRIPT": (TEMPLATES / "review_common.js").read_text(encoding="utf-8"),
         "REVIEW_DATA": script_json(data),
     }
 
 
 def content_id(table: pd.DataFrame, images: Sequence[np.ndarray]) -> str:
-    """Hash of a table's text and its images: two reviews never share saved progress in a browser."""
+    """Hash of a table's text and its images: two reviews never share saved progress in a
+    browser."""
     digest = hashlib.sha256(table.to_csv(index=False).encode("utf-8"))
     for image in images:
         digest.update(str(image.shape).encode("ascii"))
@@ -141,7 +111,8 @@ def file_label(text: str) -> str:
 
 
 def write_page(out_html: Path, parts: Sequence[str], streamed: Iterable[str] = ()) -> int:
-    """parts[0], the streamed chunks, then parts[1:], written atomically; returns the streamed characters."""
+    """parts[0], the streamed chunks, then parts[1:], written atomically; returns the streamed
+    characters."""
     written = 0
     with (
         atomic_output(Path(out_html)) as temporary,
@@ -172,13 +143,7 @@ def check_gray(image: np.ndarray, what: str) -> np.ndarray:
 def manifest_text(manifest_csv: Path) -> pd.DataFrame:
     """A screening manifest with every field as the text written, so the export repeats it exactly;
     refused where a decision is filled in (the review starts from the screen's blank manifest)."""
-    frame = read_table(Path(manifest_csv), dtype=str, keep_default_na=False)
-    missing = [column for column in MANIFEST_COLUMNS if column not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{manifest_csv}: not a screening manifest ({MANIFEST_NAME}), "
-            f"missing column(s) {', '.join(missing)}"
-        )
+    frame = read_manifest(Path(manifest_csv), as_text=True)
     filled = frame["decision"].str.strip() != ""
     if filled.any():
         raise ValueError(
@@ -189,7 +154,8 @@ def manifest_text(manifest_csv: Path) -> pd.DataFrame:
 
 
 def display_order(manifest: pd.DataFrame, sort: str) -> np.ndarray:
-    """Manifest positions in the order shown: least plausible first (ties by row, blank last), or by row."""
+    """Manifest positions in the order shown: least plausible first (ties by row, blank last), or
+    by row."""
     if sort not in SORTS:
         raise ValueError(f"sort {sort!r} is not one of {', '.join(SORTS)}")
     rows = pd.to_numeric(manifest["row"]).to_numpy()
@@ -253,7 +219,8 @@ def write_screening_review(
 ) -> dict:
     """The screening review page of one sampled set: `images` are the set's left-facing uint8 gray
     images (N, H, W) in manifest row order (as `left_facing_sample_set` returns them). Returns
-    content_id, n_images, n_pages, page_size, sheet_bytes (base64 of the sprite sheets) and html_bytes."""
+    content_id, n_images, n_pages, page_size, sheet_bytes (base64 of the sprite sheets) and
+    html_bytes."""
     manifest = manifest_text(Path(manifest_csv))
     images = np.asarray(images)
     if (
@@ -291,7 +258,7 @@ def write_screening_review(
         "export_name": f"screening_review_{label}_{{reviewer}}.csv",
     }
     parts = render_page(
-        "screening_review.html", page_fields(title, provenance, data, what="decisions")
+        "screening_review.html", review_fields(title, provenance, data, what="decisions")
     )
     sheet_bytes = write_page(
         Path(out_html), parts, sheet_scripts(images, order, page_size, columns)
@@ -309,31 +276,14 @@ def write_screening_review(
 # ----------------------------------------------------------------------------- memorization pairs
 
 
-def read_pairs(pairs_csv: Path) -> pd.DataFrame:
-    """The memorization audit's pairs.csv, ids as text; each real x synthetic pair once."""
-    pairs = read_table(Path(pairs_csv), dtype={"real_id": str, "synthetic_id": str})
-    missing = [column for column in PAIRS_COLUMNS if column not in pairs.columns]
-    if missing:
-        raise ValueError(
-            f"{pairs_csv}: not the memorization audit's pairs table, missing column(s) "
-            f"{', '.join(missing)}"
-        )
-    repeated = pairs.duplicated(["real_id", "synthetic_id"])
-    if repeated.any():
-        first = pairs[repeated].iloc[0]
-        raise ValueError(
-            f"{pairs_csv}: pair {first['real_id']!r} x {first['synthetic_id']!r} is listed twice"
-        )
-    return pairs
-
-
 def pair_images(
     pairs: pd.DataFrame,
     real_images_by_id: Mapping[str, np.ndarray],
     synthetic_images_by_id: Mapping[str, np.ndarray],
     pairs_csv: Path,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(real, synthetic) image of each pair, in table order; a missing id fails naming the pair's rank."""
+    """(real, synthetic) image of each pair, in table order; a missing id fails naming the pair's
+    rank."""
     found = []
     for rank, real_id, synthetic_id in zip(pairs["rank"], pairs["real_id"], pairs["synthetic_id"]):
         images = []
@@ -400,136 +350,13 @@ def write_pairs_review(
     }
     write_page(
         Path(out_html),
-        render_page("pairs_review.html", page_fields(title, provenance, data, what="verdicts")),
+        render_page("pairs_review.html", review_fields(title, provenance, data, what="verdicts")),
     )
     return {
         "content_id": page_id,
         "n_pairs": len(entries),
         "html_bytes": Path(out_html).stat().st_size,
     }
-
-
-def read_verdicts(
-    path: Path, ranks: Mapping[tuple[str, str], int], pairs_csv: Path
-) -> pd.DataFrame:
-    """The verdicts of one exported file (VERDICT_RECORD_COLUMNS), blank verdicts skipped. A missing
-    column, a pair not in pairs.csv, a verdict not in VERDICTS or a verdict without reviewer fails
-    naming the file, line and column."""
-    records = numbered_records(path)
-    header_line, header = next(records, (0, []))
-    missing = [
-        column
-        for column in ("real_id", "synthetic_id", "verdict", "reviewer")
-        if column not in header
-    ]
-    if missing:
-        raise ValueError(
-            f"{path}: line {header_line}: missing column(s) {', '.join(missing)}; a verdict file is "
-            f"the CSV the memorization review page exports"
-        )
-    real_ids = {real for real, _ in ranks}
-    given = []
-    for line, record in records:
-        row = dict(zip(header, (field.strip() for field in record)))
-        where = f"{path}: line {line}: column"
-        pair = (row.get("real_id", ""), row.get("synthetic_id", ""))
-        if pair not in ranks:
-            column = "synthetic_id" if pair[0] in real_ids else "real_id"
-            raise ValueError(
-                f"{where} {column}: pair {pair[0]!r} x {pair[1]!r} is not in {pairs_csv}"
-            )
-        verdict = " ".join(row.get("verdict", "").lower().split())
-        if verdict and verdict not in VERDICTS:
-            raise ValueError(
-                f"{where} verdict: {row['verdict']!r} is not one of {', '.join(VERDICTS)} or blank"
-            )
-        if not verdict:
-            continue
-        if not row.get("reviewer", ""):
-            raise ValueError(
-                f"{where} reviewer: blank, but the row has verdict {verdict!r}; "
-                f"every verdict needs its reviewer's id"
-            )
-        given.append(
-            {
-                "rank": ranks[pair],
-                "real_id": pair[0],
-                "synthetic_id": pair[1],
-                "reviewer": row["reviewer"],
-                "verdict": verdict,
-                "note": row.get("note", ""),
-                "file": str(path),
-                "line": line,
-            }
-        )
-    return pd.DataFrame(given, columns=list(VERDICT_RECORD_COLUMNS))
-
-
-def check_single_verdicts(verdicts: pd.DataFrame) -> None:
-    """One verdict per reviewer and pair, over all files: a second one fails naming both places."""
-    repeated = verdicts.duplicated(["reviewer", "real_id", "synthetic_id"])
-    if repeated.any():
-        again = verdicts[repeated].iloc[0]
-        first = verdicts[
-            (verdicts["reviewer"] == again["reviewer"])
-            & (verdicts["real_id"] == again["real_id"])
-            & (verdicts["synthetic_id"] == again["synthetic_id"])
-        ].iloc[0]
-        raise ValueError(
-            f"{again['file']}: line {again['line']}: column reviewer: {again['reviewer']!r} judges pair "
-            f"rank {again['rank']} again (first in {first['file']}: line {first['line']})"
-        )
-
-
-def consensus_of(verdicts: set[str]) -> str:
-    """The pair's verdict when every reviewer who judged it agrees."""
-    if not verdicts:
-        return UNREVIEWED
-    return next(iter(verdicts)) if len(verdicts) == 1 else DISAGREEMENT
-
-
-def merge_pair_verdicts(
-    pairs_csv: Path, verdict_files: Sequence[Path]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(merged, disagreements). merged: pairs.csv plus verdict_<reviewer> per reviewer (blank where
-    that reviewer gave none), n_verdicts, consensus (the verdict all who judged the pair agree on,
-    DISAGREEMENT, or UNREVIEWED), any_memorized and notes ('reviewer: note' joined by '; ').
-    disagreements: every verdict on a pair reviewers judged differently (VERDICT_RECORD_COLUMNS),
-    by rank and reviewer. A verdict file's rank is not read: pairs are named by their ids."""
-    pairs = read_pairs(Path(pairs_csv)).reset_index(drop=True)
-    keys = list(zip(pairs["real_id"], pairs["synthetic_id"]))
-    ranks = dict(zip(keys, pairs["rank"].astype(int)))
-    parts = [read_verdicts(Path(path), ranks, Path(pairs_csv)) for path in verdict_files]
-    parts = [part for part in parts if len(part)]
-    verdicts = (
-        pd.concat(parts, ignore_index=True)
-        if parts
-        else pd.DataFrame(columns=list(VERDICT_RECORD_COLUMNS))
-    )
-    check_single_verdicts(verdicts)
-    judged = {
-        key: group for key, group in verdicts.groupby(["real_id", "synthetic_id"], sort=False)
-    }
-    groups = [judged.get(key, verdicts.iloc[:0]) for key in keys]
-    merged = pairs.copy()
-    for reviewer in sorted(set(verdicts["reviewer"])):
-        own = verdicts[verdicts["reviewer"] == reviewer]
-        given = dict(zip(zip(own["real_id"], own["synthetic_id"]), own["verdict"]))
-        merged[f"verdict_{reviewer}"] = [given.get(key, "") for key in keys]
-    merged["n_verdicts"] = [len(group) for group in groups]
-    merged["consensus"] = [consensus_of(set(group["verdict"])) for group in groups]
-    merged["any_memorized"] = [bool((group["verdict"] == MEMORIZED).any()) for group in groups]
-    merged["notes"] = [
-        "; ".join(f"{who}: {note}" for who, note in zip(group["reviewer"], group["note"]) if note)
-        for group in groups
-    ]
-    split = {key for key, group in zip(keys, groups) if group["verdict"].nunique() > 1}
-    disagreements = verdicts.loc[
-        [key in split for key in zip(verdicts["real_id"], verdicts["synthetic_id"])]
-    ]
-    return merged, disagreements.sort_values(["rank", "reviewer", "file", "line"]).reset_index(
-        drop=True
-    )
 
 
 # ----------------------------------------------------------------------------- the workflow's pages

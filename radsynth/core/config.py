@@ -1,4 +1,5 @@
-"""The config as typed settings, and the checks across keys that the JSON schema cannot express.
+"""How config values become typed settings, and the checks across keys that one section's model
+cannot express. The settings models themselves are in radsynth.core.settings.
 
 Every settings class is a `ConfigModel`: frozen, unknown keys rejected, and no silent type
 coercion (8.5 or "8" is not an integer; an integer is a valid number). `load_settings` is the
@@ -32,8 +33,11 @@ class ConfigModel(BaseModel):
 
 #: A YAML list, held as a tuple so settings stay immutable; its items are still checked strictly.
 ListOf = Annotated[tuple[T, ...], Field(strict=False)]
+#: A count or a size: an integer of at least 1.
+Count = Annotated[int, Field(ge=1)]
 
-#: What each pydantic error type means for a config key, formatted with the error's input and context.
+#: What each pydantic error type means for a config key, formatted with the error's input and
+#: context.
 _PROBLEMS = {
     "missing": "missing key",
     "extra_forbidden": "unknown key",
@@ -55,7 +59,8 @@ _PROBLEMS = {
 
 
 def config_path(section: str, loc: tuple[int | str, ...]) -> str:
-    """Dotted config path of a pydantic error location: training.ema.beta, model.attention_levels[2]."""
+    """Dotted config path of a pydantic error location: training.ema.beta,
+    model.attention_levels[2]."""
     path = section
     for part in loc:
         if isinstance(part, int):
@@ -78,7 +83,17 @@ def load_settings(model: type[M], values: Any, section: str = "") -> M:
     try:
         return model.model_validate(values)
     except ValidationError as error:
-        raise ConfigError("\n".join(describe(e, section) for e in error.errors())) from None
+        errors = [e for e in error.errors() if not _counts_a_bad_item(e, error.errors())]
+        raise ConfigError("\n".join(describe(e, section) for e in errors)) from None
+
+
+def _counts_a_bad_item(error: ErrorDetails, errors: list[ErrorDetails]) -> bool:
+    """A list's length error that only follows from an item's own error (pydantic leaves the
+    bad item out before it counts): the item's error says what is wrong."""
+    loc = error["loc"]
+    return error["type"] in ("too_short", "too_long") and any(
+        other["loc"][: len(loc)] == loc and len(other["loc"]) > len(loc) for other in errors
+    )
 
 
 # ----------------------------------------------------------------------------- cross-key checks
@@ -89,7 +104,8 @@ FID_SAMPLE_SET = "fid"
 
 
 def _selected_numbers(config: Mapping[str, Any]) -> list[int]:
-    """The numbered entries of checkpoints.selected; a word (a later `auto`) has no number to check."""
+    """The numbered entries of checkpoints.selected; a word (a later `auto`) has no number to
+    check."""
     selected = config["checkpoints"]["selected"]
     entries = selected if isinstance(selected, list) else []
     return [n for n in entries if isinstance(n, int) and not isinstance(n, bool)]
@@ -98,7 +114,10 @@ def _selected_numbers(config: Mapping[str, Any]) -> list[int]:
 def _image_size(config: Mapping[str, Any]) -> Iterator[str]:
     model, atlas = config["model"]["sample_size"], config["preprocess"]["size"]
     if model != atlas:
-        yield f"model.sample_size {model} differs from preprocess.size {atlas}: the model trains on the atlas images"
+        yield (
+            f"model.sample_size {model} differs from preprocess.size {atlas}: the model trains on "
+            "the atlas images"
+        )
 
 
 def _checkpoints_reached(config: Mapping[str, Any]) -> Iterator[str]:
@@ -106,15 +125,18 @@ def _checkpoints_reached(config: Mapping[str, Any]) -> Iterator[str]:
     for number in _selected_numbers(config):
         if number * every > steps:
             yield (
-                f"checkpoints.selected {number} x training.checkpoint_every {every} = step {number * every} "
-                f"is beyond training.num_steps {steps}"
+                f"checkpoints.selected {number} x training.checkpoint_every {every} = step "
+                f"{number * every} is beyond training.num_steps {steps}"
             )
 
 
 def _odd_smoothing(config: Mapping[str, Any]) -> Iterator[str]:
     smoothing = config["checkpoints"]["convergence"]["smoothing"]
     if smoothing % 2 == 0:
-        yield f"checkpoints.convergence.smoothing {smoothing} is even: a centred moving average needs an odd window"
+        yield (
+            f"checkpoints.convergence.smoothing {smoothing} is even: a centred moving average "
+            "needs an odd window"
+        )
 
 
 def _turing_sample_set(config: Mapping[str, Any]) -> Iterator[str]:
@@ -130,11 +152,12 @@ def _fid_schedule(config: Mapping[str, Any]) -> Iterator[str]:
     )
     if every % per_checkpoint:
         yield (
-            f"evaluate.every_steps {every} is not a multiple of training.checkpoint_every {per_checkpoint}: "
-            "FID is computed on history checkpoints"
+            f"evaluate.every_steps {every} is not a multiple of training.checkpoint_every "
+            f"{per_checkpoint}: FID is computed on history checkpoints"
         )
     if every > config["training"]["num_steps"]:
-        yield f"evaluate.every_steps {every} is beyond training.num_steps {config['training']['num_steps']}"
+        steps = config["training"]["num_steps"]
+        yield f"evaluate.every_steps {every} is beyond training.num_steps {steps}"
 
 
 def _fid_sample_set(config: Mapping[str, Any]) -> Iterator[str]:
@@ -144,7 +167,7 @@ def _fid_sample_set(config: Mapping[str, Any]) -> Iterator[str]:
 
 def _fid_weights(config: Mapping[str, Any]) -> Iterator[str]:
     extractor = config["evaluate"]["extractor"]
-    if extractor["name"] == "fid-inception" and "weights" not in extractor:
+    if extractor["name"] == "fid-inception" and extractor.get("weights") is None:
         yield "evaluate.extractor.name is fid-inception but evaluate.extractor.weights is missing"
 
 
@@ -157,13 +180,13 @@ def _audited_sets(config: Mapping[str, Any]) -> Iterator[str]:
 
 def _audit_weights(config: Mapping[str, Any]) -> Iterator[str]:
     memorization = config["audit"]["memorization"]
-    if memorization["encoder"] == "vit" and "weights" not in memorization:
+    if memorization["encoder"] == "vit" and memorization.get("weights") is None:
         yield "audit.memorization.encoder is vit but audit.memorization.weights is missing"
 
 
 def _source_section(config: Mapping[str, Any]) -> Iterator[str]:
     source = config["data"]["source"]
-    if source not in config["data"]:
+    if config["data"].get(source) is None:
         yield f"data.source is {source!r} but there is no data.{source} section"
 
 
@@ -174,8 +197,9 @@ def _simulated_means(config: Mapping[str, Any]) -> Iterator[str]:
     means = turing["simulation"]["mean_rating_checkpoints"]
     if len(means) != len(selected):
         yield (
-            f"turing.simulation.mean_rating_checkpoints has {len(means)} values but checkpoints.selected has "
-            f"{len(selected)} (turing.ratings is simulated: one mean per selected checkpoint)"
+            f"turing.simulation.mean_rating_checkpoints has {len(means)} values but "
+            f"checkpoints.selected has {len(selected)} (turing.ratings is simulated: one mean per "
+            "selected checkpoint)"
         )
 
 
@@ -202,7 +226,8 @@ CROSS_KEY_CHECKS = (
 
 
 def check_config(config: Mapping[str, Any]) -> None:
-    """Check a schema-validated config across keys; one ConfigError lists every violation."""
+    """Check a config the settings models accept across keys; one ConfigError lists every
+    violation."""
     problems = [problem for check in CROSS_KEY_CHECKS for problem in check(config)]
     if problems:
         raise ConfigError("config keys contradict each other:\n" + "\n".join(problems))

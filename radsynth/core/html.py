@@ -1,5 +1,13 @@
 """Pieces of the project's self-contained offline HTML pages (the rating form, the review pages):
-shared so that every page escapes its data and records its provenance the same way."""
+shared so that every page has the same head (a Content-Security-Policy that forbids any network
+request, provenance, the base stylesheet), the same script helpers (saved progress, CSV export),
+and escapes its data the same way.
+
+The pieces live in templates/ beside this module: head.html, base.css and offline_page.js. A
+page template starts with {{PAGE_HEAD}}, adds its own <style> and closes </head>; its script
+starts with {{OFFLINE_SCRIPT}} (the `OfflinePage` object). Everything is inlined: a page stays
+one file that works from file://.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +15,41 @@ import html
 import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 #: A template field: {{NAME}}, filled in one pass so inserted text is never re-substituted.
 PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+def fill_template(
+    template: str, fields: Mapping[str, str], *, name: str, cut: str | None = None
+) -> list[str]:
+    """`template` (the text of the file `name`) with every {{FIELD}} filled in one pass, so
+    inserted text is never re-substituted; cut where {{cut}} stands, so large parts can be
+    streamed in between (one part without `cut`). Fields and placeholders must match."""
+    found = set(PLACEHOLDER.findall(template)) - {cut}
+    if found != set(fields):
+        raise ValueError(
+            f"{name}: placeholders {sorted(found)} do not match fields {sorted(fields)}"
+        )
+    parts = template.split(f"{{{{{cut}}}}}") if cut else [template]
+    return [PLACEHOLDER.sub(lambda match: fields[match.group(1)], part) for part in parts]
+
+
+def page_fields(title: str, provenance: Mapping[str, str]) -> dict[str, str]:
+    """PAGE_HEAD (doctype to the base stylesheet, the <head> left open for the page's own
+    style) and OFFLINE_SCRIPT, for a page titled `title`."""
+    head = TEMPLATES / "head.html"
+    fields = {
+        "TITLE": html.escape(title),
+        "PROVENANCE_META": provenance_meta(provenance),
+        "BASE_STYLE": (TEMPLATES / "base.css").read_text(encoding="utf-8"),
+    }
+    return {
+        "PAGE_HEAD": fill_template(head.read_text(encoding="utf-8"), fields, name=str(head))[0],
+        "OFFLINE_SCRIPT": (TEMPLATES / "offline_page.js").read_text(encoding="utf-8"),
+    }
 
 
 def script_json(data: dict) -> str:

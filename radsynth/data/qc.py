@@ -100,7 +100,8 @@ def caption(content: QcContent) -> str:
 
 
 def mosaic_columns(n_tiles: int) -> int:
-    """Near-square mosaic, 8 to 20 wide: big tiles for few images, names still legible for 600 (20 x 30)."""
+    """Near-square mosaic, 8 to 20 wide: big tiles for few images, names still legible for 600
+    (20 x 30)."""
     return min(20, max(8, math.ceil(math.sqrt(n_tiles))))
 
 
@@ -182,7 +183,8 @@ def _draw_inverted(
 
 
 def inverted_mosaic(thumbnails: np.ndarray, columns: int) -> tuple[np.ndarray, int]:
-    """Thumbnails tiled row by row on white, each under a white band for its name; one imshow for all."""
+    """Thumbnails tiled row by row on white, each under a white band for its name; one imshow
+    for all."""
     label_px = THUMBNAIL_PX // 4
     cell = THUMBNAIL_PX + label_px
     rows = math.ceil(len(thumbnails) / columns)

@@ -34,6 +34,8 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from radsynth.core.atomic import atomic_directory, atomic_output
+from radsynth.core.config import load_settings
+from radsynth.core.settings.data import DemoAtlasSettings
 from radsynth.data.csxa import KEYPOINT_LABELS, make_stem
 
 #: Vertebral levels drawn with keypoints, top to bottom.
@@ -860,39 +862,6 @@ def labelme_document(
 
 
 @dataclass(frozen=True)
-class AtlasSettings:
-    n_images: int
-    seed: int
-    negative_fraction: float
-    sixteen_bit_fraction: float
-    rgb_fraction: float
-    min_side: int
-    max_side: int
-
-    def __post_init__(self) -> None:
-        """Errors name the config keys (under data.demo) the caller passes through."""
-        if not 1 <= self.n_images <= 9999:
-            raise ValueError(
-                f"data.demo.n_images={self.n_images}: CSXA stems hold case numbers 1..9999"
-            )
-        for name in ("negative_fraction", "sixteen_bit_fraction", "rgb_fraction"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(
-                    f"data.demo.{name}={getattr(self, name)} is not a fraction in [0, 1]"
-                )
-        if self.sixteen_bit_fraction + self.rgb_fraction > 1.0:
-            raise ValueError(
-                "data.demo.sixteen_bit_fraction + data.demo.rgb_fraction = "
-                f"{self.sixteen_bit_fraction + self.rgb_fraction} exceeds 1"
-            )
-        if not 64 <= self.min_side <= self.max_side:
-            raise ValueError(
-                f"data.demo.min_side={self.min_side}, data.demo.max_side={self.max_side}: "
-                "need 64 <= min_side <= max_side"
-            )
-
-
-@dataclass(frozen=True)
 class AtlasItem:
     stem: str
     image: Image.Image
@@ -920,7 +889,7 @@ def _quirks(
     return polygon_labels, ((label, repeat) if duplicated else None)
 
 
-def build_atlas_item(settings: AtlasSettings, index: int) -> AtlasItem:
+def build_atlas_item(settings: DemoAtlasSettings, index: int) -> AtlasItem:
     """Image `index` of the atlas, derived from (seed, index) alone."""
     rng = np.random.default_rng([settings.seed, 0, index])
     stem = make_stem(index + 1, int(rng.integers(18, 90)))
@@ -967,7 +936,7 @@ def _require_empty(directory: Path) -> None:
         )
 
 
-def _stage(settings: AtlasSettings, staging: dict[str, Path], progress: bool) -> pd.DataFrame:
+def _stage(settings: DemoAtlasSettings, staging: dict[str, Path], progress: bool) -> pd.DataFrame:
     rows = []
     for index in tqdm(
         range(settings.n_images), desc="demo atlas", unit="image", disable=not progress
@@ -998,9 +967,20 @@ def generate_atlas(
 ) -> pd.DataFrame:
     """Write `out_dir/images/{stem}.png`, `out_dir/annotations/{stem}.json` and the ground-truth
     sidecar `truth_csv` (read by tests and benchmarks only); returns the truth table.
-    Both folders are built in hidden staging folders and renamed into place when complete."""
-    settings = AtlasSettings(
-        n_images, seed, negative_fraction, sixteen_bit_fraction, rgb_fraction, min_side, max_side
+    Both folders are built in hidden staging folders and renamed into place when complete.
+    The settings are checked as config section `data.demo`; errors name its keys."""
+    settings = load_settings(
+        DemoAtlasSettings,
+        dict(
+            n_images=n_images,
+            seed=seed,
+            negative_fraction=negative_fraction,
+            sixteen_bit_fraction=sixteen_bit_fraction,
+            rgb_fraction=rgb_fraction,
+            min_side=min_side,
+            max_side=max_side,
+        ),
+        "data.demo",
     )
     out_dir = Path(out_dir)
     final = {"images": out_dir / "images", "annotations": out_dir / "annotations"}

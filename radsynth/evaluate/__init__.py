@@ -1,2 +1,2 @@
-"""Evaluation stage: features of real and synthetic radiographs, and FID, KID and PRDC against the
-atlas."""
+"""Evaluation stage: FID, KID and PRDC of sampled sets against the atlas through training, and the
+checkpoint selection that weighs them with the training losses."""

@@ -39,23 +39,11 @@ from radsynth.data.atlas import atlas_digest, load_atlas
 
 log = logging.getLogger(__name__)
 
-#: KID subsets: torchmetrics' default (as torch-fidelity's and Binkowski et al.'s code).
-KID_SUBSETS = 100
-#: KID subset size: torchmetrics' default 1000, capped at the smaller image set (torchmetrics
-#: refuses a subset larger than a set); the size used is recorded in the row.
-KID_SUBSET_SIZE = 1000
-#: Seed of KID's random subsets (torchmetrics draws them with torch.randperm; without a seed
-#: the same images would give a different KID on every run).
-KID_SEED = 0
-#: k of PRDC's nearest-neighbour balls: Naeem et al. 2020's recommended value, used by CheXGenBench.
-PRDC_NEAREST_K = 5
-#: Images per extractor forward call: bounds memory only.
-EXTRACTION_BATCH_SIZE = 32
-
 
 @dataclass(frozen=True)
 class FidelityRow:
-    """One table row: a synthetic set against the atlas, with the extractor that made the features."""
+    """One table row: a synthetic set against the atlas, with the extractor that made the
+    features."""
 
     n_real: int
     n_synthetic: int
@@ -74,8 +62,8 @@ class FidelityRow:
     warnings: tuple[str, ...] = field(default=())
 
     def as_record(self) -> dict[str, object]:
-        """Flat columns for a table: the extractor's fields as `extractor_*`, warnings joined by '; ',
-        and NaN as None (JSON has no NaN; the warnings say why a number is missing)."""
+        """Flat columns for a table: the extractor's fields as `extractor_*`, warnings joined by
+        '; ', and NaN as None (JSON has no NaN; the warnings say why a number is missing)."""
         record: dict[str, object] = {
             name: getattr(self, name)
             for name in self.__dataclass_fields__
@@ -105,7 +93,8 @@ class PassThrough(nn.Module):
 
 
 def check_images(images: np.ndarray, what: str) -> None:
-    """uint8 grayscale (N, H, W) with N >= 2 (a covariance needs two images), or an error naming `what`."""
+    """uint8 grayscale (N, H, W) with N >= 2 (a covariance needs two images), or an error naming
+    `what`."""
     if images.ndim != 3:
         raise ValueError(
             f"{what}: images must be grayscale (N, H, W), got shape {images.shape} "
@@ -130,7 +119,8 @@ def frechet_distance(real: np.ndarray, synthetic: np.ndarray) -> float:
 def kernel_distance(
     real: np.ndarray, synthetic: np.ndarray, *, subsets: int, subset_size: int, seed: int
 ) -> tuple[float, float]:
-    """torchmetrics' KID (mean, std over `subsets` random subsets of `subset_size`), subsets drawn from `seed`."""
+    """torchmetrics' KID (mean, std over `subsets` random subsets of `subset_size`), subsets drawn
+    from `seed`."""
     with warnings.catch_warnings():
         # it warns that it keeps all features in memory: so do we, by design
         warnings.filterwarnings(
@@ -152,8 +142,8 @@ def kernel_distance(
 
 
 def prdc_metrics(real: np.ndarray, synthetic: np.ndarray, *, nearest_k: int) -> dict[str, float]:
-    """prdc's precision, recall, density and coverage (Naeem et al. 2020); its progress print goes to
-    the log. NaN when a set has fewer than k + 2 images (prdc partitions at k + 1; recorded as a
+    """prdc's precision, recall, density and coverage (Naeem et al. 2020); its progress print goes
+    to the log. NaN when a set has fewer than k + 2 images (prdc partitions at k + 1; recorded as a
     warning by `sample_size_warnings`)."""
     if min(len(real), len(synthetic)) < nearest_k + 2:
         return dict.fromkeys(("precision", "recall", "density", "coverage"), math.nan)
@@ -171,7 +161,8 @@ def feature_cache_path(cache_dir: Path, atlas_hash: str, extractor: ExtractorDes
 def read_cached_features(
     path: Path, atlas_hash: str, extractor: ExtractorDescription
 ) -> np.ndarray | None:
-    """The cached features, None if there are none; a file recording other inputs fails naming it."""
+    """The cached features, None if there are none; a file recording other inputs fails naming
+    it."""
     if not path.is_file():
         return None
     try:
@@ -229,9 +220,10 @@ def atlas_features(
     extractor: FeatureExtractor,
     cache_dir: Path,
     *,
-    batch_size: int = EXTRACTION_BATCH_SIZE,
+    batch_size: int,
 ) -> AtlasFeatures:
-    """Features of every atlas image, computed once per atlas content and extractor (then cached)."""
+    """Features of every atlas image, computed once per atlas content and extractor (then
+    cached)."""
     with load_atlas(Path(atlas_path)) as atlas:
         images, source_names = np.ascontiguousarray(atlas.images), atlas.source_names
     check_images(images, f"atlas {atlas_path}")
@@ -276,11 +268,11 @@ def fidelity_row(
     cache_dir: Path,
     *,
     synthetic_name: str,
-    kid_subsets: int = KID_SUBSETS,
-    kid_subset_size: int = KID_SUBSET_SIZE,
-    kid_seed: int = KID_SEED,
-    nearest_k: int = PRDC_NEAREST_K,
-    batch_size: int = EXTRACTION_BATCH_SIZE,
+    kid_subsets: int,
+    kid_subset_size: int,
+    kid_seed: int,
+    nearest_k: int,
+    batch_size: int,
 ) -> FidelityRow:
     """FID, KID and PRDC of uint8 synthetic images (N, H, W) against the atlas at `atlas_path`.
 

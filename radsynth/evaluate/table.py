@@ -1,5 +1,6 @@
-"""The FID table through training (one row per evaluated checkpoint of the full run) and its figure,
-the paper's Figure 2: FID against training step, with KID and precision/recall/density/coverage.
+"""The FID table through training (one row per evaluated checkpoint of the full run): its writer,
+its reader and its figure, the paper's Figure 2: FID against training step, with KID and
+precision/recall/density/coverage.
 
 Each FID job writes its row as JSON (`checkpoint_record`); the table job gathers them. A row holds
 the sampling settings of its synthetic set (sampler, steps, weights: the FID set has its own) and
@@ -19,6 +20,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from radsynth.core.checked_csv import (
+    SOURCE_ATTR,
+    numeric_column,
+    read_text_table,
+    require_increasing,
+)
 from radsynth.core.figures import save_figure
 from radsynth.core.tables import write_table
 from radsynth.evaluate.metrics import FidelityRow
@@ -42,6 +49,8 @@ LEADING_COLUMNS = (
     "density",
     "coverage",
 )
+#: Integer columns of the table; the reader checks their type (and `fid`'s) row by row.
+INTEGER_COLUMNS = ("step", "checkpoint", "n_real", "n_synthetic", "steps")
 #: Characters per title line: the extractor's name would run off the figure otherwise.
 TITLE_WIDTH = 90
 FID_COLOUR = "#1f77b4"
@@ -103,6 +112,21 @@ def write_fid_table(
     return frame
 
 
+def read_fid_table(path: Path) -> pd.DataFrame:
+    """The table `write_fid_table` wrote: every leading column present, integer step, checkpoint,
+    set sizes and sampling steps, a finite FID on every row, steps increasing. Other columns stay
+    text (blank where a metric is undefined). Errors name the file, line and column; the source
+    path is kept in `frame.attrs["source"]`."""
+    path = Path(path)
+    frame = read_text_table(path, LEADING_COLUMNS)
+    for column in INTEGER_COLUMNS:
+        frame[column] = numeric_column(frame, path, column, integer=True, optional=False)
+    frame["fid"] = numeric_column(frame, path, "fid", integer=False, optional=False)
+    require_increasing(frame["step"], path, "step")
+    frame.attrs[SOURCE_ATTR] = str(path)
+    return frame
+
+
 def _steps_formatter(value: float, _: int) -> str:
     return f"{value / 1000:g}k" if value >= 1000 else f"{value:g}"
 
@@ -155,8 +179,8 @@ def plot_fid_curve(
     top.legend(handles=handles, loc="upper right", fontsize=8)
     row = frame.iloc[0]
     subtitle = (
-        f"{row['n_synthetic']} synthetic ({row['sampler']}, {row['steps']} steps, {row['weights']} weights) "
-        f"vs {row['n_real']} real; {row['extractor']}"
+        f"{row['n_synthetic']} synthetic ({row['sampler']}, {row['steps']} steps, "
+        f"{row['weights']} weights) vs {row['n_real']} real; {row['extractor']}"
     )
     top.set_title("\n".join([title, *textwrap.wrap(subtitle, TITLE_WIDTH)]), fontsize=9)
     for name, style in PRDC_STYLES.items():

@@ -28,7 +28,8 @@ def fetch_weights(
     their name (pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`), 'sha256-prefix:6726825d'.
 
     A file already at `dest` (placed by hand, or an earlier run) is verified and used, never
-    downloaded again; wrong bytes raise `ArchiveVerificationError` naming the file and both checksums.
+    downloaded again; wrong bytes raise `ArchiveVerificationError` naming the file and both
+    checksums.
     """
     return fetch_file(
         url,

@@ -8,45 +8,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
-from pydantic import Field
 
-from radsynth.core.config import ConfigModel, ListOf
+from radsynth.core.settings.release import ReleaseSettings
 
 #: figshare's licence ids (GET /v2/licenses): the released images keep the source atlas' licence.
 FIGSHARE_LICENCES = {"CC BY 4.0": 1}
 #: Provenance keys left out of the package: a build time would make every rebuild differ.
 UNSTABLE_PROVENANCE = ("created_utc",)
-
-
-class Author(ConfigModel):
-    """One author of the figshare article; an ORCID iD links the name to its record."""
-
-    name: str = Field(min_length=1)
-    orcid: str | None = Field(default=None, pattern=r"^\d{4}-\d{4}-\d{4}-\d{3}[\dX]$")
-
-
-class ReleaseSettings(ConfigModel):
-    """Config section `release`."""
-
-    title: str = Field(min_length=1)
-    description: str = Field(min_length=1)
-    keywords: ListOf[str] = Field(min_length=1)
-    categories: ListOf[int] = Field(min_length=1)  # figshare category ids (GET /v2/categories)
-    authors: ListOf[Author] = Field(min_length=1)
-    source_atlas: str = Field(
-        min_length=1
-    )  # the real images the model learnt from: where the licence comes from
-    licence: Literal[
-        "CC BY 4.0"
-    ]  # the source atlas' licence, inherited (a key of FIGSHARE_LICENCES)
-    citation: str = Field(min_length=1)
-    max_archive_bytes: int = Field(ge=1)  # figshare's per-file limit (20 GB)
-    near_duplicate_patch_distance: float = Field(
-        ge=0.0
-    )  # privacy gate, patch distance of [0, 1] pixels
 
 
 def figshare_metadata(settings: ReleaseSettings) -> dict[str, Any]:
@@ -108,35 +79,50 @@ def dataset_card(
         f"# {settings.title}",
         settings.description,
         "## Contents",
-        f"{int(total['kept'])} synthetic lateral cervical-spine radiographs, 8-bit grayscale PNG, left-facing "
-        f"(anterior on the left; images the model drew facing right were mirrored, see `flipped` in `images.csv`).",
+        f"{int(total['kept'])} synthetic lateral cervical-spine radiographs, 8-bit grayscale PNG, "
+        "left-facing "
+        "(anterior on the left; images the model drew facing right were mirrored, see `flipped` "
+        "in `images.csv`).",
         markdown_table(pd.DataFrame({"file": list(files), "content": list(files.values())})),
         "## How the images were made",
-        f"A denoising diffusion probabilistic model (DDPM) was trained on the radiographs of {settings.source_atlas}, as in "
-        f"the publication below, and sampled at these checkpoints (training step = checkpoint number x "
+        "A denoising diffusion probabilistic model (DDPM) was trained on the radiographs of "
+        f"{settings.source_atlas}, as in "
+        "the publication below, and sampled at these checkpoints (training step = checkpoint "
+        "number x "
         f"checkpoint interval):",
         markdown_table(sample_sets),
         "Settings of the run (config keys):",
         markdown_table(settings_table),
         "## Screening",
-        f"An automated plausibility screen proposed images for exclusion and reviewers decided; an image reviewers "
-        f"disagreed on was excluded. Of {int(total['generated'])} generated images, {int(total['excluded'])} were "
-        f"excluded ({int(total['excluded_by_reviewers'])} by reviewers, {int(total['excluded_by_screen'])} by the "
-        f"screen alone) and {int(total['kept'])} are released (`counts.csv`, the paper's Table S1):",
+        "An automated plausibility screen proposed images for exclusion and reviewers decided; an "
+        "image reviewers "
+        f"disagreed on was excluded. Of {int(total['generated'])} generated images, "
+        f"{int(total['excluded'])} were "
+        f"excluded ({int(total['excluded_by_reviewers'])} by reviewers, "
+        f"{int(total['excluded_by_screen'])} by the "
+        f"screen alone) and {int(total['kept'])} are released (`counts.csv`, the paper's Table "
+        "S1):",
         markdown_table(counts),
         "## Privacy",
-        f"Before packaging, every released image was checked against the {gate['n_real_images']} real atlas images "
-        f"(`privacy_gate.json`): none is pixel-identical to a real image as stored or mirrored, and each is more "
-        f"than {gate['near_duplicate_patch_distance']} in patch distance (pixels in [0, 1], the largest RMS "
+        f"Before packaging, every released image was checked against the {gate['n_real_images']} "
+        "real atlas images "
+        "(`privacy_gate.json`): none is pixel-identical to a real image as stored or mirrored, "
+        "and each is more "
+        f"than {gate['near_duplicate_patch_distance']} in patch distance (pixels in [0, 1], the "
+        "largest RMS "
         f"difference of a 4 x 4 grid of patches) from its nearest real image. The closest image, "
         f"{gate['min_patch_distance_image_id']}, is {gate['min_patch_distance']} from "
         f"{gate['min_patch_distance_real_id']}; the highest cosine similarity to a real image is "
         f"{gate['max_similarity']} ({gate['max_similarity_image_id']}).",
-        f"Nearest real images and the memorization audit's pairs (`memorization_pairs.zip`, the most similar "
-        f"real x synthetic pairs with their patch distances, shown side by side for review) come from the "
-        f"{encoder['encoder']} encoder (weights {encoder['encoder_weights']}), cosine similarity of its embeddings.",
+        "Nearest real images and the memorization audit's pairs (`memorization_pairs.zip`, the "
+        "most similar "
+        "real x synthetic pairs with their patch distances, shown side by side for review) come "
+        "from the "
+        f"{encoder['encoder']} encoder (weights {encoder['encoder_weights']}), cosine similarity "
+        "of its embeddings.",
         "## Licence",
-        f"{settings.licence}, the licence of {settings.source_atlas}, whose images the model learnt from.",
+        f"{settings.licence}, the licence of {settings.source_atlas}, whose images the model "
+        "learnt from.",
         "## How to cite",
         settings.citation,
         "## Provenance",

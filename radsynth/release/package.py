@@ -13,7 +13,8 @@ Layout of `out_dir` (the uploader, `radsynth.release.figshare`, publishes exactl
     counts.csv               the paper's Table S1: generated, excluded and kept per checkpoint
     memorization_pairs.zip   the memorization audit's pairs.csv and pairs_pageNN.png, under
                              memorization_pairs/: evidence for review, not part of the data
-    privacy_gate.json        what the privacy gate (`radsynth.release.privacy`) checked, and the result
+    privacy_gate.json        what the privacy gate (`radsynth.release.privacy`) checked, and the
+                             result
     checksums.md5            `md5sum -c` format, one line per other file: the upload list
 
 The PNG files are encoded in memory and written straight into the archives: no loose image
@@ -41,8 +42,9 @@ from radsynth.audit.screening import EXCLUDE, INCLUDE, counts_table
 from radsynth.core.atomic import atomic_directory, write_json_atomic, write_text_atomic
 from radsynth.core.config import load_settings
 from radsynth.core.images import png_bytes
+from radsynth.core.settings.release import ReleaseSettings
 from radsynth.core.tables import read_table, read_table_provenance
-from radsynth.release.card import ReleaseSettings, dataset_card, figshare_metadata
+from radsynth.release.card import dataset_card, figshare_metadata
 from radsynth.release.privacy import Candidate, check_privacy
 from radsynth.sample.store import LeftFacingSamples, open_left_facing
 from radsynth.train.labels import checkpoint_label
@@ -91,7 +93,8 @@ class Gathered(NamedTuple):
 
 
 def read_merged(path: Path) -> pd.DataFrame:
-    """The audit's merged screening table; unknown decisions and repeated ids fail naming the row."""
+    """The audit's merged screening table; unknown decisions and repeated ids fail naming the
+    row."""
     text = {column: str for column in ("image_id", "checkpoint", "final_decision", "decided_by")}
     frame = read_table(Path(path), dtype=text, keep_default_na=False)
     missing = [column for column in MERGED_COLUMNS if column not in frame.columns]
@@ -113,7 +116,8 @@ def read_merged(path: Path) -> pd.DataFrame:
 
 
 def split_label(seed_label: str) -> tuple[str, str, int]:
-    """("large", "ckpt004", 4) of the seed label "large/ckpt004" the stores and merged.csv record."""
+    """("large", "ckpt004", 4) of the seed label "large/ckpt004" the stores and merged.csv
+    record."""
     sample_set, _, label = str(seed_label).partition("/")
     match = re.fullmatch(r"ckpt(\d+)", label)
     if not sample_set or not match or checkpoint_label(int(match[1])) != label:
@@ -161,8 +165,9 @@ def check_screened(
         if differs.any():
             row, stored = rows.iloc[int(np.argmax(differs))], recorded.iloc[int(np.argmax(differs))]
             raise ValueError(
-                f"{merged_csv}: image {row['image_id']} has seed {row['seed']}, flipped {row['flipped']}, "
-                f"but {manifest_csv} records seed {stored['seed']}, flipped {stored['flipped']}"
+                f"{merged_csv}: image {row['image_id']} has seed {row['seed']}, "
+                f"flipped {row['flipped']}, but {manifest_csv} records seed {stored['seed']}, "
+                f"flipped {stored['flipped']}"
             )
 
 
@@ -252,7 +257,8 @@ def iter_candidates(kept: pd.DataFrame, gathered: Mapping[str, Gathered]) -> Ite
 
 
 def zip_member(name: str) -> zipfile.ZipInfo:
-    """A stored member with fixed time, mode and system: the archive's bytes depend on content only."""
+    """A stored member with fixed time, mode and system: the archive's bytes depend on content
+    only."""
     info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
     info.compress_type = zipfile.ZIP_STORED
     info.create_system = 3  # unix, whatever the building machine
@@ -278,8 +284,8 @@ def write_image_archives(
             size = member_size(candidate.file, data)
             if ZIP_END + size > max_bytes:
                 raise ValueError(
-                    f"{candidate.file}: {len(data)} bytes as PNG, {ZIP_END + size} as an archive of its "
-                    f"own, more than release.max_archive_bytes {max_bytes}"
+                    f"{candidate.file}: {len(data)} bytes as PNG, {ZIP_END + size} as an archive "
+                    f"of its own, more than release.max_archive_bytes {max_bytes}"
                 )
             if archive is None or used + size > max_bytes:
                 if archive is not None:
@@ -336,7 +342,8 @@ def checkpoint_table(
 def image_table(
     kept: pd.DataFrame, checkpoints: pd.DataFrame, archive_of: Mapping[str, str]
 ) -> pd.DataFrame:
-    """images.csv: each kept image, its checkpoint's sampling settings, its screening and its place."""
+    """images.csv: each kept image, its checkpoint's sampling settings, its screening and its
+    place."""
     made = checkpoints.drop(columns="released").rename(columns={"seed_label": "label"})
     table = kept.rename(
         columns={"checkpoint": "label", "final_decision": "screening_decision"}

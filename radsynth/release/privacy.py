@@ -136,8 +136,8 @@ def check_privacy(
             )
             if distance <= near_duplicate_patch_distance:
                 problems.append(
-                    f"{where}: patch distance {distance:.4f} <= {near_duplicate_patch_distance} to real "
-                    f"image {real_id} {orientation}"
+                    f"{where}: patch distance {distance:.4f} <= {near_duplicate_patch_distance} "
+                    f"to real image {real_id} {orientation}"
                 )
             closest = min(closest, (distance, candidate.image_id, real_id))
             most_similar = max(most_similar, (similarity, candidate.image_id, real_id))
@@ -180,11 +180,11 @@ def gate_record(
         "n_real_images": n_real,
         "atlas_file": atlas_h5.name,
         "atlas_sha256": file_sha256(atlas_h5),
-        "identical_rule": "SHA-256 of each packaged image's pixels looked up among the real images as stored and "
-        "mirrored left-right",
+        "identical_rule": "SHA-256 of each packaged image's pixels looked up among the real "
+        "images as stored and mirrored left-right",
         "identical_matches": 0,
-        "near_duplicate_rule": "fail where the patch distance to the nearest real image (as stored or mirrored, "
-        "the smaller) is at or below the threshold",
+        "near_duplicate_rule": "fail where the patch distance to the nearest real image (as "
+        "stored or mirrored, the smaller) is at or below the threshold",
         "near_duplicate_patch_distance": threshold,
         "min_patch_distance": round(closest[0], 6),
         "min_patch_distance_image_id": closest[1],

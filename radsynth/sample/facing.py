@@ -1,4 +1,5 @@
-"""Facing detection: which way a lateral cervical-spine radiograph faces, and the flip to left-facing.
+"""Facing detection: which way a lateral cervical-spine radiograph faces, and the flip to
+left-facing.
 
 Why: the paper (section 2.3) standardized every synthetic image to left-facing (anterior, i.e.
 face, airway and the front of the vertebral bodies, on the left of the image). The DDPM was
@@ -37,14 +38,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field, PositiveInt, ValidationInfo, field_validator
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
 from radsynth.core.atomic import atomic_output, write_json_atomic
-from radsynth.core.config import ConfigModel, ListOf, load_settings
+from radsynth.core.config import load_settings
+from radsynth.core.settings.sample import Architecture, FacingSettings, LabelRule
 from radsynth.data.atlas import load_atlas
 from radsynth.data.csxa import KEYPOINT_LABELS
 from radsynth.data.split import read_subsets
@@ -56,69 +57,6 @@ FORMAT = "radsynth-facing-classifier/1"
 
 
 # ----------------------------------------------------------------------------- settings
-
-
-class LabelRule(ConfigModel):
-    """Settings of the anatomical labelling rule: config section facing.label_rule."""
-
-    band_start: float = Field(
-        ge=0.0
-    )  # body depths between a body's side wall and the near edge of its band
-    band_stop: float  # body depths between the side wall and the far edge of the band
-    min_contrast: float = Field(
-        ge=0.0
-    )  # |mean contrast| (grey / 255) below which an image stays unlabelled
-    # C3..C7 levels with four corners (and bands inside the image) required
-    min_levels: int = Field(ge=1, le=len(CORNER_LEVELS))
-
-    @field_validator("band_stop")
-    @classmethod
-    def _band_has_width(cls, band_stop: float, info: ValidationInfo) -> float:
-        """An empty band would measure no pixels."""
-        band_start = info.data.get("band_start")
-        if band_start is not None and band_stop <= band_start:
-            raise ValueError(f"must be greater than band_start {band_start}, got {band_stop}")
-        return band_stop
-
-
-class Architecture(ConfigModel):
-    """Shape of the CNN: config section facing.classifier."""
-
-    channels: ListOf[PositiveInt] = Field(
-        min_length=1
-    )  # output channels of each conv block (each halves the side)
-    analysis_size: int  # images are average-pooled to this side first: the cost is size-independent
-
-    @field_validator("analysis_size")
-    @classmethod
-    def _room_for_every_block(cls, analysis_size: int, info: ValidationInfo) -> int:
-        """Each conv block halves the side, which must stay at least one pixel."""
-        channels = info.data.get("channels")
-        if channels is not None and analysis_size < 2 ** len(channels):
-            raise ValueError(
-                f"{len(channels)} halving blocks (channels) need at least {2 ** len(channels)}, "
-                f"got {analysis_size}"
-            )
-        return analysis_size
-
-
-class Training(ConfigModel):
-    """Optimisation settings: config section facing.training."""
-
-    seed: int
-    steps: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    lr: float = Field(gt=0.0)
-    # share of the labelled training images kept out to measure accuracy
-    holdout_fraction: float = Field(gt=0.0, lt=1.0)
-
-
-class FacingSettings(ConfigModel):
-    """Config section `facing`."""
-
-    label_rule: LabelRule
-    classifier: Architecture
-    training: Training
 
 
 def settings_from_config(section: Mapping[str, Any]) -> FacingSettings:
@@ -164,13 +102,15 @@ def _band_quad(
     depth: float,
     rule: LabelRule,
 ) -> np.ndarray:
-    """The band beside one side wall: the wall segment pushed out by band_start..band_stop depths."""
+    """The band beside one side wall: the wall segment pushed out by band_start..band_stop
+    depths."""
     near, far = rule.band_start * depth * outward, rule.band_stop * depth * outward
     return np.array([wall_top + near, wall_top + far, wall_bottom + far, wall_bottom + near])
 
 
 def _quad_mean(image: np.ndarray, quad: np.ndarray) -> float | None:
-    """Mean of the pixels whose centres lie in a convex quadrilateral; None if it leaves the image."""
+    """Mean of the pixels whose centres lie in a convex quadrilateral; None if it leaves the
+    image."""
     height, width = image.shape
     if (
         quad[:, 0].min() < 0
@@ -195,7 +135,8 @@ def _quad_mean(image: np.ndarray, quad: np.ndarray) -> float | None:
 def _level_contrast(
     image: np.ndarray, keypoints: np.ndarray, level: str, rule: LabelRule
 ) -> float | None:
-    """Right band minus left band beside one vertebral body; None if a corner or a band is missing."""
+    """Right band minus left band beside one vertebral body; None if a corner or a band is
+    missing."""
     corners = keypoints[
         [_corner_index(level, c) for c in ("top left", "top right", "bottom left", "bottom right")]
     ]
@@ -295,7 +236,8 @@ class FacingClassifier:
             or images.dtype != np.uint8
         ):
             raise ValueError(
-                f"facing classifier expects uint8 images (N, {self.image_size}, {self.image_size}); "
+                f"facing classifier expects uint8 images (N, {self.image_size}, "
+                f"{self.image_size}); "
                 f"got {images.dtype} {images.shape}"
             )
         x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
@@ -309,7 +251,8 @@ def new_classifier(architecture: Architecture, image_size: int, seed: int) -> Fa
     """An untrained classifier with seeded weights."""
     if image_size < architecture.analysis_size:
         raise ValueError(
-            f"image size {image_size} is below facing.classifier.analysis_size {architecture.analysis_size}"
+            f"image size {image_size} is below facing.classifier.analysis_size "
+            f"{architecture.analysis_size}"
         )
     net = FacingNet(architecture)
     _initialise(net, torch.Generator().manual_seed(seed))
@@ -478,11 +421,13 @@ def read_training_subset(atlas_h5: Path, manifest_csv: Path | None) -> AtlasSubs
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded (fit, holdout) positions; the holdout holds round(fraction * n) items, at least one."""
+    """Seeded (fit, holdout) positions; the holdout holds round(fraction * n) items, at least
+    one."""
     n_holdout = max(1, int(round(fraction * n)))
     if n_holdout >= n:
         raise ValueError(
-            f"{n} labelled images cannot spare {n_holdout} for facing.training.holdout_fraction={fraction}"
+            f"{n} labelled images cannot spare {n_holdout} for "
+            f"facing.training.holdout_fraction={fraction}"
         )
     order = np.random.default_rng([seed, 2]).permutation(n)
     return np.sort(order[n_holdout:]), np.sort(order[:n_holdout])
@@ -519,7 +464,8 @@ def train_from_atlas(
     labelled = np.flatnonzero(labels.facing != UNKNOWN)
     if len(labelled) < 2:
         raise ValueError(
-            f"{atlas_h5}: only {len(labelled)} of {len(labels.facing)} training images got a facing "
+            f"{atlas_h5}: only {len(labelled)} of {len(labels.facing)} training images got a "
+            "facing "
             f"label ({int(labels.too_few_levels.sum())} with too few annotated levels, "
             f"{int(labels.weak_contrast.sum())} with weak contrast)"
         )

@@ -1,1 +1,1 @@
-"""Training stage: the DDPM network, noise schedule, EMA, checkpoint files, loop and selection."""
+"""Training stage: the DDPM network, noise schedule, EMA, checkpoint files and the loop."""

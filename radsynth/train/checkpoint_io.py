@@ -1,6 +1,15 @@
 """The training run's files: history checkpoints (weights only), the full resume state, the loss
-log, the checkpoint index and the run markers training jobs write. Later stages read checkpoints
-through this module alone."""
+log, the checkpoint index and the run markers training jobs write. Later stages read them through
+this module alone; the loss log and index readers check every column (errors name file, line and
+column).
+
+The loss log and the index carry no provenance lines: several jobs write one run (segments, a
+resume after a kill, a raised `training.num_steps` continuing it, which changes the config hash),
+so no single header could name the code and config behind every row, and a header per job would
+break the promise that a continued run's files equal, byte for byte, those of a run trained that
+long from the start. Each job's provenance is in the history checkpoints it wrote (their
+metadata), its resume state and its run marker.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import pandas as pd
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -26,6 +37,14 @@ from radsynth.core.atomic import (
     read_json_object,
     write_json_atomic,
     write_text_atomic,
+)
+from radsynth.core.checked_csv import (
+    SOURCE_ATTR,
+    line_of,
+    numeric_column,
+    read_text_table,
+    require_increasing,
+    source_of,
 )
 from radsynth.core.config import ConfigError
 from radsynth.core.provenance import file_sha256
@@ -39,6 +58,8 @@ LOSS_LOG = "loss_log.csv"
 INDEX_CSV = "index.csv"
 LOSS_LOG_COLUMNS = ("step", "train_loss", "val_loss", "val_loss_ema", "lr", "wall_time_s")
 INDEX_COLUMNS = ("step", "checkpoint", "path", "bytes", "train_loss", "val_loss", "val_loss_ema")
+#: Index columns that may hold validation losses (blank in a full-data run).
+VAL_COLUMNS = ("val_loss", "val_loss_ema")
 _STATE_NAME = re.compile(r"^step(\d{6,})$")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -47,7 +68,7 @@ def checkpoint_filename(step: int) -> str:
     return f"step{step:06d}.safetensors"
 
 
-def csv_text(columns: tuple[str, ...], rows: list[Mapping[str, Any]]) -> str:
+def _csv_text(columns: tuple[str, ...], rows: list[Mapping[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -55,21 +76,14 @@ def csv_text(columns: tuple[str, ...], rows: list[Mapping[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def csv_cell(value: float | int | str | None) -> str:
+def _csv_cell(value: float | int | str | None) -> str:
     """CSV cell: blank for None, shortest round-trip repr for floats (bit-exact comparisons)."""
     return "" if value is None else repr(value) if isinstance(value, float) else str(value)
 
 
-def loss_log_row(
-    step: int, train_loss: float, val: float | None, val_ema: float | None, lr: float, wall: float
-) -> str:
-    return (
-        ",".join(csv_cell(v) for v in (step, train_loss, val, val_ema, lr, round(wall, 3))) + "\n"
-    )
-
-
 def model_config_json(model: torch.nn.Module) -> str:
-    """The network's `network_config` (its architecture and the arguments that rebuild it) as JSON."""
+    """The network's `network_config` (its architecture and the arguments that rebuild it) as
+    JSON."""
     return json.dumps(model.network_config, sort_keys=True)
 
 
@@ -85,7 +99,8 @@ def _save_safetensors(
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """All tensors and the metadata of a safetensors file; unreadable files raise naming the file."""
+    """All tensors and the metadata of a safetensors file; unreadable files raise naming the
+    file."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint file is missing")
     try:
@@ -131,8 +146,8 @@ def read_checkpoint_settings(path: Path) -> RunSettings:
 def load_checkpoint_weights(
     path: Path, which: Literal["ema", "online"], settings: UNetSettings
 ) -> torch.nn.Module:
-    """A float32 network (`build_unet`) in eval mode with the `which` weights of a history checkpoint made
-    under `settings`."""
+    """A float32 network (`build_unet`) in eval mode with the `which` weights of a history
+    checkpoint made under `settings`."""
     if which not in ("ema", "online"):
         raise ValueError(f"which must be 'ema' or 'online', got {which!r}")
     tensors, metadata = _read_safetensors(Path(path))
@@ -174,7 +189,8 @@ def reached_step(run_dir: Path) -> int:
 
 
 def _write_state_files(folder: Path, parts: Mapping[str, Any], info: Mapping[str, Any]) -> None:
-    """Write the state's files, then state.json with their hashes (all fsynced before the rename)."""
+    """Write the state's files, then state.json with their hashes (all fsynced before the
+    rename)."""
     for name, part in parts.items():
         if name.endswith(".safetensors"):
             save_file(
@@ -237,12 +253,34 @@ def read_state(folder: Path, expected_identity: str) -> tuple[dict[str, Any], di
     return info, parts
 
 
+# ----------------------------------------------------------------------------------------------
+# Loss log: one row per optimizer step, appended while training
+
+_LOSS_LOG_HEADER = ",".join(LOSS_LOG_COLUMNS) + "\n"
+
+
+def start_loss_log(path: Path) -> None:
+    """A new run's loss log: the header alone."""
+    write_text_atomic(path, _LOSS_LOG_HEADER)
+
+
+def loss_log_row(
+    step: int, train_loss: float, val: float | None, val_ema: float | None, lr: float, wall: float
+) -> str:
+    """The loss-log line of one step, to append to the open log."""
+    return (
+        ",".join(_csv_cell(v) for v in (step, train_loss, val, val_ema, lr, round(wall, 3))) + "\n"
+    )
+
+
 def truncate_loss_log(path: Path, step: int) -> None:
-    """Keep the header and the rows of steps 1..`step`; later rows will be recomputed."""
-    header = ",".join(LOSS_LOG_COLUMNS) + "\n"
-    lines = path.read_text().splitlines(keepends=True) if path.exists() else [header]
-    if lines[0] != header:
-        raise ValueError(f"{path}: header is not {header.strip()!r}")
+    """Keep the header and the rows of steps 1..`step`; later rows will be recomputed.
+
+    Reads the raw lines, not `read_loss_log`: a killed job may have left a partial last row
+    after the restored step, which is dropped here rather than refused."""
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else [_LOSS_LOG_HEADER]
+    if lines[0] != _LOSS_LOG_HEADER:
+        raise ValueError(f"{path}: header is not {_LOSS_LOG_HEADER.strip()!r}")
     kept = lines[1 : step + 1]
     for number, line in enumerate(kept, start=1):
         if not line.endswith("\n") or line.split(",")[0] != str(number):
@@ -253,21 +291,142 @@ def truncate_loss_log(path: Path, step: int) -> None:
         raise ValueError(
             f"{path}: has {len(kept)} step rows but the restored state is at step {step}"
         )
-    write_text_atomic(path, header + "".join(kept))
+    write_text_atomic(path, _LOSS_LOG_HEADER + "".join(kept))
 
 
-def read_index(path: Path) -> list[dict[str, str]]:
+def read_loss_log(path: Path) -> pd.DataFrame:
+    """`loss_log.csv` of a run as numbers (val columns NaN between checkpoints).
+
+    Steps must run 1, 2, 3, ... without gaps: the loop writes one row per optimizer step and the
+    loss figure's moving average counts rows as steps.
+    """
+    path = Path(path)
+    text = read_text_table(path, LOSS_LOG_COLUMNS)
+    frame = pd.DataFrame(
+        {
+            column: numeric_column(
+                text, path, column, integer=column == "step", optional=column in VAL_COLUMNS
+            )
+            for column in LOSS_LOG_COLUMNS
+        }
+    )
+    gaps = np.flatnonzero(frame["step"].to_numpy() != np.arange(1, len(frame) + 1))
+    if len(gaps):
+        row = int(gaps[0])
+        found = frame["step"].iloc[row]
+        raise ValueError(
+            f"{path} line {line_of(frame, row)}, column 'step': {found} where step {row + 1} "
+            "was expected"
+        )
+    frame.attrs[SOURCE_ATTR] = str(path)
+    return frame
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoint index: one row per history checkpoint, rewritten at each
+
+
+def _require_all_or_none(values: pd.Series, path: Path, column: str) -> None:
+    """A validation column is filled at every checkpoint (split run) or at none (full run)."""
+    blank = values.isna().to_numpy()
+    if blank.any() and not blank.all():
+        row = int(np.flatnonzero(blank)[0])
+        raise ValueError(
+            f"{path} line {line_of(values, row)}, column {column!r}: blank, but other "
+            "checkpoints have a value"
+        )
+
+
+def _require_one_spacing(frame: pd.DataFrame, path: Path) -> None:
+    """Checkpoint numbers from 1, at one constant step/checkpoint ratio (checkpoint_every)."""
+    not_positive = np.flatnonzero(frame["checkpoint"].to_numpy() < 1)
+    if len(not_positive):
+        row = int(not_positive[0])
+        found = frame["checkpoint"].iloc[row]
+        raise ValueError(
+            f"{path} line {line_of(frame, row)}, column 'checkpoint': {found} is below 1"
+        )
+    every = frame["step"] / frame["checkpoint"]
+    inconsistent = np.flatnonzero(every.to_numpy() != every.iloc[0]) if len(frame) else []
+    if len(inconsistent):
+        row = int(inconsistent[0])
+        raise ValueError(
+            f"{path} line {line_of(frame, row)}, column 'checkpoint': checkpoint "
+            f"{frame['checkpoint'].iloc[row]} at step {frame['step'].iloc[row]} breaks the spacing "
+            f"of line {line_of(frame, 0)} "
+            f"(step {frame['step'].iloc[0]} = checkpoint {frame['checkpoint'].iloc[0]})"
+        )
+
+
+def read_checkpoint_index(path: Path) -> pd.DataFrame:
+    """`checkpoints/index.csv` of a run as typed columns, one row per checkpoint.
+
+    Checked: integer step/checkpoint/bytes, a path on every row, finite losses, increasing
+    steps, one constant step/checkpoint ratio (the run's checkpoint_every) and validation
+    columns filled on all rows or none. The source path is kept in `frame.attrs["source"]`.
+    """
+    path = Path(path)
+    text = read_text_table(path, INDEX_COLUMNS)
+    frame = pd.DataFrame(
+        {
+            "step": numeric_column(text, path, "step", integer=True, optional=False),
+            "checkpoint": numeric_column(text, path, "checkpoint", integer=True, optional=False),
+            "path": text["path"].str.strip(),
+            "bytes": numeric_column(text, path, "bytes", integer=True, optional=False),
+            "train_loss": numeric_column(text, path, "train_loss", integer=False, optional=False),
+            **{c: numeric_column(text, path, c, integer=False, optional=True) for c in VAL_COLUMNS},
+        }
+    )
+    empty_path = np.flatnonzero(frame["path"].to_numpy() == "")
+    if len(empty_path):
+        raise ValueError(f"{path} line {line_of(frame, int(empty_path[0]))}, column 'path': blank")
+    require_increasing(frame["step"], path, "step")
+    _require_one_spacing(frame, path)
+    for column in VAL_COLUMNS:
+        _require_all_or_none(frame[column], path, column)
+    frame.attrs[SOURCE_ATTR] = str(path)
+    return frame
+
+
+def checkpoint_every(index: pd.DataFrame) -> int:
+    """Steps between checkpoints of a run (its training.checkpoint_every), from its first row."""
+    if index.empty:
+        raise ValueError(f"{source_of(index, 'checkpoint index')}: no checkpoints yet")
+    return int(index["step"].iloc[0]) // int(index["checkpoint"].iloc[0])
+
+
+def _index_rows_before(path: Path, step: int) -> list[dict[str, str]]:
+    """The index rows of steps before `step` as the text they were written as (so rewriting the
+    index keeps them byte for byte); none when the run has no index yet."""
     if not path.exists():
         return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+    text = read_text_table(path, INDEX_COLUMNS)
+    steps = numeric_column(text, path, "step", integer=True, optional=False)
+    return text.loc[steps < step, list(INDEX_COLUMNS)].to_dict("records")
+
+
+def add_index_row(
+    run_dir: Path,
+    step: int,
+    number: int,
+    nbytes: int,
+    train_loss: float,
+    val: float | None,
+    val_ema: float | None,
+) -> None:
+    """Record the history checkpoint of `step` in the run's index, replacing any rows from
+    `step` on (a resumed run remakes them)."""
+    path = run_dir / CHECKPOINT_DIR / INDEX_CSV
+    row = (step, number, f"{CHECKPOINT_DIR}/{checkpoint_filename(step)}", nbytes, train_loss)
+    cells = dict(zip(INDEX_COLUMNS, map(_csv_cell, (*row, val, val_ema)), strict=True))
+    write_text_atomic(path, _csv_text(INDEX_COLUMNS, [*_index_rows_before(path, step), cells]))
 
 
 def truncate_history(run_dir: Path, step: int) -> None:
     """Drop checkpoints (files and index rows) made after `step`: the resumed run remakes them."""
     folder = run_dir / CHECKPOINT_DIR
-    kept = [row for row in read_index(folder / INDEX_CSV) if int(row["step"]) <= step]
-    write_text_atomic(folder / INDEX_CSV, csv_text(INDEX_COLUMNS, kept))
+    kept = _index_rows_before(folder / INDEX_CSV, step + 1)
+    write_text_atomic(folder / INDEX_CSV, _csv_text(INDEX_COLUMNS, kept))
     for path in folder.glob("step*.safetensors"):
         if int(path.stem[len("step") :]) > step:
             path.unlink()
@@ -325,7 +484,8 @@ def write_run_marker(
 
 
 def read_run_marker(path: Path) -> RunMarker:
-    """The marker a training job wrote; a missing, unreadable or incomplete one fails naming the key."""
+    """The marker a training job wrote; a missing, unreadable or incomplete one fails naming the
+    key."""
     path = Path(path)
     record = read_json_object(path, "run marker")
     for key, kinds in _MARKER_KEYS.items():

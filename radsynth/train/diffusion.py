@@ -14,7 +14,7 @@ What is reproduced from lucidrains' `GaussianDiffusion` (v2.x, its defaults as I
 - data scaling: uint8 / 255 * 2 - 1 (torchvision ToTensor, then `normalize_to_neg_one_to_one`).
 
 diffusers' own `beta_schedule="sigmoid"` is a different (GeoDiff) schedule, so the sampling
-schedulers (radsynth.sample.sampler) are built from these betas through `trained_betas`.
+schedulers (radsynth.sample.schedulers) are built from these betas through `trained_betas`.
 """
 
 from __future__ import annotations

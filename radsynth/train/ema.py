@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from ema_pytorch import EMA
 
-from radsynth.train.settings import EmaSettings
+from radsynth.core.settings.train import EmaSettings
 
 
 def build_ema(online: torch.nn.Module, ema: EmaSettings) -> EMA:

@@ -22,13 +22,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from radsynth.core.figures import save_figure
+from radsynth.core.smoothing import moving_average
+from radsynth.train.checkpoint_io import checkpoint_every, read_checkpoint_index, read_loss_log
 from radsynth.train.labels import checkpoint_label
-from radsynth.train.selection import (
-    checkpoint_every,
-    moving_average,
-    read_checkpoint_index,
-    read_loss_log,
-)
 
 TRAIN_COLOUR = "#1f77b4"
 VAL_COLOURS = {"val_loss": "#d62728", "val_loss_ema": "#ff7f0e"}

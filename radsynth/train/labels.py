@@ -22,7 +22,7 @@ def checkpoint_label(number: int) -> str:
 def read_selected_checkpoints(selection_json: str | Path) -> dict[str, int]:
     """Label -> checkpoint number of the checkpoints to sample, in the file's (checkpoint) order.
 
-    Reads the `selected` list that `radsynth.train.selection.write_selection` writes in both
+    Reads the `selected` list that `radsynth.evaluate.selection.write_selection` writes in both
     modes; json only, because the Snakefile calls it in a checkpoint's input function. Each
     stored label must match its number, so a hand edit cannot sample one checkpoint under
     another's name.

@@ -61,27 +61,25 @@ from accelerate import Accelerator, PartialState
 from ema_pytorch import EMA
 from tqdm import tqdm
 
-from radsynth.core.atomic import read_json_object, write_json_atomic, write_text_atomic
+from radsynth.core.atomic import read_json_object, write_json_atomic
 from radsynth.core.provenance import config_hash
+from radsynth.core.seeds import STREAM_DROPOUT, STREAM_INIT, derived_seed, micro_batch_positions
+from radsynth.core.settings.train import TrainingSettings
 from radsynth.data.atlas import atlas_digest, load_atlas
 from radsynth.data.split import Subsets, read_subsets
 from radsynth.train.checkpoint_io import (
     CHECKPOINT_DIR,
-    INDEX_COLUMNS,
-    INDEX_CSV,
     LOSS_LOG,
-    LOSS_LOG_COLUMNS,
+    add_index_row,
     checkpoint_filename,
-    csv_cell,
-    csv_text,
     latest_state_dir,
     loss_log_row,
     model_config_json,
     reached_step,
-    read_index,
     read_state,
     save_history_checkpoint,
     save_state,
+    start_loss_log,
     truncate_history,
     truncate_loss_log,
     write_run_marker,
@@ -103,17 +101,8 @@ from radsynth.train.identity import (
     run_folder,
 )
 from radsynth.train.model import build_unet
-from radsynth.train.seeds import (
-    STREAM_DROPOUT,
-    STREAM_INIT,
-    NoiseDraws,
-    derived_seed,
-    micro_batch_draws,
-    micro_batch_positions,
-    process_rows,
-    validation_draws,
-)
-from radsynth.train.settings import RunSettings, TrainingSettings, run_settings_from_dict
+from radsynth.train.seeds import NoiseDraws, micro_batch_draws, process_rows, validation_draws
+from radsynth.train.settings import RunSettings, run_settings_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -173,13 +162,14 @@ def _check_mixed_precision(training: TrainingSettings) -> None:
     """Refuse fp16 without CUDA rather than silently training with other numerics."""
     if training.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError(
-            "training.mixed_precision is 'fp16' (I-SynMed's --amp) but no CUDA device is available; "
-            "fp16 autocast needs a GPU: set it to 'no' for CPU runs"
+            "training.mixed_precision is 'fp16' (I-SynMed's --amp) but no CUDA device is "
+            "available; fp16 autocast needs a GPU: set it to 'no' for CPU runs"
         )
 
 
 def _check_sharding(training: TrainingSettings, n_train: int, world: int) -> None:
-    """Every process needs at least one image of every micro-batch, the epoch's short one included."""
+    """Every process needs at least one image of every micro-batch, the epoch's short one
+    included."""
     short = n_train % training.batch_size
     if training.batch_size < world or 0 < short < world:
         raise ValueError(
@@ -206,7 +196,8 @@ def _run_logger(run_dir: Path, enabled: bool) -> Iterator[logging.Logger]:
 def _run_inputs(
     images: np.ndarray, source_names: list[str], subsets: Subsets | None, settings: RunSettings
 ) -> RunInputs:
-    """The digests that make the run's identity (radsynth.train.identity); `subsets` None is the full run."""
+    """The digests that make the run's identity (radsynth.train.identity); `subsets` None is the
+    full run."""
     rows = (
         None if subsets is None else {"train": subsets.train.tolist(), "val": subsets.val.tolist()}
     )
@@ -230,8 +221,8 @@ def _load_inputs(
         or images.shape[1:] != (sample_size, sample_size)
     ):
         raise ValueError(
-            f"{atlas_h5}: /images is {images.dtype} {images.shape}, but model.sample_size {sample_size} "
-            f"needs uint8 (N, {sample_size}, {sample_size})"
+            f"{atlas_h5}: /images is {images.dtype} {images.shape}, but model.sample_size "
+            f"{sample_size} needs uint8 (N, {sample_size}, {sample_size})"
         )
     if len(images) == 0:
         raise ValueError(f"{atlas_h5}: the atlas holds no images to train on")
@@ -256,8 +247,8 @@ def _build_run(
     logger: logging.Logger,
     provenance: Mapping[str, str],
 ) -> _Run:
-    """Accelerator, seeded model init, its EMA (built before `prepare`, as the Trainer builds it), Adam
-    and the diffusion tables."""
+    """Accelerator, seeded model init, its EMA (built before `prepare`, as the Trainer builds
+    it), Adam and the diffusion tables."""
     training = settings.training
     accelerator = Accelerator(
         mixed_precision=training.mixed_precision,
@@ -306,7 +297,8 @@ def _save_run_state(run: _Run, step: int) -> None:
 
 
 def _load_ema_state(run: _Run, state: Mapping[str, torch.Tensor], path: Path) -> None:
-    """The EMA's weights and its step/initted buffers; a state from before ema_pytorch lacks the buffers."""
+    """The EMA's weights and its step/initted buffers; a state from before ema_pytorch lacks the
+    buffers."""
     try:
         run.ema.load_state_dict(state)
     except RuntimeError as exc:
@@ -321,7 +313,7 @@ def _restore(run: _Run) -> int:
     main = run.accelerator.is_main_process
     if folder is None:
         if main:
-            write_text_atomic(run.run_dir / LOSS_LOG, ",".join(LOSS_LOG_COLUMNS) + "\n")
+            start_loss_log(run.run_dir / LOSS_LOG)
             shutil.rmtree(run.run_dir / CHECKPOINT_DIR, ignore_errors=True)
         run.logger.info("starting a new run in %s", run.run_dir)
         return 0
@@ -340,7 +332,8 @@ def _restore(run: _Run) -> int:
 
 
 def _optimizer_step(run: _Run, step: int) -> float:
-    """Optimizer step `step` + 1: accumulated micro-batches, clipping, Adam; returns the mean loss."""
+    """Optimizer step `step` + 1: accumulated micro-batches, clipping, Adam; returns the mean
+    loss."""
     training, accelerator = run.settings.training, run.accelerator
     size = run.settings.model.sample_size
     losses = []
@@ -401,7 +394,6 @@ def _write_checkpoint(run: _Run, step: int, train_loss: float) -> tuple[float | 
     val = validation_loss(run, run.online) if has_val else None
     val_ema = validation_loss(run, run.ema.ema_model) if has_val else None
     number = step // training.checkpoint_every
-    relative = f"{CHECKPOINT_DIR}/{checkpoint_filename(step)}"
     metadata = {
         "step": str(step),
         "checkpoint": str(number),
@@ -410,22 +402,13 @@ def _write_checkpoint(run: _Run, step: int, train_loss: float) -> tuple[float | 
         "provenance": json.dumps(dict(run.provenance), sort_keys=True),
     }
     nbytes = save_history_checkpoint(
-        run.run_dir / relative, run.online, run.ema.ema_model, training.checkpoint_dtype, metadata
+        run.run_dir / CHECKPOINT_DIR / checkpoint_filename(step),
+        run.online,
+        run.ema.ema_model,
+        training.checkpoint_dtype,
+        metadata,
     )
-    index_path = run.run_dir / CHECKPOINT_DIR / INDEX_CSV
-    rows = [r for r in read_index(index_path) if int(r["step"]) < step]
-    rows.append(
-        {
-            "step": step,
-            "checkpoint": number,
-            "path": relative,
-            "bytes": nbytes,
-            "train_loss": csv_cell(train_loss),
-            "val_loss": csv_cell(val),
-            "val_loss_ema": csv_cell(val_ema),
-        }
-    )
-    write_text_atomic(index_path, csv_text(INDEX_COLUMNS, rows))
+    add_index_row(run.run_dir, step, number, nbytes, train_loss, val, val_ema)
     run.logger.info(
         "step %d: checkpoint %d (%d bytes) val_loss=%s val_loss_ema=%s",
         step,
@@ -438,7 +421,8 @@ def _write_checkpoint(run: _Run, step: int, train_loss: float) -> tuple[float | 
 
 
 def _finish_step(run: _Run, step: int, train_loss: float, log: TextIO, save: bool) -> None:
-    """Main process: checkpoint and validation when due, the loss-log row, then the state if asked."""
+    """Main process: checkpoint and validation when due, the loss-log row, then the state if
+    asked."""
     training = run.settings.training
     val, val_ema = (
         _write_checkpoint(run, step, train_loss)
@@ -590,15 +574,16 @@ def _open_run_folder(runs_root: Path, inputs: RunInputs, settings: RunSettings) 
         recorded = read_json_object(record, "run record").get("identity")
         if recorded != identity:
             raise ValueError(
-                f"{record}: records run identity {recorded!r}, not {identity!r}; move the folder away"
+                f"{record}: records run identity {recorded!r}, not {identity!r}; "
+                "move the folder away"
             )
         log.info("run folder %s (identity %s)", run_dir, identity)
         return run_dir
     previous = _previous_runs(run_dir, inputs)
     if previous:
         log.info(
-            "inputs changed: training a new run in %s from step 0; previous run folder(s), kept until you "
-            "remove them: %s",
+            "inputs changed: training a new run in %s from step 0; previous run folder(s), "
+            "kept until you remove them: %s",
             run_dir,
             "; ".join(previous),
         )
@@ -616,13 +601,15 @@ def _open_run_folder(runs_root: Path, inputs: RunInputs, settings: RunSettings) 
 def _check_checkpoint_kept(
     run_dir: Path, target: int, reached: int, training: TrainingSettings, key: str
 ) -> None:
-    """A run already past `target` stands for step `target` only through its history checkpoint there."""
+    """A run already past `target` stands for step `target` only through its history checkpoint
+    there."""
     path = run_dir / CHECKPOINT_DIR / checkpoint_filename(target)
     if target % training.checkpoint_every != 0 or not path.is_file():
         raise ValueError(
-            f"{key} {target} is below step {reached}, which run {run_dir} already reached, and the run has no "
-            f"checkpoint of step {target} (one every training.checkpoint_every = {training.checkpoint_every} "
-            f"steps): ask for a step with a checkpoint, or remove the run folder to retrain"
+            f"{key} {target} is below step {reached}, which run {run_dir} already reached, and "
+            f"the run has no checkpoint of step {target} (one every training.checkpoint_every = "
+            f"{training.checkpoint_every} steps): ask for a step with a checkpoint, or remove the "
+            "run folder to retrain"
         )
 
 

@@ -53,55 +53,40 @@ match the encoder's block count but give 63,327,297 parameters (1.77 x) and 507 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from denoising_diffusion_pytorch import Unet
 from diffusers import UNet2DModel
-from pydantic import Field, ValidationInfo, field_validator, model_serializer
+from pydantic import model_serializer, model_validator
 
-from radsynth.core.config import ConfigModel, ListOf
-
-#: Keys only the diffusers architecture has; lucidrains' Unet has no equivalent.
-DIFFUSERS_ONLY = ("layers_per_block", "norm_num_groups")
+from radsynth.core.settings.train import DIFFUSERS_ONLY, ModelSettings
 
 
-class UNetSettings(ConfigModel):
-    """Config section `model`: the U-Net's architecture and shape. Paper values are in the config file.
+class UNetSettings(ModelSettings):
+    """The `model` section as history checkpoints store it (the config's keys: ModelSettings).
 
-    `architecture` may be absent only in settings stored before the key existed (then diffusers, the
-    one network radsynth had); config files must set it (the schema requires it). Keys at their
-    default are left out of the stored form, so those settings still load and hash the same.
+    Settings stored before `model.architecture` existed have none: their network is diffusers',
+    the one radsynth then had. The stored form leaves out what those lacked (a diffusers
+    architecture, the absent diffusers-only keys of lucidrains), so a run's identity and its
+    checkpoints' metadata are the same as before the key existed.
     """
 
-    architecture: Literal["lucidrains", "diffusers"] = "diffusers"  # paper: lucidrains
-    sample_size: int  # image side in pixels; must equal the atlas' `size` (paper 256)
-    base_channels: int  # lucidrains `dim` (paper 64)
-    channel_multipliers: ListOf[int]  # lucidrains `dim_mults` (paper 1, 2, 4, 8)
-    # Per level, full self-attention (true) or else lucidrains' linear attention / diffusers' none
-    # (paper: innermost only, lucidrains' default); both add full attention in the middle block.
-    attention_levels: ListOf[bool]
-    attention_head_dim: int  # lucidrains attn_dim_head (paper 32)
-    dropout: float  # lucidrains default 0.0
-    # diffusers only: ResNet blocks per encoder level (decoder levels get one more), GroupNorm groups.
-    layers_per_block: int | None = Field(default=None, validate_default=True)
-    norm_num_groups: int | None = Field(default=None, validate_default=True)
-
-    @field_validator(*DIFFUSERS_ONLY)
+    @model_validator(mode="before")
     @classmethod
-    def _diffusers_only(cls, value: int | None, info: ValidationInfo) -> int | None:
-        """Required for diffusers, refused for lucidrains: a key that would be ignored must not be set."""
-        architecture = info.data.get("architecture")
-        if architecture == "diffusers" and value is None:
-            raise ValueError("missing key (architecture diffusers needs it)")
-        if architecture == "lucidrains" and value is not None:
-            raise ValueError("diffusers-only key: remove it for architecture lucidrains")
-        return value
+    def _stored_before_architecture(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "architecture" not in values:
+            return {**values, "architecture": "diffusers"}
+        return values
 
     @model_serializer(mode="wrap")
-    def _without_defaults(self, handler: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
-        fields = type(self).model_fields
-        return {key: value for key, value in handler(self).items() if value != fields[key].default}
+    def _stored_form(self, handler: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+        return {
+            key: value
+            for key, value in handler(self).items()
+            if not (key == "architecture" and value == "diffusers")
+            and not (key in DIFFUSERS_ONLY and value is None)
+        }
 
 
 class LucidrainsUnet(Unet):
@@ -133,7 +118,8 @@ class DiffusersUNet(UNet2DModel):
 
     @property
     def network_config(self) -> dict[str, Any]:
-        """diffusers' public config, as checkpoints stored it before `model.architecture` existed."""
+        """diffusers' public config, as checkpoints stored it before `model.architecture`
+        existed."""
         return {key: value for key, value in self.config.items() if not key.startswith("_")}
 
 
@@ -162,7 +148,8 @@ def _check_diffusers_widths(settings: UNetSettings) -> None:
             )
         if attends and width % settings.attention_head_dim:
             raise ValueError(
-                f"model.attention_head_dim {settings.attention_head_dim} does not divide width {width}"
+                f"model.attention_head_dim {settings.attention_head_dim} does not divide width "
+                f"{width}"
             )
 
 
@@ -172,7 +159,8 @@ def block_widths(settings: UNetSettings) -> tuple[int, ...]:
 
 
 def build_lucidrains_unet(settings: UNetSettings) -> LucidrainsUnet:
-    """lucidrains' 1-channel Unet as I-SynMed built it; its other arguments keep lucidrains' defaults."""
+    """lucidrains' 1-channel Unet as I-SynMed built it; its other arguments keep lucidrains'
+    defaults."""
     return LucidrainsUnet(
         sample_size=settings.sample_size,
         dim=settings.base_channels,
@@ -217,7 +205,8 @@ _BUILDERS = {"lucidrains": build_lucidrains_unet, "diffusers": build_diffusers_u
 
 
 def build_unet(settings: UNetSettings) -> LucidrainsUnet | DiffusersUNet:
-    """The network of `settings.architecture`, called as `net(x, t) -> prediction` (module docstring)."""
+    """The network of `settings.architecture`, called as `net(x, t) -> prediction` (module
+    docstring)."""
     _check_settings(settings)
     return _BUILDERS[settings.architecture](settings)
 

@@ -145,7 +145,8 @@ def plot_rating_violins(
 def plot_example_quartet(
     study_dir: Path, out_png: Path, *, quartet: int, provenance: Mapping[str, Any]
 ) -> Path:
-    """The images of one quartet in the raters' order, each captioned with its group (the answer)."""
+    """The images of one quartet in the raters' order, each captioned with its group (the
+    answer)."""
     study_dir = Path(study_dir)
     key = pd.read_csv(study_dir / "key" / "key.csv")
     rows = key[key["quartet"] == quartet].sort_values("position")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from radsynth.core.atomic import write_text_atomic
-from radsynth.core.html import PLACEHOLDER, provenance_meta, script_json
+from radsynth.core.html import fill_template, page_fields, script_json
 from radsynth.turing.quartets import read_layout
 
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "rating_form.html"
@@ -56,16 +56,6 @@ def form_data(layout: pd.DataFrame, images: list[bytes]) -> dict:
     return {"form_id": form_id(layout, images), "quartets": quartets}
 
 
-def render_form(template: str, fields: dict[str, str]) -> str:
-    """Fill every {{FIELD}} in one pass, so inserted text is never re-substituted."""
-    found = set(PLACEHOLDER.findall(template))
-    if found != set(fields):
-        raise ValueError(
-            f"{TEMPLATE_PATH}: placeholders {sorted(found)} do not match fields {sorted(fields)}"
-        )
-    return PLACEHOLDER.sub(lambda match: fields[match.group(1)], template)
-
-
 def write_rating_form(
     images_dir: Path, out_html: Path, *, title: str, instructions: str, provenance: dict
 ) -> str:
@@ -75,12 +65,13 @@ def write_rating_form(
     images = [read_png(images_dir / name) for name in layout["image"]]
     data = form_data(layout, images)
     fields = {
+        **page_fields(title, provenance),
         "TITLE": html.escape(title),
         "INSTRUCTIONS": html.escape(instructions),
         "FORM_DATA": script_json(data),
-        "PROVENANCE_META": provenance_meta(provenance),
     }
-    write_text_atomic(
-        Path(out_html), render_form(TEMPLATE_PATH.read_text(encoding="utf-8"), fields)
+    (page,) = fill_template(
+        TEMPLATE_PATH.read_text(encoding="utf-8"), fields, name=str(TEMPLATE_PATH)
     )
+    write_text_atomic(Path(out_html), page)
     return data["form_id"]

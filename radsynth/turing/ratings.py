@@ -18,17 +18,7 @@ position, chosen_real, rating``; one row per rater x quartet x position. ``chose
 is 1 on the one image the rater picked as real, 0 elsewhere; ``rating`` is the 1-4
 Likert realism score (1 = unrealistic, 4 = fully realistic).
 
-Qualtrics ("export with choice text", three header rows: column ids, question text,
-ImportId JSON), one response row per rater, read by `from_qualtrics`:
-
-- ``Q{quartet}_real``: which position (1..G) the rater thinks is real;
-- ``Q{quartet}_rating_{position}``: the 1-4 rating of that position;
-- the column named by ``rater_column`` (embedded data or a text question): rater id.
-
-An answer must contain exactly one integer, so choice texts such as ``"Image 3"`` or
-``"4 = fully realistic"`` are read as 3 and 4. Any other column is an error unless it is
-Qualtrics metadata (`QUALTRICS_METADATA`). Preview, test and spam responses (``Status``)
-are errors: delete them from the export rather than let them count as a rater.
+A Qualtrics export becomes tidy ratings through `radsynth.turing.qualtrics`.
 
 Simulated ratings (`simulate_ratings`, for the demo) carry rater ids starting with
 `SIMULATED_RATER_PREFIX` and ``attrs["simulated"] = True``; `require_simulated_flag`
@@ -37,7 +27,6 @@ refuses to treat them as real ratings.
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,33 +43,7 @@ RATING_COLUMNS: tuple[str, ...] = ("rater", "quartet", "position", "chosen_real"
 LIKERT_LEVELS: tuple[int, ...] = (1, 2, 3, 4)
 REAL_GROUP = "real"
 SIMULATED_RATER_PREFIX = "simulated-"
-QUALTRICS_METADATA: frozenset[str] = frozenset(
-    {
-        "StartDate",
-        "EndDate",
-        "Status",
-        "IPAddress",
-        "Progress",
-        "Duration (in seconds)",
-        "Finished",
-        "RecordedDate",
-        "ResponseId",
-        "RecipientLastName",
-        "RecipientFirstName",
-        "RecipientEmail",
-        "ExternalReference",
-        "LocationLatitude",
-        "LocationLongitude",
-        "DistributionChannel",
-        "UserLanguage",
-    }
-)
-QUALTRICS_HEADER_ROWS = 3
-QUALTRICS_REJECTED_STATUS: frozenset[str] = frozenset({"Survey Preview", "Survey Test", "Spam"})
-_QUALTRICS_REAL = re.compile(r"^Q(?P<quartet>\d+)_real$")
-_QUALTRICS_RATING = re.compile(r"^Q(?P<quartet>\d+)_rating_(?P<position>\d+)$")
 _INTEGER = re.compile(r"^\s*[+-]?\d+\s*$")
-_ONE_INTEGER = re.compile(r"^\D*(\d+)\D*$")
 
 
 class RatingsError(ValueError):
@@ -159,18 +122,21 @@ def _quartet_problems(key: pd.DataFrame, source: str) -> list[str]:
         ):
             if count > 1:
                 problems.append(
-                    f"{source}: quartet {quartet} has checkpoint {group} {count} times, expected once"
+                    f"{source}: quartet {quartet} has checkpoint {group} {count} times, "
+                    "expected once"
                 )
     quartets = sorted(key["quartet"].unique())
     for group, rows in key[key["group"] != REAL_GROUP].groupby("group"):
         missing = sorted(set(quartets) - set(rows["quartet"]))
         if missing:
             problems.append(
-                f"{source}: checkpoint {group} is missing from quartet(s) {', '.join(map(str, missing))}"
+                f"{source}: checkpoint {group} is missing from quartet(s) "
+                f"{', '.join(map(str, missing))}"
             )
     if quartets != list(range(1, len(quartets) + 1)):
         problems.append(
-            f"{source}: quartets {', '.join(map(str, quartets))} are not numbered 1..{len(quartets)} without gaps"
+            f"{source}: quartets {', '.join(map(str, quartets))} "
+            f"are not numbered 1..{len(quartets)} without gaps"
         )
     for image in key["image"][key["image"].duplicated()].unique():
         problems.append(f"{source}: image {image} appears in more than one row")
@@ -229,7 +195,8 @@ def _rating_row(
         and (parsed["quartet"], parsed["position"]) not in key_cells
     ):
         problems.append(
-            f"{cell}: quartet {parsed['quartet']} position {parsed['position']} is not in the answer key"
+            f"{cell}: quartet {parsed['quartet']} position {parsed['position']} "
+            "is not in the answer key"
         )
     if parsed["chosen_real"] is None:
         problems.append(f"{cell}: chosen_real '{row['chosen_real']}' is not 0 or 1")
@@ -238,7 +205,7 @@ def _rating_row(
     return parsed, problems
 
 
-def _parsed_frame(rows: list[dict]) -> pd.DataFrame:
+def parsed_frame(rows: list[dict]) -> pd.DataFrame:
     """Parsed rows with where they came from; unparsable values are missing."""
     return pd.DataFrame(rows, columns=["source", "data_row", *RATING_COLUMNS])
 
@@ -248,12 +215,12 @@ def _parse_ratings_file(path: Path, key: pd.DataFrame) -> tuple[pd.DataFrame, li
     try:
         text = _read_text_csv(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
-        return _parsed_frame([]), [f"{source}: cannot be read as CSV ({error})"]
+        return parsed_frame([]), [f"{source}: cannot be read as CSV ({error})"]
     problems = _missing_columns(text, RATING_COLUMNS, source) or (
         [f"{source}: no data rows"] if text.empty else []
     )
     if problems:
-        return _parsed_frame([]), problems
+        return parsed_frame([]), problems
     key_cells = set(zip(key["quartet"], key["position"]))
     key_quartets = set(key["quartet"])
     rows = []
@@ -261,7 +228,7 @@ def _parse_ratings_file(path: Path, key: pd.DataFrame) -> tuple[pd.DataFrame, li
         parsed, row_problems = _rating_row(row, Cell(source, index), key_cells, key_quartets)
         rows.append(parsed)
         problems += row_problems
-    return _parsed_frame(rows), problems
+    return parsed_frame(rows), problems
 
 
 def _duplicate_row_problems(parsed: pd.DataFrame) -> list[str]:
@@ -274,7 +241,8 @@ def _duplicate_row_problems(parsed: pd.DataFrame) -> list[str]:
     ):
         listed = ", ".join(str(row) for row in rows["data_row"])
         problems.append(
-            f"{source}: data rows {listed} repeat rater {rater} quartet {int(quartet)} position {int(position)}"
+            f"{source}: data rows {listed} repeat rater {rater} "
+            f"quartet {int(quartet)} position {int(position)}"
         )
     return problems
 
@@ -303,18 +271,20 @@ def _rater_quartet_problems(
         absent = sorted(set(positions) - set(cells["position"]))
         if absent:
             problems.append(
-                f"{source}: rater {rater} quartet {quartet} is missing position(s) {', '.join(map(str, absent))}"
+                f"{source}: rater {rater} quartet {quartet} is missing position(s) "
+                f"{', '.join(map(str, absent))}"
             )
         chosen = sorted(cells["position"][cells["chosen_real"] == 1])
         if cells["chosen_real"].notna().all() and len(chosen) != 1:
             where = f" (positions {', '.join(map(str, chosen))})" if chosen else ""
             problems.append(
-                f"{source}: rater {rater} quartet {quartet}: {len(chosen)} images chosen as real{where}, expected exactly 1"
+                f"{source}: rater {rater} quartet {quartet}: "
+                f"{len(chosen)} images chosen as real{where}, expected exactly 1"
             )
     return problems
 
 
-def _structure_problems(parsed: pd.DataFrame, key: pd.DataFrame) -> list[str]:
+def structure_problems(parsed: pd.DataFrame, key: pd.DataFrame) -> list[str]:
     """Checks across rows: duplicates, raters split over files, incomplete or ambiguous quartets."""
     problems = _duplicate_row_problems(parsed) + _rater_file_problems(parsed)
     key_cells = set(zip(key["quartet"], key["position"]))
@@ -333,7 +303,7 @@ def _structure_problems(parsed: pd.DataFrame, key: pd.DataFrame) -> list[str]:
     return problems
 
 
-def _tidy(parsed: pd.DataFrame) -> pd.DataFrame:
+def tidy_ratings(parsed: pd.DataFrame) -> pd.DataFrame:
     tidy = parsed[list(RATING_COLUMNS)].astype(
         {"rater": str, "quartet": int, "position": int, "chosen_real": int, "rating": int}
     )
@@ -350,131 +320,16 @@ def load_ratings(folder: Path, key: pd.DataFrame) -> pd.DataFrame:
         frame, file_problems = _parse_ratings_file(path, key)
         frames += [frame] if len(frame) else []
         problems += file_problems
-    parsed = pd.concat(frames, ignore_index=True) if frames else _parsed_frame([])
-    problems += _structure_problems(parsed, key)
+    parsed = pd.concat(frames, ignore_index=True) if frames else parsed_frame([])
+    problems += structure_problems(parsed, key)
     if problems:
         raise RatingsError(problems)
-    return _tidy(parsed)
-
-
-def _qualtrics_columns(
-    columns: list[str], key: pd.DataFrame, rater_column: str, source: str
-) -> list[str]:
-    """Unknown or missing question columns: a renamed question must not be skipped silently."""
-    expected = {f"Q{q}_real" for q in key["quartet"].unique()} | {
-        f"Q{q}_rating_{p}" for q, p in zip(key["quartet"], key["position"])
-    }
-    problems = (
-        [f"{source}: missing column {rater_column} (rater_column)"]
-        if rater_column not in columns
-        else []
-    )
-    for column in columns:
-        if column not in expected and column != rater_column and column not in QUALTRICS_METADATA:
-            problems.append(
-                f"{source}: column {column} is neither a question of the answer key nor Qualtrics metadata"
-            )
-    missing = sorted(expected - set(columns), key=_question_order)
-    if missing:
-        problems.append(f"{source}: missing question column(s) {', '.join(missing)}")
-    return problems
-
-
-def _question_order(column: str) -> tuple[int, int]:
-    match = _QUALTRICS_REAL.match(column) or _QUALTRICS_RATING.match(column)
-    return (int(match["quartet"]), int(match.groupdict().get("position") or 0))
-
-
-def _answer(
-    response: Mapping[str, str], column: str, cell: Cell, allowed: tuple[int, ...]
-) -> tuple[int | None, list[str]]:
-    """The one integer in a choice-text answer, or None and a problem naming row and column."""
-    text = response[column].strip()
-    match = _ONE_INTEGER.match(text)
-    value = int(match[1]) if match else None
-    if value in allowed:
-        return value, []
-    return None, [
-        f"{cell}: column {column}: answer '{text}' is not one of {', '.join(map(str, allowed))}"
-    ]
-
-
-def _qualtrics_response(
-    response: Mapping[str, str], key: pd.DataFrame, rater: str | None, cell: Cell
-) -> tuple[list[dict], list[str]]:
-    """One respondent's answers as tidy rows (one per quartet x position)."""
-    rows, problems = [], []
-    positions = positions_of(key)
-    for quartet in sorted(key["quartet"].unique()):
-        chosen, chosen_problems = _answer(response, f"Q{quartet}_real", cell, positions)
-        problems += chosen_problems
-        for position in positions:
-            rating, rating_problems = _answer(
-                response, f"Q{quartet}_rating_{position}", cell, LIKERT_LEVELS
-            )
-            problems += rating_problems
-            rows.append(
-                {
-                    "source": cell.source,
-                    "data_row": cell.data_row,
-                    "rater": rater,
-                    "quartet": int(quartet),
-                    "position": position,
-                    "chosen_real": None if chosen is None else int(chosen == position),
-                    "rating": rating,
-                }
-            )
-    return rows, problems
-
-
-def _qualtrics_response_problems(
-    response: Mapping[str, str], rater_column: str, cell: Cell
-) -> list[str]:
-    problems = []
-    if not response[rater_column].strip():
-        problems.append(f"{cell}: column {rater_column}: rater id is empty")
-    if response.get("Status", "").strip() in QUALTRICS_REJECTED_STATUS:
-        problems.append(
-            f"{cell}: Status '{response['Status'].strip()}' is not a rater's response; delete it from the export"
-        )
-    return problems
-
-
-def from_qualtrics(csv_path: Path, key: pd.DataFrame, *, rater_column: str) -> pd.DataFrame:
-    """A Qualtrics choice-text export (question naming in the module docstring) as tidy ratings."""
-    source = str(csv_path)
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        lines = list(csv.reader(handle))
-    if len(lines) < QUALTRICS_HEADER_ROWS:
-        raise RatingsError(
-            [f"{source}: fewer than {QUALTRICS_HEADER_ROWS} header rows; not a Qualtrics export"]
-        )
-    columns = lines[0]
-    problems = _qualtrics_columns(columns, key, rater_column, source)
-    if problems:
-        raise RatingsError(problems)
-    rows: list[dict] = []
-    for index, values in enumerate(lines[QUALTRICS_HEADER_ROWS:], start=1):
-        cell = Cell(source, index)
-        if len(values) != len(columns):
-            problems.append(f"{cell}: {len(values)} fields, expected {len(columns)}")
-            continue
-        response = dict(zip(columns, values))
-        problems += _qualtrics_response_problems(response, rater_column, cell)
-        response_rows, response_problems = _qualtrics_response(
-            response, key, response[rater_column].strip() or None, cell
-        )
-        rows += response_rows
-        problems += response_problems
-    parsed = _parsed_frame(rows)
-    problems += _structure_problems(parsed, key) if len(parsed) else [f"{source}: no responses"]
-    if problems:
-        raise RatingsError(problems)
-    return _tidy(parsed)
+    return tidy_ratings(parsed)
 
 
 def write_ratings_csv(ratings: pd.DataFrame, path: Path) -> None:
-    """Tidy ratings to one CSV (atomically), e.g. a converted Qualtrics export or the demo's raters."""
+    """Tidy ratings to one CSV (atomically), e.g. a converted Qualtrics export or the demo's
+    raters."""
     with atomic_output(path) as temp:
         ratings[list(RATING_COLUMNS)].to_csv(temp, index=False)
 
@@ -490,7 +345,8 @@ def with_groups(ratings: pd.DataFrame, key: pd.DataFrame) -> pd.DataFrame:
     if merged["group"].isna().any():
         raise RatingsError(
             [
-                "ratings hold quartet/position pairs not in the answer key; load them with load_ratings"
+                "ratings hold quartet/position pairs not in the answer key; "
+                "load them with load_ratings"
             ]
         )
     return merged
@@ -521,7 +377,8 @@ def _simulation_problems(
         problems.append(f"p_identify {p_identify} must lie in [0, 1]")
     if set(mean_ratings) != set(key["group"]):
         problems.append(
-            f"mean_ratings groups {sorted(mean_ratings)} differ from the key's groups {sorted(set(key['group']))}"
+            f"mean_ratings groups {sorted(mean_ratings)} differ from the key's groups "
+            f"{sorted(set(key['group']))}"
         )
     problems += [
         f"mean_ratings[{group}] = {mean} must lie in [1, 4]"

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from radsynth.core.atomic import atomic_output
+from radsynth.core.tables import write_table
 from radsynth.turing.ratings import (
     REAL_GROUP,
     load_key,
@@ -188,8 +189,8 @@ def _input_problems(
         problems.append(f"reference_group {reference_group!r} is not a group of the answer key")
     if not (math.isfinite(sensitivity_digits_rank) and sensitivity_digits_rank >= 1):
         problems.append(
-            f"sensitivity_digits_rank {sensitivity_digits_rank} must be a finite number of significant "
-            "digits >= 1 (the primary analysis already uses R's default, Inf)"
+            f"sensitivity_digits_rank {sensitivity_digits_rank} must be a finite number of "
+            "significant digits >= 1 (the primary analysis already uses R's default, Inf)"
         )
     if grouped["rater"].nunique() < 2:
         problems.append("Fleiss' kappa and paired tests need at least 2 raters")
@@ -324,9 +325,12 @@ def _identification_rows(results: TuringResults) -> list[str]:
     return [
         "| Measure | Value |",
         "|---|---|",
-        f"| Identification accuracy | {100 * ident.accuracy:.1f}% ({ident.n_correct}/{ident.n_trials} trials) |",
-        f"| {100 * ident.conf_level:.0f}% CI, exact binomial | {100 * ident.ci_low:.1f}% to {100 * ident.ci_high:.1f}% |",
-        f"| Exact binomial test vs chance {100 * ident.chance:.1f}%, two-sided | p = {_p(ident.p_value)} |",
+        f"| Identification accuracy | {100 * ident.accuracy:.1f}% "
+        f"({ident.n_correct}/{ident.n_trials} trials) |",
+        f"| {100 * ident.conf_level:.0f}% CI, exact binomial "
+        f"| {100 * ident.ci_low:.1f}% to {100 * ident.ci_high:.1f}% |",
+        f"| Exact binomial test vs chance {100 * ident.chance:.1f}%, two-sided "
+        f"| p = {_p(ident.p_value)} |",
         f"| {results.kappa_position.label} | {_kappa_cell(results.kappa_position)} |",
         f"| {results.kappa_correct.label} | {_kappa_cell(results.kappa_correct)} |",
     ]
@@ -335,7 +339,8 @@ def _identification_rows(results: TuringResults) -> list[str]:
 def _rating_rows(results: TuringResults) -> list[str]:
     reference, label = results.settings["reference_group"], sensitivity_label(results)
     rows = [
-        f"| Group | Mean rating (mean of {results.n_raters} per-rater means) | Wilcoxon p vs {reference} "
+        f"| Group | Mean rating (mean of {results.n_raters} per-rater means) "
+        f"| Wilcoxon p vs {reference} "
         f"| Holm-adjusted p | {label}: Wilcoxon p | {label}: Holm-adjusted p |",
         "|---|---|---|---|---|---|",
         f"| {reference} | {results.group_means[reference]:.3f} | - | - | - | - |",
@@ -373,14 +378,17 @@ def results_markdown(results: TuringResults, provenance: Mapping[str, Any]) -> s
         title,
         "",
         *banner,
-        f"{results.n_raters} raters x {results.n_quartets} quartets (1 real + 1 image per checkpoint).",
+        f"{results.n_raters} raters x {results.n_quartets} quartets "
+        "(1 real + 1 image per checkpoint).",
         "",
         *_identification_rows(results),
         "",
-        "Trials are pooled over raters as in the paper. SE0: standard error of kappa under no agreement "
+        "Trials are pooled over raters as in the paper. "
+        "SE0: standard error of kappa under no agreement "
         "(Fleiss, Nee & Landis 1979); its p-value is the two-sided z-test of kappa = 0.",
         "",
-        "Realism ratings (1 = unrealistic, 4 = fully realistic); paired two-sided Wilcoxon signed-rank tests.",
+        "Realism ratings (1 = unrealistic, 4 = fully realistic); "
+        "paired two-sided Wilcoxon signed-rank tests.",
         "",
         *_rating_rows(results),
         "",
@@ -418,16 +426,23 @@ def tests_frame(results: TuringResults) -> pd.DataFrame:
 
 
 def write_results(results: TuringResults, out_dir: Path, *, provenance: Mapping[str, Any]) -> None:
-    """statistics.json, per_rater_means.csv, tests.csv and results.md, each written atomically."""
+    """statistics.json, per_rater_means.csv, tests.csv and results.md, each written atomically
+    and each with the provenance (the CSVs as '#' lines before the header)."""
     out_dir = Path(out_dir)
     with atomic_output(out_dir / "statistics.json") as temp:
         temp.write_text(
             json.dumps(results_record(results, provenance), indent=2, allow_nan=False) + "\n"
         )
-    with atomic_output(out_dir / "per_rater_means.csv") as temp:
-        _with_origin(results.per_rater_means, results.simulated).to_csv(temp, index=False)
-    with atomic_output(out_dir / "tests.csv") as temp:
-        _with_origin(tests_frame(results), results.simulated).to_csv(temp, index=False)
+    write_table(
+        _with_origin(results.per_rater_means, results.simulated),
+        out_dir / "per_rater_means.csv",
+        provenance=provenance,
+    )
+    write_table(
+        _with_origin(tests_frame(results), results.simulated),
+        out_dir / "tests.csv",
+        provenance=provenance,
+    )
     with atomic_output(out_dir / "results.md") as temp:
         temp.write_text(results_markdown(results, provenance))
 

@@ -60,7 +60,7 @@ rule merge_screening:
     benchmark:
         "benchmarks/merge_screening/merge_screening.tsv"
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/data.yaml"
     script:
         "../scripts/merge_screening.py"
 
@@ -144,6 +144,6 @@ rule merge_pair_verdicts:
     benchmark:
         "benchmarks/merge_pair_verdicts/merge_pair_verdicts.tsv"
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/data.yaml"
     script:
         "../scripts/merge_pair_verdicts.py"

@@ -84,3 +84,26 @@ rule fid_table:
         "../../envs/torch.yaml"
     script:
         "../scripts/fid_table.py"
+
+
+checkpoint select_checkpoints:
+    input:
+        split=train_done("split"),
+        full=train_done("full"),
+        fid=FID_TABLE,
+    output:
+        report(
+            CHECKPOINT_SELECTION,
+            caption="../report/checkpoint_selection.rst",
+            category="Training",
+        ),
+    log:
+        "logs/select_checkpoints/select_checkpoints.log",
+    benchmark:
+        "benchmarks/select_checkpoints/select_checkpoints.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        checkpoints=pick(config["checkpoints"], "selected", "convergence"),
+    script:
+        "../scripts/select_checkpoints.py"

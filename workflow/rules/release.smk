@@ -13,7 +13,7 @@ rule release_package:
     benchmark:
         "benchmarks/release_package/release_package.tsv"
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/data.yaml"
     params:
         release=canonical(config["release"]),
         checkpoint_every=config["training"]["checkpoint_every"],

@@ -1,10 +1,11 @@
 import logging
 from pathlib import Path
 
-from radsynth.audit.plausibility import ScreenSettings, save_model
-from radsynth.audit.screening import fit_on_atlas
+from radsynth.audit.plausibility import save_model
+from radsynth.audit.scoring import fit_on_atlas
 from radsynth.core.config import load_settings
 from radsynth.core.logs import log_to
+from radsynth.core.settings.audit import ScreenSettings
 
 with log_to(snakemake.log[0]):
     model = fit_on_atlas(

@@ -1,7 +1,7 @@
 import logging
 from pathlib import Path
 
-from radsynth.audit.review import merge_pair_verdicts
+from radsynth.audit.pair_verdicts import merge_pair_verdicts
 from radsynth.core.logs import log_to
 from radsynth.core.provenance import provenance
 from radsynth.core.tables import write_table

@@ -3,7 +3,8 @@ from pathlib import Path
 
 from radsynth.core.logs import log_to
 from radsynth.core.provenance import provenance
-from radsynth.data.preprocess import NegativeDetection, preprocess_atlas
+from radsynth.data.negatives import NegativeDetection
+from radsynth.data.preprocess import preprocess_atlas
 
 with log_to(snakemake.log[0]):
     settings = snakemake.params.settings

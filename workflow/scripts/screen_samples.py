@@ -1,7 +1,8 @@
 import logging
 from pathlib import Path
 
-from radsynth.audit.screening import EXCLUDE, screen_gathered_sets
+from radsynth.audit.scoring import screen_gathered_sets
+from radsynth.audit.screening import EXCLUDE
 from radsynth.core.logs import log_to
 from radsynth.core.provenance import provenance
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from radsynth.core.logs import log_to
 from radsynth.core.provenance import provenance
+from radsynth.evaluate.selection import select_checkpoints
 from radsynth.train.checkpoint_io import read_run_marker
-from radsynth.train.selection import select_checkpoints
 
 with log_to(snakemake.log[0]):
     checkpoints = snakemake.params.checkpoints

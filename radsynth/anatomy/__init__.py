@@ -1,0 +1,3 @@
+"""Anatomy: a landmark model trained on the atlas's own 23 CSXA keypoints, the landmarking metrics
+(MRE, SDR, the mean-shape baseline) and the geometry measured from landmarks (C2-C7 angle,
+curvature class, vertebral body heights and depths)."""

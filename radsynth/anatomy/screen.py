@@ -1,0 +1,173 @@
+"""The anatomical screen: per-image flags from predicted landmarks, beside the plausibility
+screen of `radsynth.audit.plausibility`.
+
+Flags (each a column of `anatomy_flags`):
+- low confidence: some landmark's heatmap peak (`Landmarks.confidence`, 1 = as sharp as a
+  training target) is below `min_confidence`: the model found no clear vertebral corner there.
+- out of order: along the image's vertical (radiographs are upright, cranial up), each level's
+  upper endplate (midpoint of its top corners; C2 has none) must lie above its lower endplate,
+  and each level's lower endplate above the next level's upper one. A violation is a body
+  upside down, or two bodies overlapping or swapped.
+- out of range: a geometry measure (`geometry_table`'s numeric columns) outside the held-out
+  real images' [low, high] percentiles (0.5 and 99.5 by default): anatomy real images do not
+  show.
+
+`anatomy_score` orders images for review and ROC: the number of flags raised, ties broken by
+the lowest confidence (score = flags + min(1 - min confidence, 0.999), in [0, 4)). The anatomy
+plausibility is, like the audit's plausibility, the share of the real reference images that
+score at least as high: combined with the audit's by the minimum (an image suspicious to
+either screen is suspicious).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from radsynth.anatomy.fidelity import numeric_measures
+from radsynth.anatomy.geometry import BODY_LEVELS
+from radsynth.data.csxa import KEYPOINT_LABELS
+
+#: Vertebral levels from cranial to caudal.
+LEVELS = ("C2", *BODY_LEVELS)
+#: Columns `add_anatomy_columns` adds to a screening manifest.
+ANATOMY_COLUMNS = (
+    "anatomy_min_confidence",
+    "anatomy_low_confidence",
+    "anatomy_out_of_order",
+    "anatomy_out_of_range",
+    "anatomy_score",
+    "anatomy_plausibility",
+    "anatomy_reason",
+)
+
+
+@dataclass(frozen=True)
+class GeometryRanges:
+    """Per numeric geometry measure, the real images' [low, high] percentile range."""
+
+    low: pd.Series
+    high: pd.Series
+    percentiles: tuple[float, float]
+
+
+def geometry_ranges(
+    real_geometry: pd.DataFrame, percentiles: tuple[float, float] = (0.5, 99.5)
+) -> GeometryRanges:
+    """The range each measure spans on real (held-out) images, NaNs left out."""
+    measures = real_geometry[numeric_measures(real_geometry)]
+    if measures.notna().sum().min() < 2:
+        raise ValueError("geometry ranges need at least 2 real images with every measure")
+    low, high = (np.nanpercentile(measures.to_numpy(float), p, axis=0) for p in percentiles)
+    return GeometryRanges(
+        pd.Series(low, index=measures.columns),
+        pd.Series(high, index=measures.columns),
+        percentiles,
+    )
+
+
+def _endplate_y(xy: np.ndarray, labels: Sequence[str], level: str, edge: str) -> np.ndarray:
+    index = [list(labels).index(f"{level} {edge} {side}") for side in ("left", "right")]
+    return xy[:, index, 1].mean(axis=1)
+
+
+def order_violations(xy: np.ndarray, labels: Sequence[str] = KEYPOINT_LABELS) -> list[list[str]]:
+    """Per image, the violated pairs along the vertical, named (e.g. "C4 upside down",
+    "C3/C4 overlap"); empty lists for well-ordered spines. Image y grows downwards."""
+    xy = np.asarray(xy, np.float64)
+    found: list[list[str]] = [[] for _ in range(len(xy))]
+    for upper, lower in zip(LEVELS[:-1], LEVELS[1:], strict=True):
+        lower_top = _endplate_y(xy, labels, lower, "top")
+        lower_bottom = _endplate_y(xy, labels, lower, "bottom")
+        for image in np.flatnonzero(lower_top >= lower_bottom):
+            found[image].append(f"{lower} upside down")
+        for image in np.flatnonzero(_endplate_y(xy, labels, upper, "bottom") >= lower_top):
+            found[image].append(f"{upper}/{lower} overlap")
+    return found
+
+
+def anatomy_flags(
+    xy: np.ndarray,
+    confidence: np.ndarray,
+    geometry: pd.DataFrame,
+    ranges: GeometryRanges,
+    *,
+    min_confidence: float,
+    labels: Sequence[str] = KEYPOINT_LABELS,
+) -> pd.DataFrame:
+    """One row per image: the three flags, the lowest confidence, the score and a reason naming
+    what raised each flag (empty when none)."""
+    confidence = np.asarray(confidence, np.float64)
+    lowest = confidence.min(axis=1)
+    weakest = confidence.argmin(axis=1)
+    order = order_violations(xy, labels)
+    measures = geometry[list(ranges.low.index)]
+    outside = (measures < ranges.low) | (measures > ranges.high)
+    reasons = []
+    for image in range(len(xy)):
+        parts = []
+        if lowest[image] < min_confidence:
+            parts.append(
+                f"low landmark confidence ({labels[weakest[image]]} {lowest[image]:.2f} < "
+                f"{min_confidence:g})"
+            )
+        if order[image]:
+            parts.append(f"vertebrae out of order ({', '.join(order[image])})")
+        for measure in outside.columns[outside.iloc[image].to_numpy()]:
+            parts.append(
+                f"{measure} {measures[measure].iloc[image]:.1f} outside the real "
+                f"{ranges.percentiles[0]:g}-{ranges.percentiles[1]:g}% range "
+                f"[{ranges.low[measure]:.1f}, {ranges.high[measure]:.1f}]"
+            )
+        reasons.append("; ".join(parts))
+    flags = pd.DataFrame(
+        {
+            "anatomy_min_confidence": lowest,
+            "anatomy_low_confidence": lowest < min_confidence,
+            "anatomy_out_of_order": np.array([bool(v) for v in order]),
+            "anatomy_out_of_range": outside.any(axis=1).to_numpy(),
+        }
+    )
+    raised = flags[["anatomy_low_confidence", "anatomy_out_of_order", "anatomy_out_of_range"]]
+    flags["anatomy_score"] = raised.sum(axis=1) + np.clip(1 - lowest, 0, 0.999)
+    flags["anatomy_reason"] = reasons
+    return flags
+
+
+def tail_share(reference_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Share of the reference scores at least as high as each score (1 = as typical as the most
+    typical real image, near 0 = beyond every real one)."""
+    reference = np.sort(np.asarray(reference_scores, np.float64))
+    at_least = len(reference) - np.searchsorted(reference, np.asarray(scores), side="left")
+    return at_least / len(reference)
+
+
+def add_anatomy_columns(
+    manifest: pd.DataFrame,
+    image_ids: Sequence[str],
+    flags: pd.DataFrame,
+    reference_scores: np.ndarray,
+) -> pd.DataFrame:
+    """The screening manifest with `ANATOMY_COLUMNS` joined on image_id; `reference_scores` are
+    the real reference images' anatomy scores (for `anatomy_plausibility`). Every manifest row
+    must have flags."""
+    if len(image_ids) != len(flags) or len(set(image_ids)) != len(image_ids):
+        raise ValueError(
+            f"{len(image_ids)} image ids for {len(flags)} flag rows; ids must be unique and one "
+            "per row"
+        )
+    columns = flags.assign(
+        image_id=list(image_ids),
+        anatomy_plausibility=tail_share(reference_scores, flags["anatomy_score"]),
+    )
+    missing = sorted(set(manifest["image_id"]) - set(image_ids))
+    if missing:
+        raise ValueError(
+            f"no anatomy flags for {len(missing)} manifest image(s), e.g. {missing[:3]}"
+        )
+    return manifest.merge(
+        columns[["image_id", *ANATOMY_COLUMNS]], on="image_id", how="left", validate="one_to_one"
+    )

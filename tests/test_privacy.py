@@ -1,0 +1,204 @@
+"""The release's privacy gate on planted copies of real images: a near copy mirrored left-right, a
+near copy as stored, a pixel-identical mirrored copy, and an image far from every real one.
+
+Distances are worked out by hand from MediSyn's definition (16 patches of 4 x 4 pixels here, the
+largest root-mean-square difference in [0, 1] units), not with the patch-distance code."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from radsynth.core.tables import write_table
+from radsynth.data.atlas import atlas_from_images, write_atlas
+from radsynth.release.privacy import Candidate, PrivacyGateError, check_privacy
+
+REAL_IDS = ["0000101.png", "0000102.png", "0000103.png"]
+#: The release threshold of the demo preset (near_duplicate_patch_distance).
+THRESHOLD = 0.05
+
+
+@pytest.fixture(scope="module")
+def real_images() -> np.ndarray:
+    """Three 16 x 16 random films with values below 200, so a planted +51 cannot saturate; any two
+    differ by about 0.4 in every patch, mirrored or not."""
+    return np.random.default_rng(0).integers(0, 200, (3, 16, 16), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def atlas(real_images: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("privacy") / "atlas.h5"
+    write_atlas(path, atlas_from_images(real_images, REAL_IDS))
+    return path
+
+
+def nearest_real(path: Path, rows: list[tuple[str, str, float]]) -> Path:
+    """nearest_real.csv as the audit writes it: image_id, nearest_real_id, similarity."""
+    frame = pd.DataFrame(rows, columns=["image_id", "nearest_real_id", "similarity"])
+    write_table(frame, path, provenance={"encoder_name": "planted by the test"})
+    return path
+
+
+def gate(candidates: list[Candidate], atlas: Path, nearest_csv: Path) -> dict:
+    return check_privacy(candidates, atlas, nearest_csv, near_duplicate_patch_distance=THRESHOLD)
+
+
+def test_a_mirrored_near_copy_fails_naming_the_real_image(atlas, real_images, tmp_path):
+    """Real image 2 mirrored, one pixel raised by 34 grey levels: not pixel-identical, and its
+    distance to the mirrored original is (34 / 255) / sqrt(16) = 0.0333 (the other 15 patches
+    are 0), while to the original as stored it is about 0.4."""
+    copy = real_images[1][:, ::-1].copy()
+    copy[6, 9] += 34
+    far = (real_images[0].astype(np.int16) + 100).clip(0, 255).astype(np.uint8)[::-1]
+    csv = nearest_real(
+        tmp_path / "nearest_real.csv",
+        [("ckpt034_s001", REAL_IDS[1], 0.97), ("ckpt034_s002", REAL_IDS[0], 0.41)],
+    )
+    with pytest.raises(PrivacyGateError) as error:
+        gate(
+            [
+                Candidate("ckpt034_s001", "images/ckpt034_s001.png", copy),
+                Candidate("ckpt034_s002", "images/ckpt034_s002.png", far),
+            ],
+            atlas,
+            csv,
+        )
+    message = str(error.value)
+    assert "1 problem(s) in 2 packaged images" in message
+    assert re.search(
+        r"images/ckpt034_s001\.png \(ckpt034_s001\): patch distance 0\.0333 <= 0\.05 to real "
+        r"image 0000102\.png mirrored",
+        message,
+    ), message
+    assert "ckpt034_s002" not in message
+
+
+def test_a_near_copy_as_stored_fails_too(atlas, real_images, tmp_path):
+    copy = real_images[2].copy()
+    copy[0, 0] += 34
+    csv = nearest_real(tmp_path / "nearest_real.csv", [("s7", REAL_IDS[2], 0.99)])
+    with pytest.raises(
+        PrivacyGateError, match=r"patch distance 0\.0333 <= 0\.05 to real image 0000103\.png as "
+    ):
+        gate([Candidate("s7", "s7.png", copy)], atlas, csv)
+
+
+def test_a_pixel_identical_mirrored_copy_is_named_whatever_the_nearest_real_csv_says(
+    atlas, real_images, tmp_path
+):
+    """The audit's encoder named another real image as nearest: the pixel lookup still finds the
+    mirrored original."""
+    csv = nearest_real(tmp_path / "nearest_real.csv", [("s1", REAL_IDS[0], 0.5)])
+    with pytest.raises(PrivacyGateError) as error:
+        gate([Candidate("s1", "s1.png", real_images[2][:, ::-1].copy())], atlas, csv)
+    assert str(error.value).endswith(
+        "1 problem(s) in 1 packaged images, nothing was written:\n"
+        "  s1.png (s1): pixel-identical to real image 0000103.png mirrored"
+    )
+
+
+def test_an_image_far_from_every_real_one_passes_with_its_distance_recorded(
+    atlas, real_images, tmp_path
+):
+    """Real image 1 with its top-left 4 x 4 patch raised by 51 grey levels: 51 / 255 = 0.2 in every
+    pixel of one patch, so the distance is exactly 0.2, above the threshold."""
+    distinct = real_images[0].copy()
+    distinct[:4, :4] += 51
+    csv = nearest_real(tmp_path / "nearest_real.csv", [("s9", REAL_IDS[0], 0.93)])
+    record = gate([Candidate("s9", "s9.png", distinct)], atlas, csv)
+    assert record["passed"] is True and record["n_checked"] == 1 and record["n_real_images"] == 3
+    assert record["min_patch_distance"] == pytest.approx(0.2, abs=1e-6)
+    assert (record["min_patch_distance_image_id"], record["min_patch_distance_real_id"]) == (
+        "s9",
+        REAL_IDS[0],
+    )
+    assert record["max_similarity"] == pytest.approx(0.93)
+    assert record["nearest_real_encoder"] == "planted by the test"
+    assert json.dumps(record)  # written as privacy_gate.json
+
+
+def test_a_copy_exactly_at_the_threshold_fails(atlas, real_images, tmp_path):
+    """One pixel raised by 51 grey levels: (51 / 255) / sqrt(16) = 0.05, the threshold itself."""
+    copy = real_images[0].copy()
+    copy[9, 2] += 51
+    csv = nearest_real(tmp_path / "nearest_real.csv", [("s3", REAL_IDS[0], 0.9)])
+    with pytest.raises(PrivacyGateError, match=r"patch distance 0\.0500 <= 0\.05 to real image"):
+        gate([Candidate("s3", "s3.png", copy)], atlas, csv)
+
+
+def test_every_problem_is_named_in_one_error(atlas, real_images, tmp_path):
+    """A wrong size, an image the audit never compared and one whose nearest real image is not in
+    the atlas: three problems, each naming its file, image and the table or atlas at fault."""
+    far = (255 - real_images[0])[::-1].copy()
+    csv = nearest_real(
+        tmp_path / "nearest_real.csv", [("s1", REAL_IDS[0], 0.5), ("s3", "0000999.png", 0.4)]
+    )
+    candidates = [
+        Candidate("s1", "a/s1.png", np.zeros((8, 8), np.uint8)),
+        Candidate("s2", "a/s2.png", far),
+        Candidate("s3", "a/s3.png", far),
+    ]
+    with pytest.raises(PrivacyGateError) as error:
+        gate(candidates, atlas, csv)
+    assert str(error.value) == (
+        "privacy gate: 3 problem(s) in 3 packaged images, nothing was written:\n"
+        "  a/s1.png (s1): (8, 8) pixels, the atlas' images are (16, 16)\n"
+        f"  a/s2.png (s2): not in {csv}, so never compared with the real images\n"
+        f"  a/s3.png (s3): its nearest real image '0000999.png' ({csv}) is not in {atlas}"
+    )
+
+
+def test_no_image_to_check_is_an_error(atlas, tmp_path):
+    csv = nearest_real(tmp_path / "nearest_real.csv", [])
+    with pytest.raises(PrivacyGateError, match="^privacy gate: no image to check; a release"):
+        gate([], atlas, csv)
+
+
+def test_nearest_real_csv_without_its_columns_or_with_a_repeated_image_is_refused(
+    atlas, real_images, tmp_path
+):
+    candidates = [Candidate("s1", "s1.png", real_images[0])]
+    lacking = tmp_path / "lacking.csv"
+    lacking.write_text("image_id\ns1\n")
+    with pytest.raises(
+        ValueError, match=r"lacking\.csv: lacks column\(s\) nearest_real_id, similarity$"
+    ):
+        gate(candidates, atlas, lacking)
+    repeated = nearest_real(
+        tmp_path / "repeated.csv", [("s1", REAL_IDS[0], 0.5), ("s1", REAL_IDS[1], 0.4)]
+    )
+    with pytest.raises(ValueError, match=r"repeated\.csv: image id 's1' has more than one row$"):
+        gate(candidates, atlas, repeated)
+
+
+def test_the_record_names_the_closest_and_most_similar_of_several_images(real_images, tmp_path):
+    """Ids that look like numbers (and one that reads as missing, "NA") stay text. Candidate "NA"
+    has 4 pixels of one patch raised by 51 (distance sqrt(4 x 0.2^2 / 16) = 0.1), candidate "007"
+    a whole patch (0.2); the most similar by the encoder is "007"."""
+    atlas = tmp_path / "atlas.h5"
+    write_atlas(atlas, atlas_from_images(real_images, ["0101", "0102", "0103"]))
+    closer, farther = real_images[0].copy(), real_images[1].copy()
+    closer[:2, :2] += 51
+    farther[4:8, 4:8] += 51
+    csv = nearest_real(tmp_path / "nearest.csv", [("NA", "0101", 0.80), ("007", "0102", 0.95)])
+    record = gate(
+        [Candidate("007", "007.png", farther), Candidate("NA", "NA.png", closer)], atlas, csv
+    )
+    assert record["n_checked"] == 2
+    assert record["min_patch_distance"] == pytest.approx(0.1, abs=1e-6)
+    assert (record["min_patch_distance_image_id"], record["min_patch_distance_real_id"]) == (
+        "NA",
+        "0101",
+    )
+    assert record["max_similarity"] == pytest.approx(0.95)
+    assert (record["max_similarity_image_id"], record["max_similarity_real_id"]) == ("007", "0102")
+    assert record["atlas_file"] == "atlas.h5" and record["nearest_real_file"] == "nearest.csv"
+    assert record["atlas_sha256"] == hashlib.sha256(atlas.read_bytes()).hexdigest()
+    assert record["near_duplicate_patch_distance"] == THRESHOLD
+    assert record["identical_matches"] == 0
