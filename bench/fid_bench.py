@@ -43,8 +43,9 @@ from bench_common import torch_threads
 from sampling_bench import PairedForwards
 
 from radsynth.core.features import FeatureExtractor, extract_features, offline_inception
+from radsynth.core.settings import preset
 from radsynth.data.atlas import load_atlas
-from radsynth.evaluate.metrics import EXTRACTION_BATCH_SIZE, atlas_features, frechet_distance
+from radsynth.evaluate.metrics import atlas_features, frechet_distance
 from radsynth.sample.denoising import sample_batch
 from radsynth.sample.sampler import TRAINED_PREDICTION_TYPE
 from radsynth.sample.schedulers import make_sampler_scheduler
@@ -77,6 +78,8 @@ SAMPLE_BATCH = 64
 #: One intra-op thread for sampling, as in bench/sampling_bench.py (2 threads were slower and
 #: erratic on the 2 shared cores). Extraction runs at the process' own thread count.
 SAMPLING_THREADS = 1
+#: The demo's feature batch (config evaluate.batch_size).
+EXTRACTION_BATCH_SIZE = preset("config.yaml").evaluate.batch_size
 QUANTIZATION = "round"  # config sampling.quantization
 CLIP_SAMPLE = True  # config sampling.clip_sample
 WEIGHTS = "online"  # config sampling.weights
@@ -152,9 +155,12 @@ def extraction_lines(extractor: FeatureExtractor, images: np.ndarray) -> list[st
 def cache_lines(extractor: FeatureExtractor, atlas: Path, cache_dir: Path) -> list[str]:
     """Cold (extract and write) against warm (read) atlas features, both through `atlas_features`
     (each also loads and hashes the atlas)."""
-    cold, features = timed(atlas_features, atlas, extractor, cache_dir)
+    cold, features = timed(
+        atlas_features, atlas, extractor, cache_dir, batch_size=EXTRACTION_BATCH_SIZE
+    )
     warm = statistics.median(
-        timed(atlas_features, atlas, extractor, cache_dir)[0] for _ in range(WARM_READS)
+        timed(atlas_features, atlas, extractor, cache_dir, batch_size=EXTRACTION_BATCH_SIZE)[0]
+        for _ in range(WARM_READS)
     )
     n_real = len(features.features)
     rate = n_real / cold
@@ -329,7 +335,9 @@ def run(
     yield from extraction_lines(extractor, images)
     with tempfile.TemporaryDirectory(prefix="radsynth-bench-fid-") as cache_dir:
         yield from cache_lines(extractor, Path(atlas), Path(cache_dir))
-        real = atlas_features(Path(atlas), extractor, Path(cache_dir)).features
+        real = atlas_features(
+            Path(atlas), extractor, Path(cache_dir), batch_size=EXTRACTION_BATCH_SIZE
+        ).features
     yield from sampler_fid_lines(unet, settings.diffusion.betas(), size, extractor, real, n_images)
 
 

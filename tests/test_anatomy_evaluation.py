@@ -31,6 +31,7 @@ from radsynth.anatomy.screen import (
     ANATOMY_COLUMNS,
     add_anatomy_columns,
     anatomy_flags,
+    combined_plausibility,
     geometry_ranges,
     order_violations,
     tail_share,
@@ -49,8 +50,9 @@ from radsynth.core.features import extract_features
 from radsynth.core.provenance import file_sha256
 from radsynth.core.settings.audit import ScreenSettings
 from radsynth.core.tables import read_table
+from radsynth.data.atlas import atlas_from_images, write_atlas
 from radsynth.data.csxa import KEYPOINT_LABELS
-from radsynth.evaluate.metrics import frechet_distance
+from radsynth.evaluate.metrics import fidelity_row, frechet_distance
 
 #: The demo preset's plausibility screen (config/config.yaml audit.screen.settings).
 SCREEN_SETTINGS = ScreenSettings(
@@ -171,8 +173,8 @@ def test_flags_ranges_reason_and_manifest_columns() -> None:
     assert flags["anatomy_low_confidence"].tolist() == [False, True, False]
     assert flags["anatomy_out_of_order"].tolist() == [False, False, True]
     assert flags["anatomy_out_of_range"].tolist() == [False, True, False]
-    # flags + (1 - lowest confidence)
-    np.testing.assert_allclose(flags["anatomy_score"], [0.1, 2.9, 1.1])
+    # flags + (1 - mean confidence)
+    np.testing.assert_allclose(flags["anatomy_score"], [0.1, 2 + 1 - (22 * 0.9 + 0.1) / 23, 1.1])
     assert flags["anatomy_reason"][0] == ""
     assert flags["anatomy_reason"][1] == (
         f"low landmark confidence ({KEYPOINT_LABELS[5]} 0.10 < 0.3); c2_c7_angle_deg 120.0 "
@@ -180,11 +182,17 @@ def test_flags_ranges_reason_and_manifest_columns() -> None:
     )
     assert "vertebrae out of order (C5 upside down" in flags["anatomy_reason"][2]
     manifest = pd.DataFrame({"image_id": ["b", "a", "c"], "plausibility": [0.5, 0.2, 0.9]})
-    merged = add_anatomy_columns(manifest, ["a", "b", "c"], flags, np.array([0.1, 0.2, 3.0, 0.05]))
+    merged = add_anatomy_columns(manifest, ["a", "b", "c"], flags, np.array([0.12, 0.2, 3.0, 0.05]))
     assert merged["image_id"].tolist() == ["b", "a", "c"]
     assert set(ANATOMY_COLUMNS) <= set(merged.columns)
-    # reference scores >= 2.9 (b): 1 of 4; >= 0.1 (a): 3 of 4; >= 1.1 (c): 1 of 4
+    # reference scores >= 2.13 (b): 1 of 4; >= 0.1 (a): 3 of 4 (not 0.05); >= 1.1 (c): 1 of 4
     assert merged["anatomy_plausibility"].tolist() == [0.25, 0.75, 0.25]
+    # Fisher, 4 degrees of freedom: sf(x) = exp(-x/2) (1 + x/2) at x = -2 ln(p): p (1 - ln p)
+    product = np.array([0.25 * 0.5, 0.75 * 0.2, 0.25 * 0.9])
+    np.testing.assert_allclose(merged["combined_plausibility"], product * (1 - np.log(product)))
+    assert combined_plausibility(np.array([0.0]), np.array([0.5])).tolist() == [0.0]
+    with pytest.raises(ValueError, match="lacks column\\(s\\) plausibility"):
+        add_anatomy_columns(manifest.drop(columns="plausibility"), ["a", "b", "c"], flags, [1.0])
     with pytest.raises(ValueError, match="no anatomy flags for 1 manifest image"):
         add_anatomy_columns(manifest, ["a", "b", "x"], flags, np.ones(3))
     assert tail_share(np.array([1.0, 2.0]), np.array([0.0, 2.0, 3.0])).tolist() == [1.0, 0.5, 0.0]
@@ -255,6 +263,24 @@ def test_landmark_features_give_a_frechet_distance_that_separates(
         f"{floor_rows['chi2_p'].iloc[-1]:.3f}, flipped {flipped_rows['chi2_p'].iloc[-1]:.3g}"
     )
     assert far > 5 * floor
+    write_atlas(
+        tmp_path / "atlas.h5",
+        atlas_from_images(images[first], [f"real{i}" for i in first]),
+    )
+    row = fidelity_row(  # evaluate's own FID path, its feature cache included
+        255 - images[second],
+        tmp_path / "atlas.h5",
+        extractor,
+        tmp_path / "cache",
+        synthetic_name="inverted half",
+        kid_subsets=10,
+        kid_subset_size=20,
+        kid_seed=0,
+        nearest_k=5,
+        batch_size=32,
+    )
+    assert row.fid == pytest.approx(far, rel=1e-6)
+    assert row.extractor == extractor.description
     table = write_fidelity_table(
         {
             ("real vs real", None): floor_rows,
@@ -315,7 +341,7 @@ def test_anatomical_and_plausibility_screens_on_corrupted_phantoms(
         return {
             "anatomy": 1 - anatomical,
             "plausibility": 1 - audit,
-            "combined": 1 - np.minimum(anatomical, audit),
+            "combined": 1 - combined_plausibility(anatomical, audit),
         }
 
     assert len(facing) == 40

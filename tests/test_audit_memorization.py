@@ -32,7 +32,7 @@ from radsynth.audit.encoders import (
 )
 from radsynth.audit.image_sets import load_synthetic_with_ids
 from radsynth.audit.memorization import memorization_audit
-from radsynth.audit.neighbours import nearest_real, top_pairs
+from radsynth.audit.neighbours import nearest_real, rounding_margin, top_pairs
 from radsynth.audit.patch_distance import FLAG_THRESHOLDS, patch_distance, patch_distances
 from radsynth.cli import main
 from radsynth.core.features import (
@@ -275,6 +275,65 @@ def test_nearest_real_equals_the_argmax_of_the_full_matrix(chunk_size):
 def test_bad_embeddings_fail_naming_what_is_wrong(real, synthetic, k, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         top_pairs(real, synthetic, k=k, chunk_size=2)
+
+
+def test_non_finite_rows_are_counted_within_their_chunk():
+    synthetic = np.ones((7, 3))
+    synthetic[4, 1], synthetic[5, 0] = np.inf, np.nan
+    with pytest.raises(
+        ValueError,
+        match=r"^synthetic embedding row 4 holds a non-finite value \(2 such row\(s\) in rows "
+        r"4\.\.6\)$",
+    ):
+        top_pairs(np.ones((2, 3)), synthetic, k=1, chunk_size=4)
+    with pytest.raises(
+        ValueError,
+        match=r"^real embedding row 5 is a zero vector: its cosine similarity is undefined$",
+    ):
+        nearest_real(np.ones((7, 3)) * (np.arange(7) != 5)[:, None], np.ones((2, 3)), chunk_size=4)
+
+
+def test_search_parameters_and_embedding_shapes_are_checked():
+    with pytest.raises(ValueError, match=r"^chunk_size must be at least 1, got 0$"):
+        top_pairs(np.ones((2, 3)), np.ones((2, 3)), k=1, chunk_size=0)
+    with pytest.raises(
+        ValueError,
+        match=re.escape("real embeddings must be a non-empty 2-D array (N, D), got shape (2, 0)"),
+    ):
+        nearest_real(np.ones((2, 0)), np.ones((2, 3)), chunk_size=1)
+    with pytest.raises(ValueError, match=r"^synthetic embeddings must be numeric, got bool$"):
+        nearest_real(np.ones((2, 3)), np.ones((2, 3), bool), chunk_size=1)
+
+
+def test_rows_beyond_the_float32_square_range_are_still_directions():
+    """1e30 squared overflows float32 but not float64: the row is the direction (1, 2, 2) / 3."""
+    real = np.array([[1.0, 2.0, 2.0], [2.0, -1.0, 0.0]])
+    synthetic = np.array([[1e30, 2e30, 2e30]], dtype=np.float32)
+    found = top_pairs(real, synthetic, k=1, chunk_size=1)
+    assert found["real_index"].tolist() == [0]
+    np.testing.assert_allclose(found["similarity"], [1.0], atol=1e-6)
+    index, similarity = nearest_real(real, synthetic, chunk_size=1)
+    assert index.tolist() == [0]
+    np.testing.assert_allclose(similarity, [1.0], atol=1e-6)
+
+
+def test_integer_embeddings_are_accepted():
+    found = top_pairs(np.array([[3, 4], [4, -3]]), np.array([[6, 8]]), k=2, chunk_size=1)
+    assert found["real_index"].tolist() == [0, 1]
+    np.testing.assert_allclose(found["similarity"], [1.0, 0.0], atol=1e-7)
+
+
+def test_nearest_real_takes_the_lowest_real_index_on_ties():
+    real = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 2.0], [1.0, 0.0]])
+    index, similarity = nearest_real(real, np.array([[3.0, 3.0], [0.0, 5.0]]), chunk_size=1)
+    assert index.tolist() == [1, 0]
+    np.testing.assert_allclose(similarity, [1.0, 1.0], atol=1e-7)
+
+
+def test_rounding_margin_is_twice_the_float32_dot_product_error_bound():
+    """gamma_D = D u / (1 - D u) with u = 2^-24: D = 64 gives 2^-18 / (1 - 2^-18), doubled."""
+    assert rounding_margin(64) == pytest.approx(2 * 2.0**-18 / (1 - 2.0**-18), rel=1e-12)
+    assert rounding_margin(64) == pytest.approx(7.629423635e-06, rel=1e-9)
 
 
 def test_imagededup_find_duplicates_agrees_on_the_best_pair():

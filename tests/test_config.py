@@ -482,6 +482,19 @@ def set_key(config: dict, dotted: str, value: object) -> dict:
         ("turing.example_quartet", 7, "turing.example_quartet 7 is beyond turing.n_quartets 6"),
         ("turing.n_quartets", 0, "turing.example_quartet 1 is beyond turing.n_quartets 0"),
         (
+            "turing.n_quartets",
+            13,
+            "turing.n_quartets 13 is more than sampling.sets.initial.n_images 12 "
+            "(turing.sample_set 'initial'): each quartet takes one image of that set per selected "
+            "checkpoint",
+        ),
+        (
+            "data.demo.n_images",
+            5,
+            "turing.n_quartets 6 is more than data.demo.n_images 5: each quartet takes one real "
+            "atlas image",
+        ),
+        (
             "evaluate.every_steps",
             30,
             "evaluate.every_steps 30 is not a multiple of training.checkpoint_every 20",

@@ -28,7 +28,14 @@ from radsynth.data.atlas import load_atlas
 from radsynth.data.csxa import KEYPOINT_LABELS
 from radsynth.data.image_reading import UnreadableImage, read_radiograph
 from radsynth.data.labelme import AnnotationError, read_labelme
-from radsynth.data.negatives import NegativeDetection, is_negative, negative_score
+from radsynth.data.negatives import (
+    NegativeDetection,
+    _flat_run,
+    _side_and_centre_strips,
+    _trim_flat_borders,
+    is_negative,
+    negative_score,
+)
 from radsynth.data.preprocess import (
     TooManyRejected,
     annotation_for,
@@ -236,6 +243,91 @@ def test_detection_settings_are_validated():
         ValueError, match=r"negative_detection.side_fraction 0.6 is not in \[0.001, 0.4\]"
     ):
         NegativeDetection(**{**DETECTION.__dict__, "side_fraction": 0.6})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("analysis_size", 8, "negative_detection.analysis_size 8 is below 16 px"),
+        (
+            "max_trim_fraction",
+            0.5,
+            r"negative_detection.max_trim_fraction 0.5 is not in \[0, 0.4\]",
+        ),
+        ("centre_fraction", 1.5, r"negative_detection.centre_fraction 1.5 is not in \[0.001, 1\]"),
+        (
+            "row_margin_fraction",
+            0.5,
+            r"negative_detection.row_margin_fraction 0.5 is not in \[0, 0.4\]",
+        ),
+    ],
+)
+def test_detection_settings_out_of_range_are_named(name, value, message):
+    with pytest.raises(ValueError, match=message):
+        NegativeDetection(**{**DETECTION.__dict__, name: value})
+
+
+def test_detection_settings_at_their_bounds_are_accepted():
+    upper = {"max_trim_fraction": 0.4, "side_fraction": 0.4, "row_margin_fraction": 0.4}
+    NegativeDetection(**{**DETECTION.__dict__, **upper, "centre_fraction": 1.0})
+    NegativeDetection(**{**DETECTION.__dict__, "analysis_size": 16, "side_fraction": 1e-3})
+
+
+def test_flat_run_counts_leading_spreads_at_or_below_tolerance_up_to_limit():
+    assert _flat_run(np.array([0.0, 0.25, 0.5, 0.75, 0.0]), 0.25, 4) == 2  # 0.25 is flat
+    assert _flat_run(np.array([0.5, 0.0]), 0.25, 2) == 0
+    assert _flat_run(np.array([0.0, 0.0, 0.0, 1.0]), 0.25, 2) == 2  # capped at the limit
+    assert _flat_run(np.array([0.0, 0.0]), 0.25, 2) == 2
+
+
+def banded(height: int, width: int, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    """A textured image (every row and column spans > 0.5) inside flat bands of 0.9."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    image = ((3 * ys + 7 * xs) % 11) / 10.0
+    image[:top], image[height - bottom :] = 0.9, 0.9
+    image[:, :left], image[:, width - right :] = 0.9, 0.9
+    return image
+
+
+def test_flat_borders_are_trimmed_per_side_up_to_the_limit():
+    image = banded(20, 10, top=2, bottom=3, left=1, right=2)
+    # limits: int(0.25 * 20) = 5 rows and int(0.25 * 10) = 2 columns per side
+    assert np.array_equal(_trim_flat_borders(image, 0.02, 0.25), image[2:17, 1:8])
+    wide = banded(20, 10, top=7, bottom=6, left=3, right=4)
+    assert np.array_equal(_trim_flat_borders(wide, 0.02, 0.25), wide[5:15, 2:8])
+
+
+def test_flat_means_the_central_90_percent_spans_at_most_the_tolerance():
+    """np.percentile's linear interpolation over 10 values: the 5th percentile sits 0.45 of the
+    way from the lowest to the next, the 95th 0.55 of the way from the 9th to the highest."""
+    low_outlier = np.ones((10, 10))
+    low_outlier[0, 0] = 0.0  # row 0 and column 0 span 1 - 0.45 = 0.55
+    high_outlier = np.zeros((10, 10))
+    high_outlier[0, 0] = 1.0  # row 0 and column 0 span 0.55 - 0 = 0.55
+    for image in (low_outlier, high_outlier):
+        # the flat last row and column go either way (limit int(0.1 * 10) = 1 per side)
+        assert np.array_equal(_trim_flat_borders(image, 0.5, 0.1), image[:9, :9])  # 0.55 > 0.5
+        assert np.array_equal(_trim_flat_borders(image, 0.6, 0.1), image[1:9, 1:9])
+
+
+def test_side_strips_and_centre_column_over_the_middle_rows():
+    image = np.arange(100.0).reshape(10, 10)  # pixel (r, c) holds 10 r + c
+    sides, column = _side_and_centre_strips(image, 0.1, 0.4, 0.2)
+    middle = range(2, 8)  # int(0.2 * 10) = 2 rows left out at the top and the bottom
+    assert sides.tolist() == [10 * r for r in middle] + [10 * r + 9 for r in middle]
+    assert column.tolist() == [[10 * r + c for c in range(3, 7)] for r in middle]
+    sides, column = _side_and_centre_strips(image, 0.2, 0.1, 0.0)
+    assert sides.tolist() == [10 * r + c for r in range(10) for c in (0, 1)] + [
+        10 * r + c for r in range(10) for c in (8, 9)
+    ]
+    assert column.tolist() == [[10 * r + 4] for r in range(10)]
+
+
+def test_negative_score_averages_in_double_precision():
+    image = np.random.default_rng(0).random((16, 16)).astype(np.float32)
+    sides = np.concatenate([image[:, :4].ravel(), image[:, 12:].ravel()]).astype(np.float64)
+    centre = image[:, 6:10].astype(np.float64)
+    assert negative_score(image, boundary_detection(0.0)) == sides.mean() - centre.mean()
 
 
 # ----------------------------------------------------------------------------- LabelMe

@@ -179,26 +179,54 @@ def test_nearest_real_csv_without_its_columns_or_with_a_repeated_image_is_refuse
 
 def test_the_record_names_the_closest_and_most_similar_of_several_images(real_images, tmp_path):
     """Ids that look like numbers (and one that reads as missing, "NA") stay text. Candidate "NA"
-    has 4 pixels of one patch raised by 51 (distance sqrt(4 x 0.2^2 / 16) = 0.1), candidate "007"
-    a whole patch (0.2); the most similar by the encoder is "007"."""
+    has 3 pixels of one patch raised by 51 (distance sqrt(3 x 0.2^2 / 16) = 0.0866025, recorded
+    to 6 decimals), candidate "007" a whole patch (0.2); the most similar by the encoder is
+    "007"."""
     atlas = tmp_path / "atlas.h5"
     write_atlas(atlas, atlas_from_images(real_images, ["0101", "0102", "0103"]))
     closer, farther = real_images[0].copy(), real_images[1].copy()
-    closer[:2, :2] += 51
+    closer[0, :3] += 51
     farther[4:8, 4:8] += 51
-    csv = nearest_real(tmp_path / "nearest.csv", [("NA", "0101", 0.80), ("007", "0102", 0.95)])
+    csv = nearest_real(
+        tmp_path / "nearest.csv", [("NA", "0101", 0.80), ("007", "0102", 0.9512345678)]
+    )
     record = gate(
         [Candidate("007", "007.png", farther), Candidate("NA", "NA.png", closer)], atlas, csv
     )
-    assert record["n_checked"] == 2
-    assert record["min_patch_distance"] == pytest.approx(0.1, abs=1e-6)
-    assert (record["min_patch_distance_image_id"], record["min_patch_distance_real_id"]) == (
-        "NA",
-        "0101",
-    )
-    assert record["max_similarity"] == pytest.approx(0.95)
-    assert (record["max_similarity_image_id"], record["max_similarity_real_id"]) == ("007", "0102")
-    assert record["atlas_file"] == "atlas.h5" and record["nearest_real_file"] == "nearest.csv"
-    assert record["atlas_sha256"] == hashlib.sha256(atlas.read_bytes()).hexdigest()
-    assert record["near_duplicate_patch_distance"] == THRESHOLD
-    assert record["identical_matches"] == 0
+    assert record == {
+        "passed": True,
+        "n_checked": 2,
+        "n_real_images": 3,
+        "atlas_file": "atlas.h5",
+        "atlas_sha256": hashlib.sha256(atlas.read_bytes()).hexdigest(),
+        "identical_rule": "SHA-256 of each packaged image's pixels looked up among the real "
+        "images as stored and mirrored left-right",
+        "identical_matches": 0,
+        "near_duplicate_rule": "fail where the patch distance to the nearest real image (as "
+        "stored or mirrored, the smaller) is at or below the threshold",
+        "near_duplicate_patch_distance": THRESHOLD,
+        "min_patch_distance": 0.086603,
+        "min_patch_distance_image_id": "NA",
+        "min_patch_distance_real_id": "0101",
+        "nearest_real_file": "nearest.csv",
+        "nearest_real_encoder": "planted by the test",
+        "max_similarity": 0.951235,
+        "max_similarity_image_id": "007",
+        "max_similarity_real_id": "0102",
+    }
+
+
+def test_a_copy_of_a_mirror_symmetric_real_image_is_named_as_stored(tmp_path):
+    """Stored and mirrored are the same image: the tie goes to "as stored"."""
+    half = np.random.default_rng(3).integers(0, 200, (16, 8), dtype=np.uint8)
+    symmetric = np.hstack([half, half[:, ::-1]])
+    atlas = tmp_path / "atlas.h5"
+    write_atlas(atlas, atlas_from_images(symmetric[None], ["0000201.png"]))
+    copy = symmetric.copy()
+    copy[3, 3] += 34
+    csv = nearest_real(tmp_path / "nearest_real.csv", [("s5", "0000201.png", 0.99)])
+    with pytest.raises(
+        PrivacyGateError,
+        match=r"patch distance 0\.0333 <= 0\.05 to real image 0000201\.png as stored$",
+    ):
+        gate([Candidate("s5", "s5.png", copy)], atlas, csv)

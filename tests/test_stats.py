@@ -95,6 +95,7 @@ def null_se_fleiss_nee_landis(table: np.ndarray) -> float:
 
 def test_fleiss_1971_worked_example() -> None:
     kappa = fleiss_kappa(pd.DataFrame(FLEISS_1971_TABLE_1), label="Fleiss 1971")
+    assert kappa.label == "Fleiss 1971"
     assert round(kappa.kappa, 3) == 0.430
     assert kappa.kappa == pytest.approx(sm_fleiss_kappa(FLEISS_1971_TABLE_1), rel=1e-12)
     assert (kappa.n_subjects, kappa.n_raters, kappa.n_categories) == (30, 6, 5)
@@ -195,6 +196,14 @@ def test_statistics_match_python_references() -> None:
         ratings = simulate_ratings(key, n_raters=8, seed=seed, p_identify=0.29, mean_ratings=MEANS)
         results = turing_statistics(ratings, key, simulated=True)
         check_against_python(results, ratings, key)
+        assert (results.n_raters, results.n_quartets) == (8, 50)
+        assert results.r_version.startswith("R version 4.")
+        assert results.kappa_position.label == (
+            "Fleiss' kappa, identification task (category: chosen position 1-4; subjects: quartets)"
+        )
+        assert results.kappa_correct.label == (
+            "Fleiss' kappa, identification correct vs incorrect (subjects: quartets)"
+        )
         methods |= {t.method for t in results.tests}
         assert [t.group for t in results.tests] == ["ckpt034", "ckpt040", "ckpt080"]
     # both of R's branches were compared with scipy: exact (no ties) and normal approximation
@@ -289,6 +298,7 @@ def test_run_stats_from_files_expert_labels(tmp_path: Path) -> None:
         simulated=False,
         provenance=PROVENANCE,
     )
+    assert results.simulated is False
     direct = turing_statistics(ratings.drop_duplicates(), key, simulated=False)
     assert results.identification == direct.identification and results.tests == direct.tests
     ident = results.identification
@@ -446,3 +456,244 @@ def test_starting_r_leaves_child_pythons_their_own_libpython() -> None:
     fleiss_kappa(pd.DataFrame([[2, 0], [1, 1]]), label="warm-up")
     assert os.environ.get("LD_LIBRARY_PATH") == before
     subprocess.run([sys.executable, "-c", "import ssl"], check=True, timeout=60)
+
+
+def hand_results(*, simulated: bool) -> stats.TuringResults:
+    """Results written by hand (no R), so every output line below can be written by hand too."""
+    inf = math.inf
+
+    def test(group, digits, v, p, holm, method, exact, warnings=""):
+        return stats.SignedRankTest(
+            "real", group, 4, 4, digits, v, p, holm, method, exact, not exact, warnings
+        )
+
+    exact, approx = "Wilcoxon signed rank exact test", "Wilcoxon signed rank test"
+    return stats.TuringResults(
+        simulated=simulated,
+        n_raters=4,
+        n_quartets=5,
+        identification=stats.Identification(
+            7, 20, 0.35, 0.15391, 0.59219, 0.95, 0.25, 0.3828, "Exact binomial test"
+        ),
+        kappa_position=stats.Kappa(
+            stats.KAPPA_POSITION_LABEL, 0.1234, 0.0456, 2.706, 0.0068, 5, 4, 4, 0.4, 0.3
+        ),
+        kappa_correct=stats.Kappa(
+            stats.KAPPA_CORRECT_LABEL, -0.05, 0.1, -0.5, 0.6171, 5, 4, 2, 0.5, 0.52
+        ),
+        per_rater_means=pd.DataFrame(
+            {"rater": ["a", "a"], "group": ["real", "ckpt034"], "mean_rating": [3.5, 3.0]}
+        ),
+        group_means={"real": 3.3, "ckpt034": 3.2, "ckpt040": 3.25},
+        tests=(
+            test("ckpt034", inf, 9.0, 0.001, 0.002, exact, True),
+            test("ckpt040", inf, 5.5, 0.0004, 0.0008, exact, True),
+        ),
+        sensitivity_tests=(
+            test("ckpt034", 7.0, 9.0, 0.125, 0.25, approx, False, "cannot compute exact p-value"),
+            test("ckpt040", 7.0, 5.5, math.nan, math.nan, approx, False),
+        ),
+        settings={"reference_group": "real", "conf_level": 0.95, "sensitivity_digits_rank": 7.0},
+        r_version="R version 4.4.2 (2024-10-31)",
+    )
+
+
+REASON_AT_7 = (
+    "The primary analysis ranks the per-rater mean differences as R does by default "
+    "(digits.rank = Inf), as the paper's R 4.4.2 run did. Per-rater means are ratios such as "
+    "166/50 and 161/50, so differences equal on paper (3.32 - 3.22 and 3.42 - 3.32) may differ "
+    "in floating point and then are not counted as ties under Inf, which changes their ranks "
+    "and can turn R's tie-corrected normal approximation into its exact test. The sensitivity "
+    "analysis rounds the differences to 7 significant digits before ranking, so such "
+    "differences count as ties."
+)
+EXPERT_MARKDOWN = "\n".join(
+    [
+        "# Clinical Turing test results",
+        "",
+        "4 raters x 5 quartets (1 real + 1 image per checkpoint).",
+        "",
+        "| Measure | Value |",
+        "|---|---|",
+        "| Identification accuracy | 35.0% (7/20 trials) |",
+        "| 95% CI, exact binomial | 15.4% to 59.2% |",
+        "| Exact binomial test vs chance 25.0%, two-sided | p = 0.383 |",
+        "| Fleiss' kappa, identification task (category: chosen position 1-4; subjects: "
+        "quartets) | 0.123 (SE0 0.046, z = 2.71, p = 0.007) |",
+        "| Fleiss' kappa, identification correct vs incorrect (subjects: quartets) "
+        "| -0.050 (SE0 0.100, z = -0.50, p = 0.617) |",
+        "",
+        "Trials are pooled over raters as in the paper. SE0: standard error of kappa under no "
+        "agreement (Fleiss, Nee & Landis 1979); its p-value is the two-sided z-test of kappa = 0.",
+        "",
+        "Realism ratings (1 = unrealistic, 4 = fully realistic); paired two-sided Wilcoxon "
+        "signed-rank tests.",
+        "",
+        "| Group | Mean rating (mean of 4 per-rater means) | Wilcoxon p vs real | Holm-adjusted p "
+        "| sensitivity: digits.rank = 7: Wilcoxon p "
+        "| sensitivity: digits.rank = 7: Holm-adjusted p |",
+        "|---|---|---|---|---|---|",
+        "| real | 3.300 | - | - | - | - |",
+        "| ckpt034 | 3.200 | 0.001 | 0.002 | 0.125 | 0.250 |",
+        "| ckpt040 | 3.250 | < 0.001 | < 0.001 | NA | NA |",
+        "",
+        f"Why the sensitivity: digits.rank = 7 columns exist: {REASON_AT_7}",
+        "",
+        "How R computed the tests:",
+        "",
+        "- ckpt034, primary (digits.rank = Inf): Wilcoxon signed rank exact test, V = 9, "
+        "4 of 4 differences non-zero",
+        "- ckpt034, sensitivity (digits.rank = 7): Wilcoxon signed rank test, V = 9, "
+        "4 of 4 differences non-zero; R warned: cannot compute exact p-value",
+        "- ckpt040, primary (digits.rank = Inf): Wilcoxon signed rank exact test, V = 5.5, "
+        "4 of 4 differences non-zero",
+        "- ckpt040, sensitivity (digits.rank = 7): Wilcoxon signed rank test, V = 5.5, "
+        "4 of 4 differences non-zero",
+        "- R version 4.4.2 (2024-10-31).",
+        "",
+        "Provenance:",
+        "",
+        "- code_revision: test",
+        "- config_hash: none",
+        "",
+    ]
+)
+
+
+def test_results_markdown_line_by_line() -> None:
+    assert stats.results_markdown(hand_results(simulated=False), PROVENANCE) == EXPERT_MARKDOWN
+    banner = "> **SIMULATED RATINGS - NOT EXPERT DATA: these numbers only exercise the pipeline**"
+    simulated = EXPERT_MARKDOWN.replace(
+        "# Clinical Turing test results\n\n",
+        f"# Clinical Turing test results (SIMULATED)\n\n{banner}\n\n",
+    )
+    assert stats.results_markdown(hand_results(simulated=True), PROVENANCE) == (
+        f"{simulated}\n{banner}\n"
+    )
+
+
+def test_outputs_refuse_primary_and_sensitivity_tests_that_do_not_pair_up() -> None:
+    results = hand_results(simulated=False)
+    unpaired = stats.TuringResults(
+        **{**results.__dict__, "sensitivity_tests": results.sensitivity_tests[:1]}
+    )
+    with pytest.raises(ValueError, match="zip"):
+        stats.results_markdown(unpaired, PROVENANCE)
+    twice = stats.TuringResults(**{**results.__dict__, "tests": results.tests[:1] * 2})
+    with pytest.raises(pd.errors.MergeError):
+        stats.tests_frame(twice)
+
+
+def test_statistics_json_exactly(tmp_path: Path) -> None:
+    results = hand_results(simulated=False)
+    write_results(results, tmp_path, provenance=PROVENANCE)
+
+    def test(group, digits, v, p, holm, method, exact, warnings=""):
+        names = ["reference", "group", "n_pairs", "n_nonzero", "digits_rank", "statistic_v"]
+        names += ["p_value", "p_holm", "method", "exact", "continuity_correction", "warnings"]
+        values = ["real", group, 4, 4, digits, v, p, holm, method, exact, not exact, warnings]
+        return dict(zip(names, values))
+
+    exact, approx = "Wilcoxon signed rank exact test", "Wilcoxon signed rank test"
+    kappa_names = ["label", "kappa", "se0", "z", "p_value", "n_subjects", "n_raters"]
+    kappa_names += ["n_categories", "p_observed", "p_expected"]
+    expected = {
+        "label": "Expert ratings",
+        "simulated": False,
+        "n_raters": 4,
+        "n_quartets": 5,
+        "identification": {
+            "n_correct": 7,
+            "n_trials": 20,
+            "accuracy": 0.35,
+            "ci_low": 0.15391,
+            "ci_high": 0.59219,
+            "conf_level": 0.95,
+            "chance": 0.25,
+            "p_value": 0.3828,
+            "method": "Exact binomial test",
+        },
+        "kappa": {
+            "identification_position": dict(
+                zip(kappa_names, [stats.KAPPA_POSITION_LABEL, 0.1234, 0.0456, 2.706, 0.0068, 5])
+            )
+            | {"n_raters": 4, "n_categories": 4, "p_observed": 0.4, "p_expected": 0.3},
+        },
+        "group_means": {"real": 3.3, "ckpt034": 3.2, "ckpt040": 3.25},
+        "tests": [
+            test("ckpt034", "Inf", 9.0, 0.001, 0.002, exact, True),
+            test("ckpt040", "Inf", 5.5, 0.0004, 0.0008, exact, True),
+        ],
+        "sensitivity": {
+            "label": "sensitivity: digits.rank = 7",
+            "why": REASON_AT_7,
+            "tests": [
+                test(
+                    "ckpt034", 7.0, 9.0, 0.125, 0.25, approx, False, "cannot compute exact p-value"
+                ),
+                test("ckpt040", 7.0, 5.5, None, None, approx, False),
+            ],
+        },
+        "settings": {"reference_group": "real", "conf_level": 0.95, "sensitivity_digits_rank": 7.0},
+        "r_version": "R version 4.4.2 (2024-10-31)",
+        "provenance": PROVENANCE,
+    }
+    expected["kappa"]["identification_correct"] = dict(
+        zip(kappa_names, [stats.KAPPA_CORRECT_LABEL, -0.05, 0.1, -0.5, 0.6171, 5, 4, 2, 0.5, 0.52])
+    )
+    text = (tmp_path / "statistics.json").read_text()
+    assert json.loads(text) == expected
+    assert text == json.dumps(expected, indent=2) + "\n"
+
+
+def test_json_safe_spells_out_what_json_cannot_hold() -> None:
+    assert stats._json_safe({"p": [math.nan, math.inf, -math.inf, 0.5], "t": (1, "x")}) == {
+        "p": [None, "Inf", "-Inf", 0.5],
+        "t": [1, "x"],
+    }
+
+
+def test_two_raters_one_digit_and_a_position_nobody_chose() -> None:
+    """The smallest study the checks allow (2 raters, sensitivity digits.rank 1) runs; position 4,
+    never chosen, still counts as one of the kappa's 4 categories."""
+    key = key_frame(4)
+    rows = [
+        {"rater": rater, "quartet": q, "position": p, "chosen_real": int(p == 1 + (q + r) % 3)}
+        | {"rating": 1 + (p + q + r) % 4}
+        for r, rater in enumerate(["expert-1", "expert-2"])
+        for q in range(1, 5)
+        for p in range(1, 5)
+    ]
+    results = turing_statistics(pd.DataFrame(rows), key, sensitivity_digits_rank=1, simulated=False)
+    assert results.n_raters == 2
+    assert results.kappa_position.n_categories == 4
+    assert {t.digits_rank for t in results.sensitivity_tests} == {1.0}
+
+
+def test_run_stats_passes_its_settings_on(tmp_path: Path) -> None:
+    key = key_frame(50)
+    key.to_csv(tmp_path / "key.csv", index=False)
+    sums = {
+        "real": [160, 152, 148, 151],
+        "ckpt034": [150, 150, 150, 150],
+        "ckpt040": [155, 149, 147, 150],
+        "ckpt080": [151, 153, 140, 149],
+    }
+    ratings = ratings_with_sums(key, sums)
+    write_ratings_csv(ratings, tmp_path / "ratings" / "all.csv")
+    settings = {"reference_group": "ckpt080", "conf_level": 0.9, "sensitivity_digits_rank": 5.0}
+    results = run_stats(
+        tmp_path / "ratings",
+        tmp_path / "key.csv",
+        tmp_path / "out",
+        simulated=False,
+        provenance=PROVENANCE,
+        **settings,
+    )
+    assert results.settings == settings and results.identification.conf_level == 0.9
+    assert {t.digits_rank for t in results.sensitivity_tests} == {5.0}
+    assert [(t.reference, t.group) for t in results.tests] == [
+        ("ckpt080", "ckpt034"),
+        ("ckpt080", "ckpt040"),
+        ("ckpt080", "real"),
+    ]

@@ -13,10 +13,17 @@ Flags (each a column of `anatomy_flags`):
   show.
 
 `anatomy_score` orders images for review and ROC: the number of flags raised, ties broken by
-the lowest confidence (score = flags + min(1 - min confidence, 0.999), in [0, 4)). The anatomy
+the mean confidence (score = flags + min(1 - mean confidence, 0.999), in [0, 4)). The mean, not
+the lowest: alone, on 40 clean and 40 corrupted held-out demo phantoms at 32 px, it ranked
+corrupted above clean images better (ROC AUC 0.80 vs 0.71 for a flipped spine, 0.72 vs 0.61 for
+swapped vertebrae), where a geometry outlier distance (largest |x - median| / IQR over the
+measures) was near chance (0.49, 0.52). The anatomy
 plausibility is, like the audit's plausibility, the share of the real reference images that
-score at least as high: combined with the audit's by the minimum (an image suspicious to
-either screen is suspicious).
+score at least as high. The two combine by Fisher's method (`combined_plausibility`), which ranks
+by their product: on the corrupted phantoms it beat the minimum of the two (ROC AUC 0.81 vs 0.77
+for a flipped spine, 0.84 vs 0.82 for swapped vertebrae, equal on the others). Both screens see
+the same image, so the combined value orders images and sets a threshold's scale; it is not a
+calibrated p-value.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import chi2
 
 from radsynth.anatomy.fidelity import numeric_measures
 from radsynth.anatomy.geometry import BODY_LEVELS
@@ -36,12 +44,14 @@ LEVELS = ("C2", *BODY_LEVELS)
 #: Columns `add_anatomy_columns` adds to a screening manifest.
 ANATOMY_COLUMNS = (
     "anatomy_min_confidence",
+    "anatomy_mean_confidence",
     "anatomy_low_confidence",
     "anatomy_out_of_order",
     "anatomy_out_of_range",
     "anatomy_score",
     "anatomy_plausibility",
     "anatomy_reason",
+    "combined_plausibility",
 )
 
 
@@ -98,8 +108,8 @@ def anatomy_flags(
     min_confidence: float,
     labels: Sequence[str] = KEYPOINT_LABELS,
 ) -> pd.DataFrame:
-    """One row per image: the three flags, the lowest confidence, the score and a reason naming
-    what raised each flag (empty when none)."""
+    """One row per image: the three flags, the lowest and mean confidence, the score and a reason
+    naming what raised each flag (empty when none)."""
     confidence = np.asarray(confidence, np.float64)
     lowest = confidence.min(axis=1)
     weakest = confidence.argmin(axis=1)
@@ -126,13 +136,16 @@ def anatomy_flags(
     flags = pd.DataFrame(
         {
             "anatomy_min_confidence": lowest,
+            "anatomy_mean_confidence": confidence.mean(axis=1),
             "anatomy_low_confidence": lowest < min_confidence,
             "anatomy_out_of_order": np.array([bool(v) for v in order]),
             "anatomy_out_of_range": outside.any(axis=1).to_numpy(),
         }
     )
     raised = flags[["anatomy_low_confidence", "anatomy_out_of_order", "anatomy_out_of_range"]]
-    flags["anatomy_score"] = raised.sum(axis=1) + np.clip(1 - lowest, 0, 0.999)
+    flags["anatomy_score"] = raised.sum(axis=1) + np.clip(
+        1 - flags["anatomy_mean_confidence"], 0, 0.999
+    )
     flags["anatomy_reason"] = reasons
     return flags
 
@@ -145,15 +158,23 @@ def tail_share(reference_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return at_least / len(reference)
 
 
+def combined_plausibility(anatomy: np.ndarray, audit: np.ndarray) -> np.ndarray:
+    """Fisher's combination of the anatomy and the audit plausibilities: the chi-square (4
+    degrees of freedom) tail of -2 ln(product); 0 where either is 0."""
+    product = np.asarray(anatomy, np.float64) * np.asarray(audit, np.float64)
+    with np.errstate(divide="ignore"):
+        return chi2.sf(-2 * np.log(product), df=4)
+
+
 def add_anatomy_columns(
     manifest: pd.DataFrame,
     image_ids: Sequence[str],
     flags: pd.DataFrame,
     reference_scores: np.ndarray,
 ) -> pd.DataFrame:
-    """The screening manifest with `ANATOMY_COLUMNS` joined on image_id; `reference_scores` are
-    the real reference images' anatomy scores (for `anatomy_plausibility`). Every manifest row
-    must have flags."""
+    """The screening manifest (with its `plausibility` column) and `ANATOMY_COLUMNS` joined on
+    image_id; `reference_scores` are the real reference images' anatomy scores (for
+    `anatomy_plausibility`). Every manifest row must have flags."""
     if len(image_ids) != len(flags) or len(set(image_ids)) != len(image_ids):
         raise ValueError(
             f"{len(image_ids)} image ids for {len(flags)} flag rows; ids must be unique and one "
@@ -163,11 +184,16 @@ def add_anatomy_columns(
         image_id=list(image_ids),
         anatomy_plausibility=tail_share(reference_scores, flags["anatomy_score"]),
     )
+    absent = [c for c in ("image_id", "plausibility") if c not in manifest.columns]
+    if absent:
+        raise ValueError(f"the screening manifest lacks column(s) {', '.join(absent)}")
     missing = sorted(set(manifest["image_id"]) - set(image_ids))
     if missing:
         raise ValueError(
             f"no anatomy flags for {len(missing)} manifest image(s), e.g. {missing[:3]}"
         )
-    return manifest.merge(
-        columns[["image_id", *ANATOMY_COLUMNS]], on="image_id", how="left", validate="one_to_one"
+    merged = manifest.merge(columns, on="image_id", how="left", validate="one_to_one")
+    merged["combined_plausibility"] = combined_plausibility(
+        merged["anatomy_plausibility"], merged["plausibility"]
     )
+    return merged[[*manifest.columns, *ANATOMY_COLUMNS]]

@@ -174,6 +174,8 @@ def plot_utility(
     ax = figure.subplots()
     for synthetic, style, name in ((False, "o-", "real only"), (True, "s--", "real + synthetic")):
         rows = summary[summary["synthetic"] == synthetic].sort_values("real_fraction")
+        if rows.empty:
+            continue
         ax.errorbar(
             rows["real_fraction"] * 100,
             rows["mre_px_mean"],

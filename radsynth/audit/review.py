@@ -33,6 +33,7 @@ import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pandas as pd
@@ -43,14 +44,14 @@ from radsynth.audit.screening import MANIFEST_NAME, read_manifest
 from radsynth.core.atomic import atomic_output
 from radsynth.core.html import fill_template, page_fields, script_json
 from radsynth.core.images import png_bytes
+from radsynth.core.settings.audit import ReviewSort
 from radsynth.core.tables import read_table_provenance
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 #: Where the screening page's sprite sheets are streamed into its template ({{SHEETS}}).
 SHEETS_FIELD = "SHEETS"
 CONTENT_ID_HEX_DIGITS = 16
-#: Screening page orders: least plausible first (where implausible images gather), or manifest rows.
-SORTS = ("plausibility", "row")
+SORTS = get_args(ReviewSort)
 #: Reasons are picked with the number keys 1..9.
 MAX_REASONS = 9
 #: CSS px of a screening tile: the contact sheets' tile (1.9 in at 100 dpi); smaller images are

@@ -209,6 +209,25 @@ def _example_quartet(config: Mapping[str, Any]) -> Iterator[str]:
         yield f"turing.example_quartet {example} is beyond turing.n_quartets {n_quartets}"
 
 
+def _quartets_drawable(config: Mapping[str, Any]) -> Iterator[str]:
+    """Each quartet takes one image of the study's sample set per selected checkpoint (and one
+    real image): a set smaller than the quartet count fails only after training and sampling."""
+    turing, sets = config["turing"], config["sampling"]["sets"]
+    n_quartets, name = turing["n_quartets"], turing["sample_set"]
+    if name in sets and n_quartets > sets[name]["n_images"]:
+        yield (
+            f"turing.n_quartets {n_quartets} is more than sampling.sets.{name}.n_images "
+            f"{sets[name]['n_images']} (turing.sample_set {name!r}): each quartet takes one image "
+            "of that set per selected checkpoint"
+        )
+    demo = config["data"].get("demo") if config["data"]["source"] == "demo" else None
+    if demo and n_quartets > demo["n_images"]:
+        yield (
+            f"turing.n_quartets {n_quartets} is more than data.demo.n_images {demo['n_images']}: "
+            "each quartet takes one real atlas image"
+        )
+
+
 CROSS_KEY_CHECKS = (
     _image_size,
     _checkpoints_reached,
@@ -222,6 +241,7 @@ CROSS_KEY_CHECKS = (
     _source_section,
     _simulated_means,
     _example_quartet,
+    _quartets_drawable,
 )
 
 

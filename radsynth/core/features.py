@@ -31,6 +31,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ from torchmetrics.image.fid import NoTrainInceptionV3
 from tqdm import tqdm
 
 from radsynth.core.provenance import file_sha256
+from radsynth.core.settings.evaluate import ExtractorName
 
 #: Side of the square input of InceptionV3 (both FID Inceptions).
 INCEPTION_SIZE = 299
@@ -259,7 +261,7 @@ def random_cnn(*, seed: int = 0, num_features: int = 16, input_size: int = 32) -
 
 
 #: Extractor names in config (evaluate.extractor.name) and on the command line.
-EXTRACTORS = ("offline-inception", "fid-inception")
+EXTRACTORS = get_args(ExtractorName)
 
 
 def build_extractor(

@@ -4,11 +4,14 @@ frame (pixel-centre convention, as PIL resamples)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
 import numpy as np
 from PIL import Image
 
-RESIZE_MODES = ("resize", "letterbox")
+from radsynth.core.settings.data import ResizeMode
+
+RESIZE_MODES = get_args(ResizeMode)
 #: Background of a positive radiograph (air is black once negatives are inverted): letterbox
 #: padding.
 BACKGROUND = 0.0

@@ -12,6 +12,8 @@ from radsynth.core.settings.evaluate import WeightsFile
 
 #: The encoders `audit.memorization.encoder` may name (radsynth.audit.encoders).
 AuditEncoderName = Literal["vit", "offline-inception"]
+#: Screening page orders: least plausible first (where implausible images gather), or manifest rows.
+ReviewSort = Literal["plausibility", "row"]
 
 
 class ScreenSettings(ConfigModel):
@@ -50,7 +52,7 @@ class ScreenSection(ConfigModel):
 class ReviewSettings(ConfigModel):
     """`audit.review`: the offline review pages."""
 
-    sort: Literal["plausibility", "row"]
+    sort: ReviewSort
     reasons: ListOf[Annotated[str, Field(min_length=1)]] = Field(min_length=1, max_length=9)
     page_size: Count
 
