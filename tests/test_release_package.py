@@ -25,7 +25,7 @@ from PIL import Image
 from radsynth.core.settings.sample import Architecture
 from radsynth.core.tables import write_table
 from radsynth.data.atlas import atlas_from_images, load_atlas, write_atlas
-from radsynth.release.package import build_package
+from radsynth.release.package import build_package, kept_images
 from radsynth.release.privacy import PrivacyGateError
 from radsynth.sample.facing import new_classifier, save_classifier
 from radsynth.sample.gather import gather_checkpoint
@@ -602,3 +602,19 @@ def test_an_image_missing_from_nearest_real_fails_naming_it(inputs, tmp_path):
             tmp_path / "package",
             with_atlas(inputs, tmp_path, np.zeros((16, 16), np.uint8), nearest),
         )
+
+
+def test_an_empty_release_says_which_settings_let_images_through(tmp_path):
+    merged = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c"],
+            "final_decision": ["exclude"] * 3,
+            "decided_by": ["automated screen", "automated screen", "rater1"],
+        }
+    )
+    with pytest.raises(ValueError) as caught:
+        kept_images(merged, tmp_path / "merged.csv")
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'merged.csv'}: no image has final_decision 'include'")
+    assert "(2 of 3 excluded by the screen alone, the others by reviewers)" in message
+    assert "audit.screen.threshold" in message and "audit.reviews_folder" in message

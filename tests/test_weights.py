@@ -10,7 +10,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from radsynth.core.download import ArchiveVerificationError, ManualDownloadRequired
-from radsynth.evaluate.weights import fetch_weights
+from radsynth.evaluate.weights import fetch_weights, weights_sections
 
 WEIGHTS = bytes(range(251)) * 13  # 3,263 bytes: a stand-in for pt_inception-2015-12-05.pth
 WEIGHTS_SHA256 = hashlib.sha256(WEIGHTS).hexdigest()
@@ -126,3 +126,42 @@ def test_a_sha256_prefix_pin_accepts_the_file_and_refuses_other_bytes(served, tm
         ArchiveVerificationError, match="expected sha256-prefix:" + WEIGHTS_SHA256[:8]
     ):
         fetch(url, other, sha256=WEIGHTS_SHA256[:8], algorithm="sha256-prefix")
+
+
+def test_a_failed_download_names_the_offline_setting_of_each_section_that_needs_it(
+    served, tmp_path
+):
+    url, _, stop = served
+    stop()
+    with pytest.raises(ManualDownloadRequired) as info:
+        fetch_weights(
+            url,
+            tmp_path / "inception.pth",
+            checksum=f"sha256:{WEIGHTS_SHA256}",
+            landing_page=LANDING,
+            timeout_s=5,
+            max_attempts=1,
+            progress=False,
+            needed_by=["evaluate.extractor", "audit.memorization"],
+        )
+    lines = str(info.value).splitlines()
+    tail = lines[lines.index("Or do without this file: set") :]
+    assert tail[1].startswith("  evaluate.extractor.name: offline-inception (FID, KID and PRDC")
+    assert tail[2].startswith("  audit.memorization.encoder: offline-inception (the memorization")
+    assert len(tail) == 3
+
+
+def test_weights_sections_name_the_sections_that_need_each_file():
+    config = {
+        "evaluate": {"extractor": {"name": "fid-inception", "weights": {"filename": "a.pth"}}},
+        "audit": {"memorization": {"encoder": "vit", "weights": {"filename": "b.pth"}}},
+    }
+    assert weights_sections(config) == {
+        "a.pth": ["evaluate.extractor"],
+        "b.pth": ["audit.memorization"],
+    }
+    config["audit"]["memorization"]["weights"]["filename"] = "a.pth"
+    assert weights_sections(config) == {"a.pth": ["evaluate.extractor", "audit.memorization"]}
+    config["evaluate"]["extractor"]["name"] = "offline-inception"
+    config["audit"]["memorization"]["encoder"] = "offline-inception"
+    assert weights_sections(config) == {}

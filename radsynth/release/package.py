@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from radsynth.audit.screening import EXCLUDE, INCLUDE, counts_table
+from radsynth.audit.screening import AUTOMATED, EXCLUDE, INCLUDE, counts_table
 from radsynth.core.atomic import atomic_directory, write_json_atomic, write_text_atomic
 from radsynth.core.config import load_settings
 from radsynth.core.images import png_bytes
@@ -226,8 +226,14 @@ def kept_images(merged: pd.DataFrame, merged_csv: Path) -> pd.DataFrame:
     """The included rows with their path in the archives, in path order (the archives' order)."""
     kept = merged[merged["final_decision"] == INCLUDE]
     if kept.empty:
+        by_screen = int((merged["decided_by"] == AUTOMATED).sum())
         raise ValueError(
-            f"{merged_csv}: no image has final_decision {INCLUDE!r}; there is nothing to release"
+            f"{merged_csv}: no image has final_decision {INCLUDE!r} ({by_screen} of "
+            f"{len(merged)} excluded by the screen alone, the others by reviewers); there is "
+            "nothing to release. Lower audit.screen.threshold (the screen then proposes fewer "
+            "exclusions), or review the screening manifests (the review pages in "
+            "results/audit/review/screening/) and place the reviewed manifests in the reviews "
+            "folder (audit.reviews_folder): a person's decision wins over the screen"
         )
     paths = [
         f"images/{label.replace('/', '-')}/{image}.png"

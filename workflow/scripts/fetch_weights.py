@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from radsynth.core.logs import log_to
-from radsynth.evaluate.weights import fetch_weights
+from radsynth.evaluate.weights import fetch_weights, weights_sections
 
 with log_to(snakemake.log[0]):
     weights = snakemake.params.weights
@@ -10,4 +10,5 @@ with log_to(snakemake.log[0]):
         Path(snakemake.output[0]),
         checksum=weights["checksum"],
         landing_page=weights["landing_page"],
+        needed_by=weights_sections(snakemake.config)[snakemake.wildcards.weights_file],
     )
