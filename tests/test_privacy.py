@@ -133,25 +133,63 @@ def test_a_copy_exactly_at_the_threshold_fails(atlas, real_images, tmp_path):
 
 
 def test_every_problem_is_named_in_one_error(atlas, real_images, tmp_path):
-    """A wrong size, an image the audit never compared and one whose nearest real image is not in
-    the atlas: three problems, each naming its file, image and the table or atlas at fault."""
+    """A wrong size, an image whose nearest real image is not in the atlas, an image the audit
+    never compared and a near copy (one pixel of real image 2 raised by 34: 0.0333): four problems,
+    each naming its file, image and the table or atlas at fault, none hiding the next."""
     far = (255 - real_images[0])[::-1].copy()
+    near = real_images[1].copy()
+    near[8, 8] += 34
     csv = nearest_real(
-        tmp_path / "nearest_real.csv", [("s1", REAL_IDS[0], 0.5), ("s3", "0000999.png", 0.4)]
+        tmp_path / "nearest_real.csv",
+        [("s1", REAL_IDS[0], 0.5), ("s3", "0000999.png", 0.4), ("s4", REAL_IDS[1], 0.9)],
     )
     candidates = [
         Candidate("s1", "a/s1.png", np.zeros((8, 8), np.uint8)),
-        Candidate("s2", "a/s2.png", far),
         Candidate("s3", "a/s3.png", far),
+        Candidate("s2", "a/s2.png", far),
+        Candidate("s4", "a/s4.png", near),
     ]
     with pytest.raises(PrivacyGateError) as error:
         gate(candidates, atlas, csv)
     assert str(error.value) == (
-        "privacy gate: 3 problem(s) in 3 packaged images, nothing was written:\n"
+        "privacy gate: 4 problem(s) in 4 packaged images, nothing was written:\n"
         "  a/s1.png (s1): (8, 8) pixels, the atlas' images are (16, 16)\n"
+        f"  a/s3.png (s3): its nearest real image '0000999.png' ({csv}) is not in {atlas}\n"
         f"  a/s2.png (s2): not in {csv}, so never compared with the real images\n"
-        f"  a/s3.png (s3): its nearest real image '0000999.png' ({csv}) is not in {atlas}"
+        "  a/s4.png (s4): patch distance 0.0333 <= 0.05 to real image 0000102.png as stored"
     )
+
+
+def test_pixel_identical_copies_are_found_in_every_hash_block(tmp_path):
+    """An atlas of 600 images spans three blocks of 256: copies of its first image as stored and of
+    its last mirrored are both named (and, at distance 0, near copies too)."""
+    images = np.random.default_rng(1).integers(0, 256, (600, 16, 16), dtype=np.uint8)
+    names = [f"{i:07d}.png" for i in range(600)]
+    atlas = tmp_path / "atlas.h5"
+    write_atlas(atlas, atlas_from_images(images, names))
+    csv = nearest_real(
+        tmp_path / "nearest_real.csv", [("s1", names[0], 1.0), ("s2", names[599], 1.0)]
+    )
+    candidates = [
+        Candidate("s1", "s1.png", images[0].copy()),
+        Candidate("s2", "s2.png", images[599][:, ::-1].copy()),
+    ]
+    with pytest.raises(PrivacyGateError) as error:
+        gate(candidates, atlas, csv)
+    assert str(error.value).split("\n")[1:] == [
+        "  s1.png (s1): pixel-identical to real image 0000000.png as stored",
+        "  s1.png (s1): patch distance 0.0000 <= 0.05 to real image 0000000.png as stored",
+        "  s2.png (s2): pixel-identical to real image 0000599.png mirrored",
+        "  s2.png (s2): patch distance 0.0000 <= 0.05 to real image 0000599.png mirrored",
+    ]
+
+
+def test_an_image_id_that_reads_as_a_number_stays_text(atlas, real_images, tmp_path):
+    distinct = real_images[2].copy()
+    distinct[:4, :4] += 51
+    csv = nearest_real(tmp_path / "nearest_real.csv", [("0042", REAL_IDS[2], 0.9)])
+    record = gate([Candidate("0042", "0042.png", distinct)], atlas, csv)
+    assert record["min_patch_distance_image_id"] == "0042"
 
 
 def test_no_image_to_check_is_an_error(atlas, tmp_path):

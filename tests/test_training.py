@@ -667,6 +667,10 @@ def test_changed_atlas_or_manifest_trains_a_new_run_beside_the_old(
         assert "\n3,img003,train\n" in text
         manifest = tmp_path / "manifest.csv"
         manifest.write_text(text.replace("\n3,img003,train\n", "\n3,img003,val\n"))
+    # a folder a failed start left: its record, but no state (the job died before the first one)
+    failed_start = runs / "failed-start"
+    failed_start.mkdir()
+    (failed_start / "identity.json").write_text(json.dumps({"identity": "x", "inputs": {}}))
     taken = count_steps(monkeypatch)
     with caplog.at_level(logging.INFO, logger="radsynth.train.loop"):
         assert job((atlas, manifest), runs, tiny_config(num_steps=4), tmp_path / "new.json") == 0
@@ -681,6 +685,7 @@ def test_changed_atlas_or_manifest_trains_a_new_run_beside_the_old(
         if r.name == "radsynth.train.loop" and r.levelno == logging.INFO
     ]
     assert any("inputs changed" in m and str(old.run_dir) in m for m in messages), messages
+    assert not any(str(failed_start) in m for m in messages), messages
     old_inputs = json.loads((tmp_path / "old.json").read_text())["inputs"]
     new_inputs = json.loads((tmp_path / "new.json").read_text())["inputs"]
     assert (old_inputs["atlas_digest"] != new_inputs["atlas_digest"]) == (change == "atlas")

@@ -555,10 +555,11 @@ RUN_RECORD = "identity.json"
 
 
 def _previous_runs(run_dir: Path, inputs: RunInputs) -> list[str]:
-    """The other run folders beside `run_dir`, each with the inputs in which it differs."""
+    """The other run folders beside `run_dir` that trained (hold a complete state), each with the
+    inputs in which it differs; a folder a failed start left without any state is no run."""
     found = []
     for path in sorted(run_dir.parent.glob(f"*/{RUN_RECORD}")):
-        if path.parent != run_dir:
+        if path.parent != run_dir and reached_step(path.parent) > 0:
             differing = inputs.differing(read_json_object(path, "run record").get("inputs", {}))
             found.append(f"{path.parent} (other {', '.join(differing)})")
     return found
