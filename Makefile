@@ -36,7 +36,7 @@ demo: setup
 # Two workers, a test file each at a time (pytest-xdist): the end-to-end and SLURM files spend much
 # of their time waiting on subprocesses and the scheduler, so the other tests fill those gaps.
 test: setup
-	$(BIN)/python -m pytest -n $(CORES) --dist loadfile
+	$(BIN)/python -m pytest -n $(CORES) --dist loadfile --durations=20
 
 # The demo through a real one-node SLURM cluster and profiles/slurm (also part of `make test`).
 slurm-test: setup

@@ -97,6 +97,12 @@ def test_top_pairs_equals_a_full_matrix_search(chunk_size):
     found = top_pairs(real, synthetic, k=25, chunk_size=chunk_size)
     expected = brute_force_pairs(real, synthetic, 25)
     assert list(found.columns) == ["rank", "real_index", "synthetic_index", "similarity"]
+    assert found.dtypes.to_dict() == {
+        "rank": np.int64,
+        "real_index": np.int64,
+        "synthetic_index": np.int64,
+        "similarity": np.float32,
+    }
     assert found["rank"].tolist() == list(range(1, 26))
     np.testing.assert_array_equal(found["real_index"], expected["real_index"])
     np.testing.assert_array_equal(found["synthetic_index"], expected["synthetic_index"])
@@ -286,6 +292,13 @@ def test_non_finite_rows_are_counted_within_their_chunk():
         r"4\.\.6\)$",
     ):
         top_pairs(np.ones((2, 3)), synthetic, k=1, chunk_size=4)
+    synthetic[4] = 1.0
+    with pytest.raises(
+        ValueError,
+        match=r"^synthetic embedding row 5 holds a non-finite value \(1 such row\(s\) in rows "
+        r"4\.\.6\)$",
+    ):
+        nearest_real(np.ones((2, 3)), synthetic, chunk_size=4)
     with pytest.raises(
         ValueError,
         match=r"^real embedding row 5 is a zero vector: its cosine similarity is undefined$",

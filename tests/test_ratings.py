@@ -14,8 +14,10 @@ from radsynth.turing.ratings import (
     RatingsError,
     load_key,
     load_ratings,
+    ratings_folder,
     require_simulated_flag,
     simulate_ratings,
+    with_groups,
     write_ratings_csv,
 )
 
@@ -129,6 +131,7 @@ def test_load_ratings_concatenates_files_sorted(tmp_path: Path, key: pd.DataFram
     assert ratings.loc[ratings["rater"] == "B", "rating"].eq(4).all()
     assert ratings.groupby("rater")["chosen_real"].sum().to_dict() == {"A": 3, "B": 3}
     assert ratings.dtypes.astype(str).to_dict()["rating"] == "int64"
+    assert ratings.index.tolist() == list(range(24))
 
 
 def test_row_value_errors_name_file_and_row(tmp_path: Path, key: pd.DataFrame) -> None:
@@ -200,7 +203,9 @@ def test_all_problems_reported_together(tmp_path: Path, key: pd.DataFrame) -> No
     with pytest.raises(RatingsError) as caught:
         load_ratings(tmp_path / "r", key)
     assert len(caught.value.problems) == 2
-    assert str(caught.value).startswith("2 problem(s) in the Turing test input:\n")
+    assert str(caught.value) == "2 problem(s) in the Turing test input:\n" + "\n".join(
+        caught.value.problems
+    )
     assert "rater B is missing quartet(s) 2, 3" in str(caught.value)
 
 
@@ -285,6 +290,9 @@ def test_simulated_ratings_are_valid_and_flagged(tmp_path: Path, key: pd.DataFra
         "simulated-04",
     ]
     write_ratings_csv(ratings, tmp_path / "r" / "sim.csv")
+    header, first = (tmp_path / "r" / "sim.csv").read_text().splitlines()[:2]
+    assert header == "rater,quartet,position,chosen_real,rating"
+    assert first.startswith("simulated-01,1,1,")
     reloaded = load_ratings(tmp_path / "r", key)
     pd.testing.assert_frame_equal(
         reloaded,
@@ -378,4 +386,195 @@ def test_a_position_beyond_the_study_is_an_error(tmp_path: Path) -> None:
     assert problems_of(folder, key) == [
         f"{folder / 'a.csv'}: data row 3: quartet 1 position 3 is not in the answer key",
         f"{folder / 'a.csv'}: data row 6: quartet 2 position 3 is not in the answer key",
+    ]
+
+
+def test_load_key_strips_parses_and_sorts(tmp_path: Path) -> None:
+    rows = key_frame(2).astype(str).iloc[::-1]  # last quartet and position first
+    rows["quartet"] = " +" + rows["quartet"] + " "
+    rows["group"] = " " + rows["group"]
+    path = tmp_path / "key.csv"
+    rows.to_csv(path, index=False)
+    key = load_key(path)
+    assert key["quartet"].tolist() == [1, 1, 1, 1, 2, 2, 2, 2]
+    assert key["position"].tolist() == [1, 2, 3, 4] * 2
+    assert key["group"].tolist()[:4] == ["real", "ckpt034", "ckpt040", "ckpt080"]
+
+
+def test_load_key_row_errors_name_the_row(tmp_path: Path) -> None:
+    rows = key_frame(2).astype(str)
+    rows.loc[0, "quartet"] = "one"
+    rows.loc[1, "quartet"] = "0"
+    rows.loc[2, "position"] = "2.5"
+    rows.loc[3, "group"] = " "
+    rows.loc[4, "image"] = ""
+    path = tmp_path / "key.csv"
+    rows.to_csv(path, index=False)
+    with pytest.raises(RatingsError) as caught:
+        load_key(path)
+    assert caught.value.problems == [
+        f"{path}: data row 1: quartet 'one' is not a positive integer",
+        f"{path}: data row 2: quartet '0' is not a positive integer",
+        f"{path}: data row 3: position '2.5' is not a positive integer",
+        f"{path}: data row 4: group is empty",
+        f"{path}: data row 5: image is empty",
+    ]
+
+
+def test_unparsable_ids_blank_lines_and_na_text_name_their_rows(
+    tmp_path: Path, key: pd.DataFrame
+) -> None:
+    """A blank line counts as a data row (row numbers match the file); "NA" is text, not missing."""
+    header = "rater,quartet,position,chosen_real,rating"
+    lines = [f"A,{q},{p},{int(p == 1)},3" for q in (1, 2, 3) for p in (1, 2, 3, 4)]
+    lines[1] = "A,two,2,0,3"
+    lines[2] = "A,1,x3,0,3"
+    lines[3] = "A,1,4,0,NA"
+    folder = tmp_path / "r"
+    folder.mkdir()
+    path = folder / "a.csv"
+    path.write_text("\n".join([header, lines[0], "", *lines[1:]]) + "\n")
+    problems = problems_of(folder, key)
+    assert f"{path}: data row 2: rater is empty" in problems
+    assert f"{path}: data row 3: quartet 'two' is not an integer" in problems
+    assert f"{path}: data row 4: position 'x3' is not an integer" in problems
+    assert f"{path}: data row 5: rating 'NA' is not an integer from 1 to 4" in problems
+
+
+def test_ratings_accept_signs_and_spaces_around_integers(tmp_path: Path, key: pd.DataFrame) -> None:
+    rows = rater_rows(" A ")
+    for row in rows:
+        row["rating"] = f" +{row['rating']} "
+    write_rows(tmp_path / "r" / "a.csv", rows)
+    ratings = load_ratings(tmp_path / "r", key)
+    assert ratings["rater"].eq("A").all() and ratings["rating"].eq(3).all()
+
+
+def test_ratings_folder_is_the_one_folder_of_the_input(tmp_path: Path) -> None:
+    (tmp_path / "r").mkdir()
+    assert ratings_folder(str(tmp_path / "r")) == tmp_path / "r"
+    assert ratings_folder([str(tmp_path / "r")]) == tmp_path / "r"
+    files = [str(tmp_path / "r" / "a.csv"), str(tmp_path / "r" / "b.csv")]
+    assert ratings_folder(files) == tmp_path / "r"
+    assert ratings_folder(files[:1]) == tmp_path / "r"  # one file (not a folder): its folder
+    with pytest.raises(ValueError) as caught:
+        ratings_folder([*files, str(tmp_path / "s" / "c.csv")])
+    assert str(caught.value) == (
+        f"ratings files must share one folder, got ['{tmp_path / 'r'}', '{tmp_path / 's'}']"
+    )
+
+
+def test_with_groups_joins_the_key_and_refuses_unknown_cells(key: pd.DataFrame) -> None:
+    ratings = pd.DataFrame(rater_rows("A", n_quartets=1))
+    assert with_groups(ratings, key)["group"].tolist() == ["real", "ckpt034", "ckpt040", "ckpt080"]
+    with pytest.raises(RatingsError) as caught:
+        with_groups(ratings.assign(position=ratings["position"] + 1), key)
+    assert caught.value.problems == [
+        "ratings hold quartet/position pairs not in the answer key; load them with load_ratings"
+    ]
+
+
+def test_ratings_marked_simulated_cannot_pass_as_experts(key: pd.DataFrame) -> None:
+    ratings = pd.DataFrame(rater_rows("expert-1"))
+    require_simulated_flag(ratings, simulated=False)  # an expert's ratings pass
+    ratings.attrs["simulated"] = True
+    with pytest.raises(RatingsError) as caught:
+        require_simulated_flag(ratings, simulated=False)
+    assert caught.value.problems == [
+        "ratings are marked simulated (attrs['simulated']); pass simulated=True"
+    ]
+
+
+def test_simulation_bounds_are_allowed_and_wrong_picks_are_uniform() -> None:
+    key = key_frame(50)
+    lowest = simulate_ratings(
+        key, n_raters=1, seed=0, p_identify=0.0, mean_ratings=dict.fromkeys(MEANS, 1.0)
+    )
+    assert lowest["rating"].eq(1).all()
+    highest = simulate_ratings(
+        key, n_raters=1, seed=0, p_identify=1.0, mean_ratings=dict.fromkeys(MEANS, 4.0)
+    )
+    assert highest["rating"].eq(4).all()
+    wrong = simulate_ratings(key, n_raters=100, seed=4, p_identify=0.0, mean_ratings=MEANS).merge(
+        key, on=["quartet", "position"]
+    )
+    shares = wrong.loc[wrong["chosen_real"] == 1, "group"].value_counts(normalize=True)
+    # 5,000 picks among 3 checkpoints: each share 1/3 with SE about 0.007
+    assert sorted(shares.index) == ["ckpt034", "ckpt040", "ckpt080"]
+    assert (shares - 1 / 3).abs().max() < 0.03
+
+
+def test_qualtrics_export_with_every_metadata_column_and_a_bom(
+    tmp_path: Path, key: pd.DataFrame
+) -> None:
+    """Qualtrics' own columns are ignored; Excel-saved exports start with a UTF-8 BOM."""
+    metadata = ["EndDate", "IPAddress", "Progress", "Duration (in seconds)", "Finished"]
+    metadata += ["RecordedDate", "RecipientLastName", "RecipientFirstName", "RecipientEmail"]
+    metadata += ["ExternalReference", "LocationLatitude", "LocationLongitude"]
+    metadata += ["DistributionChannel", "UserLanguage"]
+    original = simulate_ratings(key, n_raters=2, seed=5, p_identify=0.4, mean_ratings=MEANS)
+    path = write_qualtrics(tmp_path / "export.csv", original, extra=dict.fromkeys(metadata, "x"))
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    converted = from_qualtrics(path, key, rater_column="rater_id")
+    pd.testing.assert_frame_equal(
+        converted, original.sort_values(["rater", "quartet", "position"], ignore_index=True)
+    )
+
+
+def edited_export(path: Path, key: pd.DataFrame, edits: dict[tuple[int, str], str]) -> Path:
+    """A two-rater export with answers replaced: edits[(data row, column)] = text."""
+    ratings = simulate_ratings(key, n_raters=2, seed=5, p_identify=0.4, mean_ratings=MEANS)
+    lines = list(csv.reader(open(write_qualtrics(path, ratings), newline="")))
+    for (row, column), text in edits.items():
+        lines[QUALTRICS_HEADER_ROWS + row - 1][lines[0].index(column)] = text
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows(lines)
+    return path
+
+
+def qualtrics_problems(path: Path, key: pd.DataFrame) -> list[str]:
+    with pytest.raises(RatingsError) as caught:
+        from_qualtrics(path, key, rater_column="rater_id")
+    return caught.value.problems
+
+
+@pytest.mark.parametrize("status", ["Survey Test", "Spam"])
+def test_qualtrics_test_and_spam_responses_are_errors(
+    tmp_path: Path, key: pd.DataFrame, status: str
+) -> None:
+    path = edited_export(tmp_path / "export.csv", key, {(2, "Status"): f" {status} "})
+    assert qualtrics_problems(path, key) == [
+        f"{path}: data row 2: Status '{status}' is not a rater's response; "
+        "delete it from the export"
+    ]
+
+
+def test_qualtrics_answers_must_hold_exactly_one_allowed_integer(
+    tmp_path: Path, key: pd.DataFrame
+) -> None:
+    edits = {(1, "Q1_real"): "Image 3 or 4", (1, "Q1_rating_2"): "", (2, "rater_id"): " "}
+    path = edited_export(tmp_path / "export.csv", key, edits)
+    problems = qualtrics_problems(path, key)
+    assert problems[:3] == [
+        f"{path}: data row 1: column Q1_real: answer 'Image 3 or 4' is not one of 1, 2, 3, 4",
+        f"{path}: data row 1: column Q1_rating_2: answer '' is not one of 1, 2, 3, 4",
+        f"{path}: data row 2: column rater_id: rater id is empty",
+    ]
+
+
+def test_qualtrics_short_rows_short_headers_and_no_responses(
+    tmp_path: Path, key: pd.DataFrame
+) -> None:
+    path = edited_export(tmp_path / "export.csv", key, {})
+    lines = path.read_text().splitlines()
+    n_columns = len(lines[0].split(","))
+    path.write_text("\n".join([*lines[:3], lines[3].rsplit(",", 1)[0], lines[4]]) + "\n")
+    assert qualtrics_problems(path, key) == [
+        f"{path}: data row 1: {n_columns - 1} fields, expected {n_columns}"
+    ]
+    path.write_text("\n".join(lines[:3]) + "\n")
+    assert qualtrics_problems(path, key) == [f"{path}: no responses"]
+    path.write_text("\n".join(lines[:2]) + "\n")
+    assert qualtrics_problems(path, key) == [
+        f"{path}: fewer than 3 header rows; not a Qualtrics export"
     ]
