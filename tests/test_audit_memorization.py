@@ -211,6 +211,16 @@ def test_the_bound_skips_pairs_that_cannot_reach_the_running_best():
     assert full.max() < best_copy and len(rows) < full.size / 10
 
 
+def test_a_later_pair_between_the_kth_and_the_best_held_pairs_enters():
+    """k = 2 over one real row (1, 0) and synthetic rows at cosines 0.9, 0.5, 0.7, one per chunk:
+    the third (0.7) beats the held 0.5, so the result is rows 0 and 2."""
+    cosines = np.array([0.9, 0.5, 0.7])
+    synthetic = np.stack([cosines, np.sqrt(1 - cosines**2)], axis=1)
+    found = top_pairs(np.array([[1.0, 0.0]]), synthetic, k=2, chunk_size=1)
+    assert found["synthetic_index"].tolist() == [0, 2]
+    np.testing.assert_allclose(found["similarity"], [0.9, 0.7], atol=1e-6)
+
+
 @pytest.mark.parametrize("gather_limit", [0.0, 1 / 32, 1.0])
 def test_ties_are_kept_on_either_path(monkeypatch, gather_limit):
     """One direction in three real and four synthetic rows spread over chunks."""

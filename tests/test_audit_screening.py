@@ -41,6 +41,7 @@ from radsynth.audit.screening import (
     counts_table,
     merge_reviews,
     merge_screening,
+    plot_counts,
     read_manifest,
     screened_manifests,
 )
@@ -454,8 +455,32 @@ def test_merge_of_two_reviewers_human_decisions_win_and_conflicts_are_excluded(t
         AUTOMATED,
     ]
     assert list(merged["conflict"]) == [False, False, True, False, False, False]
-    assert merged.loc[2, "reasons"] == "alice: C2 below C4; bob: looks fine"
-    assert "decision" not in merged.columns
+    assert list(merged["reasons"]) == [
+        "alice: pharynx posterior to the spine",
+        "",
+        "alice: C2 below C4; bob: looks fine",
+        "bob: posterior elements in front",
+        "",
+        "",
+    ]
+    assert list(merged.columns) == [
+        "row",
+        *SAMPLE_COLUMNS,
+        "plausibility",
+        "atypical_x",
+        "atypical_y",
+        "nearest_real_id",
+        "nearest_real_similarity",
+        "mean",
+        "std",
+        "p01",
+        "p99",
+        "proposed",
+        "final_decision",
+        "decided_by",
+        "reasons",
+        "conflict",
+    ]
     assert conflicts[["image_id", "reviewer", "decision", "reason"]].values.tolist() == [
         ["img3", "alice", "exclude", "C2 below C4"],
         ["img3", "bob", "include", "looks fine"],
@@ -465,6 +490,39 @@ def test_merge_of_two_reviewers_human_decisions_win_and_conflicts_are_excluded(t
         5,
         4,
     ]  # alice's file: two provenance lines, the header, img1, img2, img3
+
+
+def test_a_conflict_is_excluded_whichever_decision_is_read_first(two_reviews):
+    """bob's copy read first: his include of img3 comes before alice's exclude."""
+    manifest, files = two_reviews
+    merged, _ = merge_reviews(manifest, files[::-1])
+    assert merged.loc[2, ["image_id", "final_decision", "conflict"]].tolist() == [
+        "img3",
+        "exclude",
+        True,
+    ]
+
+
+def test_a_manifest_repeating_an_image_id_is_refused_naming_the_first_repeat(two_reviews):
+    manifest, files = two_reviews
+    repeated = manifest.assign(image_id=["img1", "img2", "img2", "img4", "img4", "img6"])
+    with pytest.raises(ValueError) as error:
+        merge_reviews(repeated, files)
+    assert str(error.value) == "screening manifest repeats image id 'img2'"
+
+
+def test_a_manifest_with_missing_decisions_has_none_filled_in(two_reviews):
+    """pandas reads a blank column as NaN: missing is not a decision."""
+    manifest, files = two_reviews
+    merged, _ = merge_reviews(manifest.assign(decision=np.nan), files)
+    assert list(merged["final_decision"]) == [
+        "exclude",
+        "include",
+        "exclude",
+        "exclude",
+        "exclude",
+        "include",
+    ]
 
 
 def test_without_reviews_the_screen_decides(two_reviews):
@@ -554,7 +612,7 @@ def test_merge_of_manifests_of_two_sets_writes_merged_conflicts_counts_and_figur
     assert read_table_provenance(out / "merged.csv")["reviewed_files"] == f"{files[0]};{files[1]}"
     with Image.open(out / "counts.png") as figure:
         assert figure.text["provenance_config_hash"] == "abc"
-    with pytest.raises(ValueError, match="no screening manifests to merge"):
+    with pytest.raises(ValueError, match="^no screening manifests to merge$"):
         merge_screening(
             [],
             files,
@@ -564,6 +622,93 @@ def test_merge_of_manifests_of_two_sets_writes_merged_conflicts_counts_and_figur
             counts_png=out / "n.png",
             provenance={},
         )
+
+
+def test_merge_without_reviewed_files_says_none_were_read(two_reviews, tmp_path):
+    manifest, _ = two_reviews
+    write_table(manifest, tmp_path / MANIFEST_NAME, provenance={})
+    merge_screening(
+        [tmp_path / MANIFEST_NAME],
+        [],
+        merged_csv=tmp_path / "merged.csv",
+        conflicts_csv=tmp_path / "conflicts.csv",
+        counts_csv=tmp_path / "counts.csv",
+        counts_png=tmp_path / "counts.png",
+        provenance={},
+    )
+    assert read_table_provenance(tmp_path / "merged.csv")["reviewed_files"] == "none"
+
+
+def test_counts_table_keeps_checkpoints_in_first_seen_order():
+    merged = pd.DataFrame(
+        {
+            "checkpoint": ["ckpt9", "ckpt1", "ckpt9"],
+            "final_decision": ["exclude", "include", "include"],
+            "decided_by": [AUTOMATED, "alice", AUTOMATED],
+        }
+    )
+    assert counts_table(merged).values.tolist() == [
+        ["ckpt9", 2, 1, 1, 0, 1],
+        ["ckpt1", 1, 0, 1, 0, 0],
+        ["total", 3, 1, 2, 0, 1],
+    ]
+    assert (counts_table(merged).drop(columns="checkpoint").dtypes == "int64").all()
+
+
+#: The figure's colours (matplotlib's tab:green, tab:red, tab:orange) and what each bar part is.
+BAR_COLOURS = {
+    (44, 160, 44): "kept",
+    (214, 39, 40): "excluded by reviewers",
+    (255, 127, 14): "excluded by the screen",
+}
+
+
+def colour_runs(row: np.ndarray) -> list[tuple[str, int]]:
+    """(part, length in pixels) of each run of one bar colour along a row of RGB pixels."""
+    runs: list[tuple[str, int]] = []
+    previous = None
+    for pixel in map(tuple, row):
+        part = BAR_COLOURS.get(pixel)
+        if part is not None and part == previous:
+            runs[-1] = (part, runs[-1][1] + 1)
+        elif part is not None:
+            runs.append((part, 1))
+        previous = part
+    return runs
+
+
+def test_counts_figure_stacks_each_checkpoint_first_one_on_top(tmp_path):
+    """Two checkpoints: ckpt9 kept 4, reviewers excluded 2, the screen 2; ckpt1 kept 6,
+    reviewers excluded 2. Read back from the pixels: each bar's parts left to right and their
+    lengths, the legend's patches top to bottom."""
+    counts = pd.DataFrame(
+        {
+            "checkpoint": ["ckpt9", "ckpt1", "total"],
+            "generated": [8, 8, 16],
+            "excluded": [4, 2, 6],
+            "kept": [4, 6, 10],
+            "excluded_by_reviewers": [2, 2, 4],
+            "excluded_by_screen": [2, 0, 2],
+        }
+    )
+    path = plot_counts(counts, tmp_path / "counts.png", provenance={"config_hash": "abc"})
+    with Image.open(path) as image:
+        # 6.4 x (0.5 per checkpoint x 2 + 1.6) inches at 110 dpi
+        assert image.size == (704, 286)
+        assert image.text["Title"] == "screening counts"
+        pixels = np.asarray(image.convert("RGB"))
+    rows = [colour_runs(row) for row in pixels]
+    bars = [runs for above, runs in zip([[], *rows], rows) if runs and runs != above]
+    top, bottom = bars[0], bars[1]
+    assert [part for part, _ in top] == ["kept", "excluded by reviewers", "excluded by the screen"]
+    assert [part for part, _ in bottom] == ["kept", "excluded by reviewers"]
+    image_width = sum(length for _, length in top) / 8
+    for (_, length), images in zip(top + bottom, [4, 2, 2, 6, 2]):
+        assert abs(length - images * image_width) <= 2
+    # legend patches: 2 font sizes (7 pt) long, 14 pt = 21.4 pixels at 110 dpi
+    patches = [(part, length) for runs in rows for part, length in runs if 10 < length < 40]
+    assert list(dict.fromkeys(part for part, _ in patches)) == list(BAR_COLOURS.values())
+    assert all(abs(length - 14 * 110 / 72) < 1 for _, length in patches)
 
 
 # ----------------------------------------------------------------------------- the command

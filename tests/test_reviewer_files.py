@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from radsynth.audit.pair_verdicts import DISAGREEMENT, merge_pair_verdicts
+from radsynth.audit.pair_verdicts import DISAGREEMENT, VERDICT_FILE, merge_pair_verdicts
+from radsynth.audit.reviewer_files import read_reviewer_files
 from radsynth.audit.screening import MANIFEST_COLUMNS, merge_reviews
 from radsynth.core.tables import write_table
 
@@ -33,12 +34,20 @@ class Caller:
     answers: tuple[str, str]
     allowed: str
     source: str
+    #: The message's tail for a file without any of the columns (none, then what the file is).
+    missing_all: str
     tmp_path: Path
 
     def line(self, item: str, answer: str, reviewer: str, note: str = "") -> str:
         if self.name == "screening":
             return f"{item},{answer},{note},{reviewer}\n"
         return f"9,{item},{answer},{reviewer},{note}\n"
+
+    def cut(self, item: str, answer: str | None = None) -> str:
+        """A record cut short after the item, or after the answer when given (so without
+        reviewer): a spreadsheet drops trailing empty cells."""
+        fields = [item] if self.name == "screening" else ["9", item]
+        return ",".join(fields if answer is None else [*fields, answer]) + "\n"
 
     def file(self, name: str, *lines: str) -> Path:
         """A reviewer file: one provenance line, the header, then the given lines (line 3 on)."""
@@ -121,6 +130,10 @@ def caller(request, tmp_path) -> Caller:
             answers=("include", "exclude"),
             allowed="include, exclude or blank",
             source="the screening manifest",
+            missing_all=(
+                "image_id, decision, reviewer; a reviewed manifest is a copy of "
+                "screening_manifest.csv with decision, reason and reviewer filled in"
+            ),
             tmp_path=tmp_path,
         )
     return Caller(
@@ -135,6 +148,10 @@ def caller(request, tmp_path) -> Caller:
         answers=("memorized", "unrelated"),
         allowed="memorized, similar but distinct, unrelated or blank",
         source=str(tmp_path / "pairs.csv"),
+        missing_all=(
+            "real_id, synthetic_id, verdict, reviewer; a verdict file is the CSV the memorization "
+            "review page exports"
+        ),
         tmp_path=tmp_path,
     )
 
@@ -253,3 +270,104 @@ def test_a_file_without_reviewer_column_is_named(caller):
     assert re.match(
         rf"^{re.escape(str(path))}: line 1: missing column\(s\) reviewer; ", refused(caller, [path])
     )
+
+
+def test_a_file_without_header_is_named_at_line_0(caller):
+    path = caller.tmp_path / "alice.csv"
+    path.write_text("# review_page: 0123\n")
+    assert refused(caller, [path]) == f"{path}: line 0: missing column(s) {caller.missing_all}"
+
+
+def test_files_without_any_answer_merge_to_no_answers(caller):
+    path = caller.file(
+        "alice.csv", caller.line(caller.items[0], "", "alice"), caller.line(caller.items[1], "", "")
+    )
+    answered, disputes = caller.merge([path])
+    assert answered == {caller.items[0]: {}, caller.items[1]: {}}
+    assert disputes == []
+
+
+def test_a_row_cut_short_before_its_answer_is_blank_and_reading_goes_on(caller):
+    first, second = caller.answers
+    path = caller.file(
+        "alice.csv", caller.cut(caller.items[0]), caller.line(caller.items[1], first, "alice")
+    )
+    answered, disputes = caller.merge([path])
+    assert answered == {caller.items[0]: {}, caller.items[1]: {"alice": first}}
+    assert disputes == []
+
+
+def test_a_row_cut_short_before_its_reviewer_is_named(caller):
+    first, second = caller.answers
+    path = caller.file("alice.csv", caller.cut(caller.items[0], second))
+    assert refused(caller, [path]) == (
+        f"{path}: line 3: column reviewer: blank, but the row has {caller.answer_column} "
+        f"{second!r}; every {caller.answer_column} needs its reviewer's id"
+    )
+
+
+# The reader itself, on verdict files (two item columns, a multi-word answer, a trailing note).
+
+VERDICT_HEADER = "rank,real_id,synthetic_id,verdict,reviewer,note"
+KNOWN_PAIRS = [("r1", "s1"), ("r2", "s2")]
+
+
+def test_records_keep_notes_as_written_in_file_then_line_order(tmp_path):
+    """A quoted note spanning lines keeps its CRLF (the csv module reads the file untranslated)
+    and its record is numbered by its last line; a row cut before the note has a blank note."""
+    alice, bob = tmp_path / "alice.csv", tmp_path / "bob.csv"
+    alice.write_bytes(
+        b"# review_page: 0123\r\n"
+        + VERDICT_HEADER.encode()
+        + b'\r\n1,r1,s1,  Similar  BUT distinct ,alice,"first\r\nsecond"\r\n'
+        + b"2,r2,s2,memorized,alice\r\n"
+    )
+    bob.write_text(f"{VERDICT_HEADER}\n1,r1,s1,unrelated,bob,\n")
+    records = read_reviewer_files([alice, bob], VERDICT_FILE, KNOWN_PAIRS, "pairs.csv")
+    expected = pd.DataFrame(
+        {
+            "real_id": ["r1", "r2", "r1"],
+            "synthetic_id": ["s1", "s2", "s1"],
+            "reviewer": ["alice", "alice", "bob"],
+            "verdict": ["similar but distinct", "memorized", "unrelated"],
+            "note": ["first\r\nsecond", "", ""],
+            "file": [str(alice), str(alice), str(bob)],
+            "line": [4, 5, 2],
+        }
+    )
+    pd.testing.assert_frame_equal(records, expected)
+
+
+def test_files_without_answers_give_an_empty_table_with_every_column(tmp_path):
+    path = tmp_path / "alice.csv"
+    path.write_text(f"{VERDICT_HEADER}\n1,r1,s1,,alice,\n")
+    records = read_reviewer_files([path], VERDICT_FILE, KNOWN_PAIRS, "pairs.csv")
+    assert list(records.columns) == [
+        "real_id",
+        "synthetic_id",
+        "reviewer",
+        "verdict",
+        "note",
+        "file",
+        "line",
+    ]
+    assert len(records) == 0
+
+
+@pytest.mark.parametrize(
+    ("record", "column", "shown"),
+    [
+        ("9,r9,s1,memorized,alice", "real_id", "pair 'r9' x 's1'"),
+        ("9,r2,s1,memorized,alice", "synthetic_id", "pair 'r2' x 's1'"),
+        ("9,r1", "synthetic_id", "pair 'r1' x ''"),
+        ("9", "real_id", "pair '' x ''"),
+    ],
+)
+def test_an_unknown_pair_names_the_first_id_no_known_pair_has(tmp_path, record, column, shown):
+    """The real id is at fault when no known pair has it, else the synthetic id; a row cut short
+    has blank ids."""
+    path = tmp_path / "alice.csv"
+    path.write_text(f"{VERDICT_HEADER}\n{record}\n")
+    with pytest.raises(ValueError) as error:
+        read_reviewer_files([path], VERDICT_FILE, KNOWN_PAIRS, "pairs.csv")
+    assert str(error.value) == f"{path}: line 2: column {column}: {shown} is not in pairs.csv"

@@ -197,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="*", help="module paths to run (default: every module)")
     parser.add_argument("--children", type=int, default=2, help="mutants tested at once")
+    parser.add_argument(
+        "--report", type=Path, default=SCRATCH / "report.md", help="where the report is written"
+    )
     args = parser.parse_args(argv)
     modules = load_modules()
     chosen = args.only or list(modules)
@@ -209,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(run_module(module, modules[module], args.children))
         print(f"  {results[-1].score:.1%} detected of {len(results[-1].statuses)}", flush=True)
     text = report(results, load_reasons())
-    (SCRATCH / "report.md").write_text(text)
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(text)
     print(text)
     return 0
 
