@@ -512,9 +512,10 @@ def test_a_manifest_repeating_an_image_id_is_refused_naming_the_first_repeat(two
 
 
 def test_a_manifest_with_missing_decisions_has_none_filled_in(two_reviews):
-    """pandas reads a blank column as NaN: missing is not a decision."""
+    """pandas reads blank cells among text as NaN: missing is not a decision."""
     manifest, files = two_reviews
-    merged, _ = merge_reviews(manifest.assign(decision=np.nan), files)
+    decision = pd.Series(["", np.nan] * 3, dtype=object)
+    merged, _ = merge_reviews(manifest.assign(decision=decision), files)
     assert list(merged["final_decision"]) == [
         "exclude",
         "include",
@@ -702,6 +703,8 @@ def test_counts_figure_stacks_each_checkpoint_first_one_on_top(tmp_path):
     top, bottom = bars[0], bars[1]
     assert [part for part, _ in top] == ["kept", "excluded by reviewers", "excluded by the screen"]
     assert [part for part, _ in bottom] == ["kept", "excluded by reviewers"]
+    # constrained layout trims the margins: the default ones leave the axes 77.5% of the width
+    assert sum(length for _, length in top) > 0.85 * 704
     image_width = sum(length for _, length in top) / 8
     for (_, length), images in zip(top + bottom, [4, 2, 2, 6, 2]):
         assert abs(length - images * image_width) <= 2

@@ -105,7 +105,7 @@ def test_dpmsolver_thresholding_with_max_one_is_exactly_the_clamp():
 
 
 def test_sample_shard_refuses_bad_settings_before_work(unet, tmp_path):
-    with pytest.raises(ValueError, match="sampling.weights must be one of ema, online, got 'swa'"):
+    with pytest.raises(ValueError, match="sampling.weights must be one of online, ema, got 'swa'"):
         sample_shard(unet, BETAS, tmp_path / "s.zarr", **shard_kwargs(tmp_path, weights="swa"))
     with pytest.raises(ValueError, match="sampling.batch_size must be an integer >= 1, got 0"):
         sample_shard(unet, BETAS, tmp_path / "s.zarr", **shard_kwargs(tmp_path, batch_size=0))
