@@ -44,6 +44,7 @@ from radsynth.audit.screening import (
     plot_counts,
     read_manifest,
     screened_manifests,
+    write_manifest,
 )
 from radsynth.cli import main
 from radsynth.core.settings import preset
@@ -485,11 +486,42 @@ def test_merge_of_two_reviewers_human_decisions_win_and_conflicts_are_excluded(t
         ["img3", "alice", "exclude", "C2 below C4"],
         ["img3", "bob", "include", "looks fine"],
     ]
+    assert list(conflicts.columns) == ["image_id", "reviewer", "decision", "reason", "file", "line"]
     assert list(conflicts["file"]) == [str(files[0]), str(files[1])]
     assert list(conflicts["line"]) == [
         5,
         4,
     ]  # alice's file: two provenance lines, the header, img1, img2, img3
+
+
+def test_manifest_is_read_back_with_ids_as_text_and_blanks_kept(tmp_path):
+    """Ids like '0001' stay text; with as_text every field is the text written."""
+    manifest = small_manifest().assign(image_id=[f"{i:04d}" for i in range(1, 7)])
+    path = write_manifest(manifest, tmp_path, provenance={})
+    assert path == tmp_path / MANIFEST_NAME
+    typed = read_manifest(path)
+    assert typed.loc[0, ["image_id", "decision", "plausibility"]].tolist() == ["0001", "", 0.5]
+    text = read_manifest(path, as_text=True)
+    assert text.loc[0, ["image_id", "decision", "plausibility", "seed"]].tolist() == [
+        "0001",
+        "",
+        "0.5",
+        "0",
+    ]
+
+
+def test_a_manifest_without_review_columns_is_refused_naming_them(tmp_path):
+    manifest = small_manifest().drop(columns=["decision", "reason"])
+    with pytest.raises(ValueError) as error:
+        write_manifest(manifest, tmp_path, provenance={})
+    assert str(error.value) == "screening manifest lacks column(s) decision, reason"
+    write_table(manifest, tmp_path / "copy.csv", provenance={})
+    with pytest.raises(ValueError) as error:
+        read_manifest(tmp_path / "copy.csv")
+    assert str(error.value) == (
+        f"{tmp_path / 'copy.csv'}: not a screening manifest (screening_manifest.csv), missing "
+        "column(s) decision, reason"
+    )
 
 
 def test_a_conflict_is_excluded_whichever_decision_is_read_first(two_reviews):

@@ -268,6 +268,7 @@ def test_configured_checkpoints_train_in_segments(tmp_path):
         "initial": {"n_images": 4, "images_per_shard": 4},
         "large": {"n_images": 8, "images_per_shard": 3},
     }
+    config["turing"]["n_quartets"] = 4  # one image of the initial set per quartet
     jobs = dry_run_jobs(tmp_path, config)
     assert jobs["train"] == 1 + 4, (
         "split run; full run segments ending at steps 100, 300 (FID), 350, 600"
