@@ -13,6 +13,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import anatomy_bench  # noqa: E402
 import audit_bench  # noqa: E402
 import dag_bench  # noqa: E402
 import fid_bench  # noqa: E402
@@ -29,6 +30,7 @@ BENCHMARKS = {
     "fid": fid_bench.run,
     "audit": audit_bench.run,
     "review": review_bench.run,
+    "anatomy": anatomy_bench.run,
 }
 
 
