@@ -11,7 +11,7 @@ import torch
 import yaml
 from denoising_diffusion_pytorch import Unet
 from diffusers import UNet2DModel
-from helpers import PROVENANCE, TINY_MODEL, loss_columns, tiny_config
+from helpers import PROVENANCE, TINY_MODEL, loss_columns, shard_kwargs, tiny_config
 from safetensors.torch import load_file
 
 from radsynth.cli import main
@@ -190,22 +190,14 @@ def test_lucidrains_checkpoint_loads_and_samples(lucidrains_run: Path, tmp_path:
         net,
         betas,
         tmp_path / "shard0.zarr",
-        work_dir=tmp_path / "work",
-        checkpoint_label="step000012",
-        shard_index=0,
-        first_global_index=0,
-        n_images=3,
-        batch_size=3,
-        base_seed=1,
-        sampler="ddim",
-        steps=4,
-        clip_sample=True,
-        quantization="round",
-        weights="online",
-        prediction_type="v_prediction",
-        device="cpu",
-        provenance=PROVENANCE,
-        progress=False,
+        **shard_kwargs(
+            tmp_path,
+            checkpoint_label="step000012",
+            n_images=3,
+            sampler="ddim",
+            steps=4,
+            weights="online",
+        ),
     )
     # lucidrains' Unet takes one timestep per image, as GaussianDiffusion passes them: shape (B,),
     # integers.
