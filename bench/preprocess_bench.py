@@ -58,6 +58,7 @@ def bench_atlas(label: str, *, n_images: int, min_side: int, max_side: int, size
             resize_mode="resize",
             max_rejected_fraction=0.05,
             detection=PAPER_NEGATIVE_DETECTION,
+            metadata_table=root / "atlas/metadata.csv",
             provenance={},
             progress=False,
         )

@@ -17,6 +17,7 @@ import anatomy_bench  # noqa: E402
 import audit_bench  # noqa: E402
 import dag_bench  # noqa: E402
 import fid_bench  # noqa: E402
+import paper_bench  # noqa: E402
 import preprocess_bench  # noqa: E402
 import review_bench  # noqa: E402
 import sampling_bench  # noqa: E402
@@ -25,6 +26,7 @@ import training_bench  # noqa: E402
 BENCHMARKS = {
     "preprocess": preprocess_bench.run,
     "training": training_bench.run,
+    "paper": paper_bench.run,
     "sampling": sampling_bench.run,
     "dag": dag_bench.run,
     "fid": fid_bench.run,

@@ -138,6 +138,7 @@ def loop_overhead_lines(
         prediction_type="v_prediction",
         clip_sample=True,
         num_train_timesteps=len(betas),
+        solver_order=None,
     )
     timed_sample_batch(PairedForwards(unet, paired=False), scheduler, 2, 0, size)  # warm-up
     subject, bare = [], []
@@ -182,6 +183,7 @@ def sampler_lines(settings: RunSettings, unet: torch.nn.Module, betas: torch.Ten
             prediction_type="v_prediction",
             clip_sample=True,
             num_train_timesteps=len(betas),
+            solver_order=2 if name == "dpmsolver++" else None,
         )
         for name, steps, _ in SAMPLERS
     }

@@ -12,6 +12,13 @@ Three questions, each answered by a figure measured in this one process:
    loop at least as fast.
 3. How many bytes does one history checkpoint of the paper preset take, against I-SynMed's
    checkpoint? That decides the disk a 160,000-step run with 80 checkpoints needs.
+4. How do 2 data-parallel processes (`accelerate launch`, gloo on this CPU, one thread each)
+   scale against 1 process on the same global batch? Images/s of each, from the run's own loss
+   log (steps without a save, after the first), and their ratio; 2 x 1 process's images/s would
+   be perfect scaling. The 2 processes share this machine's 2 cores with each other and with
+   whatever else runs, so the ratio is a floor for 2 GPUs, not a GPU figure.
+5. Does torch.compile (`radsynth.core.compile.maybe_compile`) pay on this CPU? Seconds per bare
+   step compiled against eager, and the first compiled step's compilation time.
 
 Both training figures use the paper preset's network (lucidrains' Unet(dim=64, dim_mults=(1, 2, 4,
 8)))
@@ -25,7 +32,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.metadata
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,8 +51,15 @@ from bench_common import torch_threads
 from denoising_diffusion_pytorch import GaussianDiffusion, Unet
 from ema_pytorch import EMA
 
+from radsynth.core.compile import maybe_compile
 from radsynth.data.atlas import atlas_from_images, load_atlas, write_atlas
-from radsynth.train.checkpoint_io import model_config_json, save_history_checkpoint, save_state
+from radsynth.train.checkpoint_io import (
+    LOSS_LOG,
+    model_config_json,
+    read_loss_log,
+    save_history_checkpoint,
+    save_state,
+)
 from radsynth.train.diffusion import make_tables, q_sample, v_target, weighted_v_loss_per_image
 from radsynth.train.loop import train
 from radsynth.train.model import build_unet, count_parameters
@@ -70,14 +88,20 @@ ISYNMED_PARAMETERS = 35_705_089
 ISYNMED_CHECKPOINT_BYTES = 5 * ISYNMED_PARAMETERS * 4
 
 
-def load_settings(config: Path, model: dict[str, Any], training: dict[str, Any]) -> RunSettings:
+def config_sections(
+    config: Path, model: dict[str, Any], training: dict[str, Any]
+) -> dict[str, Any]:
     """The model/diffusion/training sections of a config, with model and training keys
     overridden."""
     sections = yaml.safe_load(config.read_text())
     values = {key: sections[key] for key in ("model", "diffusion", "training")}
     values["model"] = {**values["model"], **model}
     values["training"] = {**values["training"], **training}
-    return run_settings_from_dict(values)
+    return values
+
+
+def load_settings(config: Path, model: dict[str, Any], training: dict[str, Any]) -> RunSettings:
+    return run_settings_from_dict(config_sections(config, model, training))
 
 
 def bench_settings() -> RunSettings:
@@ -105,15 +129,16 @@ def write_random_atlas(path: Path, n_images: int, size: int) -> None:
 # Subjects and baselines
 
 
-def bare_step_function(settings: RunSettings) -> Callable[[], None]:
+def bare_step_function(settings: RunSettings, *, compiled: bool = False) -> Callable[[], None]:
     """The floor: one optimizer step of the same model and optimisation on a fixed batch.
 
     Each call is `gradient_accumulation_steps` micro-batches of `batch_size` (forward, weighted
     v-loss divided by the accumulation, backward), then grad-norm clipping and Adam; nothing else.
+    `compiled`: the network through torch.compile (`maybe_compile`).
     """
     training = settings.training
     size = settings.model.sample_size
-    model = build_unet(settings.model).train()
+    model = maybe_compile(build_unet(settings.model), compiled).train()
     optimizer = torch.optim.Adam(
         model.parameters(), lr=training.learning_rate, betas=training.adam_betas
     )
@@ -408,6 +433,105 @@ def checkpoint_bytes_lines() -> list[str]:
     return lines
 
 
+# ----------------------------------------------------------------------------------------------
+# Data-parallel scaling
+
+#: Steps of each scaling run: step 1 (gloo's and the allocator's warm-up) and the last (its
+#: checkpoint and state) are left out of the timing.
+SCALING_STEPS = 6
+
+
+def scaling_sections() -> dict[str, Any]:
+    """The paper preset at BENCH_SIDE px, fp32, its global batch of 8 x 2 micro-batches, one save
+    at the last step."""
+    return config_sections(
+        PAPER_CONFIG,
+        model={"sample_size": BENCH_SIDE},
+        training={
+            "num_steps": SCALING_STEPS,
+            "mixed_precision": "no",
+            "checkpoint_every": SCALING_STEPS,
+            "state_every": SCALING_STEPS,
+        },
+    )
+
+
+def images_per_second(processes: int, atlas: Path, folder: Path) -> float:
+    """Training images/s of a job on `processes` processes (radsynth.train.launch, one thread
+    each), over steps 2..SCALING_STEPS - 1 of its loss log."""
+    sections = scaling_sections()
+    request = folder / "request.json"
+    request.write_text(
+        json.dumps(
+            {
+                "atlas_h5": str(atlas),
+                "manifest_csv": None,
+                "runs_root": str(folder / "runs"),
+                "config": sections,
+                "marker_json": str(folder / "marker.json"),
+                "until_step": None,
+                "max_wall_time_s": None,
+                "provenance": {"bench": "training scaling"},
+            }
+        )
+    )
+    subprocess.run(
+        [sys.executable, "-m", "radsynth.train.launch", "job", str(processes), str(request)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "OMP_NUM_THREADS": str(TORCH_THREADS)},
+    )
+    (log_path,) = (folder / "runs").glob(f"*/{LOSS_LOG}")
+    wall = read_loss_log(log_path)["wall_time_s"].to_numpy()
+    training = sections["training"]
+    images = (SCALING_STEPS - 2) * training["batch_size"] * training["gradient_accumulation_steps"]
+    return images / float(wall[SCALING_STEPS - 2] - wall[0])
+
+
+def scaling_lines() -> list[str]:
+    with tempfile.TemporaryDirectory(prefix="radsynth-bench-scaling-") as tmp:
+        atlas = Path(tmp) / "atlas.h5"
+        write_random_atlas(atlas, ATLAS_IMAGES, BENCH_SIDE)
+        rates = {}
+        for processes in (1, 2):
+            (Path(tmp) / str(processes)).mkdir()
+            rates[processes] = images_per_second(processes, atlas, Path(tmp) / str(processes))
+    speedup = rates[2] / rates[1]
+    return [
+        f"data-parallel scaling, paper network at {BENCH_SIDE} px, global batch 8 x 2, "
+        f"{TORCH_THREADS} thread per process (accelerate launch, gloo on the CPU):",
+        f"  1 process: {rates[1]:.2f} images/s; 2 processes: {rates[2]:.2f} images/s",
+        f"  ratio 2/1: {speedup:.2f} (scaling efficiency {speedup / 2:.0%}; the 2 processes share "
+        "this machine's 2 cores with each other and with any other load)",
+    ]
+
+
+#: Steps of each of the eager and the compiled bare step; the first compiled step compiles.
+COMPILE_STEPS = 6
+
+
+def compile_lines(settings: RunSettings) -> list[str]:
+    """torch.compile against eager (`training.compile`'s question) on the bare step: median
+    seconds per step over steps 2.. of each, run one after the other (not interleaved: the
+    shared cores make the ratio noisy), and the first compiled step's extra time (compilation)."""
+    durations = {}
+    with torch_threads(TORCH_THREADS):
+        for compiled in (False, True):
+            step = bare_step_function(settings, compiled=compiled)
+            durations[compiled] = []
+            for _ in range(COMPILE_STEPS):
+                start = time.perf_counter()
+                step()
+                durations[compiled].append(time.perf_counter() - start)
+    eager = statistics.median(durations[False][1:])
+    compiled = statistics.median(durations[True][1:])
+    return [
+        f"torch.compile (inductor, CPU), paper network at {BENCH_SIDE} px, bare step:",
+        f"  eager {eager:.2f} s/step, compiled {compiled:.2f} s/step: ratio compiled/eager "
+        f"{compiled / eager:.2f}; first compiled step {durations[True][0]:.0f} s (compiling)",
+    ]
+
+
 def run() -> list[str]:
     settings = bench_settings()
     with torch_threads(TORCH_THREADS):
@@ -417,4 +541,6 @@ def run() -> list[str]:
         "bench/training_bench.py)",
         *throughput_lines(settings, runs),
         *checkpoint_bytes_lines(),
+        *scaling_lines(),
+        *compile_lines(settings),
     ]

@@ -15,8 +15,10 @@ from typing import get_args
 
 import numpy as np
 import yaml
-from accelerate import PartialState
 
+from radsynth.anatomy.landmark_export import landmark_table, write_landmark_table
+from radsynth.anatomy.landmark_model import load_landmark_model
+from radsynth.anatomy.stage import train_split_landmark_model
 from radsynth.audit.encoders import (
     VIT_WEIGHTS,
     AuditEncoder,
@@ -33,12 +35,14 @@ from radsynth.core.atomic import write_json_atomic
 from radsynth.core.config import ConfigError, load_settings
 from radsynth.core.download import ArchiveVerificationError, ManualDownloadRequired
 from radsynth.core.features import FeatureExtractor, build_extractor, random_cnn
+from radsynth.core.preemption import EXIT_RESUME_LATER, StopRequested
 from radsynth.core.provenance import provenance
-from radsynth.core.settings import preset, read_config_file
+from radsynth.core.settings import load_config_file, preset, read_config_file
+from radsynth.core.settings.anatomy import AnatomySettings
 from radsynth.core.settings.audit import AuditEncoderName
 from radsynth.core.settings.data import DataSettings, ResizeMode
 from radsynth.core.settings.evaluate import ExtractorName
-from radsynth.core.settings.sample import Quantization, Sampler, Weights
+from radsynth.core.settings.sample import MULTISTEP_SAMPLERS, Quantization, Sampler, Weights
 from radsynth.core.settings.train import ModelSettings
 from radsynth.data.atlas import load_atlas
 from radsynth.data.download import ArchiveExtractionError, fetch_configured_archive
@@ -55,7 +59,8 @@ from radsynth.release.figshare import (
     token_from_env,
     upload_package,
 )
-from radsynth.sample.sampler import TRAINED_PREDICTION_TYPE, sample_shard
+from radsynth.sample.sampler import TRAINED_PREDICTION_TYPE, sample_shard, sampling_state
+from radsynth.sample.store import open_left_facing
 from radsynth.train.checkpoint_io import load_checkpoint_weights, read_checkpoint_settings
 from radsynth.train.model import parameter_count
 from radsynth.turing.qualtrics import from_qualtrics
@@ -148,6 +153,12 @@ def add_preprocess(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--annotations", type=Path, help="folder of LabelMe JSONs (default: --input)"
     )
+    parser.add_argument(
+        "--metadata",
+        type=Path,
+        help="the source's per-image metadata table in CSXA's layout (.xlsx or .csv), for the "
+        "pixel spacing (default: none; every image's spacing is then unknown)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
     parser.add_argument("--rejects", type=Path, help="rejects CSV (default: next to --out)")
     parser.add_argument(
@@ -171,6 +182,7 @@ def run_preprocess(args: argparse.Namespace) -> int:
         args.annotations or args.input,
         args.out,
         rejects,
+        metadata_table=args.metadata,
         size=args.size,
         resize_mode=args.resize_mode,
         max_rejected_fraction=args.max_rejected_fraction,
@@ -231,6 +243,13 @@ def add_sample(subparsers: argparse._SubParsersAction) -> None:
         "--steps", type=int, default=paper.steps, help="(default: %(default)s, the paper)"
     )
     parser.add_argument(
+        "--solver-order",
+        type=int,
+        choices=(1, 2, 3),
+        default=demo.solver_order,
+        help="order of dpmsolver++, unipc and deis (default: %(default)s)",
+    )
+    parser.add_argument(
         "--weights",
         choices=get_args(Weights),
         default=paper.weights,
@@ -256,28 +275,33 @@ def add_sample(subparsers: argparse._SubParsersAction) -> None:
 
 def run_sample(args: argparse.Namespace) -> int:
     settings = read_checkpoint_settings(args.checkpoint)
-    device = PartialState().device
+    device = sampling_state().device
     unet = load_checkpoint_weights(args.checkpoint, args.weights, settings.model).to(device)
-    store = sample_shard(
-        unet,
-        settings.diffusion.betas(),
-        args.out,
-        work_dir=args.out.parent,
-        checkpoint_label=args.label or args.checkpoint.stem,
-        shard_index=0,
-        first_global_index=0,
-        n_images=args.n,
-        batch_size=args.batch_size,
-        base_seed=args.seed,
-        sampler=args.sampler,
-        steps=args.steps,
-        clip_sample=args.clip_sample,
-        quantization=args.quantization,
-        weights=args.weights,
-        prediction_type=TRAINED_PREDICTION_TYPE,
-        device=device,
-        provenance={**command_provenance(), "checkpoint_file": str(args.checkpoint)},
-    )
+    try:
+        store = sample_shard(
+            unet,
+            settings.diffusion.betas(),
+            args.out,
+            work_dir=args.out.parent,
+            checkpoint_label=args.label or args.checkpoint.stem,
+            shard_index=0,
+            first_global_index=0,
+            n_images=args.n,
+            batch_size=args.batch_size,
+            base_seed=args.seed,
+            sampler=args.sampler,
+            steps=args.steps,
+            solver_order=args.solver_order if args.sampler in MULTISTEP_SAMPLERS else None,
+            clip_sample=args.clip_sample,
+            quantization=args.quantization,
+            weights=args.weights,
+            prediction_type=TRAINED_PREDICTION_TYPE,
+            device=device,
+            provenance={**command_provenance(), "checkpoint_file": str(args.checkpoint)},
+        )
+    except StopRequested:
+        print("stopped by a signal; finished batches kept: rerun the same command to continue")
+        return EXIT_RESUME_LATER
     print(f"wrote {args.n} images to {store}")
     return 0
 
@@ -671,6 +695,155 @@ def run_screen(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What `radsynth landmarks-train` writes into --out (resume states go to its .work/ folder).
+LANDMARK_MODEL_NAME = "landmark_model.safetensors"
+#: What `radsynth landmarks` writes into --out.
+LANDMARKS_NAME = "landmarks.csv"
+#: --facing choices of `radsynth landmarks`; "unknown" leaves the C2-C7 angle blank.
+FACING_CHOICES = ("left", "right", "unknown")
+
+
+def anatomy_settings(config: Path | None) -> AnatomySettings:
+    """The `anatomy` section of a config file, or of the demo preset without one."""
+    return (preset("config.yaml") if config is None else load_config_file(config)).anatomy
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="a radsynth config whose `anatomy` section to use (default: the demo preset's, "
+        "config/config.yaml)",
+    )
+
+
+def add_landmarks_train(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "landmarks-train",
+        help="train the landmark model on an atlas's keypoints, the split manifest's train rows "
+        "(resumable: rerun the same command after an interruption)",
+    )
+    parser.add_argument("--atlas", type=Path, required=True, metavar="ATLAS.h5")
+    parser.add_argument(
+        "--manifest", type=Path, required=True, metavar="SPLIT.csv", help="the split manifest"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help=f"folder for {LANDMARK_MODEL_NAME} and its resume states (.work/)",
+    )
+    add_config_option(parser)
+    parser.set_defaults(func=run_landmarks_train)
+
+
+def run_landmarks_train(args: argparse.Namespace) -> int:
+    """The workflow's training function, at the atlas's side and the config's settings."""
+    settings = anatomy_settings(args.config)
+    with load_atlas(args.atlas, lazy=True) as atlas:
+        side = int(atlas.images.shape[1])
+    outcome = train_split_landmark_model(
+        args.atlas,
+        args.manifest,
+        model_path=args.out / LANDMARK_MODEL_NAME,
+        work_root=args.out / ".work",
+        network=settings.model.model_dump(),
+        training=settings.training.model_dump(),
+        image_size=side,
+        provenance={**command_provenance(), "atlas": str(args.atlas)},
+    )
+    print(
+        f"best validation MRE {outcome.best_val_mre_px:.3f} px at step {outcome.best_step} of "
+        f"{outcome.step}{' (stopped early)' if outcome.stopped_early else ''}"
+    )
+    print(f"wrote {args.out / LANDMARK_MODEL_NAME}")
+    return 0
+
+
+def add_landmarks(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "landmarks",
+        help="a landmark model's 23 keypoints, confidences and geometry: one CSV row per image",
+    )
+    parser.add_argument("--model", type=Path, required=True, metavar="FILE")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        required=True,
+        metavar="PATH",
+        help="a folder of 8-bit grayscale PNG files, a sampling Zarr store (shardN.zarr) or a "
+        "folder of them, a gathered sample manifest (.csv: its images made left-facing), or an "
+        "HDF5 atlas (.h5); all at the size the model was trained at",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help=f"folder for {LANDMARKS_NAME} (default: the current folder)",
+    )
+    parser.add_argument(
+        "--facing",
+        choices=FACING_CHOICES,
+        default="unknown",
+        help="where the patients face in the images (a gathered manifest's are left-facing); "
+        "unknown leaves the C2-C7 angle and curvature class blank (default: %(default)s)",
+    )
+    add_config_option(parser)
+    parser.set_defaults(func=run_landmarks)
+
+
+def landmark_images(path: Path, facing: str) -> tuple[np.ndarray, list[str], str, str]:
+    """Images, ids, a description of their source and their facing ("" unknown) at `path`."""
+    given = "" if facing == "unknown" else facing
+    if path.suffix.lower() == ".h5" and path.is_file():
+        atlas = load_atlas(path)
+        return np.asarray(atlas.images), atlas.source_names, f"atlas {path}", given
+    if path.suffix.lower() == ".csv" and path.is_file():
+        if given not in ("", "left"):
+            raise ValueError(f"{path}: a gathered manifest's images are left-facing, not {given}")
+        samples = open_left_facing(path)
+        ids = list(samples)
+        images = np.stack([samples[image_id] for image_id in ids])
+        return images, ids, f"{len(ids)} left-facing samples of {path}", "left"
+    images, ids, source = load_synthetic_with_ids(path)
+    return images, ids, source, given
+
+
+def run_landmarks(args: argparse.Namespace) -> int:
+    settings = anatomy_settings(args.config)
+    model = load_landmark_model(args.model)
+    images, ids, source, facing = landmark_images(args.images, args.facing)
+    try:
+        table = landmark_table(
+            model,
+            images,
+            ids,
+            [facing] * len(ids),
+            curvature_thresholds_deg=settings.curvature_thresholds_deg,
+        )
+    except ValueError as exc:  # images of another size than the model's
+        raise ValueError(f"{args.images}: {exc}") from None
+    write_landmark_table(
+        table,
+        args.out / LANDMARKS_NAME,
+        provenance={
+            **command_provenance(),
+            "model": str(args.model),
+            "images": source,
+            "facing": facing or "unknown",
+            "lengths": "px",
+        },
+    )
+    print(f"{len(table)} images ({source}), facing {facing or 'unknown'}")
+    if not facing:
+        print("the facing is unknown: c2_c7_angle_deg and curvature_class are blank (--facing)")
+    print(f"wrote {args.out / LANDMARKS_NAME}")
+    return 0
+
+
 def add_figshare_upload(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "figshare-upload",
@@ -742,6 +915,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_fid,
         add_audit,
         add_screen,
+        add_landmarks_train,
+        add_landmarks,
         add_figshare_upload,
     ):
         add(subparsers)

@@ -12,8 +12,8 @@ import torch
 from radsynth.anatomy.training import TrainingOutcome, train_landmark_model
 from radsynth.core.settings.anatomy import LandmarkArchitecture, LandmarkTraining
 from radsynth.data.csxa import KEYPOINT_LABELS
-from radsynth.data.resize import map_keypoints, resize_image
-from radsynth.demo.phantom import render_phantom, sample_params
+from radsynth.data.resize import map_keypoints, map_spacing, resize_image
+from radsynth.demo.phantom import mm_per_pixel, render_phantom, sample_params
 
 PROVENANCE = {"radsynth_version": "test", "code_revision": "test", "config_hash": "abc"}
 
@@ -49,7 +49,7 @@ def training_settings(**overrides: object) -> LandmarkTraining:
 @cache
 def phantoms(first: int, n: int) -> dict[str, np.ndarray]:
     """n demo phantoms resized to the 32 px atlas frame as preprocessing does ("resize"), with
-    their keypoints, facing, truth and spacing (mm per atlas pixel: a C3-C7 body is 16 mm deep).
+    their keypoints, facing, truth and spacing (the generator's, in mm per atlas pixel).
     Cached: callers must not modify the arrays."""
     images, keypoints, facing, cobb, spacing = [], [], [], [], []
     for index in range(first, first + n):
@@ -62,8 +62,7 @@ def phantoms(first: int, n: int) -> dict[str, np.ndarray]:
         keypoints.append(map_keypoints(points, affine))
         facing.append(params.facing)
         cobb.append(params.anatomy.cobb_deg)
-        mm_per_px = 16.0 / params.anatomy.unit
-        spacing.append([mm_per_px / affine.scale_x, mm_per_px / affine.scale_y])
+        spacing.append(map_spacing(mm_per_pixel(params), affine))
     return {
         "images": np.stack(images),
         "keypoints": np.stack(keypoints).astype(np.float32),

@@ -54,6 +54,7 @@ def shard_kwargs(tmp_path: Path, **overrides) -> dict:
         base_seed=1,
         sampler="ddpm",
         steps=8,
+        solver_order=None,
         clip_sample=True,
         quantization="round",
         weights="ema",
@@ -129,6 +130,7 @@ def tiny_config(**training: object) -> dict:
             "state_every": 4,
             "checkpoint_dtype": "float32",
             "val_batch_size": 3,
+            "compile": False,
             "ema": dict(PAPER_EMA),
             **training,
         },
@@ -172,6 +174,16 @@ def tiny(config: dict, workdir: Path) -> dict:
     config["audit"]["screen"]["threshold"] = 0.0
     config["audit"]["review"]["page_size"] = 4  # two review pages per 6-image set
     config["audit"]["sample_sets"] = ["initial", "large"]  # ids must stay apart across sets
+    # The landmark model on this atlas's 34 train images (6 held out): measured on this split,
+    # 100 steps give a held-out MRE of 1.09 px against the mean shape's 2.51 (0.43 of it; 60 steps:
+    # 1.28, 0.51). A 6-image utility set from the split run, one real fraction and one seed: five
+    # students.
+    config["anatomy"]["training"].update(max_steps=100, eval_every=20)
+    config["anatomy"]["utility"] = {
+        "samples": {"n_images": 6, "images_per_shard": 6},
+        "fractions": [0.5],
+        "seeds": [0],
+    }
     write_workdir_config(workdir, config)
     return config
 

@@ -14,7 +14,6 @@ from anatomy_fixtures import PROVENANCE, demo_teacher, phantoms, training_settin
 from PIL import Image
 
 from radsynth.anatomy.augment import flip_permutation
-from radsynth.anatomy.corruptions import CORRUPTIONS, corrupt, flip_spine, screen_aucs
 from radsynth.anatomy.fidelity import (
     bootstrap_w1,
     curvature_comparison,
@@ -27,15 +26,6 @@ from radsynth.anatomy.fidelity import (
 from radsynth.anatomy.geometry import geometry_table
 from radsynth.anatomy.landmark_export import label_column, landmark_table
 from radsynth.anatomy.landmark_model import load_landmark_model, predict_landmarks
-from radsynth.anatomy.screen import (
-    ANATOMY_COLUMNS,
-    add_anatomy_columns,
-    anatomy_flags,
-    combined_plausibility,
-    geometry_ranges,
-    order_violations,
-    tail_share,
-)
 from radsynth.anatomy.two_sample import two_sample_auroc
 from radsynth.anatomy.utility import (
     UtilityArm,
@@ -45,15 +35,28 @@ from radsynth.anatomy.utility import (
     summarise_utility,
     utility_arms,
 )
+from radsynth.audit.anatomy_screen import (
+    add_anatomy_columns,
+    anatomy_flags,
+    combined_plausibility,
+    geometry_ranges,
+    order_violations,
+    tail_share,
+)
+from radsynth.audit.corruptions import CORRUPTIONS, corrupt, flip_spine, screen_aucs
 from radsynth.audit.plausibility import fit_plausibility
+from radsynth.audit.screening import ANATOMY_COLUMNS
 from radsynth.core.features import extract_features
+from radsynth.core.frechet import frechet_distance
 from radsynth.core.provenance import file_sha256
 from radsynth.core.settings.audit import ScreenSettings
 from radsynth.core.tables import read_table
 from radsynth.data.atlas import atlas_from_images, write_atlas
 from radsynth.data.csxa import KEYPOINT_LABELS
-from radsynth.evaluate.metrics import fidelity_row, frechet_distance
+from radsynth.evaluate.metrics import fidelity_row
 
+#: The demo preset's curvature rule (config/config.yaml anatomy.curvature_thresholds_deg).
+THRESHOLDS_DEG = (-6.1, 6.4)
 #: The demo preset's plausibility screen (config/config.yaml audit.screen.settings).
 SCREEN_SETTINGS = ScreenSettings(
     analysis_size=20,
@@ -239,13 +242,17 @@ def test_landmark_features_give_a_frechet_distance_that_separates(
     far = frechet_distance(features[first], inverted)
     model = load_landmark_model(teacher)
     predicted = predict_landmarks(model, images)
-    geometry = geometry_table(predicted.xy, held_out["facing"])
+    geometry = geometry_table(
+        predicted.xy, held_out["facing"], curvature_thresholds_deg=THRESHOLDS_DEG
+    )
     floor_rows = geometry_distances(
         geometry.iloc[first], geometry.iloc[second], n_boot=100, level=0.95, seed=0
     )
     flipped = corrupt(images[second], held_out["keypoints"][second], "flip_spine")
     flipped_geometry = geometry_table(
-        predict_landmarks(model, flipped).xy, held_out["facing"][second]
+        predict_landmarks(model, flipped).xy,
+        held_out["facing"][second],
+        curvature_thresholds_deg=THRESHOLDS_DEG,
     )
     flipped_rows = geometry_distances(
         geometry.iloc[first], flipped_geometry, n_boot=100, level=0.95, seed=0
@@ -317,7 +324,9 @@ def test_anatomical_and_plausibility_screens_on_corrupted_phantoms(
 
     def anatomy(batch: np.ndarray) -> pd.DataFrame:
         predicted = predict_landmarks(model, batch)
-        return predicted, geometry_table(predicted.xy, np.full(len(batch), "left"))
+        return predicted, geometry_table(
+            predicted.xy, np.full(len(batch), "left"), curvature_thresholds_deg=THRESHOLDS_DEG
+        )
 
     predicted, real_geometry = anatomy(images[reference])
     ranges = geometry_ranges(real_geometry)
@@ -423,7 +432,11 @@ def test_landmark_table_has_every_landmark_and_the_geometry(
 ) -> None:
     model = load_landmark_model(teacher)
     table = landmark_table(
-        model, held_out["images"][:5], [f"img{i}" for i in range(5)], ["left"] * 4 + [""]
+        model,
+        held_out["images"][:5],
+        [f"img{i}" for i in range(5)],
+        ["left"] * 4 + [""],
+        curvature_thresholds_deg=THRESHOLDS_DEG,
     )
     assert table.columns[:4].tolist() == [
         "image_id",
@@ -443,4 +456,10 @@ def test_landmark_table_has_every_landmark_and_the_geometry(
     assert error < 1.5  # px: the teacher's held-out MRE is below 1 px
     assert table["c2_c7_angle_deg"].isna().tolist() == [False] * 4 + [True]
     with pytest.raises(ValueError, match="4 image ids for 5 images"):
-        landmark_table(model, held_out["images"][:5], ["a"] * 4, ["left"] * 5)
+        landmark_table(
+            model,
+            held_out["images"][:5],
+            ["a"] * 4,
+            ["left"] * 5,
+            curvature_thresholds_deg=THRESHOLDS_DEG,
+        )

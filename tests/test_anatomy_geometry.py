@@ -4,9 +4,11 @@ mirroring, body sizes of hand-drawn boxes, and the definitions against the phant
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from radsynth.anatomy.geometry import (
     body_sizes,
@@ -17,7 +19,11 @@ from radsynth.anatomy.geometry import (
 from radsynth.data.csxa import KEYPOINT_LABELS
 from radsynth.demo.phantom import build_scene, sample_params
 
+REPO = Path(__file__).resolve().parents[1]
 WIDTH = 64
+#: The demo rule (radsynth/anatomy/geometry.py's docstring derives it from the generator's class
+#: ranges), as the demo preset carries it.
+DEMO_THRESHOLDS = (-6.1, 6.4)
 
 
 def corners(placed: dict[str, tuple[float, float]]) -> np.ndarray:
@@ -74,8 +80,15 @@ def test_a_missing_corner_or_bad_facing() -> None:
         c2_c7_angle_deg(points, ["up"])
 
 
+def test_both_presets_carry_the_demo_rule() -> None:
+    for preset in ("config/config.yaml", "config/csxa.yaml"):
+        config = yaml.safe_load((REPO / preset).read_text(encoding="utf-8"))
+        assert tuple(config["anatomy"]["curvature_thresholds_deg"]) == DEMO_THRESHOLDS, preset
+
+
 def test_curvature_classes_at_the_demo_thresholds() -> None:
-    classes = curvature_class(np.array([-20.0, -6.2, -6.1, 0.0, 6.4, 6.5, np.nan]))
+    angles = np.array([-20.0, -6.2, -6.1, 0.0, 6.4, 6.5, np.nan])
+    classes = curvature_class(angles, DEMO_THRESHOLDS)
     assert classes.tolist() == [
         "lordotic",
         "lordotic",
@@ -84,6 +97,13 @@ def test_curvature_classes_at_the_demo_thresholds() -> None:
         "straight",
         "kyphotic",
         "",
+    ]
+    # other thresholds move the boundaries: -6.1 is lordotic below -5, 6.4 kyphotic above 5
+    assert curvature_class(angles, (-5.0, 5.0)).tolist()[1:5] == [
+        "lordotic",
+        "lordotic",
+        "straight",
+        "kyphotic",
     ]
 
 
@@ -103,7 +123,9 @@ def test_body_height_and_depth_of_hand_drawn_boxes() -> None:
     assert sizes["c7_depth"][0] == pytest.approx((10.0 + math.sqrt(104.0)) / 2)
     halved = body_sizes(corners(placed), spacing=np.array([0.5]))
     assert halved["c5_height"][0] == pytest.approx(3.5)
-    table = geometry_table(corners(placed | TILTED), ["right"])
+    table = geometry_table(
+        corners(placed | TILTED), ["right"], curvature_thresholds_deg=DEMO_THRESHOLDS
+    )
     assert list(table.columns[:2]) == ["c2_c7_angle_deg", "curvature_class"]
     assert table["curvature_class"][0] == "kyphotic"
 
@@ -137,4 +159,4 @@ def test_geometry_on_true_phantom_keypoints_matches_the_truth_table() -> None:
     )
     assert np.abs(error).max() < 2.0 and np.abs(error).mean() < 1.0
     assert {"left", "right"} <= set(facing)
-    assert curvature_class(angle).tolist() == classes
+    assert curvature_class(angle, DEMO_THRESHOLDS).tolist() == classes

@@ -10,14 +10,25 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
-from helpers import MEANS, key_frame, write_qualtrics
+from helpers import BETAS, MEANS, TINY_LUCIDRAINS, key_frame, shard_kwargs, write_qualtrics
+from PIL import Image
+from safetensors.torch import load_file
 
 from radsynth import cli
+from radsynth.anatomy.landmark_export import read_landmark_table
+from radsynth.anatomy.landmark_model import read_model_metadata
 from radsynth.cli import main
+from radsynth.core.tables import read_table_provenance, write_table
 from radsynth.data.atlas import load_atlas
+from radsynth.data.csxa import KEYPOINT_LABELS
 from radsynth.data.negatives import NegativeDetection
 from radsynth.data.preprocess import preprocess_atlas
+from radsynth.sample.gather import sample_manifest
+from radsynth.sample.sampler import sample_shard
+from radsynth.sample.store import image_id, open_samples
+from radsynth.train.model import build_unet
 
 REPO = Path(__file__).resolve().parents[1]
 RADSYNTH = Path(sys.executable).parent / "radsynth"
@@ -56,6 +67,8 @@ def cli_atlas(tmp_path_factory) -> Path:
         tmp_path / "atlas/images",
         "--annotations",
         tmp_path / "atlas/annotations",
+        "--metadata",
+        tmp_path / "atlas/metadata.csv",
         "--out",
         tmp_path / "atlas.h5",
         "--size",
@@ -80,6 +93,19 @@ def test_demo_atlas_preprocess_split_chain(cli_atlas, tmp_path):
     assert (manifest["subset"] == "val").sum() == 2 and "train" in out
 
 
+def test_cli_carries_the_demo_spacing_into_the_atlas(cli_atlas):
+    """Each film's 16 mm / body depth, times original pixels per atlas pixel on each axis."""
+    truth = pd.read_csv(cli_atlas / "truth.csv", dtype={"stem": str}).set_index("stem")
+    with load_atlas(cli_atlas / "atlas.h5") as atlas:
+        stems = [Path(name).stem for name in atlas.source_names]
+        spacing = atlas.mm_per_pixel
+    film = truth.loc[stems]
+    expected = np.stack([film["width"] / 32, film["height"] / 32], axis=1) * (
+        16.0 / film["unit_px"].to_numpy()[:, None]
+    )
+    np.testing.assert_allclose(spacing, expected, rtol=1e-3)  # unit_px has 3 decimals
+
+
 def test_cli_inverts_exactly_the_true_negatives(cli_atlas):
     truth = pd.read_csv(cli_atlas / "truth.csv", dtype={"stem": str})
     negatives = {f"{stem}.png" for stem in truth.loc[truth["negative"] == 1, "stem"]}
@@ -101,6 +127,7 @@ def test_cli_preprocess_equals_the_workflow_call_with_each_preset(cli_atlas, tmp
         cli_atlas / "atlas/annotations",
         tmp_path / "atlas.h5",
         tmp_path / "rejects.csv",
+        metadata_table=cli_atlas / "atlas/metadata.csv",
         size=32,
         resize_mode="resize",
         max_rejected_fraction=0.01,
@@ -113,6 +140,7 @@ def test_cli_preprocess_equals_the_workflow_call_with_each_preset(cli_atlas, tmp
     np.testing.assert_array_equal(workflow.negative_scores, cli.negative_scores)
     np.testing.assert_array_equal(workflow.inverted, cli.inverted)
     np.testing.assert_array_equal(workflow.images, cli.images)
+    np.testing.assert_array_equal(workflow.mm_per_pixel, cli.mm_per_pixel)
 
 
 def test_qualtrics_then_stats_through_the_cli(tmp_path):
@@ -229,6 +257,15 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
             image_set,
         ),
         "figshare-upload": (["figshare-upload", missing], missing / "figshare.json"),
+        "landmarks-train": (
+            ["landmarks-train", "--atlas", atlas, "--manifest", missing / "split.csv"]
+            + ["--out", tmp_path / "landmarks"],
+            atlas,
+        ),
+        "landmarks": (
+            ["landmarks", "--model", missing / "model.safetensors", "--images", image_set],
+            missing / "model.safetensors",
+        ),
     }
     return {
         command: ([str(argument) for argument in arguments], str(named))
@@ -302,3 +339,151 @@ def test_cli_defaults_are_the_presets_values():
     assert default("screen", "threshold") == demo["audit"]["screen"]["threshold"]
     settings = default("screen", "settings").model_dump()
     assert settings == demo["audit"]["screen"]["settings"]
+
+
+# ----------------------------------------------------------------------------- landmarks
+
+SIDE = 32  # the CLI atlas's side
+GEOMETRY = ["c2_c7_angle_deg", "curvature_class"]  # the columns that depend on the facing
+
+
+@pytest.fixture(scope="module")
+def landmark_model(cli_atlas, tmp_path_factory) -> Path:
+    """`radsynth landmarks-train` on the 12-phantom CLI atlas's split (10 train rows), with the
+    demo preset's anatomy section cut to 4 steps."""
+    root = tmp_path_factory.mktemp("landmarks")
+    split = ["split", "--atlas", str(cli_atlas / "atlas.h5"), "--out", str(root / "split.csv")]
+    assert main(split) == 0
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["anatomy"]["training"].update(max_steps=4, eval_every=2, state_every=2, batch_size=4)
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    arguments = ["landmarks-train", "--atlas", cli_atlas / "atlas.h5", "--manifest"]
+    arguments += [root / "split.csv", "--out", root / "model", "--config", root / "config.yaml"]
+    assert main([str(argument) for argument in arguments]) == 0
+    return root / "model" / "landmark_model.safetensors"
+
+
+def landmarks_cli(model: Path, images: Path, out: Path, *options: str) -> pd.DataFrame:
+    assert (
+        main(
+            ["landmarks", "--model", str(model), "--images", str(images), "--out", str(out)]
+            + list(options)
+        )
+        == 0
+    )
+    return read_landmark_table(out / "landmarks.csv")
+
+
+def landmark_xy(table: pd.DataFrame) -> np.ndarray:
+    stems = [label.lower().replace(" ", "_") for label in KEYPOINT_LABELS]
+    return np.stack(
+        [table[[f"{stem}_{axis}" for stem in stems]].to_numpy() for axis in ("x", "y")], axis=-1
+    )
+
+
+def assert_within_the_image(table: pd.DataFrame) -> None:
+    """Pixel-centre convention: the image covers [-0.5, SIDE - 0.5] on each axis."""
+    xy = landmark_xy(table)
+    assert np.isfinite(xy).all() and (xy >= -0.5).all() and (xy <= SIDE - 0.5).all()
+
+
+def test_landmarks_train_writes_a_resumable_model(landmark_model, cli_atlas):
+    metadata = read_model_metadata(landmark_model)
+    assert metadata["architecture"]["image_size"] == SIDE
+    assert metadata["labels"] == list(KEYPOINT_LABELS)
+    # 10 train rows, of which round(10 x 0.15) = 2 stop early and 8 are fitted; 4 steps
+    training = metadata["training"]
+    assert (training["n_fit"], training["n_held_out"], training["step"]) == (8, 2, 4)
+    assert [row["step"] for row in training["history"]] == [2, 4]
+    assert any((landmark_model.parent / ".work").rglob("*.safetensors"))  # resume states
+    # a rerun finds the finished state and writes the same weights without training again
+    before = load_file(landmark_model)
+    root = landmark_model.parents[1]
+    arguments = ["landmarks-train", "--atlas", cli_atlas / "atlas.h5", "--manifest"]
+    arguments += [root / "split.csv", "--out", root / "model", "--config", root / "config.yaml"]
+    assert main([str(argument) for argument in arguments]) == 0
+    after = load_file(landmark_model)
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[key], after[key]) for key in before)
+
+
+def test_landmarks_of_an_atlas_follow_its_source_names(landmark_model, cli_atlas, tmp_path):
+    table = landmarks_cli(landmark_model, cli_atlas / "atlas.h5", tmp_path)
+    with load_atlas(cli_atlas / "atlas.h5") as atlas:
+        names = atlas.source_names
+    assert table["image_id"].tolist() == names and len(table) == 12
+    assert_within_the_image(table)
+    assert table["c2_c7_angle_deg"].isna().all()  # an atlas records no facing
+    assert (table["curvature_class"] == "").all()
+    assert (table[["c3_height", "c7_depth"]] > 0).all().all()  # px
+    provenance = read_table_provenance(tmp_path / "landmarks.csv")
+    assert (provenance["facing"], provenance["lengths"]) == ("unknown", "px")
+
+
+def test_landmarks_of_a_png_folder_take_the_given_facing(landmark_model, cli_atlas, tmp_path):
+    with load_atlas(cli_atlas / "atlas.h5") as atlas:
+        images, names = atlas.images[:5], [Path(name).stem for name in atlas.source_names[:5]]
+    for image, name in zip(images, names, strict=True):
+        Image.fromarray(image).save(tmp_path / f"{name}.png")
+    unknown = landmarks_cli(landmark_model, tmp_path, tmp_path / "unknown")
+    assert unknown["image_id"].tolist() == sorted(names)
+    assert_within_the_image(unknown)
+    assert unknown["c2_c7_angle_deg"].isna().all()
+    left = landmarks_cli(landmark_model, tmp_path, tmp_path / "left", "--facing", "left")
+    assert left["c2_c7_angle_deg"].notna().all()
+    assert set(left["curvature_class"]) <= {"lordotic", "straight", "kyphotic"}
+    # the facing decides the angle's sign convention, never where the landmarks are
+    np.testing.assert_array_equal(landmark_xy(left), landmark_xy(unknown))
+    right = landmarks_cli(landmark_model, tmp_path, tmp_path / "right", "--facing", "right")
+    np.testing.assert_allclose(
+        (left["c2_c7_angle_deg"] + right["c2_c7_angle_deg"] + 180) % 360 - 180, 0, atol=1e-9
+    )
+
+
+def test_landmarks_of_a_zarr_store_use_its_image_ids(landmark_model, tmp_path):
+    torch.manual_seed(0)
+    unet = build_unet(TINY_LUCIDRAINS.model_copy(update={"sample_size": SIDE})).eval()
+    store = tmp_path / "shard0.zarr"
+    sample_shard(unet, BETAS, store, **shard_kwargs(tmp_path, n_images=3, sampler="ddim", steps=2))
+    table = landmarks_cli(landmark_model, store, tmp_path / "out")
+    ids = [image_id("step000010", i) for i in range(3)]
+    assert table["image_id"].tolist() == ids
+    assert_within_the_image(table)
+    assert table["c2_c7_angle_deg"].isna().all()  # a shard store is not standardised
+
+
+def test_landmarks_of_a_gathered_manifest_are_of_its_left_facing_images(landmark_model, tmp_path):
+    """The manifest's flips applied: the same landmarks as the mirrored pixels saved as PNGs."""
+    torch.manual_seed(0)
+    unet = build_unet(TINY_LUCIDRAINS.model_copy(update={"sample_size": SIDE})).eval()
+    store = tmp_path / "shard0.zarr"
+    sample_shard(unet, BETAS, store, **shard_kwargs(tmp_path, n_images=3, sampler="ddim", steps=2))
+    samples = open_samples([store])
+    facing = np.array(["right", "left", "right"])
+    manifest = sample_manifest(samples, facing, np.array([0.1, 0.9, 0.2]))
+    write_table(manifest, tmp_path / "manifest.csv", provenance={})
+    (tmp_path / "png").mkdir()
+    for name, image, side in zip(manifest["image_id"], samples.images([0, 1, 2]), facing):
+        Image.fromarray(image[:, ::-1] if side == "right" else image).save(
+            tmp_path / "png" / f"{name}.png"
+        )
+    table = landmarks_cli(landmark_model, tmp_path / "manifest.csv", tmp_path / "out")
+    expected = landmarks_cli(landmark_model, tmp_path / "png", tmp_path / "png_out")
+    pd.testing.assert_frame_equal(table.drop(columns=GEOMETRY), expected.drop(columns=GEOMETRY))
+    assert table["c2_c7_angle_deg"].notna().all()  # left-facing, as gathered
+    assert read_table_provenance(tmp_path / "out" / "landmarks.csv")["facing"] == "left"
+    status = main(
+        ["landmarks", "--model", str(landmark_model), "--images"]
+        + [str(tmp_path / "manifest.csv"), "--facing", "right"]
+    )
+    assert status == 2
+
+
+def test_landmarks_of_images_of_another_size_name_it(landmark_model, tmp_path, capsys):
+    for k in range(2):
+        Image.fromarray(np.full((24, 24), 40 * k, np.uint8)).save(tmp_path / f"{k}.png")
+    status = main(["landmarks", "--model", str(landmark_model), "--images", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1
+    assert f"{tmp_path}: the landmark model was trained at 32 x 32 px" in err
+    assert "got uint8 (2, 24, 24)" in err

@@ -220,7 +220,6 @@ def config_errors(config: dict) -> list[str]:
             [{"name": "A", "orcid": "0000-0002"}],
             "release.authors[0].orcid: String should match pattern",
         ),
-        ("release.licence", "CC0", "release.licence: expected 'CC BY 4.0', got 'CC0'"),
         ("turing.simulation.mean_rating_real", 5, "turing.simulation.mean_rating_real: must be at"),
         ("train_jobs.max_wall_time_h", 0, "train_jobs.max_wall_time_h: must be greater than 0"),
     ],
@@ -232,6 +231,14 @@ def test_a_bad_key_is_refused_by_its_dotted_path(key: str, value: object, messag
         del reduce(dict.__getitem__, key.split(".")[:-1], changed)[key.split(".")[-1]]
     errors = config_errors(changed)
     assert len(errors) == 1 and errors[0].startswith(message), errors
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "csxa.yaml"])
+@pytest.mark.parametrize("key", ["release.source_atlas", "release.licence", "release.citation"])
+def test_the_release_states_nothing_of_its_data(name: str, key: str) -> None:
+    """The atlas, licence and citation of a release follow data.source (radsynth.release.card):
+    a release key for them could contradict it, so none is accepted."""
+    assert config_errors(set_key(preset(name), key, "CC BY 4.0")) == [f"{key}: unknown key"]
 
 
 @pytest.mark.parametrize(
@@ -302,6 +309,7 @@ def test_good_variants_are_accepted(preset_name: str, changes: dict) -> None:
 CONDITIONAL_KEYS = {
     "data.demo": lambda c: c["data"]["source"] == "demo",
     "data.csxa": lambda c: c["data"]["source"] == "csxa",
+    "data.local": lambda c: c["data"]["source"] == "local",
     "model.layers_per_block": lambda c: c["model"]["architecture"] == "diffusers",
     "model.norm_num_groups": lambda c: c["model"]["architecture"] == "diffusers",
     "evaluate.extractor.weights": lambda c: c["evaluate"]["extractor"]["name"] == "fid-inception",
@@ -594,3 +602,80 @@ def test_the_dag_is_not_built_from_a_bad_config(
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert message in output
+
+
+# ----------------------------------------------------------------------------- data sources
+
+
+def local_config() -> dict:
+    """The demo config on the user's own images (`data.local`), every key stated."""
+    config = preset("config.yaml")
+    config["data"] = {
+        "source": "local",
+        "local": {
+            "images": "/data/clinic/png",
+            "annotations": "/data/clinic/json",
+            "metadata_table": None,
+            "description": "the X clinic's lateral cervical-spine radiographs, de-identified",
+            "licence": "CC BY 4.0",
+            "citation": "X clinic. Lateral cervical-spine radiographs 2015-2020.",
+        },
+    }
+    return config
+
+
+def test_a_local_source_loads_with_what_the_user_stated() -> None:
+    local = validate_config(local_config()).data.local
+    assert (local.images, local.annotations, local.metadata_table) == (
+        "/data/clinic/png",
+        "/data/clinic/json",
+        None,
+    )
+    assert local.licence == "CC BY 4.0"
+    assert local.citation == "X clinic. Lateral cervical-spine radiographs 2015-2020."
+
+
+@pytest.mark.parametrize("key", ["description", "licence", "citation", "images", "annotations"])
+def test_a_local_source_without_a_statement_is_refused(key: str) -> None:
+    config = local_config()
+    del config["data"]["local"][key]
+    assert config_errors(config) == [f"data.local.{key}: missing key"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("licence", "CC BY-NC 4.0", "data.local.licence: expected 'CC BY 4.0', got 'CC BY-NC 4.0'"),
+        ("licence", None, "data.local.licence: expected 'CC BY 4.0', got None"),
+        ("description", "", "data.local.description: String should have at least 1 character"),
+        ("citation", "", "data.local.citation: String should have at least 1 character"),
+        ("annotations", None, "data.local.annotations: expected a string, got None"),
+        ("metadata_table", 3, "data.local.metadata_table: expected a string, got 3"),
+    ],
+)
+def test_a_bad_local_key_is_named(key: str, value: object, message: str) -> None:
+    errors = config_errors(set_key(local_config(), f"data.local.{key}", value))
+    assert len(errors) == 1 and errors[0].startswith(message), errors
+
+
+def test_the_local_source_needs_its_section() -> None:
+    config = local_config()
+    config["data"] = {"source": "local", "demo": preset("config.yaml")["data"]["demo"]}
+    with pytest.raises(
+        ConfigError, match="data.source is 'local' but there is no data.local section"
+    ):
+        check_config(config)
+
+
+@pytest.mark.parametrize("table", [None, "resources/csxa/datasets.xlsx"])
+def test_the_csxa_metadata_sheet_is_a_path_or_null(table: str | None) -> None:
+    config = set_key(preset("csxa.yaml"), "data.csxa.metadata_table", table)
+    assert validate_config(config).data.csxa.metadata_table == table
+
+
+def test_the_paper_preset_states_that_the_csxa_sheet_is_unknown() -> None:
+    # no download URL is known for CSXA's sheet: the preset leaves the spacing unknown
+    assert preset("csxa.yaml")["data"]["csxa"]["metadata_table"] is None
+    config = preset("csxa.yaml")
+    del config["data"]["csxa"]["metadata_table"]
+    assert config_errors(config) == ["data.csxa.metadata_table: missing key"]

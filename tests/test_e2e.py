@@ -335,6 +335,47 @@ def test_snakemake_report_shows_every_stage_and_renders_in_chromium(demo_run):
     assert "Audit" in body and "Turing test" in body
 
 
+def test_demo_anatomy_landmarks_beat_the_mean_shape_and_measure_every_set(demo_run):
+    """The landmark model's held-out MRE is well below the mean shape's (read off the summary: the
+    tiny run's 6 held-out images after at most 100 steps measured 0.51 of it; the demo's report
+    shows at most half, measured by `make demo` in the README);
+    every FID and sampled set has one landmark row per image; the utility table has the
+    configured arms (the three fixed ones, and 50% of the real images with and without the
+    synthetic ones) and seeds."""
+    workdir, config, _ = demo_run
+    anatomy = workdir / "results/anatomy"
+    summary = pd.read_csv(anatomy / "evaluation/summary.csv", comment="#")
+    mre = dict(zip(summary["predictor"], summary["mre_px"]))
+    print(
+        f"\nheld-out MRE: landmark model {mre['landmark model']:.3f} px, mean shape "
+        f"{mre['mean shape']:.3f} px"
+    )
+    assert mre["landmark model"] <= 0.75 * mre["mean shape"]
+    split = pd.read_csv(workdir / "results/split/manifest.csv", comment="#", dtype=str)
+    held_out = split.loc[split["subset"] == "val", "source_name"].tolist()
+    assert summary["n_images"].tolist() == [len(held_out)] * 2
+    landmarks = pd.read_csv(
+        anatomy / "evaluation/held_out_landmarks.csv", comment="#", dtype={"image_id": str}
+    )
+    assert landmarks["image_id"].tolist() == held_out
+    sets = [("fid", ckpt) for ckpt in ("ckpt002", "ckpt004")]
+    sets += [(name, f"ckpt{n:03d}") for name in ("initial", "large") for n in (1, 2, 4)]
+    for sample_set, ckpt in sets:
+        table = pd.read_csv(anatomy / f"landmarks/{sample_set}/{ckpt}.csv", comment="#")
+        manifest = pd.read_csv(
+            workdir / f"results/samples/{sample_set}/{ckpt}/manifest.csv", comment="#"
+        )
+        assert sorted(table["image_id"]) == sorted(manifest["image_id"]), (sample_set, ckpt)
+    students = pd.read_csv(anatomy / "utility/students.csv", comment="#")
+    arms = ["real 100%", "synthetic", "real 100% + synthetic", "real 50%", "real 50% + synthetic"]
+    assert sorted(zip(students["arm"], students["seed"])) == sorted((arm, 0) for arm in arms)
+    assert set(students.loc[students["synthetic"], "n_synthetic"]) == {6}
+    utility = pd.read_csv(anatomy / "utility/summary.csv", comment="#")
+    assert utility["arm"].tolist() == arms and (utility["seeds"] == 1).all()
+    assert (anatomy / "utility/utility.png").stat().st_size > 0
+    assert json.loads((anatomy / "stage.json").read_text())["skipped"] is False
+
+
 def test_demo_second_run_has_nothing_to_do(demo_run):
     workdir, _, _ = demo_run
     result = run_snakemake(workdir, "-n")
@@ -374,6 +415,7 @@ def test_each_change_reruns_exactly_what_it_affects(demo_run):
     assert plan_with(workdir, config, set_key("sampling.gather.batch_size", 7)) == {}
     assert plan_with(workdir, config, set_key("training.val_batch_size", 5)) == {}
     assert plan_with(workdir, config, set_key("training.state_every", 20)) == {}
+    assert plan_with(workdir, config, set_key("training.compile", True)) == {}
     assert plan_with(workdir, config, set_key("train_jobs.max_wall_time_h", 2.0)) == {}
     assert plan_with(workdir, config, set_key("preprocess.qc.n_examples", 4)) == {
         "preprocess_qc": 1,
@@ -400,6 +442,8 @@ def test_each_change_reruns_exactly_what_it_affects(demo_run):
         "merge_screening": 1,
         "review_pages": 1,
         "release_package": 1,
+        "screen_evaluation": 1,  # the share each screen catches at the threshold
+        "anatomy_stage": 1,
         "all": 1,
     }
     assert plan_with(workdir, config, set_key("audit.memorization.top", 20)) == {
@@ -409,20 +453,74 @@ def test_each_change_reruns_exactly_what_it_affects(demo_run):
         "release_package": 1,
         "all": 1,
     }
-    after_fid = {"fid_table": 1, "select_checkpoints": 1, "loss_curves": 2, "all": 1}
+    # the FID table feeds the anatomy table and figure (anatomy beside FID), and the anatomy table
+    # the dataset card
+    after_fid = {
+        "fid_table": 1,
+        "select_checkpoints": 1,
+        "loss_curves": 2,
+        "anatomy_fidelity": 1,
+        "release_package": 1,
+        "anatomy_figure": 1,
+        "anatomy_stage": 1,
+        "all": 1,
+    }
     assert plan_with(workdir, config, set_key("evaluate.metrics.kid_seed", 1)) == {
         "fid_checkpoint": 2,
         **after_fid,
     }
+    # new FID sets: gathered, measured by the landmark model and the two-sample classifier
     assert plan_with(workdir, config, set_key("evaluate.samples.steps", 5)) == {
         "sample_shard": 2,
         "fid_checkpoint": 2,
+        "gather_samples": 2,
+        "set_landmarks": 2,
+        "landmark_fd": 2,
+        "two_sample": 2,
+        "two_sample_table": 1,
         **after_fid,
     }
     assert plan_with(workdir, config, set_key("evaluate.extractor.antialias", False)) == {
         "real_features": 1,
+        "real_floor": 1,
         "fid_checkpoint": 2,
         **after_fid,
+    }
+    after_anatomy_tables = {"anatomy_figure": 1, "anatomy_stage": 1, "all": 1}
+    assert plan_with(workdir, config, set_key("anatomy.figure.measures", ["c3_depth"])) == (
+        after_anatomy_tables
+    )
+    assert plan_with(workdir, config, set_key("anatomy.fidelity.n_boot", 7)) == {
+        "anatomy_fidelity": 1,
+        "release_package": 1,
+        **after_anatomy_tables,
+    }
+    assert plan_with(workdir, config, set_key("anatomy.fidelity.seed", 1)) == {
+        "real_floor": 1,
+        "anatomy_fidelity": 1,
+        "release_package": 1,
+        **after_anatomy_tables,
+    }
+    assert plan_with(workdir, config, set_key("anatomy.two_sample.seed", 1)) == {
+        "two_sample": 2,
+        "two_sample_table": 1,
+        "release_package": 1,
+        "anatomy_stage": 1,
+        "all": 1,
+    }
+    assert plan_with(workdir, config, set_key("anatomy.screen.min_confidence", 0.5)) == {
+        "screen_samples": 1,
+        "merge_screening": 1,
+        "review_pages": 1,
+        "release_package": 1,
+        "screen_evaluation": 1,
+        "anatomy_stage": 1,
+        "all": 1,
+    }
+    assert plan_with(workdir, config, set_key("anatomy.screen.corruptions", ["invert"])) == {
+        "screen_evaluation": 1,
+        "anatomy_stage": 1,
+        "all": 1,
     }
     longer = plan_with(workdir, config, set_key("training.num_steps", 25))
     assert longer["train"] == 2 and "preprocess" not in longer, (
@@ -436,6 +534,7 @@ def test_each_change_reruns_exactly_what_it_affects(demo_run):
     assert (
         everything["preprocess"] == 1
         and everything["train"] == 4
+        # 9 sampled, 2 FID; the utility shard follows once the new atlas's keypoint check has run
         and everything["sample_shard"] == 11
     )
     assert {
@@ -446,6 +545,29 @@ def test_each_change_reruns_exactly_what_it_affects(demo_run):
         "turing_stats",
     } <= set(everything)
     assert "demo_atlas" not in everything
+    assert {"landmark_train", "set_landmarks", "utility_students"} <= set(everything)
+
+
+def test_anatomy_changes_rerun_exactly_what_they_affect(demo_run):
+    """The landmark stage's keys: the utility fractions rerun only the students and their figure,
+    the utility set's size its one shard too; the resume cadence and the inference batch nothing."""
+    workdir, config, _ = demo_run
+    # the utility summary is in the dataset card
+    students = {
+        "utility_students": 1,
+        "utility_figure": 1,
+        "release_package": 1,
+        "anatomy_stage": 1,
+        "all": 1,
+    }
+    assert plan_with(workdir, config, set_key("anatomy.utility.fractions", [0.25])) == students
+    assert plan_with(workdir, config, set_key("anatomy.utility.seeds", [1])) == students
+    assert plan_with(workdir, config, set_key("anatomy.utility.samples.n_images", 5)) == {
+        "sample_shard": 1,
+        **students,
+    }
+    assert plan_with(workdir, config, set_key("anatomy.training.state_every", 7)) == {}
+    assert plan_with(workdir, config, set_key("anatomy.batch_size", 3)) == {}
 
 
 def test_a_built_study_is_never_replaced(demo_run):
@@ -525,6 +647,7 @@ def csxa_config(demo: dict, served: Path, base_url: str, *, corrupt: bool = Fals
         "csxa": {
             "landing_page": "https://doi.org/10.57760/sciencedb.15391",
             "archives": archives,
+            "metadata_table": None,
             "download": {
                 "timeout_s": 10,
                 "max_attempts": 2,

@@ -77,6 +77,7 @@ def atlas(tmp_path_factory: pytest.TempPathFactory) -> dict:
         resize_mode="resize",
         max_rejected_fraction=0.0,
         detection=PAPER_NEGATIVE_DETECTION,
+        metadata_table=None,
         provenance={},
         progress=False,
     )

@@ -22,7 +22,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from radsynth.core.settings.release import Author, ReleaseSettings
 from radsynth.release import figshare
+from radsynth.release.card import DATA_ORIGINS, data_sentence, figshare_metadata
 from radsynth.release.figshare import (
     FigshareError,
     PackageError,
@@ -376,6 +378,54 @@ def test_full_upload_sends_every_file_in_parts_and_no_publish(package, server):
                 "status": "completed",
             },
         },
+    }
+
+
+@pytest.mark.parametrize(
+    ("source", "data"),
+    [
+        (
+            "csxa",
+            "The model learnt from the 4963 images of the Cervical Spine X-ray Atlas (CSXA) V3.0, "
+            "lateral cervical-spine radiographs released under CC BY 4.0 (Science Data Bank, "
+            "doi:10.57760/sciencedb.15391).",
+        ),
+        (
+            "demo",
+            "The model learnt from the 200 images of the radsynth procedural phantom atlas, "
+            "lateral cervical-spine phantoms drawn by radsynth's own code "
+            "(`radsynth.demo.phantom`), not radiographs of any person.",
+        ),
+    ],
+)
+def test_the_article_states_the_data_its_model_learnt_from(package, server, source, data):
+    """The metadata the release writes reaches figshare with the data source's licence and the
+    data and screening sentences after the configured description."""
+    origin = DATA_ORIGINS[source]
+    n_images = {"csxa": 4963, "demo": 200}[source]
+    settings = ReleaseSettings(
+        title=TITLE,
+        description="Uploader test.",
+        keywords=("ddpm",),
+        categories=(24,),
+        authors=(Author(name="A. Tester"),),
+        max_archive_bytes=1000,
+        near_duplicate_patch_distance=0.05,
+    )
+    screening = "Nobody reviewed the images."
+    metadata = figshare_metadata(
+        settings, origin, data=data_sentence(origin, n_images), screening=screening
+    )
+    (package / "figshare.json").write_text(json.dumps(metadata))
+    upload(package, server)
+    assert server.articles[5001]["metadata"] == {
+        "title": TITLE,
+        "description": f"Uploader test.\n\n{data} {screening}",
+        "keywords": ["ddpm"],
+        "categories": [24],
+        "license": 1,  # CC BY 4.0 in figshare's GET /v2/licenses
+        "authors": [{"name": "A. Tester"}],
+        "defined_type": "dataset",
     }
 
 

@@ -28,6 +28,7 @@ CONFIG = {
         "learning_rate": 5e-5,
         "state_every": 4,
         "val_batch_size": 3,
+        "compile": True,
         "ema": {"update_every": 10, "decay": 0.995},
         "adam_betas": [0.9, 0.99],
     },
@@ -61,13 +62,14 @@ def test_result_settings_are_sorted_whatever_the_key_order() -> None:
 
 
 def test_result_settings_leave_out_num_steps_and_operational_keys() -> None:
-    assert OPERATIONAL_TRAINING_KEYS == ("val_batch_size", "state_every")
+    assert OPERATIONAL_TRAINING_KEYS == ("val_batch_size", "state_every", "compile")
     before = copy.deepcopy(CONFIG)
     settings = result_settings(CONFIG)
     assert set(CONFIG["training"]) - set(settings["training"]) == {
         "num_steps",
         "val_batch_size",
         "state_every",
+        "compile",
     }
     assert "sampling" not in settings
     assert CONFIG == before  # the config itself is left alone

@@ -35,6 +35,8 @@ FORMAT_MODULES = {
     "radsynth.sample.plan",  # how a sample set is cut into shards
     "radsynth.sample.store",  # Zarr shard stores and the gathered manifest
     "radsynth.sample.facing",  # the facing classifier file, applied to real images too
+    "radsynth.anatomy.landmark_export",  # the landmark CSV (radsynth landmarks, SET_LANDMARKS)
+    "radsynth.anatomy.landmark_model",  # the landmark model file, applied by the audit's screen
     "radsynth.audit.screening",  # the screening manifest and merged table (no torch): Table S1
     "radsynth.audit.patch_distance",  # the pair distance the audit's files record
 }

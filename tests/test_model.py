@@ -212,6 +212,7 @@ def test_lucidrains_checkpoint_loads_and_samples(lucidrains_run: Path, tmp_path:
         prediction_type="v_prediction",
         clip_sample=True,
         num_train_timesteps=len(betas),
+        solver_order=None,
     )
     again = sample_batch(
         net,

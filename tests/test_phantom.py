@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from PIL import Image
 
 from radsynth.data.csxa import KEYPOINT_LABELS, STEM_PATTERN
+from radsynth.data.csxa_metadata import read_pixel_spacing
 from radsynth.demo import phantom
 from radsynth.demo.phantom import (
     Storage,
@@ -16,6 +18,7 @@ from radsynth.demo.phantom import (
     encode_image,
     generate_atlas,
     labelme_document,
+    mm_per_pixel,
     render_phantom,
     sample_params,
 )
@@ -79,6 +82,7 @@ def test_a_smaller_atlas_is_a_prefix_of_a_larger_one(atlas, tmp_path):
     pd.testing.assert_frame_equal(small_truth, truth.iloc[:10])
     small_files = files_of(small)
     small_files.pop("truth.csv")
+    small_files.pop("metadata.csv")
     large_files = files_of(root)
     assert small_files == {name: large_files[name] for name in small_files}
 
@@ -91,7 +95,42 @@ def test_stems_are_valid_unique_and_match_the_files(atlas):
     assert [int(stem[4:]) for stem in truth["stem"]] == list(truth["age"])
     assert sorted(p.stem for p in (root / "images").iterdir()) == sorted(truth["stem"])
     assert sorted(p.stem for p in (root / "annotations").iterdir()) == sorted(truth["stem"])
-    assert sorted(p.name for p in root.iterdir()) == ["annotations", "images", "truth.csv"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "annotations",
+        "images",
+        "metadata.csv",
+        "truth.csv",
+    ]
+
+
+def test_metadata_table_gives_each_film_the_spacing_of_a_16_mm_body(atlas):
+    """CSXA's sheet layout (Number, Pixel equivalent): 16 mm over the film's body depth in px
+    (`unit_px`, rounded to 3 decimals in the truth table)."""
+    root, truth = atlas
+    spacing = read_pixel_spacing(root / "metadata.csv")
+    assert list(spacing) == list(truth["stem"])
+    np.testing.assert_allclose(list(spacing.values()), 16.0 / truth["unit_px"], rtol=1e-3)
+
+
+def test_a_phantoms_spacing_is_16_mm_over_its_measured_body_depth():
+    """Hand check on one phantom: the C3-C7 endplates measured between the annotated corners,
+    times the spacing, give 16 mm x their depth factor (`body_depths`, about 1) x 0.93. The 0.93:
+    the corners are clicked at the middle of rounded corners of radius 0.15 x the body height
+    (0.8 depths), which shortens each endplate by 2 x 0.12 x (1 - 1/sqrt 2) = 0.07 depths."""
+    rng = np.random.default_rng([21, 0])
+    params = sample_params(rng, min_side=96, max_side=144, negative=False)
+    keypoints = render_phantom(rng, params).keypoints
+    assert mm_per_pixel(params) == 16.0 / params.anatomy.unit
+    depths_px = [
+        (
+            math.dist(keypoints[f"C{level} top left"], keypoints[f"C{level} top right"])
+            + math.dist(keypoints[f"C{level} bottom left"], keypoints[f"C{level} bottom right"])
+        )
+        / 2
+        for level in range(3, 8)
+    ]
+    expected_mm = 16.0 * 0.93 * np.mean(params.anatomy.body_depths[1:])
+    assert np.mean(depths_px) * mm_per_pixel(params) == pytest.approx(expected_mm, rel=0.03)
 
 
 def test_labelme_files_have_csxa_keys_and_all_23_labels(atlas):

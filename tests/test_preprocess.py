@@ -4,6 +4,7 @@ table. Fixtures are tiny images made here and in preprocess_fixtures."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -24,8 +25,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from radsynth.core.tables import read_table, read_table_provenance
-from radsynth.data.atlas import load_atlas
+from radsynth.data.atlas import atlas_digest, atlas_from_images, load_atlas, write_atlas
 from radsynth.data.csxa import KEYPOINT_LABELS
+from radsynth.data.csxa_metadata import read_pixel_spacing
 from radsynth.data.image_reading import UnreadableImage, read_radiograph
 from radsynth.data.labelme import AnnotationError, read_labelme
 from radsynth.data.negatives import (
@@ -44,7 +46,7 @@ from radsynth.data.preprocess import (
     to_uint8,
 )
 from radsynth.data.rejects import RejectRow
-from radsynth.data.resize import Affine, map_keypoints, resize_image
+from radsynth.data.resize import Affine, map_keypoints, map_spacing, resize_image
 
 
 def write_dicom(
@@ -229,8 +231,14 @@ def test_negative_decision_is_strictly_above_the_threshold(image, score):
         detection = boundary_detection(threshold)
         assert is_negative(score, detection) is negative, threshold
         prepared = prepare_image(
-            image, np.zeros((1, 2)), size=16, resize_mode="resize", detection=detection
+            image,
+            np.zeros((1, 2)),
+            mm_per_pixel=math.nan,
+            size=16,
+            resize_mode="resize",
+            detection=detection,
         )
+        assert np.isnan(prepared.mm_per_pixel).all() and prepared.mm_per_pixel.shape == (2,)
         assert prepared.inverted is negative, threshold
         assert prepared.negative_score == score
         # An inverted image is stored as 1 - x: its side strips become dark.
@@ -421,6 +429,19 @@ def test_letterbox_keeps_aspect_pads_background_and_dot_stays_under_keypoint():
     )
 
 
+def test_spacing_is_divided_by_each_axis_scale():
+    """A 200 x 300 (h x w) film of 0.2 mm pixels: stretched to 100 x 100, an x pixel spans
+    300 / 100 original pixels (0.6 mm) and a y pixel 200 / 100 (0.4 mm); letterboxed, the
+    content is 100 x round(200 / 3) = 67 px, so y spans 200 / 67 original pixels and the padding
+    changes nothing."""
+    image = np.zeros((200, 300), np.float32)
+    _, stretched = resize_image(image, 100, "resize")
+    np.testing.assert_allclose(map_spacing(0.2, stretched), [0.6, 0.4], rtol=1e-12)
+    _, boxed = resize_image(image, 100, "letterbox")
+    np.testing.assert_allclose(map_spacing(0.2, boxed), [0.6, 0.2 * 200 / 67], rtol=1e-12)
+    assert np.isnan(map_spacing(math.nan, boxed)).all()
+
+
 def test_unknown_resize_mode_is_rejected():
     with pytest.raises(ValueError, match="resize mode 'crop'"):
         resize_image(np.zeros((4, 4), np.float32), 2, "crop")
@@ -464,11 +485,18 @@ def make_atlas(root: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
     write_png(images / "0007080.png", spine_like(rng, 64, 64))  # no annotation
     (annotations / "0005060.json").write_text("{broken")
     (images / ".hidden.png").write_bytes(b"")  # hidden: not an image of the atlas
+    # CSXA's metadata sheet: a spreadsheet's numbers lose the stem's leading zeros ("2045"); one
+    # image has a blank pixel equivalent, 0007080 has no row, 0009090 is not in the atlas.
+    (root / "datasets.csv").write_text(
+        "Number,Age,Pixel equivalent\n0001035,35,0.1\n0003020,20,0.125\n2045,45,0.2\n"
+        "0004050,50,\n0005060,60,0.15\n0009090,90,0.3\n"
+    )
     return originals
 
 
 def run(root: Path, **overrides):
     arguments = dict(
+        metadata_table=root / "datasets.csv",
         size=32,
         resize_mode="resize",
         max_rejected_fraction=0.5,
@@ -500,6 +528,7 @@ def test_atlas_layout_content_and_rejects(tmp_path):
         1,
     )
     assert (summary.n_annotation_missing, summary.n_annotation_rejected) == (1, 1)
+    assert summary.n_without_spacing == 2
     with h5py.File(tmp_path / "out" / "atlas.h5") as h5:
         assert h5["images"].dtype == np.uint8 and h5["images"].shape == (6, 32, 32)
         assert h5["images"].chunks == (1, 32, 32) and h5["images"].compression == "gzip"
@@ -519,6 +548,8 @@ def test_atlas_layout_content_and_rejects(tmp_path):
             1,
         )
         assert h5.attrs["provenance_config_hash"] == "abc123"
+        assert h5.attrs["n_without_spacing"] == 2
+        assert h5["meta/mm_per_pixel"].dtype == np.float64
         assert json.loads(h5.attrs["provenance"]) == PROVENANCE
     atlas = load_atlas(tmp_path / "out" / "atlas.h5")
     assert atlas.source_names == [
@@ -543,6 +574,17 @@ def test_atlas_layout_content_and_rejects(tmp_path):
         rtol=1e-6,
     )
     assert np.isnan(atlas.keypoints[3]).all() and np.isnan(atlas.keypoints[4]).all()
+    # mm per atlas pixel: the sheet's value times original pixels per atlas pixel on each axis
+    sheet = {"0001035.png": 0.1, "0003020.png": 0.125, "0005060.dcm": 0.15, "sub/0002045.png": 0.2}
+    for name, mm in sheet.items():
+        height, width = originals[name].shape
+        np.testing.assert_allclose(
+            atlas.mm_per_pixel[atlas.source_names.index(name)],
+            [mm * width / 32, mm * height / 32],
+            rtol=1e-12,
+        )
+    for name in ("0004050.png", "0007080.png"):  # a blank value, and an image without a row
+        assert np.isnan(atlas.mm_per_pixel[atlas.source_names.index(name)]).all()
     assert read_table_provenance(tmp_path / "out" / "rejects.csv") == PROVENANCE
     rows = read_rejects(tmp_path / "out" / "rejects.csv")
     kinds = {(row["source"], row["kind"]) for row in rows}
@@ -577,6 +619,94 @@ def test_rerun_gives_identical_content(tmp_path):
     np.testing.assert_array_equal(first.keypoints, second.keypoints)
     np.testing.assert_array_equal(first.negative_scores, second.negative_scores)
     assert (tmp_path / "out" / "rejects.csv").read_bytes() == first_rejects
+
+
+def test_without_a_metadata_table_no_image_has_a_spacing_and_the_digest_is_unchanged(tmp_path):
+    """The spacing is metadata: the atlas digest (images and names, which key training runs)
+    does not depend on it."""
+    make_atlas(tmp_path, np.random.default_rng(5))
+    run(tmp_path)
+    with_table = load_atlas(tmp_path / "out" / "atlas.h5")
+    summary = run(tmp_path, metadata_table=None)
+    without = load_atlas(tmp_path / "out" / "atlas.h5")
+    assert summary.n_without_spacing == 6 and without.attrs["n_without_spacing"] == 6
+    assert np.isnan(without.mm_per_pixel).all() and without.mm_per_pixel.shape == (6, 2)
+    assert atlas_digest(with_table.images, with_table.source_names) == atlas_digest(
+        without.images, without.source_names
+    )
+
+
+def test_atlas_round_trip_keeps_the_spacing_and_requires_it(tmp_path):
+    images = np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4)
+    atlas = dataclasses.replace(
+        atlas_from_images(images, ["a", "b", "c"]),
+        mm_per_pixel=np.array([[0.1, 0.2], [np.nan, np.nan], [0.3, 0.3]]),
+    )
+    write_atlas(tmp_path / "atlas.h5", atlas)
+    back = load_atlas(tmp_path / "atlas.h5")
+    np.testing.assert_array_equal(back.mm_per_pixel, atlas.mm_per_pixel)
+    assert back.mm_per_pixel.dtype == np.float64
+    assert np.isnan(atlas_from_images(images, ["a", "b", "c"]).mm_per_pixel).all()
+    with h5py.File(tmp_path / "atlas.h5", "a") as h5:
+        del h5["meta/mm_per_pixel"]
+    with pytest.raises(KeyError, match="atlas.h5: not a radsynth atlas, missing meta/mm_per_pixel"):
+        load_atlas(tmp_path / "atlas.h5")
+    with pytest.raises(
+        ValueError, match=r"mm per pixel must be \(3, 2\) \(x, y per image\), got \(3,\)"
+    ):
+        write_atlas(tmp_path / "bad.h5", dataclasses.replace(atlas, mm_per_pixel=np.ones(3)))
+    assert not (tmp_path / "bad.h5").exists()
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ("0001035,abc\n", r"line 2, column 'Pixel equivalent': 'abc' is not a finite number"),
+        (
+            "0001035,0.1\n0002045,-0.1\n",
+            r"line 3, column 'Pixel equivalent': '-0.1' is not a positive",
+        ),
+        ("0001035,0\n", r"line 2, column 'Pixel equivalent': '0' is not a positive mm per pixel"),
+        ("12345678,0.1\n", r"line 2, column 'Number': '12345678' is not a 7-digit CSXA"),
+        ("abc,0.1\n", r"line 2, column 'Number': 'abc' is not a 7-digit CSXA image stem"),
+        ("1035,0.1\n0001035,0.2\n", r"line 3, column 'Number': image 0001035 is already on line 2"),
+    ],
+)
+def test_a_malformed_metadata_row_is_named(tmp_path, rows, message):
+    path = tmp_path / "datasets.csv"
+    path.write_text("Number,Pixel equivalent\n" + rows)
+    with pytest.raises(ValueError, match=rf"{path} {message}"):
+        read_pixel_spacing(path)
+
+
+def test_metadata_table_reads_stems_and_blanks_and_names_a_missing_column(tmp_path):
+    path = tmp_path / "datasets.csv"
+    path.write_text("Number,Pixel equivalent\n1035,0.125\n0002045,\n")
+    spacing = read_pixel_spacing(path)
+    assert list(spacing) == ["0001035", "0002045"] and spacing["0001035"] == 0.125
+    assert math.isnan(spacing["0002045"])
+    path.write_text("Number,Pixel spacing\n0001035,0.1\n")
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['Pixel equivalent'\]"):
+        read_pixel_spacing(path)
+
+
+def test_metadata_spreadsheet_as_csxa_ships_it(tmp_path):
+    """datasets.xlsx: Sheet1, header in row 1, the stem stored as a number (leading zeros lost);
+    a bad row is named by its sheet row."""
+    openpyxl = pytest.importorskip("openpyxl")
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Sheet1"
+    for row in (["Number", "Sex", "Pixel equivalent"], [1035, "F", 0.125], [2045, "M", None]):
+        sheet.append(row)
+    book.save(tmp_path / "datasets.xlsx")
+    spacing = read_pixel_spacing(tmp_path / "datasets.xlsx")
+    assert list(spacing) == ["0001035", "0002045"] and spacing["0001035"] == 0.125
+    assert math.isnan(spacing["0002045"])
+    sheet.append([3020, "F", "n/a"])
+    book.save(tmp_path / "datasets.xlsx")
+    with pytest.raises(ValueError, match=r"datasets.xlsx line 4, column 'Pixel equivalent': 'n/a'"):
+        read_pixel_spacing(tmp_path / "datasets.xlsx")
 
 
 def test_too_many_rejected_fails_but_writes_rejects_and_no_atlas(tmp_path):
@@ -654,6 +784,7 @@ def test_missing_directories_and_foreign_files_are_named(tmp_path):
             tmp_path,
             tmp_path / "a.h5",
             tmp_path / "r.csv",
+            metadata_table=None,
             size=8,
             resize_mode="resize",
             max_rejected_fraction=0.1,
@@ -665,3 +796,25 @@ def test_missing_directories_and_foreign_files_are_named(tmp_path):
     h5py.File(tmp_path / "other.h5", "w").close()
     with pytest.raises(KeyError, match="other.h5: not a radsynth atlas, missing images, keypoints"):
         load_atlas(tmp_path / "other.h5")
+
+
+def test_a_source_without_annotations_gives_an_atlas_without_keypoints(tmp_path):
+    """An empty annotation folder (say a local source whose files were all lost) is no error: the
+    atlas keeps every image with NaN keypoints, which is what the anatomy stage's keypoint check
+    reads, and the rejects table names each image as annotation_missing."""
+    rng = np.random.default_rng(5)
+    for stem in ("0001035", "0002040"):
+        write_png(tmp_path / "png" / f"{stem}.png", spine_like(rng, 48, 40))
+    (tmp_path / "json").mkdir()
+    summary = run(tmp_path, metadata_table=None)
+    assert (summary.n_images, summary.n_annotation_missing, summary.n_without_spacing) == (2, 2, 2)
+    with load_atlas(tmp_path / "out" / "atlas.h5") as atlas:
+        assert atlas.keypoints.shape == (2, len(KEYPOINT_LABELS), 2)
+        assert np.isnan(atlas.keypoints).all() and np.isnan(atlas.mm_per_pixel).all()
+    assert [
+        (row["source"], row["kind"], row["reason"])
+        for row in read_rejects(tmp_path / "out" / "rejects.csv")
+    ] == [
+        ("0001035.png", "annotation_missing", "no 0001035.json found"),
+        ("0002040.png", "annotation_missing", "no 0002040.json found"),
+    ]

@@ -1,21 +1,28 @@
-"""Dry runs of the paper preset with the cluster profile: what each job would ask SLURM for.
+"""Dry runs of the paper preset with the cluster profile: what each job would ask SLURM for; and
+with the local profile: which training jobs a machine's memory lets run side by side.
 
 The sbatch options are rendered by the SLURM executor plugin's own functions from the resources
 Snakemake plans for each job, so a key the plugin ignores or misreads fails here. Expected numbers
-come from the paper and config/csxa.yaml, not from the profile under test.
+come from the paper and config/csxa.yaml, not from the profile under test. Which ready jobs start
+together is decided by Snakemake's own job selectors (greedy and MILP) from the planned resources.
 """
 
+import logging
 import re
 import shutil
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
 from conftest import REPO, run_snakemake
 from snakemake.cli import parse_args
 from snakemake.iocontainers import Namedlist
+from snakemake.scheduling import greedy, milp
 from snakemake_executor_plugin_slurm.submit_string import get_submit_command
 from snakemake_executor_plugin_slurm.utils import set_gres_string
 from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
+
+from radsynth.core.resources import host_gpu_count, host_memory_mb
 
 SLURM_PROFILE = REPO / "profiles/slurm"
 #: Paper 2.4: every job is bounded by the 24-hour institutional runtime limit.
@@ -173,3 +180,102 @@ def test_all_sampling_shards_go_to_slurm_as_one_job_array(slurm_plan, slurm_sett
     # may run at once.
     assert int(settings.array_limit) >= N_SAMPLE_SHARDS
     assert args.jobs >= N_SAMPLE_SHARDS
+
+
+#: The machine of the issue: 2 cores, 24 GB, no GPU.
+DECLARED_HOST_MB = 24000
+
+
+def first_training_segments(dry_run_output: str) -> dict[str, dict[str, str]]:
+    """Run name -> resources of the run's first training job (its lowest step: it needs only the
+    atlas and the split, so the first segments of both runs are ready at the same time)."""
+    firsts: dict[str, tuple[int, dict[str, str]]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", dry_run_output):
+        if not block.startswith("rule train:"):
+            continue
+        wildcards = dict(
+            item.split("=", 1) for item in re.search(r"wildcards: (.*)", block).group(1).split(", ")
+        )
+        resources = dict(
+            item.split("=", 1) for item in re.search(r"resources: (.*)", block).group(1).split(", ")
+        )
+        step = int(wildcards["step"])
+        if wildcards["run"] not in firsts or step < firsts[wildcards["run"]][0]:
+            firsts[wildcards["run"]] = (step, resources)
+    return {run: resources for run, (_, resources) in firsts.items()}
+
+
+@dataclass(eq=False)  # hashed by identity, as Snakemake's jobs are
+class ReadyJob:
+    """What Snakemake's job selectors read of a ready job."""
+
+    run: str
+    scheduler_resources: dict[str, int]
+    priority: int = 0
+    input: tuple = ()
+
+
+def started_together(jobs: dict[str, dict[str, str]], mem_mb: int) -> dict[str, list[str]]:
+    """Selector name -> the runs whose ready jobs Snakemake's greedy and MILP job selectors start
+    at once on a 2-core machine with `mem_mb` of memory."""
+    ready = [
+        ReadyJob(run, {"_cores": 1, "mem_mb": int(resources["mem_mb"])})
+        for run, resources in jobs.items()
+    ]
+    available = {"_cores": 2, "mem_mb": mem_mb, "_job_count": len(ready)}
+    selectors = {
+        "greedy": greedy.Scheduler(None, greedy.SchedulerSettings(), logging.getLogger()),
+        "milp": milp.Scheduler(None, milp.SchedulerSettings(), logging.getLogger()),
+    }
+    return {
+        name: sorted(job.run for job in selector.select_jobs(ready, ready, available, {}))
+        for name, selector in selectors.items()
+    }
+
+
+def dry_run(tmp_path, *args: str) -> str:
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config/config.yaml", tmp_path / "config/config.yaml")
+    result = run_snakemake(tmp_path, "-n", *args)
+    return result.stdout + result.stderr
+
+
+def test_the_local_profile_limits_jobs_to_this_machines_memory_and_gpus(tmp_path):
+    _, args = parse_args(["-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n"])
+    assert args.resources.get("mem_mb").value == host_memory_mb()
+    assert args.resources.get("gpu").value == host_gpu_count()
+
+
+def test_a_24_gb_machine_trains_the_paper_runs_one_after_the_other(tmp_path):
+    output = dry_run(
+        tmp_path,
+        "--configfile",
+        str(REPO / "config/csxa.yaml"),
+        "--resources",
+        f"mem_mb={DECLARED_HOST_MB}",
+    )
+    firsts = first_training_segments(output)
+    assert sorted(firsts) == ["full", "split"]
+    # The measured 2,294 MB per 256 px image of a batch of 8 alone is 18 GB.
+    for resources in firsts.values():
+        assert 8 * 2294 < int(resources["mem_mb"]) <= DECLARED_HOST_MB
+    for name, started in started_together(firsts, DECLARED_HOST_MB).items():
+        assert len(started) == 1, f"{name} starts {started} together"
+
+
+def test_the_demo_still_trains_both_runs_side_by_side(tmp_path):
+    """The demo's jobs are small: its two runs train side by side on a 2-core machine with as
+    little as 4 GB, and with 8 GB no two of its jobs wait for each other's memory, as before
+    jobs declared memory."""
+    output = dry_run(tmp_path, "--resources", "mem_mb=4000")
+    firsts = first_training_segments(output)
+    assert sorted(firsts) == ["full", "split"]
+    for name, started in started_together(firsts, 4000).items():
+        assert started == ["full", "split"], name
+    declared = sorted(
+        int(job["mem_mb"])
+        for jobs in planned_jobs(output).values()
+        for job in jobs
+        if "mem_mb" in job
+    )
+    assert len(declared) > 10 and declared[-1] + declared[-2] < 8000

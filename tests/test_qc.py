@@ -49,6 +49,7 @@ def build_atlas(root: Path, n_positive: int, n_negative: int, side: int) -> Path
         resize_mode="resize",
         max_rejected_fraction=0.5,
         detection=DETECTION,
+        metadata_table=None,
         provenance=PROVENANCE,
         progress=False,
     )

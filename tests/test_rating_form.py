@@ -115,9 +115,10 @@ def test_template_fields_must_match_placeholders():
         ValueError, match=r"placeholders \['TITLE'\] do not match fields \['TITLE', 'X'\]"
     ):
         fill_template("<h1>{{TITLE}}</h1>", {"TITLE": "t", "X": "x"}, name="form.html")
-    assert fill_template("{{TITLE}}|{{TITLE}}", {"TITLE": "{{TITLE}}"}, name="form.html") == [
-        "{{TITLE}}|{{TITLE}}"
-    ]
+    assert (
+        fill_template("{{TITLE}}|{{TITLE}}", {"TITLE": "{{TITLE}}"}, name="form.html")
+        == "{{TITLE}}|{{TITLE}}"
+    )
 
 
 def test_non_png_image_is_named(tmp_path):

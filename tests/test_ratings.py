@@ -578,3 +578,96 @@ def test_qualtrics_short_rows_short_headers_and_no_responses(
     assert qualtrics_problems(path, key) == [
         f"{path}: fewer than 3 header rows; not a Qualtrics export"
     ]
+
+
+def test_every_missing_column_is_named(tmp_path: Path, key: pd.DataFrame) -> None:
+    path = write_rows(
+        tmp_path / "r" / "a.csv",
+        [{"rater": row["rater"], "quartet": row["quartet"]} for row in rater_rows("A")],
+    )
+    assert problems_of(tmp_path / "r", key) == [
+        f"{path}: missing column(s) position, chosen_real, rating"
+    ]
+
+
+def test_load_key_numbers_its_sorted_rows_from_zero(tmp_path: Path) -> None:
+    path = tmp_path / "key.csv"
+    key_frame(2).iloc[::-1].to_csv(path, index=False)
+    assert load_key(path).index.tolist() == list(range(8))
+
+
+def test_a_repeated_cell_is_reported_even_when_a_copy_has_a_bad_value(
+    tmp_path: Path, key: pd.DataFrame
+) -> None:
+    rows = rater_rows("A")
+    repeat = {**rows[1], "rating": "x"}
+    path = write_rows(tmp_path / "r" / "a.csv", [*rows, repeat])
+    assert problems_of(tmp_path / "r", key) == [
+        f"{path}: data row 13: rating 'x' is not an integer from 1 to 4",
+        f"{path}: data rows 2, 13 repeat rater A quartet 1 position 2",
+    ]
+
+
+def test_a_rater_whose_rows_in_a_second_file_are_all_bad_still_spans_two_files(
+    tmp_path: Path, key: pd.DataFrame
+) -> None:
+    first = write_rows(tmp_path / "r" / "a.csv", rater_rows("A"))
+    second = write_rows(tmp_path / "r" / "b.csv", [{**rater_rows("A")[0], "rating": 9}])
+    problems = problems_of(tmp_path / "r", key)
+    assert f"rater A appears in more than one file: {first}, {second}" in problems
+
+
+def test_problems_across_rows_come_in_rater_quartet_position_order(
+    tmp_path: Path, key: pd.DataFrame
+) -> None:
+    # data rows 1-8: B's quartets 1 and 2; 9: B's quartet 2 position 2 again; 10-19: A's
+    # quartets 1 and 2 and positions 1 and 3 of quartet 3; 20: A's quartet 1 position 2 again.
+    b_rows = [row for row in rater_rows("B") if row["quartet"] != 3]
+    a_rows = [
+        row for row in rater_rows("A") if row["position"] not in (2, 4) or row["quartet"] != 3
+    ]
+    path = write_rows(tmp_path / "r" / "a.csv", [*b_rows, b_rows[5], *a_rows, a_rows[1]])
+    assert problems_of(tmp_path / "r", key) == [
+        f"{path}: data rows 11, 20 repeat rater A quartet 1 position 2",
+        f"{path}: data rows 6, 9 repeat rater B quartet 2 position 2",
+        f"{path}: rater A quartet 3 is missing position(s) 2, 4",
+        f"{path}: rater B is missing quartet(s) 3",
+    ]
+
+
+def test_simulation_does_not_depend_on_the_order_of_the_quartets_in_the_key() -> None:
+    key = key_frame(3)
+    ordered = simulate_ratings(key, n_raters=2, seed=4, p_identify=0.5, mean_ratings=MEANS)
+    last_quartet_first = key.sort_values(["quartet", "position"], ascending=[False, True])
+    shuffled = simulate_ratings(
+        last_quartet_first, n_raters=2, seed=4, p_identify=0.5, mean_ratings=MEANS
+    )
+    pd.testing.assert_frame_equal(
+        shuffled.sort_values(["rater", "quartet", "position"], ignore_index=True), ordered
+    )
+    assert ordered["quartet"].tolist()[:8] == [1, 1, 1, 1, 2, 2, 2, 2]
+
+
+def test_simulating_an_empty_study_gives_an_empty_tidy_table() -> None:
+    empty = simulate_ratings(
+        key_frame(1).iloc[:0], n_raters=1, seed=0, p_identify=0.5, mean_ratings={}
+    )
+    assert list(empty.columns) == ["rater", "quartet", "position", "chosen_real", "rating"]
+    assert empty.empty
+
+
+def test_with_groups_refuses_a_key_that_holds_a_cell_twice(key: pd.DataFrame) -> None:
+    # a repeated key row would silently count each rating of that cell twice
+    ratings = pd.DataFrame(rater_rows("A", n_quartets=1))
+    with pytest.raises(pd.errors.MergeError, match="many-to-one"):
+        with_groups(ratings, pd.concat([key, key.iloc[:1]], ignore_index=True))
+
+
+def test_ratings_come_sorted_and_numbered_from_zero_whatever_the_file_order(
+    tmp_path: Path, key: pd.DataFrame
+) -> None:
+    write_rows(tmp_path / "r" / "a.csv", rater_rows("A")[::-1])
+    ratings = load_ratings(tmp_path / "r", key)
+    assert ratings.index.tolist() == list(range(12))
+    assert ratings["quartet"].tolist() == [1] * 4 + [2] * 4 + [3] * 4
+    assert ratings["position"].tolist() == [1, 2, 3, 4] * 3

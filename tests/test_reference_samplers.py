@@ -72,6 +72,7 @@ def radsynth_images(net: RecordingNet, name: str, timesteps: int, steps: int) ->
         prediction_type="v_prediction",
         clip_sample=True,
         num_train_timesteps=timesteps,
+        solver_order=None,
     )
     generator = torch.Generator().manual_seed(SEED)
     return sample_images(

@@ -14,6 +14,7 @@ import json
 import subprocess
 import zipfile
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pandas as pd
@@ -22,9 +23,18 @@ import torch
 from helpers import BETAS, PROVENANCE, shard_kwargs, tiny_unet
 from PIL import Image
 
+from radsynth.core.config import ConfigError
+from radsynth.core.settings.data import DataSettings, ReleaseLicence
 from radsynth.core.settings.sample import Architecture
 from radsynth.core.tables import write_table
 from radsynth.data.atlas import atlas_from_images, load_atlas, write_atlas
+from radsynth.release.card import (
+    DATA_ORIGINS,
+    FIGSHARE_LICENCES,
+    AnatomyFiles,
+    data_origin,
+    screening_sentence,
+)
 from radsynth.release.package import build_package, kept_images
 from radsynth.release.privacy import PrivacyGateError
 from radsynth.sample.facing import new_classifier, save_classifier
@@ -59,9 +69,6 @@ SETTINGS = {
     "keywords": ["radiograph", "diffusion model"],
     "categories": [24, 25],
     "authors": [{"name": "Ada Author", "orcid": "0000-0002-1825-0097"}, {"name": "Bo Builder"}],
-    "source_atlas": "the Cervical Spine X-ray Atlas (CSXA)",
-    "licence": "CC BY 4.0",
-    "citation": "Author A, Builder B. Synthetic spines. 2030.",
     "max_archive_bytes": 1800,
     "near_duplicate_patch_distance": 0.05,
 }
@@ -225,9 +232,11 @@ def build(out: Path, inputs: dict, **overrides) -> list[str]:
     arguments = {
         **inputs,
         "settings": SETTINGS,
+        "data": {"source": "csxa"},
         "checkpoint_every": 50,
         "config_values": CONFIG_VALUES,
         "provenance": RUN_PROVENANCE,
+        "anatomy": None,
         **overrides,
     }
     return build_package(out, **arguments)
@@ -389,10 +398,32 @@ def test_md5sum_verifies_every_other_file(package):
     assert listed == sorted(path.name for path in package.iterdir() if path.name != "checksums.md5")
 
 
+#: The fixture's screening, counted by hand from EXCLUDED and INCLUDED_BY: 3 images reviewed
+#: (by r1, r2 and both), 9 left to the screen; excluded: 2 by reviewers, 1 by the screen.
+FIXTURE_SCREENING = (
+    "An automated plausibility screen proposed images for exclusion; people reviewed 3 of the 12 "
+    "generated images (2 reviewers) and the screen alone decided the other 9. Of 12 generated "
+    "images, 3 were excluded (2 by reviewers, 1 by the screen alone) and 9 are released."
+)
+CSXA_DATA = (
+    "The model learnt from the 8 images of the Cervical Spine X-ray Atlas (CSXA) V3.0, lateral "
+    "cervical-spine radiographs released under CC BY 4.0 (Science Data Bank, "
+    "doi:10.57760/sciencedb.15391)."
+)
+CSXA_CITATION = (
+    "Credit the data the model learnt from: Ran Y. Cervical Spine X-ray Atlas (CSXA) V3.0. "
+    "Science Data Bank; 2024. doi:10.57760/sciencedb.15391. Ran Y, Qin W, Qin C, et al. A "
+    "high-quality dataset featuring classified and annotated cervical spine X-ray atlas. Sci "
+    "Data. 2024;11(1):625."
+)
+
+
 def test_figshare_metadata(package):
     assert json.loads((package / "figshare.json").read_text()) == {
         "title": "Synthetic lateral cervical spine radiographs (test)",
-        "description": "Test release of a tiny untrained model.",
+        "description": (
+            f"Test release of a tiny untrained model.\n\n{CSXA_DATA} {FIXTURE_SCREENING}"
+        ),
         "keywords": ["radiograph", "diffusion model"],
         "categories": [24, 25],
         "license": 1,
@@ -404,8 +435,13 @@ def test_figshare_metadata(package):
     }
 
 
-def test_dataset_card(package):
+def card_paragraphs(package: Path) -> list[str]:
+    return (package / "README.md").read_text().split("\n\n")
+
+
+def test_dataset_card_of_csxa_data(package):
     card = (package / "README.md").read_text()
+    paragraphs = card_paragraphs(package)
     for text in (
         "# Synthetic lateral cervical spine radiographs (test)",
         "9 synthetic lateral cervical-spine",
@@ -413,17 +449,153 @@ def test_dataset_card(package):
         "| large | ckpt004 | 200 | ddpm | 3 | ema | 4 |",
         "| training.checkpoint_every | 50 |",
         "| large/ckpt004 | 6 | 2 | 4 | 1 | 1 |",
-        "Of 12 generated images, 3 were excluded (2 by reviewers, 1 by the screen alone)",
         "against the 8 real atlas images",
         "random-test encoder (weights random-init)",
-        "CC BY 4.0, the licence of the Cervical Spine X-ray Atlas (CSXA)",
-        "Author A, Builder B. Synthetic spines. 2030.",
         "| code_revision | abc123 |",
         "| images_part001.zip |",
         "| memorization_pairs.zip |",
     ):
         assert text in card, text
+    made = paragraphs[paragraphs.index("## How the images were made") + 1]
+    assert made.startswith(f"{CSXA_DATA} A denoising diffusion probabilistic model (DDPM) was ")
+    screening = paragraphs[paragraphs.index("## Screening") + 1]
+    assert screening.startswith(f"{FIXTURE_SCREENING} Per checkpoint (`counts.csv`")
+    assert paragraphs[paragraphs.index("## Licence") + 1] == (
+        "CC BY 4.0, the licence of the Cervical Spine X-ray Atlas (CSXA) V3.0, whose images the "
+        "model learnt from; it asks that CSXA be credited, as below."
+    )
+    assert paragraphs[paragraphs.index("## How to cite") + 1 :][:2] == [
+        "Cite this data set by the DOI figshare gives it on publication: Ada Author, Bo Builder. "
+        "Synthetic lateral cervical spine radiographs (test). figshare.",
+        CSXA_CITATION,
+    ]
     assert "created_utc" not in card and "2030-01-01" not in card
+    assert "phantom" not in card
+
+
+def test_dataset_card_of_demo_data_names_the_phantoms_not_csxa(inputs, tmp_path):
+    build(tmp_path / "package", inputs, data={"source": "demo"})
+    paragraphs = card_paragraphs(tmp_path / "package")
+    made = paragraphs[paragraphs.index("## How the images were made") + 1]
+    assert made.startswith(
+        "The model learnt from the 8 images of the radsynth procedural phantom atlas, lateral "
+        "cervical-spine phantoms drawn by radsynth's own code (`radsynth.demo.phantom`), not "
+        "radiographs of any person. A denoising diffusion"
+    )
+    assert paragraphs[paragraphs.index("## Licence") + 1] == (
+        "CC BY 4.0, the licence radsynth gives the releases of its demo: the phantoms the model "
+        "learnt from are radsynth's own drawings and hold no one else's images."
+    )
+    assert paragraphs[paragraphs.index("## How to cite") + 2] == (
+        "Credit the data the model learnt from: the radsynth procedural phantom atlas "
+        "(`radsynth.demo.phantom`), at the code revision under Provenance below."
+    )
+    card = "\n\n".join(paragraphs)
+    assert "CSXA" not in card and "Cervical Spine X-ray Atlas" not in card
+    metadata = json.loads((tmp_path / "package" / "figshare.json").read_text())
+    assert "CSXA" not in metadata["description"] and "phantoms drawn" in metadata["description"]
+
+
+#: What a user states of their own images in data.local (the card reads these keys only).
+LOCAL_DATA = {
+    "source": "local",
+    "local": {
+        "description": (
+            "the Example Clinic's lateral cervical-spine radiographs of 2015-2020, de-identified"
+        ),
+        "licence": "CC BY 4.0",
+        "citation": "Example Clinic. Lateral cervical-spine radiographs 2015-2020. 2026.",
+    },
+}
+
+
+def test_dataset_card_of_local_data_states_what_the_user_stated(inputs, tmp_path):
+    build(tmp_path / "package", inputs, data=LOCAL_DATA)
+    paragraphs = card_paragraphs(tmp_path / "package")
+    made = paragraphs[paragraphs.index("## How the images were made") + 1]
+    assert made.startswith(
+        "The model learnt from the 8 images of the Example Clinic's lateral cervical-spine "
+        "radiographs of 2015-2020, de-identified. A denoising diffusion"
+    )
+    assert paragraphs[paragraphs.index("## Licence") + 1] == (
+        "CC BY 4.0, the licence stated for the images the model learnt from by whoever "
+        "configured this run (`data.local.licence`)."
+    )
+    assert paragraphs[paragraphs.index("## How to cite") + 2] == (
+        "Credit the data the model learnt from: Example Clinic. Lateral cervical-spine "
+        "radiographs 2015-2020. 2026."
+    )
+    card = "\n\n".join(paragraphs)
+    assert "CSXA" not in card and "phantom" not in card
+    metadata = json.loads((tmp_path / "package" / "figshare.json").read_text())
+    assert metadata["license"] == 1
+    assert (
+        "\n\nThe model learnt from the 8 images of the Example Clinic's"
+        in (metadata["description"])
+    )
+
+
+@pytest.mark.parametrize("key", ["description", "licence", "citation"])
+def test_local_data_without_a_statement_is_not_packaged(inputs, tmp_path, key):
+    data = {"source": "local", "local": dict(LOCAL_DATA["local"])}
+    del data["local"][key]
+    with pytest.raises(ConfigError, match=rf"^data\.local\.{key}: missing key$"):
+        build(tmp_path / "package", inputs, data=data)
+    assert not (tmp_path / "package").exists()
+
+
+def test_every_data_source_has_an_origin_and_another_is_refused():
+    # a source added to data.source without its origin must fail here, not publish a wrong card
+    sources = set(DataSettings.model_fields["source"].annotation.__args__)
+    assert set(DATA_ORIGINS) | {"local"} == sources
+    with pytest.raises(ValueError, match=r"^data\.source 'dicom': radsynth knows no licence"):
+        data_origin({"source": "dicom"})
+
+
+def test_every_licence_a_release_can_carry_has_a_figshare_id():
+    assert set(FIGSHARE_LICENCES) == set(get_args(ReleaseLicence))
+
+
+def screened(decided_by: list[str], excluded: list[bool], conflict: list[bool]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "decided_by": decided_by,
+            "final_decision": ["exclude" if out else "include" for out in excluded],
+            "conflict": conflict,
+        }
+    )
+
+
+def test_screening_sentence_when_nobody_reviewed():
+    merged = screened(["automated screen"] * 4, [True, False, True, False], [False] * 4)
+    assert screening_sentence(merged) == (
+        "Nobody reviewed the images: the automated plausibility screen alone decided all 4. Of 4 "
+        "generated images, 2 were excluded (0 by reviewers, 2 by the screen alone) and 2 are "
+        "released."
+    )
+
+
+def test_screening_sentence_when_some_were_reviewed():
+    merged = screened(
+        ["ann", "automated screen", "ann;bob", "automated screen", "automated screen"],
+        [True, True, True, False, False],
+        [False, False, True, False, False],
+    )
+    assert screening_sentence(merged) == (
+        "An automated plausibility screen proposed images for exclusion; people reviewed 2 of the "
+        "5 generated images (2 reviewers) and the screen alone decided the other 3. Of 5 "
+        "generated images, 3 were excluded (2 by reviewers, 1 of them because reviewers "
+        "disagreed, 1 by the screen alone) and 2 are released."
+    )
+
+
+def test_screening_sentence_when_every_image_was_reviewed():
+    merged = screened(["ann", "ann", "ann"], [False, True, False], [False] * 3)
+    assert screening_sentence(merged) == (
+        "An automated plausibility screen proposed images for exclusion; people reviewed all 3 "
+        "generated images (1 reviewer) and none was decided by the screen alone. Of 3 generated "
+        "images, 1 was excluded (1 by reviewers, 0 by the screen alone) and 2 are released."
+    )
 
 
 def test_privacy_gate_record(package, inputs):
@@ -540,6 +712,98 @@ def test_stale_counts_fail_naming_the_file(inputs, tmp_path):
     )
     with pytest.raises(ValueError, match=r"counts\.csv: row 1 is \['large/ckpt002', '6', '0', '6'"):
         build(tmp_path / "package", {**inputs, "counts_csv": tmp_path / "counts.csv"})
+    assert not (tmp_path / "package").exists()
+
+
+#: The anatomy stage's tables, written by hand for the fixture's released set `large` at steps
+#: 100 and 200 (checkpoint interval 50); distractor rows: the FID set at step 100 and the students
+#: on half the real images, which the card must not read.
+ANATOMY_TABLES = {
+    "landmark_summary": pd.DataFrame(
+        [["landmark model", 4, 4, 0, 2.5, 0.25], ["mean shape", 4, 4, 0, 9.75, 0.96]],
+        columns=[
+            "predictor",
+            "n_images",
+            "n_images_with_spacing",
+            "n_images_without_spacing",
+            "mre_px",
+            "mre_mm",
+        ],
+    ),
+    "fidelity": pd.DataFrame(
+        [
+            ["large", 100, "c2_c7_angle_deg", 3.1, None],
+            ["large", 100, "curvature_class", None, 0.41],
+            ["large", 200, "c2_c7_angle_deg", 1.75, None],
+            ["large", 200, "curvature_class", None, None],
+            ["fid", 100, "c2_c7_angle_deg", 9.0, None],
+            ["real vs real", None, "c2_c7_angle_deg", 1.2, None],
+        ],
+        columns=["set", "step", "measure", "w1", "chi2_p"],
+    ),
+    "two_sample": pd.DataFrame(
+        [[250, 5, 0.51, 0.4, 0.6, 0.95], [50, 1, 0.62, 0.55, 0.7, 0.95]],
+        columns=["step", "checkpoint", "auroc", "auroc_low", "auroc_high", "level"],
+    ),
+    "utility": pd.DataFrame(
+        [
+            ["real 100%", 1.0, False, 3, 4.0, 0.5],
+            ["synthetic", 0.0, True, 3, 6.5, 1.25],
+            ["real 100% + synthetic", 1.0, True, 3, 3.75, 0.25],
+            ["real 50%", 0.5, False, 3, 7.0, 1.0],
+        ],
+        columns=["arm", "real_fraction", "synthetic", "seeds", "mre_px_mean", "mre_px_std"],
+    ),
+}
+#: The card's paragraph of ANATOMY_TABLES, written by hand.
+ANATOMY_PARAGRAPH = (
+    "A landmark model trained on the atlas's own vertebral keypoints (the split's train images) "
+    "finds them on the 4 held-out real images with a mean radial error (MRE) of 2.50 px "
+    "(0.25 mm), against 9.75 px (0.96 mm) for the mean shape of the train images. The same model "
+    "on each released checkpoint's images, against the held-out real images (Wasserstein-1 "
+    "distance W1; two disjoint halves of the real atlas are 1.20 degrees apart in C2-C7 angle, "
+    "the real-vs-real floor): large/ckpt002 (step 100): C2-C7 angle W1 3.10 degrees, "
+    "curvature-class chi-square p 0.41, two-sample AUROC 0.62 (95% interval 0.55-0.70, FID "
+    "checkpoint at step 50); large/ckpt004 (step 200): C2-C7 angle W1 1.75 degrees, two-sample "
+    "AUROC 0.51 (95% interval 0.40-0.60, FID checkpoint at step 250). A two-sample AUROC of 0.5 "
+    "means a classifier cannot tell the synthetic images from real ones. Students trained on "
+    "synthetic images alone reach a held-out MRE of 6.50 +/- 1.25 px and on real plus synthetic "
+    "images 3.75 +/- 0.25 px, against 4.00 +/- 0.50 px on the real images alone (mean +/- std "
+    "over 3 seeds); the synthetic images' landmarks are the landmark model's predictions, so "
+    "these results are bounded by that teacher (2.50 px)."
+)
+
+
+def write_anatomy_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> AnatomyFiles:
+    for name, table in tables.items():
+        write_table(table, folder / f"{name}.csv", provenance=PROVENANCE)
+    return AnatomyFiles(**{name: folder / f"{name}.csv" for name in tables})
+
+
+def test_dataset_card_states_the_anatomy_stage_numbers(inputs, tmp_path):
+    anatomy = write_anatomy_tables(tmp_path, ANATOMY_TABLES)
+    build(tmp_path / "package", inputs, anatomy=anatomy)
+    paragraphs = card_paragraphs(tmp_path / "package")
+    assert paragraphs[paragraphs.index("## Anatomy") + 1] == ANATOMY_PARAGRAPH
+
+
+def test_dataset_card_says_the_anatomy_stage_was_skipped_without_keypoints(package):
+    paragraphs = card_paragraphs(package)
+    assert paragraphs[paragraphs.index("## Anatomy") + 1] == (
+        "The anatomy stage was skipped: the atlas has no keypoints (no inputs for a landmark "
+        "model), so no landmark, anatomical-fidelity, two-sample or utility result is reported."
+    )
+
+
+def test_a_released_checkpoint_missing_from_the_fidelity_table_fails_naming_it(inputs, tmp_path):
+    fidelity = ANATOMY_TABLES["fidelity"]
+    anatomy = write_anatomy_tables(
+        tmp_path, {**ANATOMY_TABLES, "fidelity": fidelity[fidelity["step"] != 200]}
+    )
+    with pytest.raises(
+        ValueError, match=r"fidelity\.csv: expected one row of set 'large' at step 200, found 0"
+    ):
+        build(tmp_path / "package", inputs, anatomy=anatomy)
     assert not (tmp_path / "package").exists()
 
 

@@ -1,5 +1,6 @@
-"""Offline review pages (radsynth.audit.review): self-contained pages, their sprite sheets and
-exports, the merge of memorization verdicts, and reviewers end to end in headless Chromium."""
+"""Offline review pages (radsynth.audit.review): offline pages, their sprite sheets and exports,
+the landmark overlay, the merge of memorization verdicts, and reviewers end to end in headless
+Chromium."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from conftest import CHROMIUM, CHROMIUM_ARGS
 from PIL import Image
 
+from radsynth.anatomy.landmark_export import label_column
 from radsynth.audit.pair_verdicts import (
     DISAGREEMENT,
     UNREVIEWED,
@@ -36,6 +38,7 @@ from radsynth.audit.screening import (
     merge_reviews,
 )
 from radsynth.core.tables import read_table, write_table
+from radsynth.data.csxa import KEYPOINT_LABELS
 
 PROVENANCE = {"config_hash": "f00d", "code_revision": "cafe-dirty"}
 REASONS = ("C2 below C4", "pharynx posterior to the spine, or in front", "other")
@@ -127,13 +130,25 @@ def embedded(page_html: str) -> dict:
     )
 
 
-def sheets(page_html: str) -> list[np.ndarray]:
-    found = re.findall(
-        r'<script type="application/octet-stream" id="sheet-(\d+)">([A-Za-z0-9+/=]*)</script>',
-        page_html,
-    )
-    assert [int(page) for page, _ in found] == list(range(len(found)))
-    return [np.asarray(Image.open(io.BytesIO(base64.b64decode(text)))) for _, text in found]
+def sheets(page: Path) -> list[np.ndarray]:
+    """The page's sprite sheets, read from the files its data names, relative to the page."""
+    names = embedded(page.read_text(encoding="utf-8"))["sheets"]
+    assert names == [f"{page.stem}_sheets/page-{n:04d}.png" for n in range(1, len(names) + 1)]
+    assert sorted(path.name for path in (page.parent / f"{page.stem}_sheets").iterdir()) == [
+        name.split("/")[1] for name in names
+    ]
+    return [np.asarray(Image.open(page.parent / name)) for name in names]
+
+
+def landmark_frame(image_ids: list[str]) -> pd.DataFrame:
+    """`radsynth landmarks`' columns for `image_ids`: landmark k of the i-th image at x = k + i,
+    y = 2 + k (inside SIDE), confidence k / 22 to two decimals."""
+    columns: dict[str, list] = {"image_id": image_ids}
+    for k, label in enumerate(KEYPOINT_LABELS):
+        columns[label_column(label, "x")] = [float(k + i) for i in range(len(image_ids))]
+        columns[label_column(label, "y")] = [2.0 + k] * len(image_ids)
+        columns[label_column(label, "confidence")] = [round(k / 22, 2)] * len(image_ids)
+    return pd.DataFrame(columns)
 
 
 def least_plausible_first(manifest: pd.DataFrame) -> list[int]:
@@ -143,12 +158,12 @@ def least_plausible_first(manifest: pd.DataFrame) -> list[int]:
 # ------------------------------------------------------------------------- screening page, built
 
 
-def test_screening_page_is_self_contained_and_escaped(tmp_path):
+def test_screening_page_is_offline_and_escaped(tmp_path):
     out, _, _, info = write_review(tmp_path)
     page_html = out.read_text(encoding="utf-8")
     assert "http://" not in page_html and "https://" not in page_html
     assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=", page_html)
-    assert "default-src 'none'" in page_html
+    assert "default-src 'none'; img-src data: 'self' file:;" in page_html
     assert "<title>Screening &lt;initial/ckpt004&gt;</title>" in page_html
     assert '<meta name="radsynth:code_revision" content="cafe-dirty">' in page_html
     assert "Nothing leaves this computer" in page_html
@@ -159,7 +174,8 @@ def test_screening_page_is_self_contained_and_escaped(tmp_path):
         "page_size": 12,
         "html_bytes": out.stat().st_size,
     }
-    assert 0 < info["sheet_bytes"] < info["html_bytes"]
+    files = sorted((tmp_path / "review_sheets").iterdir())
+    assert len(files) == 3 and info["sheet_bytes"] == sum(path.stat().st_size for path in files)
 
 
 def test_sprite_sheets_hold_each_page_least_plausible_first(tmp_path):
@@ -168,7 +184,7 @@ def test_sprite_sheets_hold_each_page_least_plausible_first(tmp_path):
     data = embedded(page_html)
     order = least_plausible_first(manifest)
     assert data["order"] == order and data["sheet_columns"] == 4 and data["page_size"] == 12
-    pages = sheets(page_html)
+    pages = sheets(out)
     assert [sheet.shape for sheet in pages] == [(3 * SIDE, 4 * SIDE)] * 2 + [(2 * SIDE, 4 * SIDE)]
     for page, sheet in enumerate(pages):
         shown = order[page * 12 : (page + 1) * 12]
@@ -179,6 +195,16 @@ def test_sprite_sheets_hold_each_page_least_plausible_first(tmp_path):
     assert data["rows"][0][:3] == ["1", "initial-ckpt004_000000", CHECKPOINT]
     assert data["comments"][:2] == ["# plausibility: radsynth screen", "# threshold: 0.2"]
     assert data["export_name"] == "screening_review_initial-ckpt004_{reviewer}.csv"
+
+
+def test_a_rebuild_replaces_every_sprite_sheet(tmp_path):
+    """Rebuilt with larger pages, the page's folder holds only the new sheets (no page 4 left
+    from the first build)."""
+    out, *_ = write_review(tmp_path, n=30, page_size=9)
+    assert len(sheets(out)) == 4
+    write_review(tmp_path, n=30, page_size=15)
+    rebuilt = sheets(out)
+    assert [sheet.shape for sheet in rebuilt] == [(4 * SIDE, 4 * SIDE)] * 2
 
 
 def test_sprite_sheet_with_a_partial_last_row():
@@ -251,6 +277,66 @@ def test_a_manifest_with_decisions_is_refused(tmp_path):
             page_size=2,
             title="t",
             provenance={},
+        )
+
+
+def test_landmarks_are_embedded_per_manifest_row(tmp_path):
+    manifest_csv, manifest, images = screening_inputs(tmp_path, 10)
+    ids = list(manifest["image_id"])
+    landmarks = landmark_frame([ids[3], ids[7]])
+    landmarks.loc[1, "c5_top_left_x"] = np.nan
+    kwargs = {"reasons": REASONS, "page_size": 4, "title": "t", "provenance": {}}
+    write_screening_review(manifest_csv, images, tmp_path / "r.html", landmarks=landmarks, **kwargs)
+    data = embedded((tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert data["landmark_labels"] == list(KEYPOINT_LABELS) and len(data["landmarks"]) == 10
+    assert [row is None for row in data["landmarks"]] == [i not in (3, 7) for i in range(10)]
+    assert data["landmarks"][3][:6] == [0.0, 2.0, 0.0, 1.0, 3.0, 0.05]
+    assert data["landmarks"][7][-3:] == [23.0, 24.0, 1.0]
+    c5_top_left = KEYPOINT_LABELS.index("C5 top left")
+    assert data["landmarks"][7][3 * c5_top_left : 3 * c5_top_left + 3] == [
+        None,
+        2.0 + c5_top_left,
+        round(c5_top_left / 22, 2),
+    ]
+    write_screening_review(manifest_csv, images, tmp_path / "plain.html", **kwargs)
+    plain = embedded((tmp_path / "plain.html").read_text(encoding="utf-8"))
+    assert plain["landmarks"] is None and plain["landmark_labels"] == []
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ("drop", "landmark table: no column c7_bottom_right_confidence"),
+        ("unknown", r"landmark table: image 'elsewhere' is not in the screening manifest \(1 such"),
+        ("twice", "landmark table: image 'initial-ckpt004_000001' twice"),
+        ("outside", r"image 'initial-ckpt004_000002': C2 centroid x = 31.6 lies outside the 32x32"),
+        ("text", "landmark table: a landmark value is not a number"),
+    ],
+)
+def test_bad_landmark_tables_are_named(tmp_path, change, message):
+    manifest_csv, manifest, images = screening_inputs(tmp_path, 4)
+    landmarks = landmark_frame(list(manifest["image_id"].iloc[1:3]))
+    if change == "drop":
+        landmarks = landmarks.drop(columns="c7_bottom_right_confidence")
+    elif change == "unknown":
+        landmarks.loc[0, "image_id"] = "elsewhere"
+    elif change == "twice":
+        landmarks.loc[1, "image_id"] = landmarks.loc[0, "image_id"]
+    elif change == "outside":
+        landmarks.loc[1, "c2_centroid_x"] = SIDE - 0.4
+    else:
+        landmarks["c3_top_left_y"] = landmarks["c3_top_left_y"].astype(object)
+        landmarks.loc[0, "c3_top_left_y"] = "high"
+    with pytest.raises(ValueError, match=message):
+        write_screening_review(
+            manifest_csv,
+            images,
+            tmp_path / "r.html",
+            reasons=REASONS,
+            page_size=2,
+            title="t",
+            provenance={},
+            landmarks=landmarks,
         )
 
 
@@ -379,15 +465,16 @@ def open_browser(playwright):
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
 
 
-def watch(page, url: str) -> tuple[list[str], list[str]]:
-    """Requests other than the page file itself and blob: exports, and script errors, as they
-    happen."""
+def watch(page, out: Path) -> tuple[list[str], list[str]]:
+    """Requests other than the page file `out` itself, its sprite sheets' files beside it and
+    blob: exports, and script errors, as they happen."""
     requests, errors = [], []
+    sheets_folder = (out.parent / f"{out.stem}_sheets").as_uri() + "/"
     page.on(
         "request",
         lambda request: (
             requests.append(request.url)
-            if request.url != url and not request.url.startswith("blob:")
+            if request.url != out.as_uri() and not request.url.startswith((sheets_folder, "blob:"))
             else None
         ),
     )
@@ -442,7 +529,7 @@ def test_reviewer_excludes_resumes_and_exports_the_merged_format_in_chromium(tmp
         browser = open_browser(playwright)
         try:
             page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-            requests, errors = watch(page, out.as_uri())
+            requests, errors = watch(page, out)
             page.goto(out.as_uri())
             start(page, "bad id!")
             assert "Enter a reviewer ID" in page.inner_text("#reviewer-error") and page.is_hidden(
@@ -560,6 +647,107 @@ def test_reviewer_excludes_resumes_and_exports_the_merged_format_in_chromium(tmp
     )
 
 
+LANDMARKS_SHOWN = """svg => [getComputedStyle(svg).display,
+  Array.from(svg.querySelectorAll("circle"), (c) => [Number(c.getAttribute("cx")),
+    Number(c.getAttribute("cy")), c.querySelector("title").textContent]),
+  svg.querySelectorAll("polygon").length]"""
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_landmarks_overlay_toggles_over_tiles_and_the_enlarged_image_in_chromium(tmp_path):
+    """Two images of page 1 with landmarks (one with a landmark not predicted), one without:
+    hidden at first, shown with the checkbox, hidden again with the l key."""
+    from playwright.sync_api import sync_playwright
+
+    manifest_csv, manifest, images = screening_inputs(tmp_path, 30)
+    order = least_plausible_first(manifest)
+    ids = list(manifest["image_id"])
+    landmarks = landmark_frame([ids[order[0]], ids[order[2]]])
+    landmarks.loc[1, "c7_bottom_left_y"] = np.nan
+    out = tmp_path / "review.html"
+    write_screening_review(
+        manifest_csv,
+        images,
+        out,
+        reasons=REASONS,
+        page_size=12,
+        title="t",
+        provenance={},
+        landmarks=landmarks,
+    )
+    expected = [
+        [float(k), 2.0 + k, f"{label}, confidence {round(k / 22, 2):g}"]
+        for k, label in enumerate(KEYPOINT_LABELS)
+    ]
+    with sync_playwright() as playwright:
+        browser = open_browser(playwright)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            requests, errors = watch(page, out)
+            page.goto(out.as_uri())
+            start(page, "alice")
+            wait_drawn(page, 1)
+            overlays = [tile(page, index).locator("svg") for index in range(3)]
+            assert overlays[0].evaluate(LANDMARKS_SHOWN) == ["none", expected, 6]
+            page.check("#landmarks-input")
+            first, second, third = (overlay.evaluate(LANDMARKS_SHOWN) for overlay in overlays)
+            assert first == ["block", expected, 6] and second == ["block", [], 0]
+            c7_bottom_left = KEYPOINT_LABELS.index("C7 bottom left")
+            assert third[1] == [
+                [x + 1, y, title] for k, (x, y, title) in enumerate(expected) if k != c7_bottom_left
+            ]
+            assert overlays[0].evaluate("svg => svg.getAttribute('viewBox')") == "-0.5 -0.5 32 32"
+            tile(page, 2).locator(".zoom").click()
+            assert page.locator("#zoom-landmarks").evaluate(LANDMARKS_SHOWN) == third
+            page.keyboard.press("Escape")
+            tile(page, 0).locator(".shot").focus()
+            page.keyboard.press("l")
+            assert overlays[0].evaluate(LANDMARKS_SHOWN)[0] == "none"
+            assert not page.is_checked("#landmarks-input")
+        finally:
+            browser.close()
+    assert errors == [] and requests == []
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_a_page_without_its_sheets_names_the_missing_file_in_chromium(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    out, *_ = write_review(tmp_path)
+    (tmp_path / "review_sheets" / "page-0001.png").unlink()
+    with sync_playwright() as playwright:
+        browser = open_browser(playwright)
+        try:
+            page = browser.new_page()
+            page.goto(out.as_uri())
+            start(page, "alice")
+            page.wait_for_function("document.getElementById('status').textContent !== ''")
+            assert page.inner_text("#status") == (
+                "Could not load review_sheets/page-0001.png: keep its folder beside this page."
+            )
+            page.keyboard.press("PageDown")
+            wait_drawn(page, 2)
+        finally:
+            browser.close()
+
+
+def zoomed(page, index: int) -> np.ndarray:
+    """The pixels of the page's `index`-th tile as the enlarged view shows them: a screenshot of
+    its canvas, scaled up by a whole factor with sharp pixels, read at each pixel's centre. (The
+    sprite sheets are files, so page scripts may draw them but not read them back.)"""
+    tile(page, index).locator(".zoom").click()
+    position = tile(page, index).get_attribute("data-position")
+    page.wait_for_selector(f'#zoom-canvas[data-position="{position}"]')
+    shown = np.asarray(Image.open(io.BytesIO(page.locator("#zoom-canvas").screenshot())))
+    page.keyboard.press("Escape")
+    width = page.eval_on_selector("#zoom-canvas", "canvas => canvas.width")
+    scale = shown.shape[1] // width
+    assert shown.shape[1] == scale * width and (shown[..., 0] == shown[..., 2]).all()
+    return shown[scale // 2 :: scale, scale // 2 :: scale, 0]
+
+
 CHANGE_PAGE = """async (target) => {
   const grid = document.getElementById("grid");
   const started = performance.now();
@@ -602,7 +790,7 @@ def test_nine_thousand_images_load_and_page_in_chromium(tmp_path):
         browser = open_browser(playwright)
         try:
             page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-            requests, errors = watch(page, out.as_uri())
+            requests, errors = watch(page, out)
             started = time.perf_counter()
             page.goto(out.as_uri(), timeout=120_000)
             loaded = time.perf_counter() - started
@@ -614,16 +802,8 @@ def test_nine_thousand_images_load_and_page_in_chromium(tmp_path):
             assert [shown["id"] for shown in shown_tiles(page)] == list(
                 manifest["image_id"].iloc[far]
             )
-            pixels = page.eval_on_selector_all(
-                ".tile:not([hidden]) canvas",
-                """canvases => canvases.map(canvas =>
-                Array.from(canvas.getContext("2d")
-                           .getImageData(0, 0, canvas.width, canvas.height).data
-                           .filter((_, i) => i % 4 === 0)))""",
-            )
-            np.testing.assert_array_equal(
-                np.array(pixels, dtype=np.uint8).reshape(images[far].shape), images[far]
-            )
+            for index in (0, LARGE_PAGE_SIZE // 2, LARGE_PAGE_SIZE - 1):
+                np.testing.assert_array_equal(zoomed(page, index), images[far[index]])
             to_next_page = page.evaluate(CHANGE_PAGE, FAR_PAGE + 1)
         finally:
             browser.close()
@@ -652,7 +832,7 @@ def test_pair_verdicts_resume_export_and_merge_with_a_second_reviewer_in_chromiu
         browser = open_browser(playwright)
         try:
             page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-            requests, errors = watch(page, out.as_uri())
+            requests, errors = watch(page, out)
             page.goto(out.as_uri())
             start(page, "alice")
             assert page.inner_text("#pair-title") == "Pair 1 of 4 (rank 1)"

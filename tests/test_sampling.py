@@ -77,7 +77,12 @@ def interrupted_by_full_disk(unet, tmp_path, monkeypatch, failing_batch: int, **
 @pytest.mark.parametrize("clip", [True, False])
 def test_scheduler_uses_trained_betas_and_clip_setting(name, cls, clip):
     scheduler = make_sampler_scheduler(
-        name, BETAS, prediction_type="v_prediction", clip_sample=clip, num_train_timesteps=T
+        name,
+        BETAS,
+        prediction_type="v_prediction",
+        clip_sample=clip,
+        num_train_timesteps=T,
+        solver_order=2 if name == "dpmsolver++" else None,
     )
     assert isinstance(scheduler, cls)
     assert torch.equal(scheduler.betas, BETAS.float())
@@ -99,6 +104,7 @@ def test_dpmsolver_thresholding_with_max_one_is_exactly_the_clamp():
         prediction_type="v_prediction",
         clip_sample=True,
         num_train_timesteps=T,
+        solver_order=2,
     )
     x0 = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 3
     assert torch.equal(scheduler._threshold_sample(x0), x0.clamp(-1, 1))
@@ -117,13 +123,25 @@ def test_scheduler_refuses_bad_requests():
         ValueError, match="betas hold 1000 timesteps but num_train_timesteps is 999"
     ):
         make_sampler_scheduler(
-            "ddpm", BETAS, prediction_type="v_prediction", clip_sample=True, num_train_timesteps=999
+            "ddpm",
+            BETAS,
+            prediction_type="v_prediction",
+            clip_sample=True,
+            num_train_timesteps=999,
+            solver_order=None,
         )
     with pytest.raises(
-        ValueError, match="sampling.sampler must be one of ddpm, ddim, dpmsolver\\+\\+, got 'euler'"
+        ValueError,
+        match="sampling.sampler must be one of ddpm, ddim, dpmsolver\\+\\+, unipc, deis, "
+        "got 'euler'",
     ):
         make_sampler_scheduler(
-            "euler", BETAS, prediction_type="v_prediction", clip_sample=True, num_train_timesteps=T
+            "euler",
+            BETAS,
+            prediction_type="v_prediction",
+            clip_sample=True,
+            num_train_timesteps=T,
+            solver_order=None,
         )
 
 
@@ -208,7 +226,12 @@ def test_image_randomness_is_per_image_exactly(name):
         for parameter in zero.parameters():
             parameter.zero_()
     scheduler = make_sampler_scheduler(
-        name, BETAS, prediction_type="v_prediction", clip_sample=True, num_train_timesteps=T
+        name,
+        BETAS,
+        prediction_type="v_prediction",
+        clip_sample=True,
+        num_train_timesteps=T,
+        solver_order=2 if name == "dpmsolver++" else None,
     )
     seeds = [image_seed(3, "c", i) for i in range(5)]
     whole = sample_batch(
@@ -298,7 +321,7 @@ def test_store_layout_attributes_and_provenance(unet, tmp_path):
         "image_size": 16,
         "complete": True,
     }
-    assert attrs["provenance"] == {**PROVENANCE, "device": "cpu"}
+    assert attrs["provenance"] == {**PROVENANCE, "device": "cpu", "processes": 1}
     assert (
         attrs["scheduler"]["class"] == "DDPMScheduler" and attrs["model_dtype"] == "torch.float32"
     )

@@ -8,10 +8,13 @@ cluster:
 
 1. `snakemake --profile slurm --workflow-profile none`: training and sampling, with a training
    budget shorter than one step, so the training job stops at its budget with exit status 75 and
-   the profile's retry resumes it; the sampling job array is cancelled with `scancel` once a shard
-   has finished a batch, and the retried shards continue from their finished batches.
-2. Meanwhile an uninterrupted local run of the same config: the weights and images must equal
-   it byte for byte. It also builds the Turing study and the statistics of 4 raters' files.
+   the profile's retry resumes it; each training job asks for 2 GPUs (train_jobs.gpus) and runs
+   2 data-parallel processes (`accelerate launch`, gloo on the CPU); the sampling job array is
+   cancelled with `scancel` once a shard has finished a batch, and the retried shards continue
+   from their finished batches.
+2. Meanwhile an uninterrupted local run of the same config (2 training processes too): the
+   weights and images must equal it byte for byte. It also builds the Turing study and the
+   statistics of 4 raters' files.
 3. `snakemake --workflow-profile <the copy>` there after a fifth rater's file arrives: only the
    statistics and figure jobs are submitted.
 
@@ -83,7 +86,8 @@ def tiny_for_slurm(workdir: Path, *, max_wall_time_h: float) -> dict:
     """The tiny demo (helpers.tiny), smaller still: 2 training steps with a checkpoint each,
     checkpoint 1 selected (the full run's first segment is one step, so its shards start while the
     split run still trains), one sample set of 2 shards of 3 one-image batches of 100 steps (slow
-    enough to cancel between batches), a study of 3 pairs, ratings from a folder."""
+    enough to cancel between batches), a study of 3 pairs, ratings from a folder; each training job
+    on 2 GPUs (2 processes)."""
     config = tiny(load_demo_config(), workdir)
     config["training"].update(num_steps=2, checkpoint_every=1, state_every=1)
     config["checkpoints"]["selected"] = [1]
@@ -94,6 +98,7 @@ def tiny_for_slurm(workdir: Path, *, max_wall_time_h: float) -> dict:
         config["audit"]["sample_sets"] = ["initial"]
     config["turing"].update(n_quartets=3, ratings="folder", ratings_folder="resources/ratings")
     config["train_jobs"]["max_wall_time_h"] = max_wall_time_h
+    config["train_jobs"]["gpus"] = 2
     write_workdir_config(workdir, config)
     return config
 
@@ -447,7 +452,7 @@ def test_every_job_went_to_slurm(scenario):
         )
 
 
-def test_training_jobs_asked_for_an_a100_on_the_gpu_partition(scenario):
+def test_training_jobs_asked_for_two_a100s_on_the_gpu_partition_and_ran_two_processes(scenario):
     jobs = scenario.study.of_rule("train")
     assert sorted(job["Comment"] for job in jobs) == [
         "rule_train_wildcards_full_1",
@@ -455,7 +460,11 @@ def test_training_jobs_asked_for_an_a100_on_the_gpu_partition(scenario):
         "rule_train_wildcards_split_2",
     ]
     assert {job["Partition"] for job in jobs} == {"gpu"}
-    assert {job["TresPerJob"] for job in jobs} == {"gres:gpu:a100:1"}
+    assert {job["TresPerJob"] for job in jobs} == {"gres:gpu:a100:2"}
+    for run in TRAINED:
+        marker = json.loads((scenario.workdir / TRAINED[run]).read_text())
+        states = (scenario.workdir / marker["run_dir"] / "state").glob("step*/state.json")
+        assert [json.loads(path.read_text())["num_processes"] for path in states] == [2], run
     # A budget of 1e-6 h rounds to 0 minutes, plus the 45 minutes a job needs to save its state.
     assert {job["TimeLimit"] for job in jobs} == {"00:45:00"}
 

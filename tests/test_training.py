@@ -41,6 +41,7 @@ from safetensors.torch import load_file, save_file
 
 import radsynth.train.loop as loop
 from radsynth.core.config import ConfigError
+from radsynth.core.preemption import EXIT_RESUME_LATER
 from radsynth.core.seeds import micro_batch_positions
 from radsynth.data.atlas import atlas_from_images, load_atlas, write_atlas
 from radsynth.train.checkpoint_io import (
@@ -52,7 +53,7 @@ from radsynth.train.checkpoint_io import (
     read_run_marker,
     save_history_checkpoint,
 )
-from radsynth.train.loop import EXIT_RESUME_LATER, train, train_job
+from radsynth.train.loop import train, train_job
 from radsynth.train.model import UNetSettings, build_unet, parameter_count
 from radsynth.train.seeds import micro_batch_draws
 from radsynth.train.settings import RunSettings, run_settings_from_dict

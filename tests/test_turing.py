@@ -6,12 +6,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import key_frame
 from PIL import Image
 
 from radsynth.turing.figures import plot_example_quartet
 from radsynth.turing.quartets import build_quartets, key_path
 from radsynth.turing.ratings import load_key, load_ratings, ratings_folder
 from radsynth.turing.simulation import simulation_means, write_simulated_ratings
+from radsynth.turing.stats import turing_statistics
 
 LABELS = ["ckpt034", "ckpt040", "ckpt080"]
 SIMULATION = {
@@ -123,3 +125,29 @@ def test_example_quartet_shows_its_images_in_position_order_and_marks_the_real_o
     assert green[0].max() < real[2]  # above it: its caption
     with pytest.raises(ValueError, match="no quartet 9"):
         plot_example_quartet(study, tmp_path / "q9.png", quartet=9, provenance={})
+
+
+def test_identification_counts_picks_of_the_real_image_whatever_the_reference_group():
+    # key_frame(4) puts the real image at position q of quartet q; position 1 of quartets
+    # 2, 3, 4 holds ckpt080, ckpt040, ckpt034. Rater a always picks position 1 (right in
+    # quartet 1 only); rater b picks the real image in quartets 1 and 2, position 1 after that.
+    # Right: 1 + 2 = 3 of 8 picks. ckpt034 (position 1 of quartet 4) is picked twice.
+    key = key_frame(4)
+    picks = {"a": [1, 1, 1, 1], "b": [1, 2, 1, 1]}
+    scores = {"real": 4, "ckpt034": 3, "ckpt040": 2, "ckpt080": 1}
+    rows = [
+        {
+            "rater": rater,
+            "quartet": cell.quartet,
+            "position": cell.position,
+            "chosen_real": int(cell.position == picks[rater][cell.quartet - 1]),
+            "rating": scores[cell.group] if rater == "a" else 5 - scores[cell.group],
+        }
+        for rater in picks
+        for cell in key.itertuples()
+    ]
+    results = turing_statistics(pd.DataFrame(rows), key, reference_group="ckpt034", simulated=False)
+    identification = results.identification
+    assert (identification.n_correct, identification.n_trials) == (3, 8)
+    assert identification.accuracy == pytest.approx(3 / 8)
+    assert identification.chance == pytest.approx(1 / 4)

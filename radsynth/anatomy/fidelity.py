@@ -149,7 +149,7 @@ def real_halves(n_real: int, half_size: int, seed: int) -> tuple[np.ndarray, np.
     if 2 * half_size > n_real:
         raise ValueError(
             f"the real-vs-real floor needs 2 x {half_size} images (the synthetic set size) but "
-            f"there are {n_real} held-out real images; lower the set size or use more real images"
+            f"there are {n_real} real images; lower the set size or use more real images"
         )
     order = np.random.default_rng(seed).permutation(n_real)
     return np.sort(order[:half_size]), np.sort(order[half_size : 2 * half_size])
@@ -179,26 +179,27 @@ def plot_fidelity_against_step(
     title: str,
     floor_set: str | None = None,
     fid: pd.DataFrame | None = None,
+    fid_floor: Mapping[str, float] | None = None,
 ) -> Path:
-    """One panel per measure: W1 (with its interval) of each checkpoint's set against step, the
-    real-vs-real floor (rows of `floor_set`) as a band; and, given `fid` (columns step, fid),
-    the FID curve in a last panel beside them (the paper's Figure 2)."""
+    """One panel per measure: W1 (with its interval) of each set against step, one series per
+    set name, the real-vs-real floor (rows of `floor_set`) as a band; and, given `fid` (columns
+    step, fid, optionally landmark_fd), the FID curve in a last panel beside them (the paper's
+    Figure 2), the landmark-feature FD on its right axis, `fid_floor`'s values as dashed lines."""
     panels = len(measures) + (fid is not None)
-    figure = Figure(figsize=(3.2 * panels, 3.2), layout="constrained")
+    figure = Figure(figsize=(3.2 * panels, 3.4), layout="constrained")
     axes = np.atleast_1d(figure.subplots(1, panels, sharex=True))
     checkpoints = table[table["step"].notna()].sort_values("step")
     for ax, measure in zip(axes, measures, strict=False):
-        rows = checkpoints[checkpoints["measure"] == measure]
-        steps = rows["step"].to_numpy(dtype=float)
-        ax.errorbar(
-            steps,
-            rows["w1"],
-            yerr=[rows["w1"] - rows["w1_low"], rows["w1_high"] - rows["w1"]],
-            fmt="o-",
-            capsize=3,
-            markersize=4,
-            label="synthetic vs held-out real",
-        )
+        for name, rows in checkpoints[checkpoints["measure"] == measure].groupby("set", sort=True):
+            ax.errorbar(
+                rows["step"].to_numpy(dtype=float),
+                rows["w1"],
+                yerr=[rows["w1"] - rows["w1_low"], rows["w1_high"] - rows["w1"]],
+                fmt="o-",
+                capsize=3,
+                markersize=4,
+                label=f"{name} set vs held-out real",
+            )
         if floor_set is not None:
             floor = table[(table["set"] == floor_set) & (table["measure"] == measure)]
             if len(floor):
@@ -214,11 +215,7 @@ def plot_fidelity_against_step(
         ax.set_ylabel("Wasserstein-1 (lower is closer)")
     axes[0].legend(fontsize=7)
     if fid is not None:
-        ax = axes[-1]
-        ax.plot(fid["step"], fid["fid"], "s-", color="tab:red", markersize=4)
-        ax.set_title("FID", fontsize=9)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("FID (lower is better)")
+        _plot_fid_panel(axes[-1], fid, fid_floor or {})
     figure.suptitle(title, fontsize=10)
     return save_figure(
         figure,
@@ -228,6 +225,32 @@ def plot_fidelity_against_step(
         description=f"{len(checkpoints['step'].unique())} checkpoints, measures "
         + ", ".join(measures),
     )
+
+
+def _plot_fid_panel(ax, fid: pd.DataFrame, floor: Mapping[str, float]) -> None:
+    """Inception FID (left axis) and landmark-feature FD (right axis) against step."""
+    ax.plot(fid["step"], fid["fid"], "s-", color="tab:red", markersize=4, label="Inception FID")
+    if "fid" in floor:
+        ax.axhline(floor["fid"], color="tab:red", linestyle="--", linewidth=1)
+    ax.set_title("FID (dashed: real vs real)", fontsize=9)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("Inception FID (lower is better)")
+    handles = ax.get_legend_handles_labels()[0]
+    if "landmark_fd" in fid:
+        right = ax.twinx()
+        right.plot(
+            fid["step"],
+            fid["landmark_fd"],
+            "^-",
+            color="tab:purple",
+            markersize=4,
+            label="landmark-feature FD",
+        )
+        if "landmark_fd" in floor:
+            right.axhline(floor["landmark_fd"], color="tab:purple", linestyle="--", linewidth=1)
+        right.set_ylabel("landmark-feature FD")
+        handles += right.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, fontsize=7)
 
 
 #: The channel rule and value scaling of the landmark network's input.

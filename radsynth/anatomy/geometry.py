@@ -25,11 +25,12 @@ CSXA's own parameters: the atlas's descriptor lists quantitative parameters deri
 curvature categories, so no agreement with them is claimed.
 
 Curvature class: CSXA's thresholds between its curvature categories are not stated in any
-material available here (the paper, its related work, the reference notes). The rule below is the
-DEMO RULE, derived from the phantom generator's class ranges (lordotic -40..-12, straight -5..5,
-kyphotic 8..25 deg of `cobb_deg`): the midpoints of the gaps between them (-8.5 and 6.5 deg)
-carried onto the endplate angle as above (x 0.838 + 1.0): lordotic below -6.1 deg, kyphotic above
-6.4 deg, straight between. Replace it when CSXA's thresholds are known.
+material available here (the paper, its related work, the reference notes). The thresholds are a
+config key, `anatomy.curvature_thresholds_deg`; both presets carry the DEMO RULE, derived from the
+phantom generator's class ranges (lordotic -40..-12, straight -5..5, kyphotic 8..25 deg of
+`cobb_deg`): the midpoints of the gaps between them (-8.5 and 6.5 deg) carried onto the endplate
+angle as above (x 0.838 + 1.0): lordotic below -6.1 deg, kyphotic above 6.4 deg, straight
+between. Replace them when CSXA's thresholds are known.
 
 Body height and depth of C3-C7, from the four corners: height = the mean length of the two side
 walls (top left to bottom left, top right to bottom right), depth = the mean length of the two
@@ -50,8 +51,6 @@ from radsynth.data.csxa import KEYPOINT_LABELS
 
 BODY_LEVELS: tuple[str, ...] = ("C3", "C4", "C5", "C6", "C7")
 CURVATURE_CLASSES: tuple[str, ...] = ("lordotic", "straight", "kyphotic")
-#: DEMO RULE (see the module docstring), not CSXA's: lordotic below, kyphotic above, deg.
-DEMO_CURVATURE_THRESHOLDS_DEG: tuple[float, float] = (-6.1, 6.4)
 FACINGS = ("left", "right")
 
 
@@ -107,12 +106,10 @@ def c2_c7_angle_deg(
     return (angle + 180.0) % 360.0 - 180.0
 
 
-def curvature_class(
-    angle_deg: np.ndarray,
-    thresholds_deg: tuple[float, float] = DEMO_CURVATURE_THRESHOLDS_DEG,
-) -> np.ndarray:
+def curvature_class(angle_deg: np.ndarray, thresholds_deg: Sequence[float]) -> np.ndarray:
     """Class of each C2-C7 angle: "lordotic" below the lower threshold, "kyphotic" above the
-    upper, "straight" between (inclusive); "" where the angle is NaN."""
+    upper, "straight" between (inclusive); "" where the angle is NaN. The thresholds are
+    `anatomy.curvature_thresholds_deg` (the demo rule of the module docstring in both presets)."""
     angle = np.asarray(angle_deg, np.float64)
     lower, upper = thresholds_deg
     classes = np.where(angle < lower, "lordotic", np.where(angle > upper, "kyphotic", "straight"))
@@ -147,15 +144,14 @@ def geometry_table(
     facing: Sequence[str],
     spacing: np.ndarray | None = None,
     labels: Sequence[str] = KEYPOINT_LABELS,
+    *,
+    curvature_thresholds_deg: Sequence[float],
 ) -> pd.DataFrame:
-    """One row per image: c2_c7_angle_deg, curvature_class (the demo rule) and the C3-C7 body
-    heights and depths."""
+    """One row per image: c2_c7_angle_deg, curvature_class (`curvature_class` at the given
+    thresholds) and the C3-C7 body heights and depths."""
     angle = c2_c7_angle_deg(keypoints, facing, spacing, labels)
+    classes = curvature_class(angle, curvature_thresholds_deg)
     sizes = body_sizes(keypoints, spacing, labels)
     return pd.concat(
-        [
-            pd.DataFrame({"c2_c7_angle_deg": angle, "curvature_class": curvature_class(angle)}),
-            sizes,
-        ],
-        axis=1,
+        [pd.DataFrame({"c2_c7_angle_deg": angle, "curvature_class": classes}), sizes], axis=1
     )

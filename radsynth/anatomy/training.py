@@ -97,6 +97,12 @@ def run_identity(
     return digest.hexdigest()
 
 
+def resume_folder(root: Path, identity: str) -> Path:
+    """Where a run of this identity keeps its resume states under `root`: another data set or
+    setting starts a new folder, where a state of other settings would be refused."""
+    return Path(root) / identity[:16]
+
+
 def _check_inputs(
     images: np.ndarray, keypoints: np.ndarray, labels: Sequence[str], side: int
 ) -> None:

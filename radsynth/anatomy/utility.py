@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from radsynth.anatomy.landmark_model import LandmarkModel, load_landmark_model, predict_landmarks
 from radsynth.anatomy.metrics import landmark_scores
-from radsynth.anatomy.training import train_landmark_model
+from radsynth.anatomy.training import resume_folder, run_identity, train_landmark_model
 from radsynth.core.figures import save_figure
 from radsynth.core.settings.anatomy import LandmarkArchitecture, LandmarkTraining
 
@@ -96,7 +96,8 @@ def run_utility(
 ) -> pd.DataFrame:
     """Train one student per (arm, seed) and test it on the held-out real images: one row each
     with the arm, seed, image counts and held-out MRE (px, and mm where spacings are given).
-    `real` and `held_out` are (uint8 images, keypoints). Students resume from `work_dir`."""
+    `real` and `held_out` are (uint8 images, keypoints). Students resume from `work_dir`
+    (<arm>/seed<seed>/<run identity>)."""
     real_images, real_keypoints = real
     labels = teacher.labels
     architecture: LandmarkArchitecture = teacher.architecture
@@ -105,21 +106,25 @@ def run_utility(
     for arm in arms:
         for seed in seeds:
             chosen = real_subset(len(real_images), arm.real_fraction, seed)
-            images = [real_images[chosen]]
-            keypoints = [real_keypoints[chosen]]
+            parts = [(real_images[chosen], real_keypoints[chosen])]
             if arm.synthetic:
-                images.append(synthetic_images)
-                keypoints.append(synthetic_keypoints)
-            folder = Path(work_dir) / arm.name.replace(" ", "").replace("%", "pct") / f"seed{seed}"
+                parts.append((synthetic_images, synthetic_keypoints))
+            images = np.concatenate([part[0] for part in parts])
+            keypoints = np.concatenate([part[1] for part in parts]).astype(np.float32)
+            student = training.model_copy(update={"seed": seed})
+            folder = resume_folder(
+                Path(work_dir) / arm.name.replace(" ", "").replace("%", "pct") / f"seed{seed}",
+                run_identity(images, keypoints, labels, architecture, student),
+            )
             model_path = folder / "student.safetensors"
             train_landmark_model(
-                np.concatenate(images),
-                np.concatenate(keypoints).astype(np.float32),
+                images,
+                keypoints,
                 labels,
                 model_path=model_path,
                 work_dir=folder / "work",
                 architecture=architecture,
-                training=training.model_copy(update={"seed": seed}),
+                training=student,
                 provenance=provenance,
             )
             predicted = predict_landmarks(load_landmark_model(model_path), held_out[0])

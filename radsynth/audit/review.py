@@ -1,15 +1,19 @@
 """Offline review pages for the audit's two human steps, at the paper's scale.
 
-Both pages are one static HTML file each, like the Turing test's rating form: everything is
-embedded, the Content-Security-Policy forbids any network request, it works from file://, the
-reviewer's id and decisions stay in the browser's localStorage (keyed by the page's content id
-and the reviewer id, so a reviewer can stop, reload and resume) until the reviewer exports a CSV.
+Both pages are static HTML opened from disk, like the Turing test's rating form: the
+Content-Security-Policy forbids any network request, they work from file://, the reviewer's id and
+decisions stay in the browser's localStorage (keyed by the page's content id and the reviewer id,
+so a reviewer can stop, reload and resume) until the reviewer exports a CSV.
 
 Screening review (`write_screening_review`): a sampled set's left-facing images as a grid, a page
-at a time, least plausible first. 9,000 images per checkpoint must stay fast, so each page's
-images travel as one grayscale PNG sprite sheet (tiles in reading order, `sheet_columns` per row),
-base64 in an inert <script type="application/octet-stream" id="sheet-N"> block that the page
-decodes only when it shows that page, then copies tile by tile onto canvases. Decisions:
+at a time, least plausible first. A set of 9,000 images of 256 px is about 310 MB of PNG: inlined
+as 420 MB of base64 in one HTML file, its first page took 4-9 s to appear and Chromium's
+processes peaked at 1.4-1.5 GB (bench/review_bench.py; 0.4-0.9 s and 0.5 GB now). So each page's
+images are one grayscale PNG sprite sheet (tiles in reading order, `sheet_columns` per row)
+written as a file into a folder beside the page (`<page>_sheets/page-0001.png`, ...); the page
+loads a sheet only when it shows that page (and the next one ahead), then copies it tile by tile
+onto canvases. The page and its folder travel together. Optionally each image's predicted landmarks
+(a table in `radsynth landmarks`' columns) are drawn over it, shown with a checkbox. Decisions:
   - exclude: the reviewer excluded the image (with one of the configured reasons, or none);
   - include: the reviewer marked the image's page reviewed and did not exclude the image;
   - blank: anything else, also an image on a page the reviewer only looked at; the merge then
@@ -31,25 +35,27 @@ import hashlib
 import html
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import get_args
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
+from radsynth.anatomy.landmark_export import label_column, read_landmark_table
 from radsynth.audit.pair_verdicts import PAIRS_COLUMNS, VERDICT_COLUMNS, VERDICTS, read_pairs
 from radsynth.audit.scoring import left_facing_atlas, left_facing_sample_set
 from radsynth.audit.screening import MANIFEST_NAME, read_manifest
-from radsynth.core.atomic import atomic_output
+from radsynth.core.atomic import atomic_directory, atomic_output
 from radsynth.core.html import fill_template, page_fields, script_json
 from radsynth.core.images import png_bytes
 from radsynth.core.settings.audit import ReviewSort
 from radsynth.core.tables import read_table_provenance
+from radsynth.data.csxa import KEYPOINT_LABELS
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-#: Where the screening page's sprite sheets are streamed into its template ({{SHEETS}}).
-SHEETS_FIELD = "SHEETS"
 CONTENT_ID_HEX_DIGITS = 16
 SORTS = get_args(ReviewSort)
 #: Reasons are picked with the number keys 1..9.
@@ -62,13 +68,11 @@ TILE_PX = 192
 # ----------------------------------------------------------------------------- page building
 
 
-def render_page(name: str, fields: Mapping[str, str]) -> list[str]:
-    """Template `name` filled, cut where {{SHEETS}} stands so large parts can be streamed
-    in between."""
+def render_page(name: str, fields: Mapping[str, str]) -> str:
+    """Template `name` filled."""
     template = TEMPLATES / name
-    return fill_template(
-        template.read_text(encoding="utf-8"), fields, name=str(template), cut=SHEETS_FIELD
-    )
+    page = fill_template(template.read_text(encoding="utf-8"), fields, name=str(template))
+    return page
 
 
 def review_fields(
@@ -111,21 +115,10 @@ def file_label(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "set"
 
 
-def write_page(out_html: Path, parts: Sequence[str], streamed: Iterable[str] = ()) -> int:
-    """parts[0], the streamed chunks, then parts[1:], written atomically; returns the streamed
-    characters."""
-    written = 0
-    with (
-        atomic_output(Path(out_html)) as temporary,
-        temporary.open("w", encoding="utf-8") as handle,
-    ):
-        handle.write(parts[0])
-        for chunk in streamed:
-            handle.write(chunk)
-            written += len(chunk)
-        for part in parts[1:]:
-            handle.write(part)
-    return written
+def write_page(out_html: Path, text: str) -> None:
+    """The page, written atomically."""
+    with atomic_output(Path(out_html)) as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 def check_gray(image: np.ndarray, what: str) -> np.ndarray:
@@ -196,15 +189,76 @@ def sprite_sheet(images: np.ndarray, columns: int) -> np.ndarray:
     )
 
 
-def sheet_scripts(
-    images: np.ndarray, order: np.ndarray, page_size: int, columns: int
-) -> Iterator[str]:
-    """One inert base64 block per page, encoded one page at a time (a 9,000-image set never sits in
-    memory twice)."""
-    for page, first in enumerate(range(0, len(order), page_size)):
-        sheet = png_bytes(sprite_sheet(images[order[first : first + page_size]], columns))
-        encoded = base64.b64encode(sheet).decode("ascii")
-        yield f'<script type="application/octet-stream" id="sheet-{page}">{encoded}</script>\n'
+def sheets_folder(out_html: Path) -> Path:
+    """The folder of a screening page's sprite sheets, beside it: review.html -> review_sheets/."""
+    return Path(out_html).with_name(f"{Path(out_html).stem}_sheets")
+
+
+def write_sheets(
+    images: np.ndarray, order: np.ndarray, page_size: int, columns: int, folder: Path
+) -> tuple[list[str], int]:
+    """One PNG sprite sheet per page (page-0001.png, ...) in `folder`, replaced as a whole and
+    encoded one page at a time (a 9,000-image set never sits in memory twice). Returns the file
+    names in page order and their bytes."""
+    names, written = [], 0
+    shutil.rmtree(folder, ignore_errors=True)
+    with atomic_directory(folder) as staging:
+        for page, first in enumerate(range(0, len(order), page_size)):
+            names.append(f"page-{page + 1:04d}.png")
+            sheet = png_bytes(sprite_sheet(images[order[first : first + page_size]], columns))
+            (staging / names[-1]).write_bytes(sheet)
+            written += len(sheet)
+    return names, written
+
+
+def landmark_points(
+    landmarks: pd.DataFrame, manifest: pd.DataFrame, shape: tuple[int, int]
+) -> list[list[float | None] | None]:
+    """Per manifest row, x, y and confidence of each of KEYPOINT_LABELS in turn (None where not
+    predicted), or None for an image without a row in `landmarks` (`radsynth landmarks`' columns:
+    image_id, then `<label>_x`, `<label>_y`, `<label>_confidence`; x and y in the shown image's
+    pixel frame, pixel i covering [i - 0.5, i + 0.5])."""
+    columns = [
+        column
+        for label in KEYPOINT_LABELS
+        for column in (
+            label_column(label, "x"),
+            label_column(label, "y"),
+            label_column(label, "confidence"),
+        )
+    ]
+    missing = [column for column in ["image_id", *columns] if column not in landmarks.columns]
+    if missing:
+        raise ValueError(f"landmark table: no column {', '.join(missing)}")
+    ids = landmarks["image_id"].astype(str)
+    if ids.duplicated().any():
+        raise ValueError(f"landmark table: image {ids[ids.duplicated()].iloc[0]!r} twice")
+    unknown = sorted(set(ids) - set(manifest["image_id"]))
+    if unknown:
+        raise ValueError(
+            f"landmark table: image {unknown[0]!r} is not in the screening manifest "
+            f"({len(unknown)} such)"
+        )
+    try:
+        values = landmarks[columns].to_numpy(dtype=float)
+    except ValueError as exc:
+        raise ValueError(f"landmark table: a landmark value is not a number ({exc})") from exc
+    xy = values.reshape(len(values), len(KEYPOINT_LABELS), 3)[:, :, :2]
+    height, width = shape
+    outside = (xy < -0.5) | (xy > np.array([width, height]) - 0.5)
+    if outside.any():
+        row, label, axis = np.argwhere(outside)[0]
+        raise ValueError(
+            f"landmark table: image {ids.iloc[row]!r}: {KEYPOINT_LABELS[label]} "
+            f"{'xy'[axis]} = {xy[row, label, axis]} lies outside the {width}x{height} image"
+        )
+    by_id = dict(zip(ids, np.round(values, 2).tolist()))
+    return [
+        [None if math.isnan(value) else value for value in by_id[image_id]]
+        if image_id in by_id
+        else None
+        for image_id in manifest["image_id"]
+    ]
 
 
 def write_screening_review(
@@ -217,11 +271,14 @@ def write_screening_review(
     page_size: int,
     title: str,
     provenance: Mapping[str, str],
+    landmarks: pd.DataFrame | None = None,
 ) -> dict:
-    """The screening review page of one sampled set: `images` are the set's left-facing uint8 gray
-    images (N, H, W) in manifest row order (as `left_facing_sample_set` returns them). Returns
-    content_id, n_images, n_pages, page_size, sheet_bytes (base64 of the sprite sheets) and
-    html_bytes."""
+    """The screening review page of one sampled set, and its sprite sheets in the folder
+    `sheets_folder(out_html)` beside it: `images` are the set's left-facing uint8 gray images
+    (N, H, W) in manifest row order (as `left_facing_sample_set` returns them); `landmarks`, if
+    given, their predicted landmarks in the same left-facing frame (see `landmark_points`), drawn
+    over the images on request. Returns content_id, n_images, n_pages, page_size, sheet_bytes (the
+    sprite sheets' files) and html_bytes."""
     manifest = manifest_text(Path(manifest_csv))
     images = np.asarray(images)
     if (
@@ -240,8 +297,13 @@ def write_screening_review(
     order = display_order(manifest, sort)
     page_id = content_id(manifest, images)
     height, width = images.shape[1:]
+    points = None if landmarks is None else landmark_points(landmarks, manifest, (height, width))
     columns = sheet_columns(page_size)
     label = file_label("-".join(dict.fromkeys(manifest["checkpoint"])))
+    # No page without its sheets: a run killed part way leaves at most sheets without a page.
+    Path(out_html).unlink(missing_ok=True)
+    folder = sheets_folder(Path(out_html))
+    names, sheet_bytes = write_sheets(images, order, page_size, columns, folder)
     data = {
         "content_id": page_id,
         "sort": sort,
@@ -249,25 +311,28 @@ def write_screening_review(
         "rows": manifest.to_numpy().tolist(),
         "order": order.tolist(),
         "page_size": page_size,
+        "sheets": [f"{quote(folder.name)}/{name}" for name in names],
         "sheet_columns": columns,
         "width": width,
         "height": height,
         "tile_px": TILE_PX,
         "pixelated": max(width, height) < TILE_PX,
         "reasons": reasons,
+        "landmark_labels": list(KEYPOINT_LABELS) if points is not None else [],
+        "landmarks": points,
         "comments": export_comments(Path(manifest_csv), page_id),
         "export_name": f"screening_review_{label}_{{reviewer}}.csv",
     }
-    parts = render_page(
-        "screening_review.html", review_fields(title, provenance, data, what="decisions")
-    )
-    sheet_bytes = write_page(
-        Path(out_html), parts, sheet_scripts(images, order, page_size, columns)
+    write_page(
+        Path(out_html),
+        render_page(
+            "screening_review.html", review_fields(title, provenance, data, what="decisions")
+        ),
     )
     return {
         "content_id": page_id,
         "n_images": len(images),
-        "n_pages": math.ceil(len(images) / page_size),
+        "n_pages": len(names),
         "page_size": page_size,
         "sheet_bytes": sheet_bytes,
         "html_bytes": Path(out_html).stat().st_size,
@@ -376,12 +441,20 @@ def write_set_reviews(
     reasons: Sequence[str],
     page_size: int,
     provenance: Mapping[str, str],
+    landmark_tables: Sequence[Path] = (),
 ) -> dict[str, dict]:
-    """The workflow's screening pages: out_dir/<sample set>/<checkpoint>/review.html for each
-    gathered set, from its screening manifest (screening_dir/<label>/screening_manifest.csv) and its
-    left-facing images, read in the order the screen wrote them. Returns each page's size facts."""
+    """The workflow's screening pages: out_dir/<sample set>/<checkpoint>/review.html and its
+    sprite sheets in review_sheets/ beside it, for each gathered set, from its screening manifest
+    (screening_dir/<label>/screening_manifest.csv) and its left-facing images, read in the order
+    the screen wrote them; with `landmark_tables` (one per manifest, in its order: the anatomy
+    stage's landmark CSVs of the same left-facing images) the pages can overlay the landmarks.
+    Returns each page's size facts."""
+    if landmark_tables and len(landmark_tables) != len(manifests):
+        raise ValueError(
+            f"{len(landmark_tables)} landmark tables for {len(manifests)} sample manifests"
+        )
     written = {}
-    for manifest_csv in manifests:
+    for index, manifest_csv in enumerate(manifests):
         samples, images = left_facing_sample_set(Path(manifest_csv))
         label = samples["checkpoint"].iloc[0]
         written[label] = write_screening_review(
@@ -393,6 +466,7 @@ def write_set_reviews(
             page_size=page_size,
             title=f"Screening review: {label}",
             provenance=provenance,
+            landmarks=read_landmark_table(landmark_tables[index]) if landmark_tables else None,
         )
     return written
 

@@ -5,7 +5,10 @@ to review.
 
 The screen proposes and people decide (paper 2.3 excluded implausible anatomy by hand): the
 manifest's `proposed` is `exclude` where the plausibility (see `radsynth.audit.plausibility`)
-is below the threshold, `include` elsewhere.
+is below the threshold, `include` elsewhere. Given the anatomy stage's landmark tables (the set's
+and the held-out real images'), the manifest also carries the anatomical screen
+(`radsynth.audit.anatomy_screen`) and the proposal is `radsynth.audit.screening.propose`'s:
+exclude where either screen's plausibility is below the threshold, with a reason.
 
 `row` numbers the manifest's images from 1; each contact-sheet tile shows its row and image id,
 so a reviewer writes decisions for the rows of a page. Page NNN (`contact_pageNNN.png`) shows
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from radsynth.anatomy.landmark_export import label_column, read_landmark_table
+from radsynth.audit.anatomy_screen import (
+    GeometryRanges,
+    add_anatomy_columns,
+    anatomy_flags,
+    geometry_ranges,
+)
 from radsynth.audit.plausibility import (
     PlausibilityModel,
     ScreenSettings,
@@ -35,15 +46,17 @@ from radsynth.audit.plausibility import (
     save_model,
 )
 from radsynth.audit.screening import (
+    ANATOMY_COLUMNS,
     EXCLUDE,
-    INCLUDE,
-    MANIFEST_COLUMNS,
     SAMPLE_COLUMNS,
+    manifest_columns,
+    propose,
     write_manifest,
 )
 from radsynth.core.figures import save_figure
 from radsynth.core.provenance import file_sha256
 from radsynth.data.atlas import load_atlas
+from radsynth.data.csxa import KEYPOINT_LABELS
 from radsynth.sample.facing import load_classifier, predict_facing, standardize_left
 from radsynth.sample.store import open_left_facing
 
@@ -122,6 +135,57 @@ def left_facing_sample_set(
     return samples, images
 
 
+# ----------------------------------------------------------------------------- anatomy
+
+
+@dataclass(frozen=True)
+class AnatomyReference:
+    """What the anatomical screen holds a set's landmarks against: the held-out real images'
+    geometry ranges and anatomy scores (`anatomy_plausibility` is the share of them at least as
+    high), and the confidence below which a landmark is flagged."""
+
+    ranges: GeometryRanges
+    scores: np.ndarray
+    min_confidence: float
+    source: str
+
+
+def table_flags(table: pd.DataFrame, ranges: GeometryRanges, min_confidence: float) -> pd.DataFrame:
+    """`anatomy_flags` of a landmark table's rows (`radsynth landmarks`' columns)."""
+    xy, confidence = (
+        np.stack(
+            [
+                table[[label_column(label, field) for label in KEYPOINT_LABELS]].to_numpy(float)
+                for field in fields
+            ],
+            axis=-1,
+        )
+        for fields in (("x", "y"), ("confidence",))
+    )
+    return anatomy_flags(xy, confidence[..., 0], table, ranges, min_confidence=min_confidence)
+
+
+def anatomy_reference(
+    held_out_csv: Path, *, min_confidence: float, percentiles: Sequence[float]
+) -> AnatomyReference:
+    """The reference of the held-out real images' landmark table (the anatomy stage's)."""
+    table = read_landmark_table(Path(held_out_csv))
+    ranges = geometry_ranges(table, (float(percentiles[0]), float(percentiles[1])))
+    scores = table_flags(table, ranges, min_confidence)["anatomy_score"].to_numpy()
+    return AnatomyReference(ranges, scores, float(min_confidence), str(held_out_csv))
+
+
+def with_anatomy(
+    manifest: pd.DataFrame, landmarks: pd.DataFrame, reference: AnatomyReference
+) -> pd.DataFrame:
+    """The manifest with ANATOMY_COLUMNS from the set's landmark table (one row per image)."""
+    flags = table_flags(landmarks, reference.ranges, reference.min_confidence)
+    merged = add_anatomy_columns(manifest, landmarks["image_id"].tolist(), flags, reference.scores)
+    numeric = [c for c in ANATOMY_COLUMNS if merged[c].dtype == np.float64]
+    merged[numeric] = merged[numeric].round(6)
+    return merged
+
+
 # ----------------------------------------------------------------------------- the manifest
 
 
@@ -139,9 +203,11 @@ def screening_manifest(
     *,
     threshold: float,
     chunk_size: int,
+    anatomy: tuple[pd.DataFrame, AnatomyReference] | None = None,
 ) -> pd.DataFrame:
     """One row per left-facing image: `samples`' SAMPLE_COLUMNS, the automated scores, the
-    proposal at `threshold` and empty reviewer columns (MANIFEST_COLUMNS)."""
+    proposal at `threshold` and empty reviewer columns (MANIFEST_COLUMNS); with `anatomy` (the
+    set's landmark table and the reference), the anatomical screen's columns too."""
     missing = [column for column in SAMPLE_COLUMNS if column not in samples.columns]
     if missing:
         raise ValueError(f"sample table lacks column(s) {', '.join(missing)}")
@@ -159,20 +225,28 @@ def screening_manifest(
         nearest_real_id=scores.nearest_real_id,
         nearest_real_similarity=scores.nearest_real_similarity.astype(np.float64).round(6),
         **statistics,
-        proposed=np.where(scores.plausibility < threshold, EXCLUDE, INCLUDE),
         decision="",
         reason="",
         reviewer="",
     )
-    return frame.loc[:, list(MANIFEST_COLUMNS)]
+    if anatomy is not None:
+        frame = with_anatomy(frame, *anatomy)
+    frame["proposed"], reasons = propose(frame, threshold)
+    if anatomy is not None:
+        frame["proposed_reason"] = reasons
+    return frame.loc[:, manifest_columns(frame.columns)[0]]
 
 
 def manifest_provenance(
-    model: PlausibilityModel, threshold: float, provenance: Mapping[str, str]
+    model: PlausibilityModel,
+    threshold: float,
+    provenance: Mapping[str, str],
+    anatomy: AnatomyReference | None = None,
 ) -> dict[str, str]:
-    """What a reader of the manifest needs to trust its numbers: the screen and the threshold."""
+    """What a reader of the manifest needs to trust its numbers: the screens and the
+    threshold."""
     description = model.description
-    return {
+    described = {
         **provenance,
         "plausibility": description["plausibility"],
         "threshold": str(threshold),
@@ -181,6 +255,25 @@ def manifest_provenance(
         "screen_n_real": str(description["n_real"]),
         "screen_fitted_on": json.dumps(description["fitted_on"], sort_keys=True),
         "screen_settings": json.dumps(description["settings"], sort_keys=True),
+    }
+    if anatomy is None:
+        return described
+    low, high = anatomy.ranges.percentiles
+    return {
+        **described,
+        "proposed": (
+            f"exclude where plausibility < {threshold} or anatomy_plausibility < {threshold}, "
+            "else include"
+        ),
+        "anatomy_reference": anatomy.source,
+        "anatomy_plausibility": (
+            f"fraction of the {len(anatomy.scores)} held-out real images whose anatomy score is "
+            "at least the image's; higher = more plausible"
+        ),
+        "anatomy_flags": (
+            f"landmark confidence < {anatomy.min_confidence}; vertebrae out of order; a geometry "
+            f"measure outside the held-out images' {low:g}-{high:g} percentile range"
+        ),
     }
 
 
@@ -195,13 +288,16 @@ def write_screening(
     title: str,
     provenance: Mapping[str, str],
     sheets_dir: Path | None = None,
+    anatomy: tuple[pd.DataFrame, AnatomyReference] | None = None,
 ) -> pd.DataFrame:
     """out_dir/screening_manifest.csv and its contact sheets (in sheets_dir, else out_dir);
-    returns the manifest."""
+    returns the manifest. `anatomy`: the set's landmark table and the reference."""
     manifest = screening_manifest(
-        samples, images, model, threshold=threshold, chunk_size=chunk_size
+        samples, images, model, threshold=threshold, chunk_size=chunk_size, anatomy=anatomy
     )
-    described = manifest_provenance(model, threshold, provenance)
+    described = manifest_provenance(
+        model, threshold, provenance, None if anatomy is None else anatomy[1]
+    )
     write_manifest(manifest, Path(out_dir), described)
     write_contact_sheets(
         manifest,
@@ -270,27 +366,45 @@ def screen_gathered_sets(
     threshold: float,
     chunk_size: int,
     provenance: Mapping[str, str],
+    landmarks: Sequence[Path] = (),
+    anatomy: AnatomyReference | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The workflow's screening: each gathered set's left-facing images scored by the fitted
     screen, its manifest and contact sheets in out_dir/<sample set>/<checkpoint>/ (contact_sheets/
-    there)."""
+    there). With `anatomy`, `landmarks` holds each set's landmark table, in `manifests`' order."""
+    if anatomy is not None and len(landmarks) != len(manifests):
+        raise ValueError(
+            f"{len(landmarks)} landmark tables for {len(manifests)} sample manifests: the "
+            "anatomical screen needs one per set"
+        )
     model = load_model(model_path)
     written = {}
-    for manifest_csv in manifests:
+    for number, manifest_csv in enumerate(manifests):
         samples, images = left_facing_sample_set(manifest_csv)
         label = samples["checkpoint"].iloc[0]
         folder = Path(out_dir) / label
-        written[label] = write_screening(
-            samples,
-            images,
-            model,
-            folder,
-            threshold=threshold,
-            chunk_size=chunk_size,
-            title=label,
-            sheets_dir=folder / "contact_sheets",
-            provenance={**provenance, "sample_manifest": str(manifest_csv)},
-        )
+        described = {**provenance, "sample_manifest": str(manifest_csv)}
+        set_anatomy = None
+        if anatomy is not None:
+            table = read_landmark_table(Path(landmarks[number]))
+            set_anatomy = (table, anatomy)
+            described["landmarks"] = str(landmarks[number])
+        try:
+            written[label] = write_screening(
+                samples,
+                images,
+                model,
+                folder,
+                threshold=threshold,
+                chunk_size=chunk_size,
+                title=label,
+                sheets_dir=folder / "contact_sheets",
+                provenance=described,
+                anatomy=set_anatomy,
+            )
+        except ValueError as error:
+            where = f" with {landmarks[number]}" if anatomy is not None else ""
+            raise ValueError(f"screening {manifest_csv}{where}: {error}") from error
     return written
 
 
@@ -354,7 +468,12 @@ def draw_page(
         axes.text(
             x0 + width / 2,
             y0 + height * 1.03,
-            f"{record['row']}  {record['image_id']}\nplausibility {record['plausibility']:.3f}",
+            f"{record['row']}  {record['image_id']}\nplausibility {record['plausibility']:.3f}"
+            + (
+                f"\nanatomy plausibility {record['anatomy_plausibility']:.3f}"
+                if "anatomy_plausibility" in record
+                else ""
+            ),
             ha="center",
             va="top",
             fontsize=7,

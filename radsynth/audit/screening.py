@@ -10,6 +10,18 @@ copies back; `radsynth.audit.reviewer_files` reads them, as it reads the memoriz
 over the screen's proposal; an image reviewers decide differently is listed as a conflict and
 is excluded (the conservative choice: a set released as anatomically plausible loses one image
 rather than keeping one that somebody found implausible).
+
+Where the atlas has keypoints, the manifest also carries the anatomical screen
+(`radsynth.audit.anatomy_screen`: ANATOMY_COLUMNS after the plausibility scores) and
+`proposed_reason` after `proposed`; a manifest has all of these columns or none. `propose` is
+the screen's proposal: exclude where the plausibility OR the anatomy plausibility is below the
+threshold. Each is a tail share of real images (held-out ones for the anatomy), so a real-like
+image is proposed with a chance of about the threshold per screen, and an image either screen
+finds beyond nearly every real image reaches a person, the reason naming which screen and which
+anatomical flags. Not Fisher's combined plausibility (kept as a column, to order images): it
+lets a clean anatomy outvote a plausibility outlier (plausibility 0.04 with anatomy 1.0 combines
+to 0.17), and it is 0 wherever either is. Nor a raw flag: the range flag, over 11 measures, was
+raised on 10 of 15 clean held-out demo images (radsynth.audit.screen_evaluation measures each).
 """
 
 from __future__ import annotations
@@ -43,8 +55,34 @@ SCORE_COLUMNS = (
     "p99",
 )
 MANIFEST_COLUMNS = ("row", *SAMPLE_COLUMNS, *SCORE_COLUMNS, "proposed", *REVIEW_COLUMNS)
+#: The anatomical screen's columns, all present or none (an atlas without keypoints, or the
+#: `screen` command, screens without them).
+#: Columns `radsynth.audit.anatomy_screen.add_anatomy_columns` adds to a screening manifest.
+ANATOMY_COLUMNS = (
+    "anatomy_min_confidence",
+    "anatomy_mean_confidence",
+    "anatomy_low_confidence",
+    "anatomy_out_of_order",
+    "anatomy_out_of_range",
+    "anatomy_score",
+    "anatomy_plausibility",
+    "anatomy_reason",
+    "combined_plausibility",
+)
+
+
+ANATOMY_MANIFEST_COLUMNS = (*ANATOMY_COLUMNS, "proposed_reason")
 #: Columns read as text (pandas would read blanks as NaN and ids like "0001" as numbers).
-TEXT_COLUMNS = ("image_id", "checkpoint", "shard", "nearest_real_id", "proposed", *REVIEW_COLUMNS)
+TEXT_COLUMNS = (
+    "image_id",
+    "checkpoint",
+    "shard",
+    "nearest_real_id",
+    "proposed",
+    *REVIEW_COLUMNS,
+    "anatomy_reason",
+    "proposed_reason",
+)
 MANIFEST_NAME = "screening_manifest.csv"
 #: A reviewed copy of the manifest, as the merge reads it.
 REVIEWED_MANIFEST = ReviewerFileFormat(
@@ -63,13 +101,61 @@ REVIEWED_MANIFEST = ReviewerFileFormat(
 # ----------------------------------------------------------------------------- the manifest
 
 
+def manifest_columns(columns: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the manifest's columns in order, those `columns` lacks): MANIFEST_COLUMNS, with the
+    ANATOMY_MANIFEST_COLUMNS (after the scores, `proposed_reason` after `proposed`) when
+    `columns` has any of them."""
+    with_anatomy = any(column in columns for column in ANATOMY_MANIFEST_COLUMNS)
+    ordered = list(MANIFEST_COLUMNS)
+    if with_anatomy:
+        proposed = MANIFEST_COLUMNS.index("proposed")
+        ordered = [
+            *MANIFEST_COLUMNS[:proposed],
+            *ANATOMY_COLUMNS,
+            "proposed",
+            "proposed_reason",
+            *MANIFEST_COLUMNS[proposed + 1 :],
+        ]
+    return ordered, [column for column in ordered if column not in columns]
+
+
+def propose(manifest: pd.DataFrame, threshold: float) -> tuple[np.ndarray, list[str]]:
+    """The screen's proposal per row and why (see the module docstring): exclude where
+    `plausibility` or, when the manifest has it, `anatomy_plausibility` is below `threshold`;
+    the reason names each screen below it, with the anatomical flags raised."""
+    audit = manifest["plausibility"].to_numpy(dtype=float)
+    anatomy = (
+        manifest["anatomy_plausibility"].to_numpy(dtype=float)
+        if "anatomy_plausibility" in manifest.columns
+        else np.full(len(manifest), np.inf)
+    )
+    flags = (
+        manifest["anatomy_reason"].astype(str).tolist()
+        if "anatomy_reason" in manifest.columns
+        else [""] * len(manifest)
+    )
+    reasons = []
+    for plausibility, anatomy_plausibility, flagged in zip(audit, anatomy, flags, strict=True):
+        parts = []
+        if plausibility < threshold:
+            parts.append(f"plausibility {plausibility:.3f} < {threshold:g}")
+        if anatomy_plausibility < threshold:
+            parts.append(
+                f"anatomy plausibility {anatomy_plausibility:.3f} < {threshold:g}"
+                + (f": {flagged}" if flagged else "")
+            )
+        reasons.append("; ".join(parts))
+    proposed = np.where([bool(reason) for reason in reasons], EXCLUDE, INCLUDE)
+    return proposed, reasons
+
+
 def write_manifest(manifest: pd.DataFrame, out_dir: Path, provenance: Mapping[str, str]) -> Path:
     """out_dir/MANIFEST_NAME: the manifest's columns in order, blank review columns to fill."""
-    missing = [column for column in MANIFEST_COLUMNS if column not in manifest.columns]
+    columns, missing = manifest_columns(manifest.columns)
     if missing:
         raise ValueError(f"screening manifest lacks column(s) {', '.join(missing)}")
     path = Path(out_dir) / MANIFEST_NAME
-    write_table(manifest.loc[:, list(MANIFEST_COLUMNS)], path, provenance=provenance)
+    write_table(manifest.loc[:, columns], path, provenance=provenance)
     return path
 
 
@@ -87,7 +173,7 @@ def read_manifest(path: Path, *, as_text: bool = False) -> pd.DataFrame:
     the text written (a review page's export repeats it exactly)."""
     dtype = str if as_text else {column: str for column in TEXT_COLUMNS}
     frame = read_table(Path(path), dtype=dtype, keep_default_na=False)
-    missing = [column for column in MANIFEST_COLUMNS if column not in frame.columns]
+    _, missing = manifest_columns(frame.columns)
     if missing:
         raise ValueError(
             f"{path}: not a screening manifest ({MANIFEST_NAME}), missing column(s) "
@@ -110,7 +196,8 @@ def merge_reviews(
     if not ids.is_unique:
         raise ValueError(f"screening manifest repeats image id {ids[ids.duplicated()].iloc[0]!r}")
     # The manifest is an output, rewritten by the next run: decisions there would be lost.
-    inline = manifest["decision"].fillna("").astype(str).str.strip() != ""
+    decision = manifest["decision"]
+    inline = decision.notna() & (decision.astype(str).str.strip() != "")
     if inline.any():
         raise ValueError(
             f"screening manifest row {manifest.loc[inline, 'row'].iloc[0]}: a decision is filled "

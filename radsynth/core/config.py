@@ -101,6 +101,9 @@ def _counts_a_bad_item(error: ErrorDetails, errors: list[ErrorDetails]) -> bool:
 
 #: The sampling set that FID draws from; no configured set may take its name.
 FID_SAMPLE_SET = "fid"
+#: The sampling set the anatomy stage's utility students train on (anatomy.utility.samples, from
+#: the split run's last checkpoint); no configured set may take its name.
+UTILITY_SAMPLE_SET = "utility"
 
 
 def _selected_numbers(config: Mapping[str, Any]) -> list[int]:
@@ -163,6 +166,11 @@ def _fid_schedule(config: Mapping[str, Any]) -> Iterator[str]:
 def _fid_sample_set(config: Mapping[str, Any]) -> Iterator[str]:
     if FID_SAMPLE_SET in config["sampling"]["sets"]:
         yield f"sampling.sets.{FID_SAMPLE_SET}: the name is taken by the FID set (evaluate.samples)"
+    if UTILITY_SAMPLE_SET in config["sampling"]["sets"]:
+        yield (
+            f"sampling.sets.{UTILITY_SAMPLE_SET}: the name is taken by the anatomy stage's utility "
+            "set (anatomy.utility.samples)"
+        )
 
 
 def _fid_weights(config: Mapping[str, Any]) -> Iterator[str]:

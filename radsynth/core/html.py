@@ -5,8 +5,10 @@ and escapes its data the same way.
 
 The pieces live in templates/ beside this module: head.html, base.css and offline_page.js. A
 page template starts with {{PAGE_HEAD}}, adds its own <style> and closes </head>; its script
-starts with {{OFFLINE_SCRIPT}} (the `OfflinePage` object). Everything is inlined: a page stays
-one file that works from file://.
+starts with {{OFFLINE_SCRIPT}} (the `OfflinePage` object). Scripts and styles are inlined, so a
+page works from file://; images are inlined too, or (the screening review's sprite sheets) files
+beside the page, which the policy admits from the page's own origin or the local disk (img-src
+'self' file:; browsers differ on whether 'self' covers file: URLs), never from the network.
 """
 
 from __future__ import annotations
@@ -22,19 +24,15 @@ PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
-def fill_template(
-    template: str, fields: Mapping[str, str], *, name: str, cut: str | None = None
-) -> list[str]:
+def fill_template(template: str, fields: Mapping[str, str], *, name: str) -> str:
     """`template` (the text of the file `name`) with every {{FIELD}} filled in one pass, so
-    inserted text is never re-substituted; cut where {{cut}} stands, so large parts can be
-    streamed in between (one part without `cut`). Fields and placeholders must match."""
-    found = set(PLACEHOLDER.findall(template)) - {cut}
+    inserted text is never re-substituted. Fields and placeholders must match."""
+    found = set(PLACEHOLDER.findall(template))
     if found != set(fields):
         raise ValueError(
             f"{name}: placeholders {sorted(found)} do not match fields {sorted(fields)}"
         )
-    parts = template.split(f"{{{{{cut}}}}}") if cut else [template]
-    return [PLACEHOLDER.sub(lambda match: fields[match.group(1)], part) for part in parts]
+    return PLACEHOLDER.sub(lambda match: fields[match.group(1)], template)
 
 
 def page_fields(title: str, provenance: Mapping[str, str]) -> dict[str, str]:
@@ -47,7 +45,7 @@ def page_fields(title: str, provenance: Mapping[str, str]) -> dict[str, str]:
         "BASE_STYLE": (TEMPLATES / "base.css").read_text(encoding="utf-8"),
     }
     return {
-        "PAGE_HEAD": fill_template(head.read_text(encoding="utf-8"), fields, name=str(head))[0],
+        "PAGE_HEAD": fill_template(head.read_text(encoding="utf-8"), fields, name=str(head)),
         "OFFLINE_SCRIPT": (TEMPLATES / "offline_page.js").read_text(encoding="utf-8"),
     }
 

@@ -1,8 +1,10 @@
 """The HDF5 atlas file written by preprocessing, read by every later stage.
 
 Layout: `/images` uint8 (N, size, size); `/keypoints` float32 (N, labels, 2) with the label names
-in its `labels` attribute (NaN where a point is missing); per-image `/meta/*`; root attributes
-`size`, `n_images`, `provenance` (JSON) and whatever else the writer records.
+in its `labels` attribute (NaN where a point is missing); per-image `/meta/*`, among them
+`/meta/mm_per_pixel` float64 (N, 2): x and y millimetres per atlas pixel, NaN where the source
+records no spacing; root attributes `size`, `n_images`, `provenance` (JSON) and whatever else the
+writer records.
 
 Reading needs only h5py and numpy, so a stage that reads the atlas (training, facing, the
 Turing study) never imports the preprocessing code or its DICOM reader.
@@ -37,6 +39,7 @@ class Atlas:
     original_width: np.ndarray
     bit_depth: np.ndarray
     modes: list[str]
+    mm_per_pixel: np.ndarray  # float64 (N, 2): x, y mm per atlas pixel; NaN where unknown
     attrs: dict[str, object]
     provenance: dict[str, str]
     _file: h5py.File | None = field(default=None, repr=False)
@@ -65,6 +68,7 @@ _REQUIRED_KEYS = (
     "meta/mode",
     "meta/inverted",
     "meta/negative_score",
+    "meta/mm_per_pixel",
 )
 
 
@@ -89,6 +93,7 @@ def load_atlas(path: Path, *, lazy: bool = False) -> Atlas:
             original_width=h5["meta/original_width"][()],
             bit_depth=h5["meta/bit_depth"][()],
             modes=list(h5["meta/mode"].asstr()[()]),
+            mm_per_pixel=h5["meta/mm_per_pixel"][()],
             attrs=attrs,
             provenance=json.loads(attrs.get("provenance", "{}")),
             _file=h5 if lazy else None,
@@ -128,7 +133,8 @@ def atlas_from_images(
     images: np.ndarray, source_names: list[str], *, provenance: dict[str, str] | None = None
 ) -> Atlas:
     """An atlas of images that are already square uint8 and upright (tests, benchmarks, imports):
-    no keypoints (NaN), nothing inverted, the stored size taken as the original size."""
+    no keypoints and no pixel spacing (NaN), nothing inverted, the stored size taken as the
+    original size."""
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1] != images.shape[2]:
         raise ValueError(
@@ -148,6 +154,7 @@ def atlas_from_images(
         original_width=np.full(n, size, dtype=np.int32),
         bit_depth=np.full(n, 8, dtype=np.int32),
         modes=["L"] * n,
+        mm_per_pixel=np.full((n, 2), np.nan),
         attrs={"size": size},
         provenance=dict(provenance or {}),
     )
@@ -170,6 +177,13 @@ def write_metadata(h5: h5py.File, atlas: Atlas) -> None:
     h5.create_dataset(
         "meta/negative_score", data=np.asarray(atlas.negative_scores, dtype=np.float64)
     )
+    spacing = np.asarray(atlas.mm_per_pixel, dtype=np.float64)
+    if spacing.shape != (len(atlas.source_names), 2):
+        raise ValueError(
+            f"mm per pixel must be ({len(atlas.source_names)}, 2) (x, y per image), "
+            f"got {spacing.shape}"
+        )
+    h5.create_dataset("meta/mm_per_pixel", data=spacing)
     for key, value in atlas.attrs.items():
         h5.attrs[key] = value
     h5.attrs["n_images"] = len(atlas.source_names)

@@ -17,6 +17,15 @@ KEYPOINT_LABELS: tuple[str, ...] = (
     ),
 )
 
+#: CSXA's per-image metadata sheet (`datasets.xlsx`, Sheet1, header in row 1; Ran et al., Sci Data
+#: 2024): the column naming the image and the column of its pixel equivalent, mm per pixel (one
+#: value: square pixels). The id column holds the 7-digit stem; a spreadsheet stores it as a number
+#: and drops its leading zeros, so numbers are zero-padded back. The pixel-equivalent header is the
+#: data descriptor's term, not checked against the sheet from here: a table without it fails,
+#: naming the headers it has.
+METADATA_ID_COLUMN = "Number"
+METADATA_SPACING_COLUMN = "Pixel equivalent"
+
 #: A CSXA image stem: 4-digit case number followed by the 3-digit patient age ("0001035").
 STEM_PATTERN = re.compile(r"^(?P<case>\d{4})(?P<age>\d{3})$")
 

@@ -3,14 +3,18 @@
 The paper resampled every CSXA radiograph to 256x256 and intensity-inverted the negative scans
 (bone dark). This module drives the build: it finds every image and its LabelMe file, reads the
 image (`image_reading`), detects and inverts negatives (`negatives`), resizes it and maps its
-keypoints into the new frame (`resize`, `labelme`) and writes the lot to HDF5. Problems never
-stop the run silently: an unreadable image, a missing or broken annotation and every annotation
-quirk become rows of the rejects table (`rejects`).
+keypoints and its pixel spacing (from the source's metadata table, `csxa_metadata`) into the new
+frame (`resize`, `labelme`) and writes the lot to HDF5. Problems never stop the run silently: an
+unreadable image, a missing or broken annotation and every annotation quirk become rows of the
+rejects table (`rejects`); images without a recorded spacing are counted in the log and in the
+atlas's `n_without_spacing` attribute.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,6 +27,7 @@ from tqdm import tqdm
 from radsynth.core.atomic import atomic_output
 from radsynth.data.atlas import Atlas, write_metadata
 from radsynth.data.csxa import KEYPOINT_LABELS
+from radsynth.data.csxa_metadata import read_pixel_spacing
 from radsynth.data.image_reading import IMAGE_SUFFIXES, ImageInfo, UnreadableImage, read_radiograph
 from radsynth.data.labelme import AnnotationError, read_labelme
 from radsynth.data.negatives import NegativeDetection, is_negative, negative_score
@@ -34,7 +39,9 @@ from radsynth.data.rejects import (
     RejectRow,
     write_rejects,
 )
-from radsynth.data.resize import map_keypoints, resize_geometry, resize_image
+from radsynth.data.resize import map_keypoints, map_spacing, resize_geometry, resize_image
+
+log = logging.getLogger(__name__)
 
 
 class TooManyRejected(RuntimeError):
@@ -47,6 +54,7 @@ class PreparedImage:
 
     pixels: np.ndarray  # uint8 (size, size)
     keypoints: np.ndarray  # float32 (n_labels, 2), new frame
+    mm_per_pixel: np.ndarray  # float64 (2,): x, y in the new frame; NaN when unknown
     inverted: bool
     negative_score: float
 
@@ -62,6 +70,7 @@ class PreprocessSummary:
     n_annotation_missing: int
     n_annotation_rejected: int
     n_annotation_notes: int
+    n_without_spacing: int
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -78,18 +87,20 @@ def prepare_image(
     image: np.ndarray,
     points: np.ndarray,
     *,
+    mm_per_pixel: float,
     size: int,
     resize_mode: str,
     detection: NegativeDetection,
 ) -> PreparedImage:
-    """Invert a negative, resize, and carry the keypoints along: one image's whole
-    transformation."""
+    """Invert a negative, resize, and carry the keypoints and the pixel spacing (mm per original
+    pixel, NaN when unknown) along: one image's whole transformation."""
     score = negative_score(image, detection)
     inverted = is_negative(score, detection)
     positive = 1.0 - image if inverted else image
     resized, affine = resize_image(positive, size, resize_mode)
     keypoints = map_keypoints(points, affine).astype(np.float32)
-    return PreparedImage(to_uint8(resized), keypoints, bool(inverted), score)
+    spacing = map_spacing(mm_per_pixel, affine)
+    return PreparedImage(to_uint8(resized), keypoints, spacing, bool(inverted), score)
 
 
 def find_images(image_dir: Path) -> list[str]:
@@ -174,6 +185,7 @@ class _Collected:
     """Per-image metadata gathered while the pixels stream into the HDF5 file."""
 
     keypoints: list[np.ndarray] = field(default_factory=list)
+    spacings: list[np.ndarray] = field(default_factory=list)
     infos: list[ImageInfo] = field(default_factory=list)
     inverted: list[bool] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
@@ -181,6 +193,9 @@ class _Collected:
 
     def count(self, kind: str) -> int:
         return sum(row.kind == kind for row in self.rows)
+
+    def without_spacing(self) -> int:
+        return sum(bool(np.isnan(spacing).any()) for spacing in self.spacings)
 
 
 @dataclass(frozen=True)
@@ -199,6 +214,7 @@ def preprocess_atlas(
     out_h5: Path,
     rejects_csv: Path,
     *,
+    metadata_table: Path | None,
     size: int,
     resize_mode: str,
     max_rejected_fraction: float,
@@ -208,8 +224,10 @@ def preprocess_atlas(
 ) -> PreprocessSummary:
     """Read, invert negatives, resize and annotate every image of an atlas into one HDF5 file.
 
-    The rejects CSV is written whatever happens; the HDF5 file appears only when the run
-    succeeds (temp file + os.replace). Images are stored sorted by source name.
+    `metadata_table` is the source's per-image table in CSXA's layout (`read_pixel_spacing`),
+    or None for a source without one: then no image has a pixel spacing. The rejects CSV is
+    written whatever happens; the HDF5 file appears only when the run succeeds (temp file +
+    os.replace). Images are stored sorted by source name.
     """
     image_dir, out_h5 = Path(image_dir), Path(out_h5)
     settings = _Settings(size, resize_mode, max_rejected_fraction, detection)
@@ -218,14 +236,23 @@ def preprocess_atlas(
     try:
         sources = find_images(image_dir)
         annotations = index_annotations(annotation_dir)
+        spacing = {} if metadata_table is None else read_pixel_spacing(Path(metadata_table))
         with atomic_output(out_h5) as temporary, h5py.File(temporary, "w") as h5:
-            _fill_images(h5, image_dir, sources, annotations, settings, collected, progress)
+            _fill_images(
+                h5, image_dir, sources, annotations, spacing, settings, collected, progress
+            )
             _check_outcome(
                 collected, len(sources), max_rejected_fraction, image_dir, Path(rejects_csv)
             )
             _write_tables(h5, collected, settings, provenance)
     finally:
         write_rejects(rejects_csv, collected.rows, provenance)
+    log.info(
+        "%d of %d images have no pixel spacing (%s); their atlas spacing is NaN",
+        collected.without_spacing(),
+        len(collected.infos),
+        "no metadata table" if metadata_table is None else f"not given in {metadata_table}",
+    )
     return _summarise(collected, len(sources))
 
 
@@ -234,6 +261,7 @@ def _fill_images(
     image_dir: Path,
     sources: Sequence[str],
     annotations: Mapping[str, list[Path]],
+    spacing: Mapping[str, float],
     settings: _Settings,
     collected: _Collected,
     progress: bool,
@@ -241,7 +269,7 @@ def _fill_images(
     """Stream every readable image into /images (sized for all, shrunk to the readable ones)."""
     images = _create_image_dataset(h5, len(sources), settings.size)
     for source in tqdm(sources, desc="preprocess", unit="image", disable=not progress):
-        _add_image(image_dir, source, annotations, images, collected, settings)
+        _add_image(image_dir, source, annotations, spacing, images, collected, settings)
     images.resize(len(collected.infos), axis=0)
 
 
@@ -263,6 +291,7 @@ def _add_image(
     image_dir: Path,
     source: str,
     annotations: Mapping[str, list[Path]],
+    spacing: Mapping[str, float],
     images: h5py.Dataset,
     collected: _Collected,
     settings: _Settings,
@@ -278,6 +307,7 @@ def _add_image(
     prepared = prepare_image(
         pixels,
         points,
+        mm_per_pixel=spacing.get(Path(source).stem, math.nan),
         size=settings.size,
         resize_mode=settings.resize_mode,
         detection=settings.detection,
@@ -285,6 +315,7 @@ def _add_image(
     images[len(collected.infos)] = prepared.pixels
     collected.rows.extend(rows)
     collected.keypoints.append(prepared.keypoints)
+    collected.spacings.append(prepared.mm_per_pixel)
     collected.infos.append(ImageInfo(source, info.height, info.width, info.bit_depth, info.mode))
     collected.inverted.append(prepared.inverted)
     collected.scores.append(prepared.negative_score)
@@ -320,10 +351,12 @@ def _write_tables(
             original_width=np.array([info.width for info in infos]),
             bit_depth=np.array([info.bit_depth for info in infos]),
             modes=[info.mode for info in infos],
+            mm_per_pixel=np.stack(collected.spacings),
             attrs={
                 "size": settings.size,
                 "resize_mode": settings.resize_mode,
                 "n_rejected": collected.count(IMAGE_REJECTED),
+                "n_without_spacing": collected.without_spacing(),
                 "settings": json.dumps(asdict(settings), sort_keys=True),
             },
             provenance=dict(provenance),
@@ -340,4 +373,5 @@ def _summarise(collected: _Collected, n_found: int) -> PreprocessSummary:
         n_annotation_missing=collected.count(ANNOTATION_MISSING),
         n_annotation_rejected=collected.count(ANNOTATION_REJECTED),
         n_annotation_notes=collected.count(ANNOTATION_NOTE),
+        n_without_spacing=collected.without_spacing(),
     )

@@ -80,6 +80,13 @@ def resize_image(image: np.ndarray, size: int, mode: str) -> tuple[np.ndarray, A
     return canvas, resize_affine(image.shape[0], image.shape[1], geometry)
 
 
+def map_spacing(mm_per_pixel: float, affine: Affine) -> np.ndarray:
+    """(x, y) mm per pixel in the resized frame of an image with square pixels of side
+    `mm_per_pixel`: the original spacing divided by each axis's scale (padding moves the content
+    without changing its spacing). NaN (no spacing known) stays NaN."""
+    return float(mm_per_pixel) / np.array([affine.scale_x, affine.scale_y])
+
+
 def map_keypoints(points: np.ndarray, affine: Affine) -> np.ndarray:
     """(..., 2) points as (x, y) into the resized frame; NaN stays NaN."""
     points = np.asarray(points, dtype=np.float64)

@@ -36,7 +36,12 @@ from tqdm import tqdm
 from radsynth.core.atomic import atomic_directory, atomic_output
 from radsynth.core.config import load_settings
 from radsynth.core.settings.data import DemoAtlasSettings
-from radsynth.data.csxa import KEYPOINT_LABELS, make_stem
+from radsynth.data.csxa import (
+    KEYPOINT_LABELS,
+    METADATA_ID_COLUMN,
+    METADATA_SPACING_COLUMN,
+    make_stem,
+)
 
 #: Vertebral levels drawn with keypoints, top to bottom.
 LEVELS: tuple[str, ...] = ("C2", "C3", "C4", "C5", "C6", "C7")
@@ -61,6 +66,11 @@ POLYGON_QUIRK_RATE = 0.06
 BORDER_RATE = 0.3
 #: zlib level of the written PNGs: 1 is four times faster than PIL's 6 for 10% larger files.
 PNG_COMPRESS_LEVEL = 1
+#: Anteroposterior depth of an adult C3-C7 vertebral body, mm: the phantoms' unit of length
+#: (`Anatomy.unit` px), which sets their pixel spacing.
+BODY_DEPTH_MM = 16.0
+#: The demo atlas's per-image metadata table, in the layout of CSXA's sheet (as CSV).
+METADATA_NAME = "metadata.csv"
 
 Point = tuple[float, float]
 
@@ -69,7 +79,7 @@ Point = tuple[float, float]
 class Anatomy:
     """Patient geometry in canonical (facing right, y down) pixels; lengths in body depths."""
 
-    unit: float  # px: AP depth of a C3..C7 body (about 16 mm)
+    unit: float  # px: AP depth of a C3..C7 body (BODY_DEPTH_MM)
     column_top: Point  # px: the spine axis at the top of the C2 body
     tilt_deg: float  # mean direction of the column from vertical; negative = C7 posterior
     cobb_deg: float  # signed angle change from C2 to C7
@@ -120,6 +130,12 @@ class PhantomParams:
     rotation_deg: float
     anatomy: Anatomy
     exposure: Exposure
+
+
+def mm_per_pixel(params: PhantomParams) -> float:
+    """The film's pixel spacing (square pixels): a C3-C7 body of `unit` px is BODY_DEPTH_MM
+    deep."""
+    return BODY_DEPTH_MM / params.anatomy.unit
 
 
 @dataclass(frozen=True)
@@ -920,6 +936,7 @@ def build_atlas_item(settings: DemoAtlasSettings, index: int) -> AtlasItem:
         "width": params.width,
         "height": params.height,
         "unit_px": round(params.anatomy.unit, 3),
+        "mm_per_pixel": mm_per_pixel(params),
         "cobb_deg": round(params.anatomy.cobb_deg, 3),
         "rotation_deg": round(params.rotation_deg, 3),
         "border": int(any(params.exposure.border)),
@@ -965,8 +982,9 @@ def generate_atlas(
     max_side: int,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Write `out_dir/images/{stem}.png`, `out_dir/annotations/{stem}.json` and the ground-truth
-    sidecar `truth_csv` (read by tests and benchmarks only); returns the truth table.
+    """Write `out_dir/images/{stem}.png`, `out_dir/annotations/{stem}.json`, the metadata table
+    `out_dir/metadata.csv` (each film's pixel spacing, as CSXA's sheet records it) and the
+    ground-truth sidecar `truth_csv` (read by tests and benchmarks only); returns the truth table.
     Both folders are built in hidden staging folders and renamed into place when complete.
     The settings are checked as config section `data.demo`; errors name its keys."""
     settings = load_settings(
@@ -989,6 +1007,11 @@ def generate_atlas(
     with contextlib.ExitStack() as stack:
         staging = {key: stack.enter_context(atomic_directory(path)) for key, path in final.items()}
         truth = _stage(settings, staging, progress)
+    metadata = pd.DataFrame(
+        {METADATA_ID_COLUMN: truth["stem"], METADATA_SPACING_COLUMN: truth["mm_per_pixel"]}
+    )
+    with atomic_output(out_dir / METADATA_NAME) as tmp:
+        metadata.to_csv(tmp, index=False)
     with atomic_output(Path(truth_csv)) as tmp:
         truth.to_csv(tmp, index=False)
     return truth

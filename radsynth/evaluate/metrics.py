@@ -1,8 +1,9 @@
 """FID, KID and precision/recall/density/coverage of a synthetic image set against the atlas.
 
-Each image set goes through the extractor once; FID and KID are then computed by torchmetrics
-and PRDC by the `prdc` package, all from the same features (torchmetrics receives them through
-a pass-through feature module, so it does its own statistics on exactly these numbers).
+Each image set goes through the extractor once; FID (`radsynth.core.frechet`) and KID are then
+computed by torchmetrics and PRDC by the `prdc` package, all from the same features (torchmetrics
+receives them through a pass-through feature module, so it does its own statistics on exactly
+these numbers).
 
 The atlas' features are cached per atlas content and extractor: `cache_dir/real_features_
 <atlas digest>_<extractor digest>.npz`, keyed by `radsynth.data.atlas.atlas_digest` (image bytes
@@ -29,12 +30,11 @@ from pathlib import Path
 import numpy as np
 import prdc
 import torch
-from torch import nn
-from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from radsynth.core.atomic import atomic_output
 from radsynth.core.features import ExtractorDescription, FeatureExtractor, extract_features
+from radsynth.core.frechet import PassThrough, frechet_distance
 from radsynth.data.atlas import atlas_digest, load_atlas
 
 log = logging.getLogger(__name__)
@@ -80,18 +80,6 @@ class FidelityRow:
         return record
 
 
-class PassThrough(nn.Module):
-    """torchmetrics feature module for features already extracted: returns them as float64, so
-    torchmetrics' FID (which casts its result to the features' dtype) is returned in float64."""
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.num_features = num_features
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return features.to(torch.float64)
-
-
 def check_images(images: np.ndarray, what: str) -> None:
     """uint8 grayscale (N, H, W) with N >= 2 (a covariance needs two images), or an error naming
     `what`."""
@@ -104,16 +92,6 @@ def check_images(images: np.ndarray, what: str) -> None:
         raise ValueError(f"{what}: images must be uint8, got {images.dtype}")
     if len(images) < 2:
         raise ValueError(f"{what}: {len(images)} image(s); FID, KID and PRDC need at least 2")
-
-
-def frechet_distance(real: np.ndarray, synthetic: np.ndarray) -> float:
-    """torchmetrics' FID between two feature arrays (N, D), in float64."""
-    metric = FrechetInceptionDistance(
-        feature=PassThrough(real.shape[1]), reset_real_features=False, normalize=False
-    )  # normalize only rescales input for its own Inception
-    metric.update(torch.from_numpy(real), real=True)
-    metric.update(torch.from_numpy(synthetic), real=False)
-    return float(metric.compute())
 
 
 def kernel_distance(

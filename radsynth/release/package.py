@@ -44,13 +44,29 @@ from radsynth.core.config import load_settings
 from radsynth.core.images import png_bytes
 from radsynth.core.settings.release import ReleaseSettings
 from radsynth.core.tables import read_table, read_table_provenance
-from radsynth.release.card import dataset_card, figshare_metadata
+from radsynth.release.card import (
+    AnatomyFiles,
+    anatomy_paragraph,
+    data_origin,
+    data_sentence,
+    dataset_card,
+    figshare_metadata,
+    screening_sentence,
+)
 from radsynth.release.privacy import Candidate, check_privacy
 from radsynth.sample.store import LeftFacingSamples, open_left_facing
 from radsynth.train.labels import checkpoint_label
 
 #: Columns of the merged screening table the package reads.
-MERGED_COLUMNS = ("image_id", "checkpoint", "seed", "flipped", "final_decision", "decided_by")
+MERGED_COLUMNS = (
+    "image_id",
+    "checkpoint",
+    "seed",
+    "flipped",
+    "final_decision",
+    "decided_by",
+    "conflict",
+)
 IMAGE_COLUMNS = (
     "image_id",
     "sample_set",
@@ -109,6 +125,8 @@ def read_merged(path: Path) -> pd.DataFrame:
             f"{path}: image {row['image_id']}: final_decision {row['final_decision']!r} is not "
             f"{INCLUDE} or {EXCLUDE}"
         )
+    if frame["conflict"].dtype != bool:
+        raise ValueError(f"{path}: column conflict holds other values than True and False")
     repeated = frame["image_id"][frame["image_id"].duplicated()]
     if len(repeated):
         raise ValueError(f"{path}: image id {repeated.iloc[0]!r} has more than one row")
@@ -405,16 +423,22 @@ def build_package(
     memorization_dir: Path,
     atlas_h5: Path,
     settings: Mapping[str, Any],
+    data: Mapping[str, Any],
     checkpoint_every: int,
     config_values: Mapping[str, Any],
     provenance: Mapping[str, str],
+    anatomy: AnatomyFiles | None,
 ) -> list[str]:
     """Build the release package in `out_dir` (which must not exist or be empty) from the audit's
     merged screening table and counts, the released checkpoints' sample manifests, the
     memorization audit's folder (pairs.csv, pairs_pageNN.png, nearest_real.csv) and the atlas;
-    `settings` is config section `release`, `config_values` the config keys the card shows.
+    `settings` is config section `release`, `data` the config's `data` keys that
+    `radsynth.release.card.data_origin` reads (what the atlas is, its licence and citation),
+    `config_values` the config keys the card shows, `anatomy` the anatomy stage's tables the
+    card reads (None: the atlas has no keypoints and the stage was skipped).
     Returns the upload list: the file names checksums.md5 lists."""
     release = load_settings(ReleaseSettings, settings, "release")
+    origin = data_origin(data)
     if (
         isinstance(checkpoint_every, bool)
         or not isinstance(checkpoint_every, int)
@@ -431,6 +455,7 @@ def build_package(
     encoder = audit_encoder(memorization_dir)
     kept = kept_images(merged, Path(merged_csv))
     checkpoints = checkpoint_table(gathered, kept, checkpoint_every)
+    anatomy_words = anatomy_paragraph(anatomy, checkpoints)
     gate = check_privacy(
         iter_candidates(kept, gathered),
         atlas_h5,
@@ -445,11 +470,19 @@ def build_package(
         write_csv(counts, staging / COUNTS_CSV)
         write_pairs_archive(memorization_dir, staging / PAIRS_ARCHIVE)
         write_json_atomic(staging / GATE_JSON, gate)
-        write_json_atomic(staging / FIGSHARE_JSON, figshare_metadata(release))
+        data, screening = data_sentence(origin, gate["n_real_images"]), screening_sentence(merged)
+        write_json_atomic(
+            staging / FIGSHARE_JSON,
+            figshare_metadata(release, origin, data=data, screening=screening),
+        )
         write_text_atomic(
             staging / README,
             dataset_card(
                 release,
+                origin=origin,
+                data=data,
+                screening=screening,
+                anatomy=anatomy_words,
                 sample_sets=checkpoints.drop(columns="seed_label"),
                 counts=counts,
                 gate=gate,

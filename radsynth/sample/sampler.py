@@ -3,13 +3,18 @@
 `sample_shard` checks the settings, builds the scheduler (`schedulers`), describes the shard
 (`work_store.ShardRequest`) and runs the batch loop: each pending batch of the resumable work
 store (`work_store`) is denoised from its per-image seeds (`denoising`, `seeds`), quantized to
-uint8 (`quantization`) and written with its checksum. `sample_set_shard` is the stage's job: one
-shard of a configured sample set from a checkpoint file.
+uint8 (`quantization`) and written with its checksum. Started by `accelerate launch` with several
+processes, the processes share the pending batches and the main process writes them; each batch
+keeps its images, seeds and batch size, so the store is the one a single process writes. A stop
+signal (SIGTERM) ends the loop once the batches in flight are written. `sample_set_shard` is the
+stage's job: one shard of a configured sample set from a checkpoint file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_args
@@ -17,10 +22,13 @@ from typing import Any, get_args
 import torch
 import zarr
 from accelerate import PartialState
+from accelerate.utils import broadcast_object_list, gather_object
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from tqdm import tqdm
 
-from radsynth.core.settings.sample import Weights
+from radsynth.core.compile import maybe_compile
+from radsynth.core.preemption import EXIT_RESUME_LATER, StopRequested, stop_signals
+from radsynth.core.settings.sample import MULTISTEP_SAMPLERS, Weights
 from radsynth.sample.denoising import sample_batch
 from radsynth.sample.plan import seed_label, shard_plan
 from radsynth.sample.quantization import QUANTIZATIONS
@@ -42,8 +50,23 @@ from radsynth.sample.work_store import (
 )
 from radsynth.train.checkpoint_io import load_checkpoint_weights, read_checkpoint_settings
 
+log = logging.getLogger(__name__)
+
 #: The names `sampling.weights` accepts, as the config model lists them.
 WEIGHTS: tuple[str, ...] = get_args(Weights)
+
+
+def sampling_state() -> PartialState:
+    """accelerate's process state: the processes `accelerate launch` started (one per GPU, or a
+    gloo group on CPU, which accelerate joins only when asked for the CPU), one process else."""
+    state = PartialState(cpu=not torch.cuda.is_available())
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if state.num_processes != launched:
+        raise RuntimeError(
+            f"accelerate launched {launched} processes but its state, made earlier without "
+            f"sampling_state(), counts {state.num_processes}: each would sample the whole shard"
+        )
+    return state
 
 
 def square_side(unet: torch.nn.Module) -> int:
@@ -99,6 +122,7 @@ def sample_shard(
     base_seed: int,
     sampler: str,
     steps: int,
+    solver_order: int | None,
     clip_sample: bool,
     quantization: str,
     weights: str,
@@ -113,6 +137,8 @@ def sample_shard(
     A partial store made for a different request (any `ShardRequest` field) is refused, never
     silently rebuilt: it may hold hours of work. A complete `out_store` for this request is returned
     as is. A full disk stops the job with the reason; finished batches are kept for the rerun.
+    SIGTERM raises `StopRequested` once the batches in flight are written. Under `accelerate
+    launch` every process calls this with its own `device` and the processes share the batches.
     """
     _check_settings(
         {
@@ -136,6 +162,7 @@ def sample_shard(
         prediction_type=prediction_type,
         clip_sample=clip_sample,
         num_train_timesteps=len(betas),
+        solver_order=solver_order,
     )
     request = ShardRequest(
         checkpoint=checkpoint_label,
@@ -160,26 +187,50 @@ def sample_shard(
     if out_store.exists():
         require_finished_output(out_store, request)
         return out_store
-    group = open_work_store(
-        out_store, Path(work_dir), request, {**provenance, "device": str(device)}
-    )
-    unet.eval()
-    _fill_batches(group, request, unet, scheduler, device=device, progress=progress)
-    return promote(group, out_store)
+    state = sampling_state()
+    with stop_signals() as signalled:
+        group, pending = None, None
+        if state.is_main_process:
+            run = {**provenance, "device": str(device), "processes": state.num_processes}
+            group = open_work_store(out_store, Path(work_dir), request, run)
+            pending = pending_batches(group, request)
+        pending = broadcast_object_list([pending])[0]
+        unet.eval()
+        _fill_batches(
+            group,
+            request,
+            pending,
+            unet,
+            scheduler,
+            state=state,
+            device=device,
+            signalled=signalled,
+            progress=progress,
+        )
+    if state.is_main_process:
+        promote(group, out_store)
+    state.wait_for_everyone()
+    return out_store
 
 
 def _fill_batches(
-    group: zarr.Group,
+    group: zarr.Group | None,
     request: ShardRequest,
+    pending: list[int],
     unet: torch.nn.Module,
     scheduler: SchedulerMixin,
     *,
+    state: PartialState,
     device: str | torch.device,
+    signalled: list[str],
     progress: bool,
 ) -> None:
-    """The batch loop: sample each batch still pending, from its images' own seeds, and write it
-    with its checksum (a kill loses at most the batch in flight)."""
-    pending = pending_batches(group, request)
+    """The batch loop in rounds: in each round every process samples one pending batch from its
+    images' own seeds, and the main process (`group`; None on the others) writes the round's
+    batches with their checksums, so a kill loses at most the round in flight. A stop signal on
+    any process (`signalled`, from `stop_signals`) ends the loop once its round is written (the
+    last round completes the shard)."""
+    n = state.num_processes
     done_images = request.n_images - sum(
         stop - start for start, stop in map(request.batch_range, pending)
     )
@@ -187,23 +238,36 @@ def _fill_batches(
         total=request.n_images,
         initial=done_images,
         unit="image",
-        disable=not progress,
+        disable=not (progress and state.is_main_process),
         desc=f"{request.checkpoint} shard {request.shard_index}",
     ) as bar:
-        for batch in pending:
-            start, stop = request.batch_range(batch)
-            seeds = request.seeds(start, stop)
-            images = sample_batch(
-                unet,
-                scheduler,
-                seeds.tolist(),
-                steps=request.steps,
-                image_size=request.image_size,
-                device=device,
-                quantization=request.quantization,
-            )
-            write_batch(group, request, batch, images, seeds)
-            bar.update(stop - start)
+        for first in range(0, len(pending), n):
+            index = first + state.process_index
+            sampled = []
+            for batch in pending[index : index + 1]:  # none for a process idle in the last round
+                seeds = request.seeds(*request.batch_range(batch))
+                images = sample_batch(
+                    unet,
+                    scheduler,
+                    seeds.tolist(),
+                    steps=request.steps,
+                    image_size=request.image_size,
+                    device=device,
+                    quantization=request.quantization,
+                )
+                sampled.append((batch, seeds, images))
+            gathered = gather_object([(sampled, bool(signalled))])
+            if group is not None:
+                for batch, seeds, images in (item for done, _ in gathered for item in done):
+                    write_batch(group, request, batch, images, seeds)
+                    bar.update(len(seeds))
+            left = len(pending) - min(first + n, len(pending))
+            if left and any(stop for _, stop in gathered):
+                raise StopRequested(
+                    f"{request.checkpoint} shard {request.shard_index}: stopped by a signal with "
+                    f"{left} of {request.n_batches} batches still to sample; rerun to continue "
+                    "from the finished ones"
+                )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -225,12 +289,13 @@ def sample_set_shard(
     shard_index: int,
     provenance: dict,
     progress: bool = True,
-) -> Path:
+) -> int:
     """One shard job: load the checkpoint's configured weights and sample its share of the set.
 
     The network and noise schedule come from the checkpoint's own metadata, so only the sampling
     settings are configured here. The device comes from accelerate (CUDA when present, else
-    CPU), so one source runs both.
+    CPU), so one source runs both. Returns 0 once `out_store` is complete, EXIT_RESUME_LATER when
+    a stop signal ended the job early (the rerun continues from the finished batches).
     """
     settings = read_checkpoint_settings(checkpoint_path)
     sampling = config["sampling"]
@@ -242,26 +307,37 @@ def sample_set_shard(
             f"shard {shard_index} does not exist"
         )
     first, count = shards[shard_index]
-    device = PartialState().device
+    device = sampling_state().device
     unet = load_checkpoint_weights(checkpoint_path, sampling["weights"], settings.model).to(device)
-    return sample_shard(
-        unet,
-        settings.diffusion.betas(),
-        out_store,
-        work_dir=work_dir,
-        checkpoint_label=seed_label(sample_set, checkpoint_label),
-        shard_index=shard_index,
-        first_global_index=first,
-        n_images=count,
-        batch_size=sampling["batch_size"],
-        base_seed=sampling["base_seed"],
-        sampler=sampling["sampler"],
-        steps=sampling["steps"],
-        clip_sample=sampling["clip_sample"],
-        quantization=sampling["quantization"],
-        weights=sampling["weights"],
-        prediction_type=TRAINED_PREDICTION_TYPE,
-        device=device,
-        provenance={**provenance, "checkpoint_file": str(checkpoint_path)},
-        progress=progress,
-    )
+    maybe_compile(unet, settings.training.compile)
+    try:
+        sample_shard(
+            unet,
+            settings.diffusion.betas(),
+            out_store,
+            work_dir=work_dir,
+            checkpoint_label=seed_label(sample_set, checkpoint_label),
+            shard_index=shard_index,
+            first_global_index=first,
+            n_images=count,
+            batch_size=sampling["batch_size"],
+            base_seed=sampling["base_seed"],
+            sampler=sampling["sampler"],
+            steps=sampling["steps"],
+            # the rule passes the key only to the samplers that read it (a change of it reruns
+            # only their sets)
+            solver_order=(
+                sampling["solver_order"] if sampling["sampler"] in MULTISTEP_SAMPLERS else None
+            ),
+            clip_sample=sampling["clip_sample"],
+            quantization=sampling["quantization"],
+            weights=sampling["weights"],
+            prediction_type=TRAINED_PREDICTION_TYPE,
+            device=device,
+            provenance={**provenance, "checkpoint_file": str(checkpoint_path)},
+            progress=progress,
+        )
+    except StopRequested as stop:
+        log.warning("%s", stop)
+        return EXIT_RESUME_LATER
+    return 0

@@ -20,9 +20,9 @@ from radsynth.core.config import canonical
 from radsynth.core.provenance import config_hash
 
 #: Training keys that never change results: the validation batch size (a validation loss is a
-#: per-image mean) and the spacing of resume points (a resume repeats exactly what the
-#: uninterrupted run did).
-OPERATIONAL_TRAINING_KEYS = ("val_batch_size", "state_every")
+#: per-image mean), the spacing of resume points (a resume repeats exactly what the
+#: uninterrupted run did) and torch.compile (the same network, equal to float tolerance).
+OPERATIONAL_TRAINING_KEYS = ("val_batch_size", "state_every", "compile")
 
 #: Config sections a training run reads.
 RESULT_SECTIONS = ("model", "diffusion", "training")
@@ -36,8 +36,8 @@ def result_settings(config: Mapping[str, Any]) -> dict[str, Any]:
 
     Excluded: `training.num_steps` (training longer continues the same run, and an earlier step
     of a longer run is the same model) and OPERATIONAL_TRAINING_KEYS (`training.val_batch_size`,
-    `training.state_every`). Keys are sorted at every depth: configs differing only in key
-    order give equal dicts with equal repr() (Snakemake compares params by repr).
+    `training.state_every`, `training.compile`). Keys are sorted at every depth: configs differing
+    only in key order give equal dicts with equal repr() (Snakemake compares params by repr).
     """
     missing = [name for name in RESULT_SECTIONS if name not in config]
     if missing:

@@ -36,9 +36,21 @@ Run directory:
 Runs longer than a cluster's time limit: each job calls `train` with the same arguments (and
 optionally `until_step` or `max_wall_time_s`); it resumes from the latest state, trains until the
 step or budget is reached, saves a state and returns `TrainResult(finished=False)`. The next job
-continues. A killed job loses at most `state_every` steps, which are recomputed identically; rows
-and checkpoints after the restored step are dropped first. `train_job` wraps this for the
-workflow: it picks the run folder by identity and writes a marker of the step reached.
+continues. A job sent SIGTERM (SLURM's time limit, `scancel`, preemption) saves its state at the
+next step boundary and stops the same way, losing at most the step under way; a killed job loses
+at most `state_every` steps, which are recomputed identically; rows and checkpoints after the
+restored step are dropped first. `train_job` wraps this for the workflow: it picks the run folder
+by identity and writes a marker of the step reached.
+
+Data parallel (`accelerate launch`, radsynth.train.launch): every process draws the whole global
+micro-batch of `training.batch_size` images and takes its rows of it (`process_rows`); its loss is
+its rows' sum scaled so that DDP's average of the processes' gradients is the gradient of the
+global batch mean. The data order and every draw stay functions of (seed, step), so a run on N
+processes follows the 1-process run up to the order of floating-point sums, and a state written
+by one process count resumes on any other. Each process keeps the same online weights, optimizer
+and EMA (the same updates of the same all-reduced gradients); the main process alone writes the
+run's files. Dropout (0 in both presets) draws per process, so with dropout > 0 runs on different
+process counts agree only statistically. Without CUDA the processes run on the CPU with gloo.
 """
 
 from __future__ import annotations
@@ -48,6 +60,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -62,6 +75,8 @@ from ema_pytorch import EMA
 from tqdm import tqdm
 
 from radsynth.core.atomic import read_json_object, write_json_atomic
+from radsynth.core.compile import maybe_compile
+from radsynth.core.preemption import EXIT_RESUME_LATER, stop_signals
 from radsynth.core.provenance import config_hash
 from radsynth.core.seeds import STREAM_DROPOUT, STREAM_INIT, derived_seed, micro_batch_positions
 from radsynth.core.settings.train import TrainingSettings
@@ -126,6 +141,18 @@ def diffusion_loss_per_image(
 class TrainResult:
     step: int  # optimizer steps completed
     finished: bool  # True when training.num_steps is reached
+    stopped_by: str | None  # why it stopped before its target step (budget or signal), else None
+
+
+#: Signals that stop training at the next step boundary with a saved state: what SLURM sends at
+#: the time limit (with `--signal`), on `scancel` and on preemption, KillWait seconds before
+#: SIGKILL.
+STOP_SIGNALS = (signal.SIGTERM,)
+
+
+def on_cpu() -> bool:
+    """Without CUDA, accelerate's processes train on the CPU (gloo when there are several)."""
+    return not torch.cuda.is_available()
 
 
 @dataclass
@@ -149,6 +176,7 @@ class _Run:
     identity: str = (
         ""  # the run identity its states are written and checked under (set by `_train_run`)
     )
+    signalled: list[str] = dataclasses.field(default_factory=list)  # from stop_signals
 
     @property
     def online(self) -> torch.nn.Module:
@@ -253,11 +281,13 @@ def _build_run(
     accelerator = Accelerator(
         mixed_precision=training.mixed_precision,
         gradient_accumulation_steps=training.gradient_accumulation_steps,
+        cpu=on_cpu(),
     )
     _check_sharding(training, len(images[0]), accelerator.num_processes)
     torch.manual_seed(derived_seed(training.seed, STREAM_INIT, 0))
     online = build_unet(settings.model)
     ema = build_ema(online, training.ema).to(accelerator.device)
+    maybe_compile(online, training.compile)  # after the EMA copy, which stays eager
     optimizer = torch.optim.Adam(
         online.parameters(), lr=training.learning_rate, betas=training.adam_betas
     )
@@ -290,6 +320,7 @@ def _save_run_state(run: _Run, step: int) -> None:
         "epoch": micro // per_epoch,
         "batch_in_epoch": micro % per_epoch,
         "randomness": "derived from (training.seed, micro-batch index); no RNG state needed",
+        "num_processes": run.accelerator.num_processes,
         "provenance": dict(run.provenance),
     }
     folder = save_state(run.run_dir, step, _state_parts(run), info)
@@ -333,10 +364,10 @@ def _restore(run: _Run) -> int:
 
 def _optimizer_step(run: _Run, step: int) -> float:
     """Optimizer step `step` + 1: accumulated micro-batches, clipping, Adam; returns the mean
-    loss."""
+    loss (of every image of the global micro-batches, whichever process computed it)."""
     training, accelerator = run.settings.training, run.accelerator
     size = run.settings.model.sample_size
-    losses = []
+    loss_sums, batch_sizes = [], []
     for j in range(training.gradient_accumulation_steps):
         micro = step * training.gradient_accumulation_steps + j
         positions = micro_batch_positions(
@@ -355,16 +386,21 @@ def _optimizer_step(run: _Run, step: int) -> float:
         with accelerator.accumulate(run.model):
             with accelerator.autocast():
                 images = run.train_images[torch.from_numpy(positions[rows])]
-                loss = diffusion_loss_per_image(
+                loss_sum = diffusion_loss_per_image(
                     run.model, run.tables, images, draws.select(rows), accelerator.device
-                ).mean()
-            accelerator.backward(loss)  # divides by gradient_accumulation_steps, as lucidrains does
+                ).sum()
+            # DDP averages the processes' gradients: x processes / global batch makes that the
+            # gradient of the global batch mean however the rows are split. backward divides by
+            # gradient_accumulation_steps, as lucidrains does.
+            accelerator.backward(loss_sum * (accelerator.num_processes / len(positions)))
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(run.model.parameters(), training.max_grad_norm)
             run.optimizer.step()
             run.optimizer.zero_grad()
-        losses.append(loss.detach())
-    return float(accelerator.reduce(torch.stack(losses).mean(), "mean"))
+        loss_sums.append(loss_sum.detach().float())
+        batch_sizes.append(len(positions))
+    global_sums = accelerator.reduce(torch.stack(loss_sums), "sum").cpu()
+    return float((global_sums / torch.tensor(batch_sizes)).mean())
 
 
 @torch.no_grad()
@@ -439,21 +475,23 @@ def _finish_step(run: _Run, step: int, train_loss: float, log: TextIO, save: boo
         _save_run_state(run, step)
 
 
-def _out_of_time(run: _Run, max_wall_time_s: float | None) -> bool:
-    """Whether this job's budget is spent, agreed by all processes so they stop together."""
-    if max_wall_time_s is None:
-        return False
-    spent = torch.tensor(
-        float(time.monotonic() - run.job_start > max_wall_time_s), device=run.accelerator.device
-    )
-    return bool(run.accelerator.reduce(spent, "sum") > 0)
+def _stop_reason(run: _Run, max_wall_time_s: float | None) -> str | None:
+    """Why the job stops after this step (a stop signal in any process, or the spent budget),
+    agreed by all processes through one all-reduce so they stop at the same step."""
+    spent = max_wall_time_s is not None and time.monotonic() - run.job_start > max_wall_time_s
+    flags = torch.tensor([float(bool(run.signalled)), float(spent)], device=run.accelerator.device)
+    signalled, out_of_time = (run.accelerator.reduce(flags, "sum") > 0).tolist()
+    if signalled:
+        return f"{run.signalled[0] if run.signalled else 'a stop signal'} received"
+    return f"wall-time budget of {max_wall_time_s} s spent" if out_of_time else None
 
 
 def _train_loop(
     run: _Run, start: int, stop: int, max_wall_time_s: float | None, progress: bool
-) -> int:
+) -> tuple[int, str | None]:
+    """Train steps start+1..stop; returns the step reached and why it stopped early (or None)."""
     main = run.accelerator.is_main_process
-    step = start
+    step, stopped_by = start, None
     log_file = open(run.run_dir / LOSS_LOG, "a") if main else contextlib.nullcontext()
     bar = tqdm(
         total=stop, initial=start, desc="train", file=sys.stderr, disable=not (progress and main)
@@ -463,17 +501,17 @@ def _train_loop(
             train_loss = _optimizer_step(run, step)
             step += 1
             run.ema.update()  # once per optimizer step, after it, as the Trainer calls it
-            out_of_time = _out_of_time(run, max_wall_time_s)
-            save = step % run.settings.training.state_every == 0 or step == stop or out_of_time
+            stopped_by = _stop_reason(run, max_wall_time_s) if step < stop else None
+            save = step % run.settings.training.state_every == 0 or step == stop or stopped_by
             if main:
-                _finish_step(run, step, train_loss, log, save)
+                _finish_step(run, step, train_loss, log, bool(save))
             run.accelerator.wait_for_everyone()
             bar.update(1)
             bar.set_postfix(loss=f"{train_loss:.4f}")
-            if out_of_time:
-                run.logger.info("wall-time budget of %s s spent at step %d", max_wall_time_s, step)
+            if stopped_by:
+                run.logger.info("%s at step %d; its state is saved", stopped_by, step)
                 break
-    return step
+    return step, stopped_by
 
 
 def _target_step(training: TrainingSettings, until_step: int | None) -> int:
@@ -500,14 +538,19 @@ def _train_run(
     """Train (or resume) the run in `run_dir`, whose states carry `identity`, up to step `stop`."""
     _check_mixed_precision(settings.training)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _run_logger(run_dir, enabled=PartialState().is_main_process) as logger:
+    with _run_logger(run_dir, enabled=PartialState(cpu=on_cpu()).is_main_process) as logger:
         run = _build_run(settings, images, run_dir, logger, provenance)
         run.identity = identity
-        start = _restore(run)
-        run.job_start = time.monotonic()
-        step = _train_loop(run, start, stop, max_wall_time_s, progress) if start < stop else start
+        with stop_signals(STOP_SIGNALS) as run.signalled:
+            start = _restore(run)
+            run.job_start = time.monotonic()
+            step, stopped_by = (
+                _train_loop(run, start, stop, max_wall_time_s, progress)
+                if start < stop
+                else (start, None)
+            )
         logger.info("stopped at step %d of %d", step, settings.training.num_steps)
-    return TrainResult(step=step, finished=step == settings.training.num_steps)
+    return TrainResult(step, step == settings.training.num_steps, stopped_by)
 
 
 def train(
@@ -525,7 +568,8 @@ def train(
 
     `manifest_csv` None trains on every atlas image without validation (the full-data run); a
     manifest must have both 'train' and 'val' rows (the split run). `max_wall_time_s` ends the
-    job cleanly with a saved state once this job has trained that long. A state in `run_dir`
+    job cleanly with a saved state once this job has trained that long, as SIGTERM does at the
+    next step boundary. A state in `run_dir`
     written for other inputs or result settings is refused (`train_job` picks the folder).
     """
     stop = _target_step(settings.training, until_step)
@@ -546,9 +590,6 @@ def train(
 
 # ----------------------------------------------------------------------------------------------
 # One scheduler job
-
-#: Exit status of a job that stopped at its time budget (BSD EX_TEMPFAIL): rerun it to continue.
-EXIT_RESUME_LATER = 75
 
 #: A run folder's record of its identity and inputs, so a run on other inputs can name it.
 RUN_RECORD = "identity.json"
@@ -632,15 +673,18 @@ def train_job(
     result settings train afresh in their own folder while a larger training.num_steps continues
     the run. Returns 0 and writes `marker_json` (what downstream rules depend on) once the run
     reached `until_step`, at once when it had already passed it and kept that step's checkpoint;
-    returns EXIT_RESUME_LATER when out of time, so the scheduler's retry (or the user's next
-    `snakemake` call) resumes from the saved state.
+    returns EXIT_RESUME_LATER when out of time or stopped by SIGTERM, so the scheduler's retry (or
+    the user's next `snakemake` call) resumes from the saved state. Under `accelerate launch`
+    every process calls it; the main process alone records the run folder and writes the marker.
     """
     settings = run_settings_from_dict({key: config[key] for key in RESULT_SECTIONS})
     target = _target_step(settings.training, until_step)
     images, inputs = _load_inputs(
         Path(atlas_h5), None if manifest_csv is None else Path(manifest_csv), settings
     )
-    run_dir = _open_run_folder(Path(runs_root), inputs, settings)
+    state = PartialState(cpu=on_cpu())
+    with state.main_process_first():  # the others find the folder the main process recorded
+        run_dir = _open_run_folder(Path(runs_root), inputs, settings)
     reached = reached_step(run_dir)
     if reached > target:
         key = "training.num_steps" if until_step is None else "until_step"
@@ -664,12 +708,18 @@ def train_job(
         )
         if result.step < target:
             print(
-                f"{run_dir}: stopped at step {result.step} of {target} after the time budget of "
-                f"{max_wall_time_s} s; rerun to resume from the saved state",
+                f"{run_dir}: stopped at step {result.step} of {target} ({result.stopped_by}); "
+                "rerun to resume from the saved state",
                 file=sys.stderr,
             )
             return EXIT_RESUME_LATER
-    write_run_marker(
-        Path(marker_json), run_dir, inputs, target, settings.training.checkpoint_every, provenance
-    )
+    if state.is_main_process:
+        write_run_marker(
+            Path(marker_json),
+            run_dir,
+            inputs,
+            target,
+            settings.training.checkpoint_every,
+            provenance,
+        )
     return 0

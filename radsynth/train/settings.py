@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from pydantic import model_validator
 
 from radsynth.core.config import ConfigModel, load_settings
 from radsynth.core.settings.train import DiffusionSettings, TrainingSettings
@@ -27,12 +28,25 @@ class DiffusionSchedule(DiffusionSettings):
         )
 
 
+class StoredTrainingSettings(TrainingSettings):
+    """The `training` section as history checkpoints store it (the config's keys:
+    TrainingSettings). Settings stored before `training.compile` existed have none: those runs
+    trained eagerly. The key is operational, so a run's identity does not change."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_before_compile(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "compile" not in values:
+            return {**values, "compile": False}
+        return values
+
+
 class RunSettings(ConfigModel):
     """What a training run depends on: sections `model`, `diffusion`, `training`."""
 
     model: UNetSettings
     diffusion: DiffusionSchedule
-    training: TrainingSettings
+    training: StoredTrainingSettings
 
 
 def run_settings_from_dict(config: Mapping[str, Any]) -> RunSettings:

@@ -70,8 +70,6 @@ def write_rating_form(
         "INSTRUCTIONS": html.escape(instructions),
         "FORM_DATA": script_json(data),
     }
-    (page,) = fill_template(
-        TEMPLATE_PATH.read_text(encoding="utf-8"), fields, name=str(TEMPLATE_PATH)
-    )
+    page = fill_template(TEMPLATE_PATH.read_text(encoding="utf-8"), fields, name=str(TEMPLATE_PATH))
     write_text_atomic(Path(out_html), page)
     return data["form_id"]

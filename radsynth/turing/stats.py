@@ -207,6 +207,7 @@ def _call_r(grouped: pd.DataFrame, settings: Mapping[str, Any]) -> Any:
         chosen_real=ro.IntVector(grouped["chosen_real"].tolist()),
         rating=ro.IntVector(grouped["rating"].tolist()),
         positions=ro.IntVector(list(positions_of(grouped))),
+        real_group=REAL_GROUP,
         reference_group=settings["reference_group"],
         chance=1.0 / len(positions_of(grouped)),  # one real image among the study's positions
         conf_level=settings["conf_level"],

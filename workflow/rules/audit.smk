@@ -11,6 +11,8 @@ rule fit_plausibility:
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    resources:
+        mem_mb=job_memory_mb(config, "fit_plausibility"),
     params:
         settings=canonical(config["audit"]["screen"]["settings"]),
     script:
@@ -19,6 +21,7 @@ rule fit_plausibility:
 
 rule screen_samples:
     input:
+        unpack(screening_landmarks),
         model=SCREEN_MODEL,
         manifests=audited_sample_manifests,
         shards=audited_shard_stores,
@@ -32,10 +35,52 @@ rule screen_samples:
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    resources:
+        mem_mb=job_memory_mb(config, "screen_samples"),
     params:
         threshold=config["audit"]["screen"]["threshold"],
+        # the anatomical flags (their corruptions are the evaluation's alone)
+        min_confidence=config["anatomy"]["screen"]["min_confidence"],
+        percentiles=canonical(config["anatomy"]["screen"]["percentiles"]),
     script:
         "../scripts/screen_samples.py"
+
+
+# The screens measured (issue 21 item 4): held-out real images against corrupted copies; an output
+# of the anatomy stage's record (common.smk: anatomy_outputs), as it needs the atlas's keypoints.
+rule screen_evaluation:
+    input:
+        atlas=ATLAS_H5,
+        manifest=SPLIT_MANIFEST,
+        facing=FACING_CLASSIFIER,
+        landmark_model=LANDMARK_MODEL,
+        held_out=HELD_OUT_LANDMARKS,
+    output:
+        table=report(
+            SCREEN_AUCS,
+            caption="../report/screen_evaluation.rst",
+            category="Audit",
+        ),
+        figure=report(
+            SCREEN_AUCS_FIGURE,
+            caption="../report/screen_evaluation.rst",
+            category="Audit",
+        ),
+    log:
+        "logs/screen_evaluation/screen_evaluation.log",
+    benchmark:
+        "benchmarks/screen_evaluation/screen_evaluation.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=job_memory_mb(config, "screen_evaluation"),
+    params:
+        threshold=config["audit"]["screen"]["threshold"],
+        settings=canonical(config["audit"]["screen"]["settings"]),
+        anatomy=canonical(config["anatomy"]["screen"]),
+    script:
+        "../scripts/screen_evaluation.py"
 
 
 rule merge_screening:
@@ -86,6 +131,8 @@ rule memorization_audit:
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    resources:
+        mem_mb=job_memory_mb(config, "memorization_audit"),
     params:
         encoder=memorization_encoder(),
         top=config["audit"]["memorization"]["top"],
@@ -96,6 +143,7 @@ rule memorization_audit:
 
 rule review_pages:
     input:
+        unpack(screening_landmarks),
         sets=SCREENING_SETS,
         manifests=audited_sample_manifests,
         shards=audited_shard_stores,

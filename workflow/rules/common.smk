@@ -1,3 +1,4 @@
+import json
 import re
 from pathlib import Path
 
@@ -7,7 +8,10 @@ from snakemake.exceptions import WorkflowError
 from snakemake.io import report as report_item
 from snakemake.logging import logger
 
-from radsynth.core.config import FID_SAMPLE_SET, canonical, pick
+from radsynth.core.config import FID_SAMPLE_SET, UTILITY_SAMPLE_SET, canonical, pick
+from radsynth.core.resources import job_memory_mb
+from radsynth.core.settings.data import LocalOrigin
+from radsynth.core.settings.sample import MULTISTEP_SAMPLERS
 from radsynth.evaluate.weights import weights_sections
 from radsynth.sample.plan import shard_plan
 from radsynth.train.identity import result_settings
@@ -39,6 +43,162 @@ REAL_FEATURES_CACHE = "results/evaluate/cache"
 FID_ROW = "results/evaluate/fid/{ckpt}.json"
 FID_TABLE = "results/evaluate/fid.csv"
 FID_FIGURE = "results/evaluate/fid_vs_step.png"
+#: The landmark model (anatomy stage): trained on the split run's train subset.
+LANDMARK_MODEL = "results/anatomy/landmark_model.safetensors"
+#: The landmark model's held-out evaluation (MRE, SDR, per landmark, against the mean shape).
+LANDMARK_EVALUATION = "results/anatomy/evaluation"
+#: Landmarks and geometry of the split's held-out real images (the reference of every distance
+#: and of the anatomical screen's ranges).
+HELD_OUT_LANDMARKS = "results/anatomy/evaluation/held_out_landmarks.csv"
+#: Landmarks and geometry of every image of one sampling set (radsynth landmarks' CSV format).
+SET_LANDMARKS = "results/anatomy/landmarks/{sample_set}/{ckpt}.csv"
+#: How many atlas images carry keypoints (a Snakemake checkpoint: none skips the anatomy stage).
+ATLAS_KEYPOINTS = "results/anatomy/atlas_keypoints.json"
+#: What the anatomy stage made, or why it was skipped; its job waits for every anatomy output.
+ANATOMY_STAGE = "results/anatomy/stage.json"
+LANDMARK_SUMMARY = f"{LANDMARK_EVALUATION}/summary.csv"
+LANDMARK_PER_LANDMARK = f"{LANDMARK_EVALUATION}/per_landmark.csv"
+#: Resume states of the landmark model and of the utility students (never outputs: a rerun
+#: continues from them), one folder per run identity.
+LANDMARK_WORK = "results/anatomy/.work/landmark_model"
+UTILITY_WORK = "results/anatomy/.work/utility"
+#: Train on synthetic, test on real: one row per (arm, seed), then the per-arm summary.
+UTILITY_STUDENTS = "results/anatomy/utility/students.csv"
+UTILITY_SUMMARY = "results/anatomy/utility/summary.csv"
+UTILITY_FIGURE = "results/anatomy/utility/utility.png"
+
+
+def anatomy_training_settings():
+    """anatomy.training without its resume cadence (which changes no result)."""
+    return {
+        key: value
+        for key, value in canonical(config["anatomy"]["training"]).items()
+        if key != "state_every"
+    }
+
+
+def curvature_thresholds():
+    """anatomy.curvature_thresholds_deg: the curvature class of every landmark table's rows."""
+    return canonical(config["anatomy"]["curvature_thresholds_deg"])
+
+
+def atlas_has_keypoints():
+    """Whether the atlas has keypoints to learn (known once atlas_keypoints has run); without any,
+    the anatomy stage is skipped with a message."""
+    record = Path(checkpoints.atlas_keypoints.get().output[0])
+    if json.loads(record.read_text(encoding="utf-8"))["annotated_images"]:
+        return True
+    logger.info(
+        f"Anatomy: {ATLAS_H5} has no keypoints (a source without annotations); skipping the "
+        "landmark model, the sets' landmarks and the utility experiment."
+    )
+    return False
+
+
+def utility_checkpoint():
+    """Label of the split run's last checkpoint: the utility set is sampled from it (the full run
+    trained on the held-out images the students are tested on)."""
+    training = config["training"]
+    return checkpoint_label(training["num_steps"] // training["checkpoint_every"])
+
+
+def utility_shard_stores(wildcards):
+    return set_shard_stores(UTILITY_SAMPLE_SET, utility_checkpoint())
+
+
+def landmark_sets():
+    """(sample set, checkpoint label) of every set the landmark model measures: each FID set and
+    each sampled set at every selected checkpoint."""
+    fid_sets = [(FID_SAMPLE_SET, checkpoint_label(n)) for n in fid_checkpoints()]
+    sampled = [
+        (sample_set, ckpt)
+        for sample_set in config["sampling"]["sets"]
+        for ckpt in selected_labels()
+    ]
+    return fid_sets + sampled
+
+
+def anatomy_outputs(wildcards):
+    """The anatomy stage's final outputs (the fidelity ones included); none for an atlas without
+    keypoints. Only the stage's record waits for the keypoint check (a Snakemake checkpoint), so
+    a dry run before the atlas exists still plans every other stage."""
+    if not atlas_has_keypoints():
+        return []
+    return [
+        LANDMARK_MODEL,
+        LANDMARK_SUMMARY,
+        LANDMARK_PER_LANDMARK,
+        HELD_OUT_LANDMARKS,
+        *(
+            SET_LANDMARKS.format(sample_set=sample_set, ckpt=ckpt)
+            for sample_set, ckpt in landmark_sets()
+        ),
+        UTILITY_SUMMARY,
+        UTILITY_FIGURE,
+        *anatomy_fidelity_outputs(),
+        SCREEN_AUCS,
+        SCREEN_AUCS_FIGURE,
+    ]
+
+
+#: Anatomical fidelity (anatomy stage, issue 21 item 3): the landmark encoder's features of every
+#: atlas image, each FID checkpoint's landmark-feature FD, the real-vs-real floor (a record and
+#: each half's landmark table), the geometry-distance and FD tables and their figure.
+ATLAS_LANDMARK_FEATURES = "results/anatomy/fidelity/atlas_landmark_features.npz"
+LANDMARK_FD_ROW = "results/anatomy/fidelity/landmark_fd/{ckpt}.json"
+REAL_FLOOR = "results/anatomy/fidelity/real_floor.json"
+REAL_FLOOR_HALVES = [
+    f"results/anatomy/fidelity/real_floor_half{half}.csv" for half in (1, 2)
+]
+ANATOMY_FIDELITY = "results/anatomy/fidelity.csv"
+LANDMARK_FD_TABLE = "results/anatomy/landmark_fd.csv"
+ANATOMY_FIGURE = "results/anatomy/fidelity_vs_step.png"
+#: The two-sample classifier (item 6): one row per FID checkpoint, the table and its figure.
+TWO_SAMPLE_ROW = "results/anatomy/two_sample/{ckpt}.json"
+TWO_SAMPLE_TABLE = "results/anatomy/two_sample.csv"
+TWO_SAMPLE_FIGURE = "results/anatomy/two_sample.png"
+
+
+def fid_checkpoint_labels():
+    return [checkpoint_label(number) for number in fid_checkpoints()]
+
+
+def landmark_fd_rows(wildcards):
+    return expand(LANDMARK_FD_ROW, ckpt=fid_checkpoint_labels())
+
+
+def two_sample_rows(wildcards):
+    return expand(TWO_SAMPLE_ROW, ckpt=fid_checkpoint_labels())
+
+
+def fidelity_set_tables(wildcards):
+    """The landmark table of every set the fidelity table compares, in `fidelity_sets` order."""
+    return [
+        SET_LANDMARKS.format(sample_set=sample_set, ckpt=ckpt)
+        for sample_set, ckpt in landmark_sets()
+    ]
+
+
+def fidelity_sets(wildcards):
+    """[set name, training step] of each of `fidelity_set_tables`."""
+    every = config["training"]["checkpoint_every"]
+    return [
+        [sample_set, int(ckpt[len("ckpt") :]) * every]
+        for sample_set, ckpt in landmark_sets()
+    ]
+
+
+def anatomy_fidelity_outputs():
+    """The fidelity tables and figure and the two-sample table and figure."""
+    return [
+        ANATOMY_FIDELITY,
+        LANDMARK_FD_TABLE,
+        ANATOMY_FIGURE,
+        TWO_SAMPLE_TABLE,
+        TWO_SAMPLE_FIGURE,
+    ]
+
+
 SCREEN_MODEL = "results/audit/plausibility_model.npz"
 #: Per audited set: sets/<sample set>/<checkpoint>/screening_manifest.csv and contact_sheets/.
 SCREENING_SETS = "results/audit/screening/sets"
@@ -92,7 +252,9 @@ def configured_weights():
 wildcard_constraints:
     archive="png|json",
     run="split|full",
-    sample_set="|".join([*config["sampling"]["sets"], FID_SAMPLE_SET]),
+    sample_set="|".join(
+        [*config["sampling"]["sets"], FID_SAMPLE_SET, UTILITY_SAMPLE_SET]
+    ),
     ckpt=r"ckpt[0-9][0-9][0-9]+",
     shard=r"\d+",
     step=r"\d+",
@@ -103,15 +265,36 @@ wildcard_constraints:
 
 
 def raw_atlas_dirs(wildcards):
-    """The raw atlas as image and annotation folders, from the configured source."""
-    if config["data"]["source"] == "demo":
+    """The raw atlas as image and annotation folders, and the per-image metadata table (pixel
+    spacing) where the source has one, from the configured source."""
+    source = config["data"]["source"]
+    if source == "demo":
         return {
             "images": "resources/demo_atlas/images",
             "annotations": "resources/demo_atlas/annotations",
+            "metadata": "resources/demo_atlas/metadata.csv",
         }
-    return {
-        "images": "resources/csxa/unpacked/png",
-        "annotations": "resources/csxa/unpacked/json",
+    section = config["data"][source]
+    folders = (
+        pick(section, "images", "annotations")
+        if source == "local"
+        else {
+            "images": "resources/csxa/unpacked/png",
+            "annotations": "resources/csxa/unpacked/json",
+        }
+    )
+    table = section["metadata_table"]
+    return folders | ({} if table is None else {"metadata": table})
+
+
+def data_origin_keys():
+    """The `data` keys the release card states the images' origin from: the source, and
+    for the user's own images what they stated of them (settings.data.LocalOrigin)."""
+    data = config["data"]
+    if data["source"] != "local":
+        return pick(data, "source")
+    return pick(data, "source") | {
+        "local": pick(data["local"], *LocalOrigin.model_fields)
     }
 
 
@@ -190,7 +373,10 @@ def checkpoint_number(wildcards):
 
 def checkpoint_marker(wildcards):
     """The full run's marker of the step a checkpoint label stands for (for a selected checkpoint
-    with `auto`: its last step, where the selection needs the finished run anyway)."""
+    with `auto`: its last step, where the selection needs the finished run anyway); the utility
+    set's: the split run's last step."""
+    if wildcards.sample_set == UTILITY_SAMPLE_SET:
+        return train_done("split")
     if AUTO_SELECTION and wildcards.sample_set != FID_SAMPLE_SET:
         return train_done("full")
     return reached(
@@ -200,7 +386,9 @@ def checkpoint_marker(wildcards):
 
 def sampling_settings(wildcards):
     """The sampling keys that change the images (gather and figure settings are not among them);
-    the FID set has its own sampler and step count."""
+    the FID set has its own sampler and step count, the utility set the section's own. The solver
+    order only for the samplers that read it: a change of it reruns no DDPM or DDIM set.
+    """
     settings = pick(
         config["sampling"],
         "sampler",
@@ -213,6 +401,8 @@ def sampling_settings(wildcards):
     )
     if wildcards.sample_set == FID_SAMPLE_SET:
         settings |= pick(config["evaluate"]["samples"], "sampler", "steps")
+    if settings["sampler"] in MULTISTEP_SAMPLERS:
+        settings |= pick(config["sampling"], "solver_order")
     return settings
 
 
@@ -220,6 +410,8 @@ def set_plan(sample_set):
     """How many images a set has and how they are sharded."""
     if sample_set == FID_SAMPLE_SET:
         return pick(config["evaluate"]["samples"], "n_images", "images_per_shard")
+    if sample_set == UTILITY_SAMPLE_SET:
+        return canonical(config["anatomy"]["utility"]["samples"])
     return canonical(config["sampling"]["sets"][sample_set])
 
 
@@ -300,6 +492,26 @@ def audited_shard_stores(wildcards):
     ]
 
 
+#: The screens (plausibility, anatomical, combined) against corrupted held-out images.
+SCREEN_AUCS = "results/audit/screening/screen_aucs.csv"
+SCREEN_AUCS_FIGURE = "results/audit/screening/screen_aucs.png"
+
+
+def screening_landmarks(wildcards):
+    """The anatomical screen's inputs to screen_samples: the held-out real images' landmark table
+    and each audited set's (in audited_sets' order); none for an atlas without keypoints, whose
+    sets are screened by plausibility alone."""
+    if not atlas_has_keypoints():
+        return {}
+    return {
+        "held_out_landmarks": HELD_OUT_LANDMARKS,
+        "landmarks": [
+            SET_LANDMARKS.format(sample_set=sample_set, ckpt=ckpt)
+            for sample_set, ckpt in audited_sets()
+        ],
+    }
+
+
 def review_files(wildcards):
     """Reviewed copies of screening manifests in audit.reviews_folder (sorted; none is normal):
     one arriving reruns the merge and what depends on it, nothing upstream."""
@@ -355,6 +567,19 @@ def card_values():
             section = section[part]
         values[key] = canonical(section)
     return values
+
+
+def release_anatomy_tables(wildcards):
+    """The anatomy stage's tables the dataset card reads; none for an atlas without keypoints,
+    whose card says the stage was skipped."""
+    if not atlas_has_keypoints():
+        return {}
+    return {
+        "landmark_summary": LANDMARK_SUMMARY,
+        "fidelity": ANATOMY_FIDELITY,
+        "two_sample": TWO_SAMPLE_TABLE,
+        "utility": UTILITY_SUMMARY,
+    }
 
 
 def turing_sample_manifests(wildcards):
@@ -438,4 +663,5 @@ def final_outputs(wildcards):
             SAMPLE_GRID, sample_set=config["sampling"]["sets"], ckpt=selected_labels()
         ),
         *turing_outputs(),
+        ANATOMY_STAGE,
     ]

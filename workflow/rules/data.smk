@@ -7,6 +7,7 @@ rule demo_atlas:
     output:
         images=directory("resources/demo_atlas/images"),
         annotations=directory("resources/demo_atlas/annotations"),
+        metadata="resources/demo_atlas/metadata.csv",
         truth="resources/demo_atlas/truth.csv",
     log:
         "logs/demo_atlas/demo_atlas.log",

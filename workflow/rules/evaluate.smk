@@ -31,6 +31,9 @@ rule real_features:
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    resources:
+        mem_mb=job_memory_mb(config, "real_features"),
+        gpu=1,
     params:
         extractor=extractor_settings(),
         cache_dir=REAL_FEATURES_CACHE,
@@ -53,6 +56,9 @@ rule fid_checkpoint:
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    resources:
+        mem_mb=job_memory_mb(config, "fid_checkpoint"),
+        gpu=1,
     params:
         checkpoint=checkpoint_number,
         extractor=extractor_settings(),

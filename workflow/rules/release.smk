@@ -1,5 +1,7 @@
 rule release_package:
     input:
+        # the card's anatomy paragraph reads these; none for an atlas without keypoints
+        unpack(release_anatomy_tables),
         merged=MERGED_SCREENING,
         counts=SCREENING_COUNTS,
         manifests=audited_sample_manifests,
@@ -16,6 +18,8 @@ rule release_package:
         "../../envs/data.yaml"
     params:
         release=canonical(config["release"]),
+        # what the atlas is: the card's data sentence, licence and citation
+        data=data_origin_keys(),
         checkpoint_every=config["training"]["checkpoint_every"],
         card_values=card_values(),
     script:

@@ -11,6 +11,8 @@ rule train_facing:
         "benchmarks/train_facing/train_facing.tsv"
     conda:
         "../../envs/torch.yaml"
+    resources:
+        mem_mb=job_memory_mb(config, "train_facing"),
     params:
         facing=canonical(config["facing"]),
     script:
@@ -30,6 +32,9 @@ rule sample_shard:
         "../../envs/torch.yaml"
     # One thread locally (two shards run side by side on a small CPU); profiles/slurm sets more.
     threads: 1
+    resources:
+        mem_mb=job_memory_mb(config, "sample_shard"),
+        gpu=1,
     params:
         checkpoint=checkpoint_number,
         sampling=sampling_settings,

@@ -16,6 +16,9 @@ rule train:
     threads: 1
     resources:
         runtime=train_runtime_minutes,
+        mem_mb=job_memory_mb(config, "train"),
+        # one data-parallel process per GPU (train_jobs.gpus; the job runs `accelerate launch`)
+        gpu=config["train_jobs"]["gpus"],
     params:
         # Only what changes the weights: not num_steps (a longer run continues this one, and a
         # segment's step is in its path), not validation batch size or resume-point spacing.

@@ -13,6 +13,10 @@ with log_to(snakemake.log[0]):
         Path(snakemake.input.annotations),
         Path(snakemake.output.atlas),
         Path(snakemake.output.rejects),
+        # the source's per-image metadata table (the pixel spacing), where the source has one
+        metadata_table=Path(snakemake.input.metadata)
+        if "metadata" in snakemake.input.keys()
+        else None,
         size=settings["size"],
         resize_mode=settings["resize_mode"],
         max_rejected_fraction=snakemake.config["preprocess"]["max_rejected_fraction"],

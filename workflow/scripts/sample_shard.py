@@ -1,3 +1,4 @@
+import sys
 from pathlib import Path
 
 from radsynth.core.logs import log_to
@@ -7,7 +8,7 @@ from radsynth.train.checkpoint_io import marker_checkpoint
 
 with log_to(snakemake.log[0]):
     sample_set = snakemake.wildcards.sample_set
-    sample_set_shard(
+    status = sample_set_shard(
         marker_checkpoint(
             Path(snakemake.input.reached),
             snakemake.params.checkpoint * snakemake.config["training"]["checkpoint_every"],
@@ -22,3 +23,6 @@ with log_to(snakemake.log[0]):
         shard_index=int(snakemake.wildcards.shard),
         provenance=provenance(snakemake.config),
     )
+# Outside the log's block: 75 (stopped by a signal, finished batches kept) asks for a resumed
+# attempt and is no error to log.
+sys.exit(status)

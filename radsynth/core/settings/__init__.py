@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from radsynth.core.config import ConfigError, ConfigModel, check_config, load_settings
+from radsynth.core.settings.anatomy import AnatomySettings
 from radsynth.core.settings.audit import AuditSettings
 from radsynth.core.settings.data import DataSettings, PreprocessSettings, SplitSettings
 from radsynth.core.settings.evaluate import EvaluateSettings
@@ -47,6 +48,7 @@ class RadsynthConfig(ConfigModel):
     checkpoints: CheckpointsSettings
     sampling: SamplingSettings
     evaluate: EvaluateSettings
+    anatomy: AnatomySettings
     audit: AuditSettings
     release: ReleaseSettings
     facing: FacingSettings

@@ -70,20 +70,49 @@ class DownloadSettings(ConfigModel):
 
 
 class CsxaSettings(ConfigModel):
-    """`data.csxa`: CSXA V3.0, downloaded or placed by hand."""
+    """`data.csxa`: CSXA V3.0, downloaded or placed by hand. `metadata_table` is CSXA's
+    per-image sheet (its pixel spacing), placed by hand from the landing page; null: no image
+    has a spacing, and millimetre figures are left out (the atlas records NaN)."""
 
     landing_page: str
     archives: CsxaArchives
     download: DownloadSettings
+    metadata_table: str | None
+
+
+#: Licences a release can carry: those whose figshare licence id radsynth knows
+#: (radsynth.release.card.FIGSHARE_LICENCES; a test keeps the two equal).
+ReleaseLicence = Literal["CC BY 4.0"]
+
+
+class LocalOrigin(ConfigModel):
+    """What the user states of their own images (no defaults): the release card's data sentence,
+    licence and citation. The card reads only these keys, so moving the images reruns no
+    release."""
+
+    description: str = Field(min_length=1)  # completes "The model learnt from the N images of"
+    licence: ReleaseLicence
+    citation: str = Field(min_length=1)
+
+
+class LocalSourceSettings(LocalOrigin):
+    """`data.local`: the user's own radiographs, in CSXA's layout, and their origin. Annotations
+    are required: the facing stage labels the real images from their vertebral-body keypoints,
+    and without them no sample could be turned left-facing (radsynth.sample.facing)."""
+
+    images: str = Field(min_length=1)  # folder of PNG (or DICOM) images, any depth
+    annotations: str = Field(min_length=1)  # LabelMe JSON per image stem (radsynth.data.labelme)
+    metadata_table: str | None  # CSXA's metadata layout; null: no pixel spacing
 
 
 class DataSettings(ConfigModel):
-    """Config section `data`: the source, and the section of that source (the other may be
+    """Config section `data`: the source, and the section of that source (the others may be
     absent; check_config refuses a source without its section)."""
 
-    source: Literal["demo", "csxa"]
+    source: Literal["demo", "csxa", "local"]
     demo: DemoAtlasSettings | None = None
     csxa: CsxaSettings | None = None
+    local: LocalSourceSettings | None = None
 
 
 class NegativeDetection(ConfigModel):

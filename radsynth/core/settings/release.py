@@ -1,8 +1,8 @@
-"""Config section `release`: the figshare package's text and its privacy gate."""
+"""Config section `release`: the figshare package's text and its privacy gate. What the images
+derive from (atlas, licence, citation) is no key here: it follows `data.source`
+(radsynth.release.card.DATA_ORIGINS), so a release cannot name another atlas than its own."""
 
 from __future__ import annotations
-
-from typing import Literal
 
 from pydantic import Field
 
@@ -24,10 +24,5 @@ class ReleaseSettings(ConfigModel):
     keywords: ListOf[str] = Field(min_length=1)
     categories: ListOf[int] = Field(min_length=1)  # figshare category ids (GET /v2/categories)
     authors: ListOf[Author] = Field(min_length=1)
-    # the real images the model learnt from: where the licence comes from
-    source_atlas: str = Field(min_length=1)
-    # the source atlas' licence, inherited (a key of radsynth.release.card.FIGSHARE_LICENCES)
-    licence: Literal["CC BY 4.0"]
-    citation: str = Field(min_length=1)
     max_archive_bytes: Count  # figshare's per-file limit is 20 GB
     near_duplicate_patch_distance: float = Field(ge=0)  # privacy gate, pixels in [0, 1]

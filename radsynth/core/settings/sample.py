@@ -3,7 +3,7 @@ classifier that makes them left-facing."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import (
     Field,
@@ -16,8 +16,12 @@ from pydantic import (
 
 from radsynth.core.config import ConfigModel, Count, ListOf
 
+#: The samplers that step from the last few network outputs; `sampling.solver_order` is theirs.
+MultistepSampler = Literal["dpmsolver++", "unipc", "deis"]
 #: The samplers a sampling set (and the FID set, evaluate.samples) may use.
-Sampler = Literal["ddpm", "ddim", "dpmsolver++"]
+Sampler = Literal["ddpm", "ddim", MultistepSampler]
+#: The names of the multistep samplers (read by the workflow's rule params without torch).
+MULTISTEP_SAMPLERS: tuple[str, ...] = get_args(MultistepSampler)
 #: Which of a checkpoint's weights sample: the online network or its EMA.
 Weights = Literal["online", "ema"]
 #: How sampled values in [-1, 1] become uint8 grey levels (radsynth.sample.quantization).
@@ -45,6 +49,8 @@ class SamplingSettings(ConfigModel):
 
     sampler: Sampler
     steps: Count
+    # order of the multistep samplers (2: DPM-Solver++ 2M, 3: 3M); ddpm and ddim do not read it
+    solver_order: int = Field(ge=1, le=3)
     clip_sample: bool  # clamp predicted x0 to [-1, 1]
     quantization: Quantization
     weights: Weights

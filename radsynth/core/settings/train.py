@@ -90,19 +90,25 @@ class TrainingSettings(ConfigModel):
     learning_rate: float = Field(gt=0)
     adam_betas: ListOf[Annotated[float, Field(ge=0, lt=1)]] = Field(min_length=2, max_length=2)
     max_grad_norm: float = Field(gt=0)
-    mixed_precision: Literal["no", "fp16", "bf16"]  # fp16 needs CUDA
+    # fp16 (I-SynMed's amp, with a gradient scaler whose state is resumed) needs CUDA; bf16 runs on
+    # CPUs too
+    mixed_precision: Literal["no", "fp16", "bf16"]
     horizontal_flip: bool
     checkpoint_every: Count  # checkpoint k is step k x checkpoint_every
     state_every: Count  # spacing of resume points
     checkpoint_dtype: Literal["float32", "float16"]  # storage of history weights
     val_batch_size: Count  # images per validation forward pass (does not change the value)
+    # torch.compile of the network for training and sampling (results equal to float tolerance)
+    compile: bool
     ema: EmaSettings
 
 
 class TrainJobsSettings(ConfigModel):
-    """Config section `train_jobs`: operational, how long one training job may run."""
+    """Config section `train_jobs`: operational, how long one training job may run and on how
+    many GPUs (one process each, `accelerate launch`; results equal to float rounding)."""
 
     max_wall_time_h: float = Field(gt=0)
+    gpus: Count
 
 
 class ConvergenceSettings(ConfigModel):

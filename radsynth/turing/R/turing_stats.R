@@ -86,11 +86,13 @@ per_rater_means <- function(rater, group, rating) {
 
 # Everything the paper reports, from the tidy ratings joined to the key's groups: the tests at
 # R's default digits.rank, and again at `sensitivity_digits_rank` as a sensitivity analysis.
+# A pick is right when it is the `real_group` image, whichever group the rating tests compare
+# against (`reference_group`).
 turing_statistics <- function(rater, quartet, position, group, chosen_real, rating,
-                              positions, reference_group, chance, conf_level,
+                              positions, real_group, reference_group, chance, conf_level,
                               sensitivity_digits_rank) {
   chosen <- chosen_real == 1
-  correct <- group[chosen] == reference_group
+  correct <- group[chosen] == real_group
   by_position <- table(factor(quartet[chosen]), factor(position[chosen], levels = positions))
   by_correct <- table(factor(quartet[chosen]), factor(correct, levels = c(TRUE, FALSE)))
   means <- per_rater_means(rater, group, rating)

@@ -1,5 +1,6 @@
-"""The anatomical screen: per-image flags from predicted landmarks, beside the plausibility
-screen of `radsynth.audit.plausibility`.
+"""The anatomical screen: per-image flags from the landmarks the anatomy stage predicted
+(`radsynth landmarks`' table), beside the plausibility screen of `radsynth.audit.plausibility`.
+Torch-free, like the manifest format (`radsynth.audit.screening`) that names its columns.
 
 Flags (each a column of `anatomy_flags`):
 - low confidence: some landmark's heatmap peak (`Landmarks.confidence`, 1 = as sharp as a
@@ -8,7 +9,8 @@ Flags (each a column of `anatomy_flags`):
   upper endplate (midpoint of its top corners; C2 has none) must lie above its lower endplate,
   and each level's lower endplate above the next level's upper one. A violation is a body
   upside down, or two bodies overlapping or swapped.
-- out of range: a geometry measure (`geometry_table`'s numeric columns) outside the held-out
+- out of range: a geometry measure (the landmark table's numeric geometry columns, the
+  `GeometryMeasure` names of the settings) outside the held-out
   real images' [low, high] percentiles (0.5 and 99.5 by default): anatomy real images do not
   show.
 
@@ -30,29 +32,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 from scipy.stats import chi2
 
-from radsynth.anatomy.fidelity import numeric_measures
-from radsynth.anatomy.geometry import BODY_LEVELS
+from radsynth.audit.screening import ANATOMY_COLUMNS
+from radsynth.core.settings.anatomy import GeometryMeasure
 from radsynth.data.csxa import KEYPOINT_LABELS
 
-#: Vertebral levels from cranial to caudal.
-LEVELS = ("C2", *BODY_LEVELS)
-#: Columns `add_anatomy_columns` adds to a screening manifest.
-ANATOMY_COLUMNS = (
-    "anatomy_min_confidence",
-    "anatomy_mean_confidence",
-    "anatomy_low_confidence",
-    "anatomy_out_of_order",
-    "anatomy_out_of_range",
-    "anatomy_score",
-    "anatomy_plausibility",
-    "anatomy_reason",
-    "combined_plausibility",
-)
+#: Vertebral levels from cranial to caudal, as CSXA's labels name them ("C2 centroid", ...).
+LEVELS = tuple(dict.fromkeys(label.split()[0] for label in KEYPOINT_LABELS))
+#: The numeric geometry measures a landmark table holds, in its order.
+GEOMETRY_MEASURES: tuple[str, ...] = get_args(GeometryMeasure)
 
 
 @dataclass(frozen=True)
@@ -67,8 +60,11 @@ class GeometryRanges:
 def geometry_ranges(
     real_geometry: pd.DataFrame, percentiles: tuple[float, float] = (0.5, 99.5)
 ) -> GeometryRanges:
-    """The range each measure spans on real (held-out) images, NaNs left out."""
-    measures = real_geometry[numeric_measures(real_geometry)]
+    """The range each geometry measure `real_geometry` holds (a landmark table or its geometry)
+    spans on real (held-out) images, NaNs left out."""
+    measures = real_geometry[[m for m in GEOMETRY_MEASURES if m in real_geometry.columns]]
+    if measures.columns.empty:
+        raise ValueError(f"geometry ranges need a column of {list(GEOMETRY_MEASURES)}")
     if measures.notna().sum().min() < 2:
         raise ValueError("geometry ranges need at least 2 real images with every measure")
     low, high = (np.nanpercentile(measures.to_numpy(float), p, axis=0) for p in percentiles)
