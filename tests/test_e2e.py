@@ -545,7 +545,8 @@ def test_each_change_reruns_exactly_what_it_affects(demo_run):
         "turing_stats",
     } <= set(everything)
     assert "demo_atlas" not in everything
-    assert {"landmark_train", "set_landmarks", "utility_students"} <= set(everything)
+    # the anatomy jobs are planned once the new atlas's keypoint check (a checkpoint) has run
+    assert {"atlas_keypoints", "anatomy_stage"} <= set(everything)
 
 
 def test_anatomy_changes_rerun_exactly_what_they_affect(demo_run):
