@@ -14,6 +14,10 @@ import torch
 import zarr
 from conftest import write_workdir_config
 
+from radsynth.core.settings.sample import Architecture
+from radsynth.sample.facing import new_classifier, save_classifier
+from radsynth.sample.gather import gather_checkpoint
+from radsynth.sample.sampler import sample_shard
 from radsynth.train.model import UNetSettings, build_unet
 
 #: Provenance the tests hand to every writer; its values are only checked to be carried along.
@@ -64,6 +68,40 @@ def shard_kwargs(tmp_path: Path, **overrides) -> dict:
         progress=False,
     )
     return {**settings, **overrides}
+
+
+def gathered_set(folder: Path, sample_set: str = "large") -> Path:
+    """A gathered set of three 16 px images of checkpoint ckpt002 in `folder`, as the sample stage
+    leaves it (store, facing classifier, manifest); returns the manifest."""
+    store = sample_shard(
+        tiny_unet(),
+        BETAS,
+        folder / "shard0.zarr",
+        **shard_kwargs(
+            folder,
+            checkpoint_label=f"{sample_set}/ckpt002",
+            base_seed=1,
+            shard_index=0,
+            first_global_index=0,
+            n_images=3,
+            batch_size=3,
+            steps=2,
+        ),
+    )
+    save_classifier(
+        new_classifier(Architecture(channels=(4, 8), analysis_size=16), image_size=16, seed=3),
+        folder / "facing.safetensors",
+    )
+    gather_checkpoint(
+        [store],
+        folder / "facing.safetensors",
+        folder / "manifest.csv",
+        checkpoint_label="ckpt002",
+        batch_size=4,
+        provenance=PROVENANCE,
+        progress=False,
+    )
+    return folder / "manifest.csv"
 
 
 def read_store(store: Path) -> dict[str, np.ndarray]:

@@ -10,8 +10,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from helpers import BETAS, PROVENANCE, shard_kwargs, tiny_unet
+from helpers import PROVENANCE, gathered_set
 from PIL import Image
 
 from radsynth.anatomy.landmark_export import (
@@ -33,13 +32,9 @@ from radsynth.audit.screening import (
     write_manifest,
 )
 from radsynth.core.settings import preset
-from radsynth.core.settings.sample import Architecture
 from radsynth.core.tables import read_table_provenance, write_table
 from radsynth.data.csxa import KEYPOINT_LABELS
 from radsynth.release.package import read_merged
-from radsynth.sample.facing import new_classifier, save_classifier
-from radsynth.sample.gather import gather_checkpoint
-from radsynth.sample.sampler import sample_shard
 
 THRESHOLD = 0.05
 
@@ -130,40 +125,6 @@ def table_of(ids: list[str], angles: list[float], low_confidence: list[bool]) ->
     for level in ("c3", "c4", "c5", "c6", "c7"):
         table[f"{level}_height"], table[f"{level}_depth"] = 2.0, 4.0
     return table[landmark_columns()]
-
-
-def gathered_set(tmp_path):
-    """A gathered set of three 16 px images, as the sample stage leaves it."""
-    torch.manual_seed(0)
-    store = sample_shard(
-        tiny_unet(),
-        BETAS,
-        tmp_path / "shard0.zarr",
-        **shard_kwargs(
-            tmp_path,
-            checkpoint_label="large/ckpt002",
-            base_seed=1,
-            shard_index=0,
-            first_global_index=0,
-            n_images=3,
-            batch_size=3,
-            steps=2,
-        ),
-    )
-    save_classifier(
-        new_classifier(Architecture(channels=(4, 8), analysis_size=16), image_size=16, seed=3),
-        tmp_path / "facing.safetensors",
-    )
-    gather_checkpoint(
-        [store],
-        tmp_path / "facing.safetensors",
-        tmp_path / "manifest.csv",
-        checkpoint_label="ckpt002",
-        batch_size=4,
-        provenance=PROVENANCE,
-        progress=False,
-    )
-    return tmp_path / "manifest.csv"
 
 
 def test_gathered_set_is_screened_with_its_landmarks_merged_and_read_for_release(tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import BETAS, PROVENANCE, shard_kwargs, tiny_unet
+from helpers import BETAS, PROVENANCE, gathered_set, shard_kwargs, tiny_unet
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
@@ -908,36 +908,7 @@ def test_gathered_sets_are_screened_into_one_folder_per_set_and_checkpoint(tmp_p
     torch.manual_seed(0)
     manifests = []
     for sample_set in ("initial", "large"):
-        folder = tmp_path / sample_set
-        store = sample_shard(
-            tiny_unet(),
-            BETAS,
-            folder / "shard0.zarr",
-            **shard_kwargs(
-                folder,
-                checkpoint_label=f"{sample_set}/ckpt002",
-                base_seed=1,
-                shard_index=0,
-                first_global_index=0,
-                n_images=3,
-                batch_size=3,
-                steps=2,
-            ),
-        )
-        save_classifier(
-            new_classifier(Architecture(channels=(4, 8), analysis_size=16), image_size=16, seed=3),
-            folder / "facing.safetensors",
-        )
-        gather_checkpoint(
-            [store],
-            folder / "facing.safetensors",
-            folder / "manifest.csv",
-            checkpoint_label="ckpt002",
-            batch_size=4,
-            provenance=PROVENANCE,
-            progress=False,
-        )
-        manifests.append(folder / "manifest.csv")
+        manifests.append(gathered_set(tmp_path / sample_set, sample_set))
     real, _ = phantoms(20, seed=4)
     settings = DEMO_SCREEN_SETTINGS.model_copy(
         update={"analysis_size": 8}
