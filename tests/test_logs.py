@@ -157,6 +157,27 @@ def test_the_attempt_after_a_sigkill_names_how_the_previous_one_ended(tmp_path):
     assert json.loads(record_path.read_text())["end"] == "ok", "this attempt closed its record"
 
 
+#: A launcher that holds 600 MB (as a pytest worker or Snakemake may) and starts a job that
+#: reports its own peak.
+LARGE_LAUNCHER = """
+import subprocess
+import sys
+
+block = b"\\x01" * (600 * 2**20)
+job = "from radsynth.core.logs import peak_memory_mb; print(peak_memory_mb())"
+report = subprocess.run([sys.executable, "-c", job], capture_output=True, text=True, check=True)
+print(report.stdout)
+"""
+
+
+def test_a_job_does_not_report_its_launchers_peak_as_its_own():
+    result = subprocess.run(
+        [sys.executable, "-c", LARGE_LAUNCHER], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) < 200, "a bare Python job stays far below its launcher's 600 MB"
+
+
 def test_the_attempt_after_a_failed_or_finished_one_says_so(tmp_path):
     path = tmp_path / "job.log"
     with pytest.raises(RuntimeError):

@@ -51,12 +51,25 @@ def attempt_record_path(log_path: str | Path) -> Path:
 def peak_memory_mb() -> float:
     """Peak resident memory (MB) of this process, or of its largest finished child (a launcher
     such as `accelerate launch` waits for its workers), whichever is larger."""
-    # Linux reports ru_maxrss in KiB.
-    peak_kib = max(
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
-    )
-    return peak_kib / 1024
+    # Linux reports ru_maxrss in KiB. A child's ru_maxrss is at least its own peak, so the
+    # children's figure holds for them; a waited child's figure never exceeds our own mark,
+    # from which it was copied at its exec.
+    children_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own_peak_kib(), children_kib) / 1024
+
+
+def own_peak_kib() -> int:
+    """This process's peak resident memory (KiB) since its exec.
+
+    Not `ru_maxrss`: Linux copies the launching process's high-water mark into it at exec (with
+    Python's vfork, the launcher's whole peak), so a job started by a 2 GB pytest worker or
+    Snakemake would report their peak as its own. `VmHWM` belongs to this address space only.
+    """
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _now() -> str:
