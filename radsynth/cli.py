@@ -713,8 +713,8 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
         "--config",
         type=Path,
         metavar="FILE",
-        help="a radsynth config whose `anatomy` section to use (default: the demo preset's, "
-        "config/config.yaml)",
+        help="a radsynth config whose `anatomy` section to use, its batch_size the images per "
+        "prediction (default: the demo preset's, config/config.yaml)",
     )
 
 
@@ -752,6 +752,7 @@ def run_landmarks_train(args: argparse.Namespace) -> int:
         network=settings.model.model_dump(),
         training=settings.training.model_dump(),
         image_size=side,
+        inference_batch_size=settings.batch_size,
         provenance={**command_provenance(), "atlas": str(args.atlas)},
     )
     print(
@@ -823,6 +824,7 @@ def run_landmarks(args: argparse.Namespace) -> int:
             ids,
             [facing] * len(ids),
             curvature_thresholds_deg=settings.curvature_thresholds_deg,
+            batch_size=settings.batch_size,
         )
     except ValueError as exc:  # images of another size than the model's
         raise ValueError(f"{args.images}: {exc}") from None

@@ -16,6 +16,8 @@ from radsynth.data.resize import map_keypoints, map_spacing, resize_image
 from radsynth.demo.phantom import mm_per_pixel, render_phantom, sample_params
 
 PROVENANCE = {"radsynth_version": "test", "code_revision": "test", "config_hash": "abc"}
+#: Images per prediction (anatomy.batch_size of both presets).
+INFERENCE_BATCH = 64
 
 #: The demo-size network (the settings recommended for a 32 px atlas).
 ARCHITECTURE = LandmarkArchitecture(
@@ -88,6 +90,7 @@ def demo_teacher(folder: Path) -> tuple[Path, TrainingOutcome]:
             work_dir=folder / "teacher_work",
             architecture=ARCHITECTURE,
             training=training_settings(),
+            inference_batch_size=INFERENCE_BATCH,
             provenance=PROVENANCE,
         )
     finally:

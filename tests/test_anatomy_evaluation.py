@@ -10,7 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from anatomy_fixtures import PROVENANCE, demo_teacher, phantoms, training_settings
+from anatomy_fixtures import (
+    INFERENCE_BATCH,
+    PROVENANCE,
+    demo_teacher,
+    phantoms,
+    training_settings,
+)
 from PIL import Image
 
 from radsynth.anatomy.augment import flip_permutation
@@ -241,7 +247,7 @@ def test_landmark_features_give_a_frechet_distance_that_separates(
     floor = frechet_distance(features[first], features[second])
     far = frechet_distance(features[first], inverted)
     model = load_landmark_model(teacher)
-    predicted = predict_landmarks(model, images)
+    predicted = predict_landmarks(model, images, batch_size=INFERENCE_BATCH)
     geometry = geometry_table(
         predicted.xy, held_out["facing"], curvature_thresholds_deg=THRESHOLDS_DEG
     )
@@ -250,7 +256,7 @@ def test_landmark_features_give_a_frechet_distance_that_separates(
     )
     flipped = corrupt(images[second], held_out["keypoints"][second], "flip_spine")
     flipped_geometry = geometry_table(
-        predict_landmarks(model, flipped).xy,
+        predict_landmarks(model, flipped, batch_size=INFERENCE_BATCH).xy,
         held_out["facing"][second],
         curvature_thresholds_deg=THRESHOLDS_DEG,
     )
@@ -323,7 +329,7 @@ def test_anatomical_and_plausibility_screens_on_corrupted_phantoms(
     facing = held_out["facing"][scored]
 
     def anatomy(batch: np.ndarray) -> pd.DataFrame:
-        predicted = predict_landmarks(model, batch)
+        predicted = predict_landmarks(model, batch, batch_size=INFERENCE_BATCH)
         return predicted, geometry_table(
             predicted.xy, np.full(len(batch), "left"), curvature_thresholds_deg=THRESHOLDS_DEG
         )
@@ -393,6 +399,7 @@ def test_utility_refuses_the_full_run_and_trains_students(
         seeds=[0, 1],
         training=training_settings(max_steps=4, eval_every=4, state_every=4),
         work_dir=tmp_path / "students",
+        inference_batch_size=INFERENCE_BATCH,
         provenance=PROVENANCE,
     )
     summary = summarise_utility(results)
@@ -417,6 +424,7 @@ def test_two_sample_classifier_separates_only_what_differs(held_out: dict[str, n
     settings = dict(
         steps=20, batch_size=16, learning_rate=1e-3, seed=0, trunk_levels=2, n_boot=200, level=0.95
     )
+    settings["inference_batch_size"] = INFERENCE_BATCH
     obvious = two_sample_auroc(train[:40], 255 - train[40:], test[:40], 255 - test[40:], **settings)
     same = two_sample_auroc(train[:40], train[40:], test[:40], test[40:], **settings)
     print(
@@ -437,6 +445,7 @@ def test_landmark_table_has_every_landmark_and_the_geometry(
         [f"img{i}" for i in range(5)],
         ["left"] * 4 + [""],
         curvature_thresholds_deg=THRESHOLDS_DEG,
+        batch_size=INFERENCE_BATCH,
     )
     assert table.columns[:4].tolist() == [
         "image_id",
@@ -462,4 +471,5 @@ def test_landmark_table_has_every_landmark_and_the_geometry(
             ["a"] * 4,
             ["left"] * 5,
             curvature_thresholds_deg=THRESHOLDS_DEG,
+            batch_size=INFERENCE_BATCH,
         )

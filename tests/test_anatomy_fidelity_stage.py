@@ -16,13 +16,10 @@ from anatomy_fixtures import PROVENANCE, demo_teacher, phantoms
 from PIL import Image
 
 from radsynth.anatomy.fidelity_stage import (
-    FLOOR_SET,
     SetLandmarks,
     floor_size,
     landmark_fd_record,
     read_atlas_landmark_features,
-    read_fd_table,
-    read_fidelity_table,
     synthetic_halves,
     two_sample_record,
     write_anatomy_fidelity,
@@ -36,6 +33,7 @@ from radsynth.anatomy.landmark_export import (
     read_landmark_table,
     write_landmark_table,
 )
+from radsynth.anatomy.tables import FLOOR_SET, read_fd_table, read_fidelity_table
 from radsynth.core.atomic import write_json_atomic
 from radsynth.core.features import extract_features, offline_inception
 from radsynth.core.settings.sample import Architecture
@@ -330,6 +328,7 @@ def test_two_sample_record_on_the_split(tmp_path: Path) -> None:
         step=400,
         checkpoint=8,
         settings=settings,
+        inference_batch_size=16,
     )
     assert record["auroc"] > 0.95 and record["auroc_low"] <= record["auroc"] <= record["auroc_high"]
     assert (record["n_real_train"], record["n_real_test"]) == (60 - n_val, n_val)

@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from anatomy_fixtures import ARCHITECTURE, PROVENANCE, demo_teacher, phantoms, training_settings
+from anatomy_fixtures import (
+    ARCHITECTURE,
+    INFERENCE_BATCH,
+    PROVENANCE,
+    demo_teacher,
+    phantoms,
+    training_settings,
+)
 from safetensors.torch import load_file, save_file
 
 from radsynth.anatomy.augment import augment_batch, flip_permutation
@@ -141,7 +148,7 @@ def test_model_file_round_trip_and_errors(tmp_path: Path) -> None:
     assert metadata["provenance"] == PROVENANCE and metadata["training"] == {"best_step": 7}
     assert tuple(metadata["labels"]) == KEYPOINT_LABELS
     with pytest.raises(ValueError, match=r"trained at 32 x 32 px .* \(2, 64, 64\)"):
-        predict_landmarks(loaded, np.zeros((2, 64, 64), np.uint8))
+        predict_landmarks(loaded, np.zeros((2, 64, 64), np.uint8), batch_size=2)
     other = tmp_path / "other.safetensors"
     save_file({"x": torch.zeros(1)}, str(other), {"format": "something-else"})
     with pytest.raises(ValueError, match="other.safetensors: format 'something-else'"):
@@ -168,6 +175,7 @@ def _train_child(run: Path, settings: LandmarkTraining) -> None:
         work_dir=run / "work",
         architecture=ARCHITECTURE,
         training=settings,
+        inference_batch_size=INFERENCE_BATCH,
         provenance=PROVENANCE,
     )
 
@@ -200,6 +208,7 @@ def test_sigkilled_training_resumes_to_identical_weights(tmp_path: Path) -> None
         work_dir=killed / "work",
         architecture=ARCHITECTURE,
         training=settings,
+        inference_batch_size=INFERENCE_BATCH,
         provenance=PROVENANCE,
     )
     assert outcome.finished and outcome.step == 30
@@ -216,6 +225,7 @@ def test_a_state_of_other_settings_is_refused(tmp_path: Path) -> None:
         model_path=tmp_path / "model.safetensors",
         work_dir=tmp_path / "work",
         architecture=ARCHITECTURE,
+        inference_batch_size=INFERENCE_BATCH,
         provenance=PROVENANCE,
     )
     train_landmark_model(*random_data(), KEYPOINT_LABELS, training=settings, **arguments)
@@ -235,6 +245,7 @@ def test_until_step_pauses_and_a_rerun_finishes(tmp_path: Path) -> None:
         work_dir=tmp_path / "work",
         architecture=ARCHITECTURE,
         training=settings,
+        inference_batch_size=INFERENCE_BATCH,
         provenance=PROVENANCE,
     )
     paused = train_landmark_model(*random_data(), KEYPOINT_LABELS, until_step=5, **arguments)
@@ -259,6 +270,7 @@ def test_another_label_list_is_refused_naming_the_labels(tmp_path: Path) -> None
             work_dir=tmp_path / "work",
             architecture=ARCHITECTURE,
             training=training_settings(),
+            inference_batch_size=INFERENCE_BATCH,
             provenance=PROVENANCE,
         )
 
@@ -273,7 +285,9 @@ def test_short_training_on_phantoms_halves_the_mean_shape_error(
     train, held_out = phantoms(0, 120), phantoms(120, 40)
     model_path, outcome = demo_teacher(tmp_path_factory.getbasetemp())
     assert outcome.finished
-    predicted = predict_landmarks(load_landmark_model(model_path), held_out["images"])
+    predicted = predict_landmarks(
+        load_landmark_model(model_path), held_out["images"], batch_size=INFERENCE_BATCH
+    )
     baseline = np.broadcast_to(mean_shape(train["keypoints"]), held_out["keypoints"].shape)
     model = landmark_scores(
         predicted.xy, held_out["keypoints"], KEYPOINT_LABELS, held_out["spacing"]

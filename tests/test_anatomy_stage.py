@@ -106,6 +106,7 @@ def test_keypoints_of_another_label_list_are_an_error_naming_them(tmp_path: Path
             network=NETWORK,
             training=training_settings(max_steps=2).model_dump(),
             image_size=SIDE,
+            inference_batch_size=4,
             provenance=PROVENANCE,
         )
     assert not (tmp_path / "model.safetensors").exists()
@@ -179,6 +180,7 @@ def test_utility_refuses_samples_of_the_full_run(tmp_path: Path) -> None:
             seeds=[0],
             training=training_settings().model_dump(),
             work_root=tmp_path / "work",
+            inference_batch_size=4,
             provenance=PROVENANCE,
         )
 

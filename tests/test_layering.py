@@ -37,6 +37,9 @@ FORMAT_MODULES = {
     "radsynth.sample.facing",  # the facing classifier file, applied to real images too
     "radsynth.anatomy.landmark_export",  # the landmark CSV (radsynth landmarks, SET_LANDMARKS)
     "radsynth.anatomy.landmark_model",  # the landmark model file, applied by the audit's screen
+    # the anatomy stage's result tables (landmark summary, fidelity.csv, FD, two-sample, utility
+    # summary; no torch), read by the release's dataset card
+    "radsynth.anatomy.tables",
     "radsynth.audit.screening",  # the screening manifest and merged table (no torch): Table S1
     "radsynth.audit.patch_distance",  # the pair distance the audit's files record
 }

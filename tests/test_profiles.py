@@ -166,6 +166,65 @@ def test_gpu_and_cpu_jobs_go_to_separate_partitions(slurm_plan):
     assert all(not is_gpu_job(job) for job in slurm_plan["preprocess"] + slurm_plan["train_facing"])
 
 
+#: The anatomy stage's jobs that train or apply a network (the landmark model, the utility
+#: students, the two-sample classifier), and a target of each in the paper preset: a FID
+#: checkpoint (20,000 / 2,000) and a selected one. The stage's other jobs only read tables.
+ANATOMY_NETWORK_TARGETS = {
+    "landmark_train": "results/anatomy/landmark_model.safetensors",
+    "landmark_evaluation": "results/anatomy/evaluation/summary.csv",
+    "set_landmarks": "results/anatomy/landmarks/large/ckpt034.csv",
+    "utility_students": "results/anatomy/utility/students.csv",
+    "atlas_landmark_features": "results/anatomy/fidelity/atlas_landmark_features.npz",
+    "landmark_fd": "results/anatomy/fidelity/landmark_fd/ckpt010.json",
+    "real_floor": "results/anatomy/fidelity/real_floor.json",
+    "two_sample": "results/anatomy/two_sample/ckpt010.json",
+}
+ANATOMY_TABLE_TARGETS = {
+    "utility_figure": "results/anatomy/utility/summary.csv",
+    "two_sample_table": "results/anatomy/two_sample.csv",
+}
+
+
+@pytest.fixture(scope="module")
+def anatomy_plan(tmp_path_factory):
+    """The anatomy jobs of the paper preset with the cluster profile. They wait for the atlas's
+    keypoint check (a Snakemake checkpoint) in a whole-workflow plan, so they are asked for by
+    their outputs."""
+    workdir = tmp_path_factory.mktemp("slurm_anatomy")
+    (workdir / "config").mkdir()
+    shutil.copy(REPO / "config/config.yaml", workdir / "config/config.yaml")
+    result = run_snakemake(
+        workdir,
+        "-n",
+        "--configfile",
+        str(REPO / "config/csxa.yaml"),
+        "--workflow-profile",
+        str(SLURM_PROFILE),
+        "--cores",
+        "64",
+        *ANATOMY_NETWORK_TARGETS.values(),
+        *ANATOMY_TABLE_TARGETS.values(),
+    )
+    return planned_jobs(result.stdout + result.stderr)
+
+
+def test_anatomy_network_jobs_ask_for_one_v100_each(anatomy_plan, slurm_plan):
+    gpu_partitions = {
+        job["slurm_partition"] for jobs in slurm_plan.values() for job in jobs if is_gpu_job(job)
+    }
+    for rule in ANATOMY_NETWORK_TARGETS:
+        assert anatomy_plan.get(rule), rule
+        for job in anatomy_plan[rule]:
+            call = sbatch_call(job)
+            assert sbatch_option(call, r"--gpus=(\S+)") == "v100:1", rule
+            assert int(sbatch_option(call, r"--cpus-per-gpu=(\d+)")) >= int(job["threads"])
+            assert int(sbatch_option(call, r" -t '?(\d+)")) < INSTITUTIONAL_LIMIT_MIN, rule
+            assert job["slurm_partition"] in gpu_partitions, rule
+    for rule in ANATOMY_TABLE_TARGETS:
+        assert anatomy_plan.get(rule), rule
+        assert not any(is_gpu_job(job) for job in anatomy_plan[rule]), rule
+
+
 def test_paper_run_without_ratings_plans_up_to_the_rating_form(slurm_plan):
     assert "rating_form" in slurm_plan and "turing_stats" not in slurm_plan
 

@@ -23,6 +23,7 @@ import torch
 from helpers import BETAS, PROVENANCE, shard_kwargs, tiny_unet
 from PIL import Image
 
+from radsynth.anatomy.tables import FIDELITY_COLUMNS
 from radsynth.core.config import ConfigError
 from radsynth.core.settings.data import DataSettings, ReleaseLicence
 from radsynth.core.settings.sample import Architecture
@@ -717,7 +718,8 @@ def test_stale_counts_fail_naming_the_file(inputs, tmp_path):
 
 #: The anatomy stage's tables, written by hand for the fixture's released set `large` at steps
 #: 100 and 200 (checkpoint interval 50); distractor rows: the FID set at step 100 and the students
-#: on half the real images, which the card must not read.
+#: on half the real images, which the card must not read. fidelity.csv's columns the card does not
+#: read are blank.
 ANATOMY_TABLES = {
     "landmark_summary": pd.DataFrame(
         [["landmark model", 4, 4, 0, 2.5, 0.25], ["mean shape", 4, 4, 0, 9.75, 0.96]],
@@ -740,19 +742,41 @@ ANATOMY_TABLES = {
             ["real vs real", None, "c2_c7_angle_deg", 1.2, None],
         ],
         columns=["set", "step", "measure", "w1", "chi2_p"],
-    ),
+    ).reindex(columns=list(FIDELITY_COLUMNS)),
     "two_sample": pd.DataFrame(
-        [[250, 5, 0.51, 0.4, 0.6, 0.95], [50, 1, 0.62, 0.55, 0.7, 0.95]],
-        columns=["step", "checkpoint", "auroc", "auroc_low", "auroc_high", "level"],
+        [[250, 5, 0.51, 0.4, 0.6, 0.95, 8, 6, 4, 6], [50, 1, 0.62, 0.55, 0.7, 0.95, 8, 6, 4, 6]],
+        columns=[
+            "step",
+            "checkpoint",
+            "auroc",
+            "auroc_low",
+            "auroc_high",
+            "level",
+            "n_real_train",
+            "n_synthetic_train",
+            "n_real_test",
+            "n_synthetic_test",
+        ],
     ),
     "utility": pd.DataFrame(
         [
-            ["real 100%", 1.0, False, 3, 4.0, 0.5],
-            ["synthetic", 0.0, True, 3, 6.5, 1.25],
-            ["real 100% + synthetic", 1.0, True, 3, 3.75, 0.25],
-            ["real 50%", 0.5, False, 3, 7.0, 1.0],
+            ["real 100%", 1.0, False, 8, 0, 3, 4.0, 0.5, 0.4, 0.05],
+            ["synthetic", 0.0, True, 0, 12, 3, 6.5, 1.25, 0.65, 0.125],
+            ["real 100% + synthetic", 1.0, True, 8, 12, 3, 3.75, 0.25, 0.375, 0.025],
+            ["real 50%", 0.5, False, 4, 0, 3, 7.0, 1.0, 0.7, 0.1],
         ],
-        columns=["arm", "real_fraction", "synthetic", "seeds", "mre_px_mean", "mre_px_std"],
+        columns=[
+            "arm",
+            "real_fraction",
+            "synthetic",
+            "n_real",
+            "n_synthetic",
+            "seeds",
+            "mre_px_mean",
+            "mre_px_std",
+            "mre_mm_mean",
+            "mre_mm_std",
+        ],
     ),
 }
 #: The card's paragraph of ANATOMY_TABLES, written by hand.
@@ -803,6 +827,14 @@ def test_a_released_checkpoint_missing_from_the_fidelity_table_fails_naming_it(i
     with pytest.raises(
         ValueError, match=r"fidelity\.csv: expected one row of set 'large' at step 200, found 0"
     ):
+        build(tmp_path / "package", inputs, anatomy=anatomy)
+    assert not (tmp_path / "package").exists()
+
+
+def test_an_anatomy_table_missing_a_column_fails_naming_the_file_and_column(inputs, tmp_path):
+    utility = ANATOMY_TABLES["utility"].drop(columns="mre_px_std")
+    anatomy = write_anatomy_tables(tmp_path, {**ANATOMY_TABLES, "utility": utility})
+    with pytest.raises(ValueError, match=r"utility\.csv: missing column\(s\) \['mre_px_std'\]"):
         build(tmp_path / "package", inputs, anatomy=anatomy)
     assert not (tmp_path / "package").exists()
 

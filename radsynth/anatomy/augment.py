@@ -63,9 +63,12 @@ def augment_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Warp (B, 1, S, S) images bilinearly (zeros outside: air) and move their (B, K, 2)
     keypoints with them: p_out - c = L (p_in - c) + t, c the image centre; flipped images also
-    swap their left/right labels. A keypoint warped out of the image becomes missing (NaN)."""
+    swap their left/right labels. A keypoint warped out of the image becomes missing (NaN).
+    The draws come from `generator` on the CPU, then move to the images' device, so a batch on a
+    GPU is warped as the same batch on the CPU."""
     side = images.shape[-1]
-    linear, shift, flips = random_affines(generator, len(images), training, side)
+    drawn = random_affines(generator, len(images), training, side)
+    linear, shift, flips = (tensor.to(images.device) for tensor in drawn)
     inverse = torch.linalg.inv(linear)
     # affine_grid maps output to input in normalised coordinates u = (p - c) * 2 / S
     theta = torch.cat([inverse, -(inverse @ (shift * 2 / side)[..., None])], dim=-1)

@@ -27,35 +27,17 @@ import torch
 from matplotlib.figure import Figure
 from scipy.stats import chi2_contingency, wasserstein_distance
 
-from radsynth.anatomy.geometry import CURVATURE_CLASSES
 from radsynth.anatomy.landmark_model import LandmarkModel, load_landmark_model, to_network_input
+from radsynth.anatomy.tables import CURVATURE_CLASSES, CURVATURE_MEASURE, FIDELITY_COLUMNS
 from radsynth.core.features import BILINEAR, ExtractorDescription, FeatureExtractor
 from radsynth.core.figures import save_figure
 from radsynth.core.provenance import file_sha256
 from radsynth.core.tables import write_table
 
-#: The geometry table's categorical column (compared by chi-square; every other one by W1).
-CURVATURE_COLUMN = "curvature_class"
-#: Columns of the fidelity table, in order.
-FIDELITY_COLUMNS = (
-    "set",
-    "step",
-    "measure",
-    "n_reference",
-    "n_compared",
-    "w1",
-    "w1_low",
-    "w1_high",
-    "chi2",
-    "chi2_dof",
-    "chi2_p",
-    *(f"share_{name}_{side}" for name in CURVATURE_CLASSES for side in ("reference", "compared")),
-)
-
 
 def numeric_measures(geometry: pd.DataFrame) -> list[str]:
     """The geometry table's numeric columns, in its order."""
-    return [c for c in geometry.columns if c != CURVATURE_COLUMN]
+    return [c for c in geometry.columns if c != CURVATURE_MEASURE]
 
 
 def bootstrap_w1(
@@ -133,8 +115,8 @@ def geometry_distances(
         rows.append({"measure": measure, "w1": w1, "w1_low": low, "w1_high": high})
     rows.append(
         {
-            "measure": CURVATURE_COLUMN,
-            **curvature_comparison(reference[CURVATURE_COLUMN], compared[CURVATURE_COLUMN]),
+            "measure": CURVATURE_MEASURE,
+            **curvature_comparison(reference[CURVATURE_MEASURE], compared[CURVATURE_MEASURE]),
         }
     )
     frame = pd.DataFrame(rows)
@@ -261,14 +243,15 @@ LANDMARK_SCALING = "float32 x / 127.5 - 1"
 class LandmarkEncoderFeatures(FeatureExtractor):
     """The landmark model's trunk as a feature extractor: each ResNet stage's output averaged
     over space and concatenated (64 + 128 + ... features). Images of another size are resized
-    (bilinear, antialiased) to the size the model was trained at."""
+    (bilinear, antialiased) to the size the model was trained at. It runs on the device its
+    images are on (`extract_features` moves both; the anatomy stage asks `network_device()`)."""
 
     def __init__(self, model: LandmarkModel, description: ExtractorDescription) -> None:
         super().__init__(description)
         self.net = model.net.eval()
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        x = to_network_input(images.cpu()).to(images.device)
+        x = to_network_input(images)
         size = self.description.input_size
         if x.shape[-2:] != (size, size):
             x = torch.nn.functional.interpolate(

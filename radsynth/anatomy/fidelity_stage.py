@@ -34,8 +34,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from radsynth.anatomy.fidelity import (
-    CURVATURE_COLUMN,
-    FIDELITY_COLUMNS,
     geometry_distances,
     landmark_feature_extractor,
     plot_fidelity_against_step,
@@ -49,9 +47,19 @@ from radsynth.anatomy.landmark_export import (
     write_landmark_table,
 )
 from radsynth.anatomy.landmark_model import load_landmark_model
+from radsynth.anatomy.tables import (
+    ANGLE_MEASURE,
+    CURVATURE_MEASURE,
+    FD_COLUMNS,
+    FLOOR_SET,
+    TWO_SAMPLE_COLUMNS,
+    read_fd_table,
+    read_fidelity_table,
+)
 from radsynth.anatomy.two_sample import two_sample_auroc
 from radsynth.core.atomic import atomic_output, read_json_object, write_json_atomic
-from radsynth.core.checked_csv import SOURCE_ATTR, numeric_column, read_text_table
+from radsynth.core.checked_csv import SOURCE_ATTR
+from radsynth.core.device import network_device
 from radsynth.core.features import extract_features
 from radsynth.core.figures import save_figure
 from radsynth.core.frechet import frechet_distance
@@ -64,43 +72,14 @@ from radsynth.sample.store import open_samples
 
 log = logging.getLogger(__name__)
 
-#: The set name of the real-vs-real floor in every table.
-FLOOR_SET = "real vs real"
 #: The set name of the FID sets (radsynth.core.config.FID_SAMPLE_SET).
 FID_SET = "fid"
-#: Columns of the Frechet-distance table, in order.
-FD_COLUMNS = (
-    "set",
-    "step",
-    "checkpoint",
-    "n_reference",
-    "n_compared",
-    "reference",
-    "landmark_fd",
-    "inception_fid",
-    "landmark_extractor",
-    "landmark_weights",
-    "warnings",
-)
-#: Columns of the two-sample table, in order.
-TWO_SAMPLE_COLUMNS = (
-    "step",
-    "checkpoint",
-    "auroc",
-    "auroc_low",
-    "auroc_high",
-    "level",
-    "n_real_train",
-    "n_synthetic_train",
-    "n_real_test",
-    "n_synthetic_test",
-)
 
 
 def geometry_of(table: pd.DataFrame) -> pd.DataFrame:
     """The geometry columns of a landmark table (they follow image_id and the landmarks)."""
     columns = landmark_columns()
-    first_geometry = columns.index("c2_c7_angle_deg")
+    first_geometry = columns.index(ANGLE_MEASURE)
     return table[columns[first_geometry:]].reset_index(drop=True)
 
 
@@ -125,7 +104,7 @@ def write_atlas_landmark_features(
     extractor = landmark_feature_extractor(Path(model_path))
     with load_atlas(Path(atlas_path)) as atlas:
         images, names = np.ascontiguousarray(atlas.images), atlas.source_names
-    features = extract_features(extractor, images, batch_size=batch_size)
+    features = extract_features(extractor, images, batch_size=batch_size, device=network_device())
     key = {
         "atlas_digest": atlas_digest(images, names),
         "extractor": extractor.description.as_dict(),
@@ -162,7 +141,10 @@ def landmark_fd_record(
     samples = open_samples([Path(store) for store in fid_stores])
     extractor = landmark_feature_extractor(Path(model_path))
     synthetic = extract_features(
-        extractor, samples.images(samples.global_indices), batch_size=batch_size
+        extractor,
+        samples.images(samples.global_indices),
+        batch_size=batch_size,
+        device=network_device(),
     )
     warnings = size_warnings("atlas", len(real), extractor.num_features)
     warnings += size_warnings(f"FID set of step {step}", len(synthetic), extractor.num_features)
@@ -273,6 +255,7 @@ def write_real_floor(
             [names[i] for i in rows],
             facing,
             curvature_thresholds_deg=curvature_thresholds_deg,
+            batch_size=batch_size,
         )
         write_landmark_table(table, Path(out_csv), provenance=provenance)
     warnings = size_warnings("each half (landmark features)", size.half, landmark_features.shape[1])
@@ -383,34 +366,6 @@ def write_anatomy_fidelity(
     return table
 
 
-def read_fidelity_table(path: Path) -> pd.DataFrame:
-    """fidelity.csv: set and measure as text, step an optional integer, the distances as
-    numbers (blank: NaN). Errors name the file, line and column."""
-    path = Path(path)
-    text = read_text_table(path, FIDELITY_COLUMNS)
-    frame = pd.DataFrame({"set": text["set"], "measure": text["measure"]})
-    frame["step"] = numeric_column(text, path, "step", integer=True, optional=True).astype("Int64")
-    for column in FIDELITY_COLUMNS[3:]:
-        frame[column] = numeric_column(text, path, column, integer=False, optional=True)
-    frame = frame.reindex(columns=list(FIDELITY_COLUMNS)).reset_index(drop=True)
-    frame.attrs[SOURCE_ATTR] = str(path)
-    return frame
-
-
-def read_fd_table(path: Path) -> pd.DataFrame:
-    """The Frechet-distance table, typed like `read_fidelity_table`."""
-    path = Path(path)
-    text = read_text_table(path, FD_COLUMNS)
-    frame = text.reset_index(drop=True).copy()
-    for column in ("step", "checkpoint"):
-        values = numeric_column(text, path, column, integer=True, optional=True)
-        frame[column] = values.astype("Int64").to_numpy()
-    for column in ("landmark_fd", "inception_fid"):
-        frame[column] = numeric_column(text, path, column, integer=False, optional=True).to_numpy()
-    frame.attrs[SOURCE_ATTR] = str(path)
-    return frame
-
-
 def write_anatomy_figure(
     fidelity_csv: Path,
     fd_csv: Path,
@@ -424,7 +379,7 @@ def write_anatomy_figure(
     distances = read_fd_table(Path(fd_csv))
     checkpoints = distances[distances["set"] != FLOOR_SET]
     floor = distances[distances["set"] == FLOOR_SET].iloc[0]
-    unknown = sorted(set(measures) - set(fidelity["measure"]) - {CURVATURE_COLUMN})
+    unknown = sorted(set(measures) - set(fidelity["measure"]) - {CURVATURE_MEASURE})
     if unknown:
         raise ValueError(f"{fidelity_csv}: no rows for measure(s) {unknown}")
     return plot_fidelity_against_step(
@@ -465,8 +420,11 @@ def two_sample_record(
     step: int,
     checkpoint: int,
     settings: Mapping[str, Any],
+    inference_batch_size: int,
 ) -> dict[str, Any]:
-    """AUROC of the real-vs-synthetic classifier for one checkpoint's FID set."""
+    """AUROC of the real-vs-synthetic classifier for one checkpoint's FID set; `settings` are
+    anatomy.two_sample's, `inference_batch_size` (anatomy.batch_size) the images per scoring
+    batch."""
     with load_atlas(Path(atlas_path)) as atlas:
         images, names = np.ascontiguousarray(atlas.images), atlas.source_names
     subsets = read_subsets(Path(split_manifest), names)
@@ -479,6 +437,7 @@ def two_sample_record(
         images[subsets.val],
         synthetic[test_rows],
         **settings,
+        inference_batch_size=inference_batch_size,
     )
     log.info("step %d: AUROC %.3f [%.3f, %.3f]", step, result.auroc, result.low, result.high)
     return {
@@ -504,10 +463,17 @@ def write_two_sample_row(
     step: int,
     checkpoint: int,
     settings: Mapping[str, Any],
+    inference_batch_size: int,
     provenance: Mapping[str, str],
 ) -> None:
     record = two_sample_record(
-        atlas_path, split_manifest, fid_stores, step=step, checkpoint=checkpoint, settings=settings
+        atlas_path,
+        split_manifest,
+        fid_stores,
+        step=step,
+        checkpoint=checkpoint,
+        settings=settings,
+        inference_batch_size=inference_batch_size,
     )
     write_json_atomic(Path(out_json), {**record, "provenance": dict(provenance)})
 

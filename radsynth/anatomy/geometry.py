@@ -47,10 +47,10 @@ import numpy as np
 import pandas as pd
 
 from radsynth.anatomy.metrics import spacing_xy
+from radsynth.anatomy.tables import ANGLE_MEASURE, CURVATURE_MEASURE
 from radsynth.data.csxa import KEYPOINT_LABELS
 
 BODY_LEVELS: tuple[str, ...] = ("C3", "C4", "C5", "C6", "C7")
-CURVATURE_CLASSES: tuple[str, ...] = ("lordotic", "straight", "kyphotic")
 FACINGS = ("left", "right")
 
 
@@ -153,5 +153,5 @@ def geometry_table(
     classes = curvature_class(angle, curvature_thresholds_deg)
     sizes = body_sizes(keypoints, spacing, labels)
     return pd.concat(
-        [pd.DataFrame({"c2_c7_angle_deg": angle, "curvature_class": classes}), sizes], axis=1
+        [pd.DataFrame({ANGLE_MEASURE: angle, CURVATURE_MEASURE: classes}), sizes], axis=1
     )

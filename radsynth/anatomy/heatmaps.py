@@ -30,7 +30,7 @@ def heatmap_to_image(xy: torch.Tensor, stride: int) -> torch.Tensor:
 
 
 def _gaussian_1d(cells: int, centre: torch.Tensor, sigma: float) -> torch.Tensor:
-    grid = torch.arange(cells, dtype=centre.dtype)
+    grid = torch.arange(cells, dtype=centre.dtype, device=centre.device)
     return torch.exp(-((grid - centre[..., None]) ** 2) / (2 * sigma**2))
 
 
@@ -54,8 +54,8 @@ def soft_argmax(logits: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.
     """(B, K, H, W) logits -> (B, K, 2) expected image positions (x, y) and the probability maps."""
     batch, keys, height, width = logits.shape
     probabilities = torch.softmax(logits.reshape(batch, keys, -1), dim=-1).reshape(logits.shape)
-    xs = torch.arange(width, dtype=logits.dtype)
-    ys = torch.arange(height, dtype=logits.dtype)
+    xs = torch.arange(width, dtype=logits.dtype, device=logits.device)
+    ys = torch.arange(height, dtype=logits.dtype, device=logits.device)
     x = (probabilities.sum(dim=-2) * xs).sum(dim=-1)
     y = (probabilities.sum(dim=-1) * ys).sum(dim=-1)
     return heatmap_to_image(torch.stack([x, y], dim=-1), stride), probabilities

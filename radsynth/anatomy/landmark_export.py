@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radsynth.anatomy.geometry import CURVATURE_CLASSES, geometry_table
+from radsynth.anatomy.geometry import geometry_table
 from radsynth.anatomy.landmark_model import LandmarkModel, predict_landmarks
+from radsynth.anatomy.tables import CURVATURE_CLASSES, CURVATURE_MEASURE
 from radsynth.core.checked_csv import SOURCE_ATTR, line_of, numeric_column, read_text_table
 from radsynth.core.tables import write_table
 from radsynth.data.csxa import KEYPOINT_LABELS
@@ -42,13 +43,14 @@ def landmark_table(
     mm_per_pixel: np.ndarray | None = None,
     *,
     curvature_thresholds_deg: Sequence[float],
+    batch_size: int,
 ) -> pd.DataFrame:
     """image_id, then x, y and confidence of each landmark in the model's label order, then the
     geometry (`geometry_table`: angle NaN where the facing is "" (unknown); lengths in mm where
-    `mm_per_pixel` is given, else px)."""
+    `mm_per_pixel` is given, else px). The model predicts `batch_size` images at a time."""
     if len(image_ids) != len(images):
         raise ValueError(f"{len(image_ids)} image ids for {len(images)} images")
-    predicted = predict_landmarks(model, images)
+    predicted = predict_landmarks(model, images, batch_size=batch_size)
     columns: dict[str, object] = {"image_id": list(image_ids)}
     for k, label in enumerate(model.labels):
         columns[label_column(label, "x")] = predicted.xy[:, k, 0]
@@ -120,18 +122,18 @@ def read_landmark_table(path: Path) -> pd.DataFrame:
         raise ValueError(
             f"{path} line {line_of(ids, row)}, column 'image_id': {ids.iloc[row]!r} repeats"
         )
-    classes = text["curvature_class"].str.strip()
+    classes = text[CURVATURE_MEASURE].str.strip()
     unknown = np.flatnonzero((~classes.isin(["", *CURVATURE_CLASSES])).to_numpy())
     if len(unknown):
         row = int(unknown[0])
         raise ValueError(
-            f"{path} line {line_of(classes, row)}, column 'curvature_class': "
+            f"{path} line {line_of(classes, row)}, column {CURVATURE_MEASURE!r}: "
             f"{classes.iloc[row]!r} is not one of {list(CURVATURE_CLASSES)} or blank"
         )
     columns: dict[str, pd.Series] = {"image_id": ids}
     landmark_names = set(_landmark_value_columns())
     for column in text.columns[1:]:
-        if column == "curvature_class":
+        if column == CURVATURE_MEASURE:
             columns[column] = classes
         else:
             optional = column not in landmark_names

@@ -22,6 +22,7 @@ from radsynth.anatomy.heatmaps import confidence, soft_argmax
 from radsynth.anatomy.network import LandmarkNet
 from radsynth.core.atomic import atomic_output
 from radsynth.core.config import ConfigError, load_settings
+from radsynth.core.device import cpu_state_dict, network_device
 from radsynth.core.settings.anatomy import LandmarkArchitecture
 
 FORMAT = "radsynth-landmark-model/1"
@@ -50,15 +51,20 @@ def new_landmark_model(architecture: LandmarkArchitecture, labels: Sequence[str]
     return LandmarkModel(LandmarkNet(architecture, len(labels)), architecture, tuple(labels))
 
 
-def to_network_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 (N, S, S) -> float32 (N, 1, S, S) in [-1, 1]."""
-    return torch.as_tensor(np.asarray(images), dtype=torch.float32)[:, None] / 127.5 - 1.0
+def to_network_input(
+    images: np.ndarray | torch.Tensor, device: torch.device | None = None
+) -> torch.Tensor:
+    """uint8 (N, S, S) -> float32 (N, 1, S, S) in [-1, 1], on `device` (without one, where the
+    images are: the CPU for an array). The uint8 images move, a quarter of the float bytes."""
+    pixels = torch.as_tensor(images)
+    if device is not None:
+        pixels = pixels.to(device)
+    return pixels.to(torch.float32)[:, None] / 127.5 - 1.0
 
 
-def predict_landmarks(
-    model: LandmarkModel, images: np.ndarray, *, batch_size: int = 64
-) -> Landmarks:
-    """Keypoints and confidences of uint8 (N, S, S) images, S the size the model was trained at."""
+def predict_landmarks(model: LandmarkModel, images: np.ndarray, *, batch_size: int) -> Landmarks:
+    """Keypoints and confidences of uint8 (N, S, S) images, S the size the model was trained at,
+    `batch_size` images at a time on `network_device()` (the model is moved there)."""
     images = np.asarray(images)
     side = model.architecture.image_size
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (side, side):
@@ -66,16 +72,17 @@ def predict_landmarks(
             f"the landmark model was trained at {side} x {side} px and takes uint8 (N, {side}, "
             f"{side}) images; got {images.dtype} {images.shape}"
         )
-    model.net.eval()
+    device = network_device()
+    model.net.to(device).eval()
     xy, peaks = [], []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            logits = model.net(to_network_input(images[start : start + batch_size]))
+            logits = model.net(to_network_input(images[start : start + batch_size], device))
             stride = model.architecture.stem_stride
             points, probabilities = soft_argmax(logits, stride)
             peak = confidence(probabilities, model.architecture.heatmap_sigma_px, stride)
-            xy.append(points.double().numpy())
-            peaks.append(peak.double().numpy())
+            xy.append(points.double().cpu().numpy())
+            peaks.append(peak.double().cpu().numpy())
     n_keys = len(model.labels)
     return Landmarks(
         np.concatenate(xy) if xy else np.zeros((0, n_keys, 2)),
@@ -98,7 +105,7 @@ def save_landmark_model(
         "training": json.dumps(dict(training), sort_keys=True),
         "provenance": json.dumps(dict(provenance), sort_keys=True),
     }
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
+    tensors = cpu_state_dict(model.net.state_dict())
     with atomic_output(Path(path)) as tmp:
         save_file(tensors, str(tmp), metadata)
 

@@ -22,6 +22,12 @@ import pandas as pd
 from radsynth.anatomy.landmark_export import landmark_table, write_landmark_table
 from radsynth.anatomy.landmark_model import load_landmark_model, predict_landmarks
 from radsynth.anatomy.metrics import landmark_scores, mean_shape
+from radsynth.anatomy.tables import (
+    BASELINE_ROW,
+    LANDMARK_SUMMARY_COLUMNS,
+    MODEL_ROW,
+    read_landmark_summary,
+)
 from radsynth.anatomy.training import (
     TrainingOutcome,
     resume_folder,
@@ -45,9 +51,6 @@ from radsynth.sample.facing import load_classifier, predict_facing
 from radsynth.sample.store import open_left_facing, open_samples, read_store_attrs
 
 log = logging.getLogger(__name__)
-
-#: Rows of the evaluation summary: the landmark model and the mean-shape baseline.
-MODEL_ROW, BASELINE_ROW = "landmark model", "mean shape"
 
 
 def record_atlas_keypoints(
@@ -121,10 +124,12 @@ def train_split_landmark_model(
     network: Mapping[str, Any],
     training: Mapping[str, Any],
     image_size: int,
+    inference_batch_size: int,
     provenance: Mapping[str, str],
 ) -> TrainingOutcome:
     """Train the landmark model on the split manifest's train rows (resuming from the states in
-    `work_root`/<run identity>); an atlas whose keypoints are not CSXA's 23 fails naming it."""
+    `work_root`/<run identity>); an atlas whose keypoints are not CSXA's 23 fails naming it.
+    `inference_batch_size` (anatomy.batch_size) bounds the validation passes' memory."""
     architecture, settings = _architecture(network, image_size), _training(training)
     atlas = load_atlas(Path(atlas_path))
     subsets = read_subsets(Path(manifest_path), atlas.source_names)
@@ -139,6 +144,7 @@ def train_split_landmark_model(
             work_dir=resume_folder(Path(work_root), identity),
             architecture=architecture,
             training=settings,
+            inference_batch_size=inference_batch_size,
             provenance=provenance,
         )
     except ValueError as exc:
@@ -195,6 +201,8 @@ def evaluate_split_landmark_model(
         )
         per_landmark.append(scores.per_landmark.assign(predictor=predictor))
     table = pd.DataFrame(summary)
+    scores_after = table.columns.drop(list(LANDMARK_SUMMARY_COLUMNS))
+    table = table[[*LANDMARK_SUMMARY_COLUMNS, *scores_after]]
     write_table(table, Path(summary_csv), provenance=provenance)
     landmarks = pd.concat(per_landmark, ignore_index=True)
     landmarks = landmarks[["predictor", *landmarks.columns.drop("predictor")]]
@@ -211,6 +219,7 @@ def evaluate_split_landmark_model(
         [atlas.source_names[i] for i in subsets.val],
         facing,
         curvature_thresholds_deg=curvature_thresholds_deg,
+        batch_size=batch_size,
     )
     write_landmark_table(held_out, Path(held_out_csv), provenance=provenance)
     model_mre, baseline_mre = table["mre_px"]
@@ -230,10 +239,11 @@ def set_landmarks(
     out_csv: Path,
     *,
     curvature_thresholds_deg: Sequence[float],
+    batch_size: int,
     provenance: Mapping[str, str],
 ) -> pd.DataFrame:
     """Landmarks and geometry (px) of one gathered sample set, its images made left-facing as
-    released (the manifest's flips)."""
+    released (the manifest's flips), `batch_size` images per prediction (anatomy.batch_size)."""
     samples = open_left_facing(Path(sample_manifest))
     ids = list(samples)
     images = np.stack([samples[image_id] for image_id in ids])
@@ -243,6 +253,7 @@ def set_landmarks(
         ids,
         ["left"] * len(ids),
         curvature_thresholds_deg=curvature_thresholds_deg,
+        batch_size=batch_size,
     )
     write_landmark_table(table, Path(out_csv), provenance=provenance)
     return table
@@ -272,10 +283,12 @@ def utility_students(
     seeds: Sequence[int],
     training: Mapping[str, Any],
     work_root: Path,
+    inference_batch_size: int,
     provenance: Mapping[str, str],
 ) -> pd.DataFrame:
     """Train on synthetic, test on real: one student per (arm, seed) on the split's train rows
-    and the teacher-labelled utility samples, each scored on the held-out rows (one row each)."""
+    and the teacher-labelled utility samples, each scored on the held-out rows (one row each).
+    `inference_batch_size` (anatomy.batch_size): images per prediction."""
     for store in synthetic_stores:
         require_split_run(sampled_run(store), f"utility sample store {store}")
     samples = open_samples([Path(store) for store in synthetic_stores])
@@ -292,6 +305,7 @@ def utility_students(
         seeds=seeds,
         training=_training(training),
         work_dir=Path(work_root),
+        inference_batch_size=inference_batch_size,
         provenance=provenance,
         held_out_mm_per_pixel=np.asarray(atlas.mm_per_pixel[subsets.val], np.float64),
     )
@@ -311,7 +325,7 @@ def utility_figure(
     teacher's own held-out MRE as the bound."""
     summary = summarise_utility(read_table(Path(results_csv)))
     write_table(summary, Path(summary_csv), provenance=provenance)
-    evaluation = read_table(Path(evaluation_summary_csv)).set_index("predictor")
+    evaluation = read_landmark_summary(Path(evaluation_summary_csv)).set_index("predictor")
     plot_utility(
         summary,
         Path(figure_png),

@@ -9,6 +9,11 @@ which verify each file's hash and the run identity), so a killed job rerun conti
 last state left it and, on the CPU with the same thread count, ends with the same weights as an
 uninterrupted run. Early stopping keeps the weights of the best validation MRE (px) and stops
 after `patience` evaluations without a better one.
+
+The network trains on `network_device()` (CUDA when present, else the CPU). The seeded draws stay
+on the CPU and the batches move to the device after them, and what is saved (resume states, the
+best weights, the model file) is a CPU copy, so a state written on a GPU resumes on a CPU. A
+progress bar on stderr (the job's log) counts the steps, with the last loss and validation MRE.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from radsynth.anatomy.augment import augment_batch, flip_permutation
 from radsynth.anatomy.heatmaps import gaussian_targets, js_divergence, soft_argmax
@@ -34,6 +41,7 @@ from radsynth.anatomy.landmark_model import (
     to_network_input,
 )
 from radsynth.anatomy.metrics import landmark_scores
+from radsynth.core.device import cpu_state_dict, network_device
 from radsynth.core.seeds import (
     STREAM_INIT,
     STREAM_MICRO_BATCH,
@@ -182,8 +190,8 @@ def _save(
     provenance: Mapping[str, str],
 ) -> None:
     parts: dict[str, Any] = {
-        MODEL_PART: model.net.state_dict(),
-        OPTIMIZER_PART: optimizer.state_dict(),
+        MODEL_PART: cpu_state_dict(model.net.state_dict()),
+        OPTIMIZER_PART: optimizer.state_dict(),  # read back onto the CPU, then Adam's device
     }
     if best is not None:
         parts[BEST_PART] = best
@@ -197,9 +205,13 @@ def _save(
 
 
 def _evaluate(
-    model: LandmarkModel, images: np.ndarray, keypoints: np.ndarray, labels: Sequence[str]
+    model: LandmarkModel,
+    images: np.ndarray,
+    keypoints: np.ndarray,
+    labels: Sequence[str],
+    batch_size: int,
 ) -> float:
-    predicted = predict_landmarks(model, images)
+    predicted = predict_landmarks(model, images, batch_size=batch_size)
     model.net.train()
     return landmark_scores(predicted.xy, keypoints, labels).mre_px
 
@@ -213,12 +225,14 @@ def train_landmark_model(
     work_dir: Path,
     architecture: LandmarkArchitecture,
     training: LandmarkTraining,
+    inference_batch_size: int,
     provenance: Mapping[str, str],
     until_step: int | None = None,
 ) -> TrainingOutcome:
     """Train on uint8 (N, S, S) images and their (N, K, 2) keypoints (the split's train subset),
     keeping resume states in `work_dir`; writes `model_path` (the best validation weights) once
-    finished. A rerun with the same inputs continues from the latest state."""
+    finished. A rerun with the same inputs continues from the latest state. The validation
+    passes predict `inference_batch_size` images at a time (anatomy.batch_size)."""
     images, keypoints = np.asarray(images), np.asarray(keypoints, dtype=np.float32)
     _check_inputs(images, keypoints, labels, architecture.image_size)
     permutation = flip_permutation(labels)
@@ -227,42 +241,58 @@ def train_landmark_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derived_seed(training.seed, STREAM_INIT, 0))
         model = new_landmark_model(architecture, labels)
+    device = network_device()
+    model.net.to(device)  # before Adam is made and restored: its state follows the parameters
     optimizer = torch.optim.Adam(model.net.parameters(), lr=training.learning_rate)
     progress, best = _restore(Path(work_dir), identity, model, optimizer)
     fit_images, fit_keypoints = torch.as_tensor(images[fit]), torch.as_tensor(keypoints[fit])
     stop_at = training.max_steps if until_step is None else min(until_step, training.max_steps)
     model.net.train()
-    while not progress.finished and progress.step < stop_at:
-        progress.step += 1
-        rows = micro_batch_positions(
-            len(fit), training.batch_size, training.seed, progress.step - 1
-        )
-        generator = seeded_generator(training.seed, STREAM_MICRO_BATCH, progress.step)
-        loss = step_loss(
-            model,
-            to_network_input(fit_images[rows]),
-            fit_keypoints[rows],
-            generator,
-            training,
-            permutation,
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if progress.step % training.eval_every == 0 or progress.step == training.max_steps:
-            mre = _evaluate(model, images[held_out], keypoints[held_out], labels)
-            progress.history.append(
-                {"step": progress.step, "train_loss": loss.item(), "val_mre_px": mre}
+    bar = tqdm(
+        total=training.max_steps,
+        initial=progress.step,
+        desc="landmark training",
+        unit="step",
+        file=sys.stderr,
+        disable=progress.finished or progress.step >= stop_at,
+    )
+    with bar:
+        while not progress.finished and progress.step < stop_at:
+            progress.step += 1
+            rows = micro_batch_positions(
+                len(fit), training.batch_size, training.seed, progress.step - 1
             )
-            if mre < progress.best_val_mre_px:
-                progress.best_step, progress.best_val_mre_px, progress.stale = progress.step, mre, 0
-                best = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
-            else:
-                progress.stale += 1
-            progress.stopped_early = progress.stale >= training.patience
-            progress.finished = progress.stopped_early or progress.step == training.max_steps
-        if progress.finished or progress.step % training.state_every == 0:
-            _save(Path(work_dir), identity, model, optimizer, best, progress, provenance)
+            generator = seeded_generator(training.seed, STREAM_MICRO_BATCH, progress.step)
+            loss = step_loss(
+                model,
+                to_network_input(fit_images[rows], device),
+                fit_keypoints[rows].to(device),
+                generator,
+                training,
+                permutation,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            bar.update(1)
+            if progress.step % training.eval_every == 0 or progress.step == training.max_steps:
+                mre = _evaluate(
+                    model, images[held_out], keypoints[held_out], labels, inference_batch_size
+                )
+                progress.history.append(
+                    {"step": progress.step, "train_loss": loss.item(), "val_mre_px": mre}
+                )
+                bar.set_postfix(loss=f"{loss.item():.4f}", val_mre_px=f"{mre:.3f}")
+                if mre < progress.best_val_mre_px:
+                    progress.best_step, progress.best_val_mre_px = progress.step, mre
+                    progress.stale = 0
+                    best = cpu_state_dict(model.net.state_dict())
+                else:
+                    progress.stale += 1
+                progress.stopped_early = progress.stale >= training.patience
+                progress.finished = progress.stopped_early or progress.step == training.max_steps
+            if progress.finished or progress.step % training.state_every == 0:
+                _save(Path(work_dir), identity, model, optimizer, best, progress, provenance)
     if progress.finished:
         model.net.load_state_dict(best, strict=True)
         summary = {

@@ -6,7 +6,9 @@ the real train images (label 0) from synthetic images (label 1); its AUROC on im
 (the held-out real images and unseen synthetic ones) says how separable the two are: 0.5 =
 indistinguishable, 1 = every synthetic image told apart. The interval is a stratified percentile
 bootstrap of the test images (each class resampled with replacement within itself). Training is
-seeded through `radsynth.core.seeds` (initial weights, and each step's balanced batch and flips).
+seeded through `radsynth.core.seeds` (initial weights, and each step's balanced batch and flips):
+the draws stay on the CPU, then the batch moves to `network_device()`, where the classifier
+trains and scores (CUDA when present, else the CPU).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import nn
 from torchvision.models import resnet18
 
 from radsynth.anatomy.landmark_model import to_network_input
+from radsynth.core.device import network_device
 from radsynth.core.seeds import STREAM_INIT, STREAM_MICRO_BATCH, derived_seed, seeded_generator
 
 
@@ -62,10 +65,13 @@ def train_two_sample_classifier(
     trunk_levels: int,
 ) -> nn.Module:
     """Fit the classifier on uint8 (N, S, S) real and synthetic images: each step draws half its
-    batch from each set (seeded), flipped left-right at random, with a binary cross-entropy."""
+    batch from each set (seeded), flipped left-right at random, with a binary cross-entropy. The
+    network is returned on `network_device()`, in eval mode."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derived_seed(seed, STREAM_INIT, 0))
         network = classifier_network(trunk_levels)
+    device = network_device()
+    network.to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
     real_t, synthetic_t = torch.as_tensor(real), torch.as_tensor(synthetic)
     half = max(1, batch_size // 2)
@@ -76,8 +82,8 @@ def train_two_sample_classifier(
         rows_synthetic = torch.randint(0, len(synthetic_t), (half,), generator=generator)
         images = to_network_input(torch.cat([real_t[rows_real], synthetic_t[rows_synthetic]]))
         flips = torch.rand(len(images), generator=generator) < 0.5
-        images = torch.where(flips[:, None, None, None], images.flip(-1), images)
-        targets = torch.cat([torch.zeros(half), torch.ones(half)])
+        images = torch.where(flips[:, None, None, None], images.flip(-1), images).to(device)
+        targets = torch.cat([torch.zeros(half), torch.ones(half)]).to(device)
         loss = nn.functional.binary_cross_entropy_with_logits(network(images)[:, 0], targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -85,12 +91,15 @@ def train_two_sample_classifier(
     return network.eval()
 
 
-def synthetic_logits(network: nn.Module, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """The classifier's logit of "synthetic" per image."""
+def synthetic_logits(network: nn.Module, images: np.ndarray, *, batch_size: int) -> np.ndarray:
+    """The classifier's logit of "synthetic" per image, `batch_size` images at a time on the
+    device the network is on."""
+    device = next(network.parameters()).device
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            out.append(network(to_network_input(images[start : start + batch_size]))[:, 0])
+            batch = to_network_input(images[start : start + batch_size], device)
+            out.append(network(batch)[:, 0].cpu())
     return torch.cat(out).double().numpy() if out else np.zeros(0)
 
 
@@ -137,8 +146,10 @@ def two_sample_auroc(
     trunk_levels: int,
     n_boot: int,
     level: float,
+    inference_batch_size: int,
 ) -> TwoSampleResult:
-    """Train on (real_train, synthetic_train), score unseen (real_test, synthetic_test)."""
+    """Train on (real_train, synthetic_train), score unseen (real_test, synthetic_test),
+    `inference_batch_size` images per scoring batch."""
     sides = {real_train.shape[1:], synthetic_train.shape[1:]}
     sides |= {real_test.shape[1:], synthetic_test.shape[1:]}
     if len(sides) != 1:
@@ -153,8 +164,8 @@ def two_sample_auroc(
         trunk_levels=trunk_levels,
     )
     return bootstrap_auroc(
-        synthetic_logits(network, real_test),
-        synthetic_logits(network, synthetic_test),
+        synthetic_logits(network, real_test, batch_size=inference_batch_size),
+        synthetic_logits(network, synthetic_test, batch_size=inference_batch_size),
         n_boot=n_boot,
         level=level,
         seed=seed,

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 
 from radsynth.anatomy.landmark_model import LandmarkModel, load_landmark_model, predict_landmarks
 from radsynth.anatomy.metrics import landmark_scores
+from radsynth.anatomy.tables import UTILITY_SUMMARY_COLUMNS
 from radsynth.anatomy.training import resume_folder, run_identity, train_landmark_model
 from radsynth.core.figures import save_figure
 from radsynth.core.settings.anatomy import LandmarkArchitecture, LandmarkTraining
@@ -76,9 +77,11 @@ def real_subset(n_real: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(order[: max(1, round(fraction * n_real))]) if fraction > 0 else order[:0]
 
 
-def pseudo_labels(teacher: LandmarkModel, synthetic_images: np.ndarray) -> np.ndarray:
+def pseudo_labels(
+    teacher: LandmarkModel, synthetic_images: np.ndarray, *, batch_size: int
+) -> np.ndarray:
     """The teacher's (N, K, 2) keypoints of the synthetic images, as training targets."""
-    return predict_landmarks(teacher, synthetic_images).xy.astype(np.float32)
+    return predict_landmarks(teacher, synthetic_images, batch_size=batch_size).xy.astype(np.float32)
 
 
 def run_utility(
@@ -91,17 +94,19 @@ def run_utility(
     seeds: Sequence[int],
     training: LandmarkTraining,
     work_dir: Path,
+    inference_batch_size: int,
     provenance: Mapping[str, str],
     held_out_mm_per_pixel: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Train one student per (arm, seed) and test it on the held-out real images: one row each
     with the arm, seed, image counts and held-out MRE (px, and mm where spacings are given).
     `real` and `held_out` are (uint8 images, keypoints). Students resume from `work_dir`
-    (<arm>/seed<seed>/<run identity>)."""
+    (<arm>/seed<seed>/<run identity>); they train, and every model predicts
+    `inference_batch_size` images at a time, on `network_device()`."""
     real_images, real_keypoints = real
     labels = teacher.labels
     architecture: LandmarkArchitecture = teacher.architecture
-    synthetic_keypoints = pseudo_labels(teacher, synthetic_images)
+    synthetic_keypoints = pseudo_labels(teacher, synthetic_images, batch_size=inference_batch_size)
     rows = []
     for arm in arms:
         for seed in seeds:
@@ -125,9 +130,12 @@ def run_utility(
                 work_dir=folder / "work",
                 architecture=architecture,
                 training=student,
+                inference_batch_size=inference_batch_size,
                 provenance=provenance,
             )
-            predicted = predict_landmarks(load_landmark_model(model_path), held_out[0])
+            predicted = predict_landmarks(
+                load_landmark_model(model_path), held_out[0], batch_size=inference_batch_size
+            )
             scores = landmark_scores(
                 predicted.xy, held_out[1], labels, held_out_mm_per_pixel
             ).summary()
@@ -148,7 +156,7 @@ def run_utility(
 
 def summarise_utility(results: pd.DataFrame) -> pd.DataFrame:
     """Mean and sample std (ddof 1; NaN for one seed) of the held-out MRE per arm, arms in
-    their order of `results`."""
+    their order of `results`: the utility summary (`UTILITY_SUMMARY_COLUMNS`)."""
     grouped = results.groupby("arm", sort=False)
     summary = grouped.agg(
         real_fraction=("real_fraction", "first"),
@@ -161,7 +169,7 @@ def summarise_utility(results: pd.DataFrame) -> pd.DataFrame:
         mre_mm_mean=("mre_mm", "mean"),
         mre_mm_std=("mre_mm", "std"),
     )
-    return summary.reset_index()
+    return summary.reset_index()[list(UTILITY_SUMMARY_COLUMNS)]
 
 
 def plot_utility(

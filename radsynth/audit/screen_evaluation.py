@@ -67,6 +67,7 @@ def screen_columns(
     threshold: float,
     curvature_thresholds_deg: Sequence[float],
     facing_batch_size: int,
+    landmark_batch_size: int,
     chunk_size: int,
 ) -> pd.DataFrame:
     """The manifest's screen columns of a batch of atlas-frame images, scored as samples are."""
@@ -77,6 +78,7 @@ def screen_columns(
         list(ids),
         ["left"] * len(ids),
         curvature_thresholds_deg=curvature_thresholds_deg,
+        batch_size=landmark_batch_size,
     )
     frame = pd.DataFrame(
         {
@@ -126,6 +128,7 @@ def evaluate_screens(
     corruptions: Sequence[str],
     curvature_thresholds_deg: Sequence[float],
     facing_batch_size: int,
+    landmark_batch_size: int,
     chunk_size: int,
     provenance: Mapping[str, str],
 ) -> pd.DataFrame:
@@ -178,6 +181,7 @@ def evaluate_screens(
             threshold=threshold,
             curvature_thresholds_deg=curvature_thresholds_deg,
             facing_batch_size=facing_batch_size,
+            landmark_batch_size=landmark_batch_size,
             chunk_size=chunk_size,
         )
 

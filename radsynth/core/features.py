@@ -35,11 +35,11 @@ from typing import get_args
 
 import numpy as np
 import torch
-from accelerate import PartialState
 from torch import nn
 from torchmetrics.image.fid import NoTrainInceptionV3
 from tqdm import tqdm
 
+from radsynth.core.device import network_device
 from radsynth.core.provenance import file_sha256
 from radsynth.core.settings.evaluate import ExtractorName
 
@@ -293,7 +293,7 @@ def extract_features(
     The device comes from accelerate unless given (CUDA on a GPU node, else CPU), so one source
     runs both; the batch size and the device only bound memory and speed (convolutions may round
     differently per batch size and device, by float rounding only)."""
-    device = torch.device(device) if device is not None else PartialState().device
+    device = torch.device(device) if device is not None else network_device()
     extractor = extractor.to(device)
     out = np.empty((len(images), extractor.num_features), dtype=np.float32)
     with torch.inference_mode():

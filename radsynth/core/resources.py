@@ -121,12 +121,11 @@ LANDMARK_TRAIN_BYTES = (1869 - 1289) / 12 * 2**20 / (PAPER_LANDMARK_CELLS * PAPE
 LANDMARK_INFER_BYTES = (1758 - 1159) / 48 * 2**20 / (PAPER_LANDMARK_CELLS * PAPER_LANDMARK_UNITS)
 #: The two-sample classifier (4 stages, an upper bound for fewer): MB besides the activations,
 #: and MB per 256 px image, in training (`anatomy.two_sample.batch_size`) and in scoring (at
-#: `synthetic_logits`' batch of 64).
+#: `anatomy.batch_size`; measured at 64).
 TWO_SAMPLE_TRAIN_MB = 1365 - 8 * (2111 - 1365) / 24 - ANATOMY_IMPORT_MB
 TWO_SAMPLE_TRAIN_MB_PER_IMAGE = (2111 - 1365) / 24
 TWO_SAMPLE_SCORE_MB = 1127 - 16 * (1561 - 1127) / 48 - ANATOMY_IMPORT_MB
 TWO_SAMPLE_SCORE_MB_PER_IMAGE = (1561 - 1127) / 48
-TWO_SAMPLE_SCORE_BATCH = 64
 #: The evaluate stage's cached Inception features the real-vs-real floor reads: 2,048 float64
 #: per atlas image (bytes).
 INCEPTION_FEATURE_BYTES = 2048 * 8
@@ -295,7 +294,10 @@ def _two_sample_mb(config: Mapping[str, Any]) -> float:
     settings = config["anatomy"]["two_sample"]
     pixels = (config["preprocess"]["size"] / 256) ** 2
     train = TWO_SAMPLE_TRAIN_MB + TWO_SAMPLE_TRAIN_MB_PER_IMAGE * settings["batch_size"] * pixels
-    score = TWO_SAMPLE_SCORE_MB + TWO_SAMPLE_SCORE_MB_PER_IMAGE * TWO_SAMPLE_SCORE_BATCH * pixels
+    score = (
+        TWO_SAMPLE_SCORE_MB
+        + TWO_SAMPLE_SCORE_MB_PER_IMAGE * config["anatomy"]["batch_size"] * pixels
+    )
     return max(train, score) + _atlas_mb(config) + _fid_set_mb(config)
 
 

@@ -21,11 +21,21 @@ from typing import Any
 
 import pandas as pd
 
+from radsynth.anatomy.tables import (
+    ANGLE_MEASURE,
+    BASELINE_ROW,
+    CURVATURE_MEASURE,
+    FLOOR_SET,
+    MODEL_ROW,
+    read_fidelity_table,
+    read_landmark_summary,
+    read_two_sample_table,
+    read_utility_summary,
+)
 from radsynth.audit.screening import AUTOMATED, EXCLUDE
 from radsynth.core.config import load_settings
 from radsynth.core.settings.data import LocalOrigin, ReleaseLicence
 from radsynth.core.settings.release import ReleaseSettings
-from radsynth.core.tables import read_table
 
 #: figshare's licence ids (GET /v2/licenses), for every licence a release can carry.
 FIGSHARE_LICENCES: dict[ReleaseLicence, int] = {"CC BY 4.0": 1}
@@ -162,13 +172,6 @@ def screening_sentence(merged: pd.DataFrame) -> str:
     )
 
 
-#: The anatomy stage's row and measure names the card reads (its writers: landmark evaluation's
-#: predictor rows, radsynth.anatomy.stage; fidelity.csv's floor set and measures,
-#: radsynth.anatomy.fidelity_stage and .geometry), spelt here as the files spell them: the release
-#: stage may not import the anatomy stage's work.
-MODEL_ROW, BASELINE_ROW = "landmark model", "mean shape"
-FLOOR_SET = "real vs real"
-ANGLE_MEASURE, CURVATURE_MEASURE = "c2_c7_angle_deg", "curvature_class"
 #: The card's words when the atlas has no keypoints.
 ANATOMY_SKIPPED = (
     "The anatomy stage was skipped: the atlas has no keypoints (no inputs for a landmark model), "
@@ -184,15 +187,6 @@ class AnatomyFiles:
     fidelity: Path  # W1 and chi-square of each set's geometry, and the real-vs-real floor's
     two_sample: Path  # two-sample AUROC per FID checkpoint
     utility: Path  # students' held-out MRE per training set (mean, std over seeds)
-
-
-def anatomy_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    """A table written by the anatomy stage, refused (naming the file) without `columns`."""
-    table = read_table(Path(path))
-    missing = [column for column in columns if column not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: lacks the column(s) {', '.join(missing)}")
-    return table
 
 
 def one_row(table: pd.DataFrame, selected: pd.Series, path: Path, what: str) -> pd.Series:
@@ -245,36 +239,33 @@ def checkpoint_anatomy(
 
 
 def anatomy_paragraph(files: AnatomyFiles | None, sample_sets: pd.DataFrame) -> str:
-    """The card's anatomy paragraph, every number read from the anatomy stage's tables: the
-    landmark model against the mean shape, each released checkpoint (`sample_sets`: columns
-    sample_set, checkpoint, training_step) against the real-vs-real floor, and the utility
-    result; for an atlas without keypoints (`files` None) that the stage was skipped."""
+    """The card's anatomy paragraph, every number read from the anatomy stage's tables through
+    their readers (`radsynth.anatomy.tables`): the landmark model against the mean shape, each
+    released checkpoint (`sample_sets`: columns sample_set, checkpoint, training_step) against
+    the real-vs-real floor, and the utility result; for an atlas without keypoints (`files`
+    None) that the stage was skipped."""
     if files is None:
         return ANATOMY_SKIPPED
-    summary = anatomy_table(files.landmark_summary, ("predictor", "n_images", "mre_px", "mre_mm"))
+    summary = read_landmark_summary(files.landmark_summary)
     model, baseline = (
         one_row(summary, summary["predictor"] == name, files.landmark_summary, f"{name!r}")
         for name in (MODEL_ROW, BASELINE_ROW)
     )
-    fidelity = anatomy_table(files.fidelity, ("set", "step", "measure", "w1", "chi2_p"))
+    fidelity = read_fidelity_table(files.fidelity)
     floor = one_row(
         fidelity,
         (fidelity["set"] == FLOOR_SET) & (fidelity["measure"] == ANGLE_MEASURE),
         files.fidelity,
         f"{FLOOR_SET!r} {ANGLE_MEASURE}",
     )
-    two_sample = anatomy_table(
-        files.two_sample, ("step", "auroc", "auroc_low", "auroc_high", "level")
-    ).sort_values("step", ignore_index=True)
+    two_sample = read_two_sample_table(files.two_sample).sort_values("step", ignore_index=True)
     checkpoints = [
         checkpoint_anatomy(
             row.sample_set, row.checkpoint, int(row.training_step), fidelity, two_sample, files
         )
         for row in sample_sets.itertuples(index=False)
     ]
-    utility = anatomy_table(
-        files.utility, ("real_fraction", "synthetic", "seeds", "mre_px_mean", "mre_px_std")
-    )
+    utility = read_utility_summary(files.utility)
     real_only, synthetic_only, combined = (
         one_row(
             utility,

@@ -27,6 +27,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from tqdm import tqdm
 
 from radsynth.core.compile import maybe_compile
+from radsynth.core.device import process_state
 from radsynth.core.preemption import EXIT_RESUME_LATER, StopRequested, stop_signals
 from radsynth.core.settings.sample import MULTISTEP_SAMPLERS, Weights
 from radsynth.sample.denoising import sample_batch
@@ -59,7 +60,7 @@ WEIGHTS: tuple[str, ...] = get_args(Weights)
 def sampling_state() -> PartialState:
     """accelerate's process state: the processes `accelerate launch` started (one per GPU, or a
     gloo group on CPU, which accelerate joins only when asked for the CPU), one process else."""
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = process_state()
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if state.num_processes != launched:
         raise RuntimeError(

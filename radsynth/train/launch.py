@@ -28,10 +28,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from accelerate import PartialState
-
 from radsynth.core.atomic import read_json_object, write_json_atomic
-from radsynth.train.loop import on_cpu, train_job
+from radsynth.core.device import process_state
+from radsynth.train.loop import train_job
 
 #: prctl(2) option that makes orphaned descendants children of this process.
 _PR_SET_CHILD_SUBREAPER = 36
@@ -47,7 +46,7 @@ def free_port() -> int:
 def accelerate_command(num_processes: int, port: int) -> list[str]:
     """`accelerate launch` of `num_processes` workers of this module on one node. --multi_gpu is
     accelerate's data-parallel launcher (torch.distributed.run); on a machine without CUDA the
-    workers ask accelerate for the CPU (`radsynth.train.loop.on_cpu`), which then uses gloo."""
+    workers ask accelerate for the CPU (`radsynth.core.device.on_cpu`), which then uses gloo."""
     return [
         str(Path(sys.executable).parent / "accelerate"),
         "launch",
@@ -88,7 +87,7 @@ def _worker(request_json: Path, status_json: Path) -> int:
     """One process of a launched job: train_job; the main process records the status."""
     request = read_json_object(request_json, "training job request")
     status = train_job(**_job_arguments(request))
-    if PartialState(cpu=on_cpu()).is_main_process:
+    if process_state().is_main_process:
         write_json_atomic(status_json, {"status": status})
     return status
 

@@ -70,12 +70,13 @@ from typing import Any, TextIO
 
 import numpy as np
 import torch
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from ema_pytorch import EMA
 from tqdm import tqdm
 
 from radsynth.core.atomic import read_json_object, write_json_atomic
 from radsynth.core.compile import maybe_compile
+from radsynth.core.device import on_cpu, process_state
 from radsynth.core.preemption import EXIT_RESUME_LATER, stop_signals
 from radsynth.core.provenance import config_hash
 from radsynth.core.seeds import STREAM_DROPOUT, STREAM_INIT, derived_seed, micro_batch_positions
@@ -148,11 +149,6 @@ class TrainResult:
 #: the time limit (with `--signal`), on `scancel` and on preemption, KillWait seconds before
 #: SIGKILL.
 STOP_SIGNALS = (signal.SIGTERM,)
-
-
-def on_cpu() -> bool:
-    """Without CUDA, accelerate's processes train on the CPU (gloo when there are several)."""
-    return not torch.cuda.is_available()
 
 
 @dataclass
@@ -538,7 +534,7 @@ def _train_run(
     """Train (or resume) the run in `run_dir`, whose states carry `identity`, up to step `stop`."""
     _check_mixed_precision(settings.training)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _run_logger(run_dir, enabled=PartialState(cpu=on_cpu()).is_main_process) as logger:
+    with _run_logger(run_dir, enabled=process_state().is_main_process) as logger:
         run = _build_run(settings, images, run_dir, logger, provenance)
         run.identity = identity
         with stop_signals(STOP_SIGNALS) as run.signalled:
@@ -682,7 +678,7 @@ def train_job(
     images, inputs = _load_inputs(
         Path(atlas_h5), None if manifest_csv is None else Path(manifest_csv), settings
     )
-    state = PartialState(cpu=on_cpu())
+    state = process_state()
     with state.main_process_first():  # the others find the folder the main process recorded
         run_dir = _open_run_folder(Path(runs_root), inputs, settings)
     reached = reached_step(run_dir)

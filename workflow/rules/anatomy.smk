@@ -42,6 +42,7 @@ rule landmark_train:
     threads: 1
     resources:
         mem_mb=job_memory_mb(config, "landmark_train"),
+        gpu=1,
     params:
         # the resume cadence (anatomy.training.state_every) is read from the config: it changes
         # no weight
@@ -75,6 +76,7 @@ rule landmark_evaluation:
         "../../envs/torch.yaml"
     resources:
         mem_mb=job_memory_mb(config, "landmark_evaluation"),
+        gpu=1,
     params:
         curvature_thresholds_deg=curvature_thresholds(),
     script:
@@ -96,6 +98,7 @@ rule set_landmarks:
         "../../envs/torch.yaml"
     resources:
         mem_mb=job_memory_mb(config, "set_landmarks"),
+        gpu=1,
     params:
         curvature_thresholds_deg=curvature_thresholds(),
     script:
@@ -119,6 +122,7 @@ rule utility_students:
     threads: 1
     resources:
         mem_mb=job_memory_mb(config, "utility_students"),
+        gpu=1,
     params:
         training=anatomy_training_settings(),
         fractions=canonical(config["anatomy"]["utility"]["fractions"]),
@@ -174,6 +178,7 @@ rule atlas_landmark_features:
         "../../envs/torch.yaml"
     resources:
         mem_mb=job_memory_mb(config, "atlas_landmark_features"),
+        gpu=1,
     script:
         "../scripts/atlas_landmark_features.py"
 
@@ -193,6 +198,7 @@ rule landmark_fd:
         "../../envs/torch.yaml"
     resources:
         mem_mb=job_memory_mb(config, "landmark_fd"),
+        gpu=1,
     params:
         checkpoint=checkpoint_number,
     script:
@@ -218,6 +224,7 @@ rule real_floor:
         "../../envs/torch.yaml"
     resources:
         mem_mb=job_memory_mb(config, "real_floor"),
+        gpu=1,
     params:
         # halves of the FID set size (capped at half the atlas), drawn with the fidelity seed
         set_size=config["evaluate"]["samples"]["n_images"],
@@ -307,6 +314,7 @@ rule two_sample:
         "../../envs/torch.yaml"
     resources:
         mem_mb=job_memory_mb(config, "two_sample"),
+        gpu=1,
     params:
         checkpoint=checkpoint_number,
         settings=canonical(config["anatomy"]["two_sample"]),

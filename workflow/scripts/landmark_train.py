@@ -15,5 +15,7 @@ with log_to(snakemake.log[0]):
         network=snakemake.params.network,
         training=snakemake.config["anatomy"]["training"],
         image_size=snakemake.params.image_size,
+        # operational: the validation passes' batch bounds memory, changes no weight
+        inference_batch_size=snakemake.config["anatomy"]["batch_size"],
         provenance=provenance(snakemake.config),
     )

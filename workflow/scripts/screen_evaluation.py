@@ -26,6 +26,7 @@ with log_to(snakemake.log[0]):
         curvature_thresholds_deg=snakemake.config["anatomy"]["curvature_thresholds_deg"],
         # Operational: batch and chunk sizes change no score.
         facing_batch_size=snakemake.config["audit"]["batch_size"],
+        landmark_batch_size=snakemake.config["anatomy"]["batch_size"],
         chunk_size=snakemake.config["audit"]["chunk_size"],
         provenance=provenance(snakemake.config),
     )

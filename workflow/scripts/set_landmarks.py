@@ -10,5 +10,7 @@ with log_to(snakemake.log[0]):
         Path(snakemake.input.manifest),
         Path(snakemake.output[0]),
         curvature_thresholds_deg=snakemake.params.curvature_thresholds_deg,
+        # operational: images per prediction, changes no result
+        batch_size=snakemake.config["anatomy"]["batch_size"],
         provenance=provenance(snakemake.config),
     )

@@ -14,5 +14,7 @@ with log_to(snakemake.log[0]):
         step=checkpoint * snakemake.config["training"]["checkpoint_every"],
         checkpoint=checkpoint,
         settings=snakemake.params.settings,
+        # operational: images per scoring batch, changes no result
+        inference_batch_size=snakemake.config["anatomy"]["batch_size"],
         provenance=provenance(snakemake.config),
     )

@@ -17,5 +17,7 @@ with log_to(snakemake.log[0]):
         seeds=snakemake.params.seeds,
         training=snakemake.config["anatomy"]["training"],
         work_root=Path(snakemake.params.work_root),
+        # operational: images per prediction, changes no result
+        inference_batch_size=snakemake.config["anatomy"]["batch_size"],
         provenance=provenance(snakemake.config),
     )
