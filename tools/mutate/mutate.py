@@ -4,13 +4,16 @@ Why a driver around mutmut: mutmut reads one `[tool.mutmut]` section per project
 test selection, but the goal is a score per module, earned by the test files that cover that
 module only (a mutant some end-to-end test happens to notice does not count). So each module runs
 in its own scratch copy of the working tree (`.mutate/<module>/`) with its own section, and the
-per-module results are gathered into one report (`.mutate/report.md`, also printed).
+per-module results are gathered into one report (`.mutate/report.md`, also printed). Modules run
+one at a time on a shared machine can be gathered afterwards with `--collect`, which reads each
+module's last results from its scratch copy instead of running it again.
 
 `tools/mutate/modules.toml` names each module and its covering test files; `survivors.toml`
 says, for each mutant the tests let through, why it is equivalent or harmless. A survivor without
 a reason is reported as unexplained. Mutants run in mutmut's forkserver (torch is not fork-safe).
 
     .venv/bin/python tools/mutate/mutate.py [--only radsynth/data/split.py ...] [--children 2]
+    .venv/bin/python tools/mutate/mutate.py --collect  # report every module's last run
 """
 
 from __future__ import annotations
@@ -72,10 +75,14 @@ def load_reasons() -> dict[str, str]:
     return tomllib.loads((HERE / "survivors.toml").read_text()).get("survivors", {})
 
 
+def scratch_dir(module: str) -> Path:
+    return SCRATCH / module.replace("/", "_").removesuffix(".py")
+
+
 def scratch_copy(module: str, tests: list[str]) -> Path:
     """The working tree's files (tracked and untracked, not ignored), with a mutmut section that
     mutates `module` only and selects `tests` only."""
-    target = SCRATCH / module.replace("/", "_").removesuffix(".py")
+    target = scratch_dir(module)
     shutil.rmtree(target, ignore_errors=True)
     files = (
         subprocess.run(
@@ -127,17 +134,39 @@ def run_module(module: str, tests: list[str], children: int) -> ModuleResult:
             stderr=subprocess.STDOUT,
             check=False,
         )
+    return ModuleResult(module, tests, mutant_statuses(module), time.monotonic() - started)
+
+
+def mutant_statuses(module: str) -> dict[str, str]:
+    """mutmut's word for each mutant of `module`'s last run in its scratch copy."""
+    workdir = scratch_dir(module)
     listing = subprocess.run(
         [str(MUTMUT), "results", "--all", "true"], cwd=workdir, capture_output=True, text=True
     ).stdout
     statuses = {m[1]: m[2].strip() for m in map(RESULT_LINE.match, listing.splitlines()) if m}
     if not statuses:
-        raise SystemExit(f"{module}: mutmut produced no results; see {log}")
-    return ModuleResult(module, tests, statuses, time.monotonic() - started)
+        raise SystemExit(f"{module}: mutmut has no results; see {workdir / 'mutmut-run.log'}")
+    return statuses
+
+
+def collect_module(module: str) -> ModuleResult:
+    """`module`'s last run, read back from its scratch copy: the test files that run selected
+    (modules.toml may have changed since), and its duration from the scratch configuration's
+    writing (the run's start) to the run log's last write (its end)."""
+    workdir = scratch_dir(module)
+    log = workdir / "mutmut-run.log"
+    if not log.is_file():
+        raise SystemExit(f"{module}: never run (no {log}); run it with --only {module}")
+    configuration = workdir / "pyproject.toml"
+    tests = tomllib.loads(configuration.read_text())["tool"]["mutmut"][
+        "pytest_add_cli_args_test_selection"
+    ]
+    seconds = log.stat().st_mtime - configuration.stat().st_mtime
+    return ModuleResult(module, tests, mutant_statuses(module), seconds)
 
 
 def mutant_diff(module: str, name: str) -> str:
-    workdir = SCRATCH / module.replace("/", "_").removesuffix(".py")
+    workdir = scratch_dir(module)
     shown = subprocess.run([str(MUTMUT), "show", name], cwd=workdir, capture_output=True, text=True)
     lines = [
         line
@@ -200,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--report", type=Path, default=SCRATCH / "report.md", help="where the report is written"
     )
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="report each module's last run from its scratch copy instead of running it",
+    )
     args = parser.parse_args(argv)
     modules = load_modules()
     chosen = args.only or list(modules)
@@ -208,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"not in tools/mutate/modules.toml: {', '.join(unknown)}")
     results = []
     for module in chosen:
+        if args.collect:
+            results.append(collect_module(module))
+            continue
         print(f"mutating {module} with {len(modules[module])} test file(s) ...", flush=True)
         results.append(run_module(module, modules[module], args.children))
         print(f"  {results[-1].score:.1%} detected of {len(results[-1].statuses)}", flush=True)
