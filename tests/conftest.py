@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from radsynth.data.atlas import atlas_from_images, write_atlas
@@ -51,6 +52,17 @@ def write_workdir_config(workdir: Path, config: dict) -> None:
 
 def load_demo_config() -> dict:
     return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread for a test, restored after it: the other test worker shares the
+    two cores, and the resume tests compare bytes. A file opts in with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -31,12 +31,7 @@ from radsynth.data.csxa import KEYPOINT_LABELS
 META = torch.device("meta")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class StopAtForward(Exception):

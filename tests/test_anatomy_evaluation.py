@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from anatomy_fixtures import (
     INFERENCE_BATCH,
     PROVENANCE,
@@ -75,12 +74,7 @@ SCREEN_SETTINGS = ScreenSettings(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def left_facing(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import zarr
 from anatomy_fixtures import PROVENANCE, demo_teacher, phantoms
 from PIL import Image
@@ -45,12 +44,7 @@ from radsynth.sample.store import STORE_FORMAT
 ANGLE, CURVATURE = "c2_c7_angle_deg", "curvature_class"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------- sizes and draws

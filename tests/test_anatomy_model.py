@@ -40,14 +40,7 @@ from radsynth.core.settings.anatomy import LandmarkTraining
 from radsynth.data.csxa import KEYPOINT_LABELS
 from radsynth.train.checkpoint_io import latest_state_dir
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: other tests share the two cores (and the resume test compares bytes)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------- heatmaps and flips

@@ -69,9 +69,7 @@ N_FIT, N_HELD = 200, 50
 CORNER_LEVELS = 5  # C3..C7, four corners each, after C2's centroid and two lower corners
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def phantoms(n: int, seed: int, facing: str = "left") -> tuple[np.ndarray, np.ndarray]:
