@@ -75,9 +75,9 @@ def is_gpu_job(job: dict[str, str]) -> bool:
     return re.search(r"--gpus=|--gres=gpu", sbatch_call(job)) is not None
 
 
-@pytest.fixture(scope="module")
-def slurm_plan(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("slurm")
+def paper_slurm_plan(workdir, *targets):
+    """The jobs a dry run of the paper preset with the cluster profile plans (all of them, or
+    those `targets` need)."""
     (workdir / "config").mkdir()
     shutil.copy(REPO / "config/config.yaml", workdir / "config/config.yaml")
     result = run_snakemake(
@@ -91,8 +91,14 @@ def slurm_plan(tmp_path_factory):
         # --cores given wins over the 2 that run_snakemake passes).
         "--cores",
         "64",
+        *targets,
     )
     return planned_jobs(result.stdout + result.stderr)
+
+
+@pytest.fixture(scope="module")
+def slurm_plan(tmp_path_factory):
+    return paper_slurm_plan(tmp_path_factory.mktemp("slurm"))
 
 
 @pytest.fixture(scope="module")
@@ -190,22 +196,11 @@ def anatomy_plan(tmp_path_factory):
     """The anatomy jobs of the paper preset with the cluster profile. They wait for the atlas's
     keypoint check (a Snakemake checkpoint) in a whole-workflow plan, so they are asked for by
     their outputs."""
-    workdir = tmp_path_factory.mktemp("slurm_anatomy")
-    (workdir / "config").mkdir()
-    shutil.copy(REPO / "config/config.yaml", workdir / "config/config.yaml")
-    result = run_snakemake(
-        workdir,
-        "-n",
-        "--configfile",
-        str(REPO / "config/csxa.yaml"),
-        "--workflow-profile",
-        str(SLURM_PROFILE),
-        "--cores",
-        "64",
+    return paper_slurm_plan(
+        tmp_path_factory.mktemp("slurm_anatomy"),
         *ANATOMY_NETWORK_TARGETS.values(),
         *ANATOMY_TABLE_TARGETS.values(),
     )
-    return planned_jobs(result.stdout + result.stderr)
 
 
 def test_anatomy_network_jobs_ask_for_one_v100_each(anatomy_plan, slurm_plan):
