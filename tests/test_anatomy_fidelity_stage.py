@@ -4,6 +4,7 @@ landmark-feature FD and two-sample AUROC on phantom images written as the pipeli
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -348,7 +349,8 @@ def test_real_floor_caps_its_halves_and_writes_their_landmarks(
     extractor = offline_inception()
     inception = extract_features(extractor, images, batch_size=9, device="cpu")
     halves = [tmp_path / "half1.csv", tmp_path / "half2.csv"]
-    record = write_real_floor(
+    floor = functools.partial(
+        write_real_floor,
         teacher,
         tmp_path / "facing.safetensors",
         tmp_path / "atlas.h5",
@@ -357,12 +359,12 @@ def test_real_floor_caps_its_halves_and_writes_their_landmarks(
         halves,
         set_size=48,
         seed=0,
-        inception_features=inception,
         inception_extractor=extractor.description.as_dict(),
         curvature_thresholds_deg=(-6.1, 6.4),
         batch_size=16,
         provenance=PROVENANCE,
     )
+    record = floor(inception_features=inception)
     assert (record["half_size"], record["capped"], record["n_atlas"]) == (4, True, 9)
     assert record["note"].startswith("capped: halves of 4 images (half the atlas's 9)")
     ids = [read_landmark_table(path)["image_id"].tolist() for path in halves]
@@ -372,18 +374,4 @@ def test_real_floor_caps_its_halves_and_writes_their_landmarks(
     assert record["inception_extractor"]["num_features"] == 2048
     assert "4 images < 2048 feature dimensions" in record["warnings"]
     with pytest.raises(ValueError, match="8 Inception feature rows for the 9 images"):
-        write_real_floor(
-            teacher,
-            tmp_path / "facing.safetensors",
-            tmp_path / "atlas.h5",
-            features,
-            tmp_path / "floor.json",
-            halves,
-            set_size=48,
-            seed=0,
-            inception_features=inception[:8],
-            inception_extractor=extractor.description.as_dict(),
-            curvature_thresholds_deg=(-6.1, 6.4),
-            batch_size=16,
-            provenance=PROVENANCE,
-        )
+        floor(inception_features=inception[:8])
